@@ -1,0 +1,46 @@
+# The two commands a new developer needs: `make run` and `make test`. Both create the
+# virtualenv on first use, from the pinned requirement files.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
+
+# Every function folder is type-checked on its own: each has an `app.py`, which mypy
+# would otherwise report as a duplicate module.
+FUNCTION_DIRS := $(wildcard functions/*)
+
+.PHONY: help venv run test lint typecheck pytest migrate clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/.installed: requirements-dev.txt shared/requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(BIN)/.installed  ## Create or update the virtualenv
+
+run: venv migrate  ## Serve the whole API at http://127.0.0.1:3000 (PORT changes it)
+	$(BIN)/python -m localapi
+
+migrate: venv  ## Upgrade the configured database (local SQLite file by default) to head
+	$(BIN)/alembic upgrade head
+
+test: lint typecheck pytest  ## ruff, mypy and pytest: what CI runs
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy shared/taskapi localapi migrations tests
+	@for dir in $(FUNCTION_DIRS); do echo "mypy $$dir"; $(BIN)/mypy $$dir || exit 1; done
+
+pytest: venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:  ## Remove the virtualenvs, build output and caches
+	rm -rf $(VENV) .aws-sam build .pytest_cache .mypy_cache .ruff_cache

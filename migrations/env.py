@@ -1,0 +1,53 @@
+"""Alembic environment: the models' metadata, and the URL from the functions' settings.
+
+A caller that already holds a connection (the migrate function, the tests) passes it as
+`config.attributes["connection"]`; otherwise an engine is built from the settings.
+"""
+
+from alembic import context
+from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
+
+from taskapi import models  # noqa: F401  (registers the tables on the metadata)
+from taskapi.db import build_engine
+from taskapi.settings import get_database_url, get_settings
+
+config = context.config
+target_metadata = SQLModel.metadata
+
+
+def run_migrations(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=get_database_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+elif (connection := config.attributes.get("connection")) is not None:
+    run_migrations(connection)
+else:
+    engine = build_engine(get_database_url(), get_settings())
+    try:
+        with engine.connect() as connection:
+            run_migrations(connection)
+            connection.commit()
+    finally:
+        engine.dispose()

@@ -1,0 +1,113 @@
+"""The engine and sessions: one engine per container, created on first use.
+
+Lambda runs one request at a time per container, so the PostgreSQL pool holds one
+connection by default; pre-ping replaces a connection that died while the container was
+frozen, and a short connect timeout turns an unreachable database into a quick 503.
+"""
+
+import functools
+import logging
+from collections.abc import Generator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import event, exc, pool
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, create_engine
+
+from taskapi.settings import Settings, get_database_url, get_settings
+
+logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def build_engine(database_url: str, settings: Settings) -> Engine:
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            echo=settings.sql_echo,
+            # The local server answers from several threads; each checkout is still
+            # used by one thread at a time.
+            connect_args={"check_same_thread": False},
+        )
+        event.listen(engine, "connect", _configure_sqlite)
+        return engine
+
+    options: dict[str, Any] = {
+        "echo": settings.sql_echo,
+        "pool_pre_ping": True,
+        "connect_args": {
+            "connect_timeout": settings.database_connect_timeout,
+            # Notice a peer that vanished instead of waiting out the Lambda timeout.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        },
+    }
+    if settings.database_null_pool:
+        options["poolclass"] = pool.NullPool
+    else:
+        options.update(
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_pool_timeout,
+            pool_recycle=300,
+        )
+    return create_engine(url, **options)
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+@functools.cache
+def get_engine() -> Engine:
+    """The container's engine; `reset_engine()` drops it (tests, after changing settings)."""
+    return build_engine(get_database_url(), get_settings())
+
+
+def reset_engine() -> None:
+    if get_engine.cache_info().currsize:
+        get_engine().dispose()
+    get_engine.cache_clear()
+
+
+def get_session() -> Generator[Session, None, None]:
+    # expire_on_commit=False: a committed object is returned as it is, without a
+    # SELECT per attribute to reload it.
+    with Session(get_engine(), expire_on_commit=False) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+# Errors that mean "the database cannot be reached or is overloaded", not "bad request".
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.DisconnectionError,
+    exc.TimeoutError,
+)
+
+
+async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    logger.warning("database unavailable: %s", type(error).__name__)
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "The database is unavailable; try again shortly."},
+        headers={"Retry-After": "5"},
+    )
+
+
+def install_database_error_handlers(app: FastAPI) -> None:
+    for error_class in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error_class, database_unavailable)

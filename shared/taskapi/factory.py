@@ -1,0 +1,106 @@
+"""The app factory every function uses: same errors, CORS and request log everywhere."""
+
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from taskapi import __version__
+from taskapi.logs import configure_logging
+from taskapi.settings import get_database_url, get_jwt_secret, get_settings
+
+logger = logging.getLogger("taskapi.request")
+
+
+class RequestLogMiddleware:
+    """One JSON line per request: request ids, method, path, status and duration."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.cold_start = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app dies before answering
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            cold_start, self.cold_start = self.cold_start, False
+            logger.info(
+                "request",
+                extra={
+                    **_request_ids(scope),
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "cold_start": cold_start,
+                },
+            )
+
+
+def _request_ids(scope: Scope) -> dict[str, Any]:
+    # Mangum puts the API Gateway event and the Lambda context into the scope.
+    event = scope.get("aws.event") or {}
+    context = scope.get("aws.context")
+    return {
+        "request_id": (event.get("requestContext") or {}).get("requestId"),
+        "lambda_request_id": getattr(context, "aws_request_id", None),
+    }
+
+
+async def unhandled_error(request: Request, error: Exception) -> JSONResponse:
+    logger.error("unhandled error", exc_info=error, extra={"path": request.url.path})
+    return JSONResponse(status_code=500, content={"detail": "Internal Server Error"})
+
+
+def create_app(*, title: str, description: str = "", database: bool = True) -> FastAPI:
+    """A FastAPI app with the project's error format, CORS and request logging.
+
+    `database=False` keeps SQLAlchemy out of the import path (the health function's
+    `GET /health` must not pay for it); such an app maps database errors itself.
+    """
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=__version__,
+        # The health function serves one document for the whole API.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_exception_handler(Exception, unhandled_error)
+    if database:
+        from taskapi.db import install_database_error_handlers
+
+        install_database_error_handlers(app)
+        # Fetch the secrets while the container starts: a missing one stops it here, with
+        # a clear message, rather than failing its first request.
+        get_database_url()
+        get_jwt_secret()
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "If-Match"],
+            expose_headers=["ETag", "Location", "Retry-After"],
+        )
+    app.add_middleware(RequestLogMiddleware)
+    return app

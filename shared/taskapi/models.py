@@ -1,0 +1,244 @@
+"""Tables and the request/response schemas built on them.
+
+Timestamps are stored as UTC and always come back timezone-aware, on SQLite too, so that
+responses carry an explicit `+00:00` offset as the contract asks.
+"""
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ConfigDict, EmailStr, field_validator
+from sqlmodel import Field, SQLModel
+
+# Every constraint and index gets a predictable name, so migrations can refer to them.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+EMAIL_MAX_LENGTH = 320
+NAME_MAX_LENGTH = 100
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_BYTES = 72  # bcrypt ignores everything past 72 bytes; refuse rather than truncate
+TITLE_MAX_LENGTH = 200
+DESCRIPTION_MAX_LENGTH = 5000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores it naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "Pending"
+    IN_PROGRESS = "In Progress"
+    COMPLETED = "Completed"
+
+
+class TaskPriority(enum.StrEnum):
+    LOW = "Low"
+    MEDIUM = "Medium"
+    HIGH = "High"
+
+
+def _string_enum(enum_cls: type[enum.StrEnum], name: str) -> sa.Enum:
+    # A VARCHAR with a CHECK constraint, storing the values clients see: no native enum type
+    # that every new value would have to ALTER.
+    return sa.Enum(
+        enum_cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=20,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Users
+
+
+# Fields a client may see and set at sign-up.
+class UserBase(SQLModel):
+    email: EmailStr = Field(max_length=EMAIL_MAX_LENGTH)
+    name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH)
+
+
+# The `user` table.
+class User(UserBase, table=True):
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    email: str = Field(max_length=EMAIL_MAX_LENGTH, unique=True, index=True)
+    hashed_password: str = Field(max_length=255)
+    is_active: bool = Field(default=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# Body of POST /api/auth/signup.
+class UserCreate(UserBase):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    password: str = Field(min_length=PASSWORD_MIN_LENGTH)
+
+    @field_validator("email")
+    @classmethod
+    def normalise_email(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def strip_name(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("password")
+    @classmethod
+    def fits_bcrypt(cls, value: str) -> str:
+        if len(value.encode("utf-8")) > PASSWORD_MAX_BYTES:
+            raise ValueError(f"must be at most {PASSWORD_MAX_BYTES} bytes in UTF-8")
+        return value
+
+
+# What the API returns for a user: never the password hash.
+class UserPublic(UserBase):
+    email: str
+    id: uuid.UUID
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+    last_login_at: datetime | None
+
+
+# ---------------------------------------------------------------------------------------
+# Sessions and login throttling (used by the auth function and `CurrentUser`)
+
+
+# One row per login: the refresh token in force is the one whose `jti` matches
+# `refresh_jti`; every access token carries the session id, so revoking the row logs
+# that device out at once.
+class AuthSession(SQLModel, table=True):
+    __tablename__ = "auth_session"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE", index=True)
+    refresh_jti: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# Consecutive failed logins per email, for throttling; deleted on a successful login.
+class LoginAttempt(SQLModel, table=True):
+    __tablename__ = "login_attempt"
+
+    email: str = Field(max_length=EMAIL_MAX_LENGTH, primary_key=True)
+    failed_count: int = Field(default=0)
+    first_failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# ---------------------------------------------------------------------------------------
+# Tasks
+
+
+def _strip_title(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+# Fields a client may set on a task.
+class TaskBase(SQLModel):
+    title: str = Field(min_length=1, max_length=TITLE_MAX_LENGTH)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_LENGTH)
+    status: TaskStatus = Field(default=TaskStatus.PENDING)
+    priority: TaskPriority = Field(default=TaskPriority.MEDIUM)
+
+
+# The `task` table; `deleted_at` marks a soft delete and `version` backs the ETag.
+class Task(TaskBase, table=True):
+    __table_args__ = (sa.Index("ix_task_user_status", "user_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE", index=True)
+    title: str = Field(max_length=TITLE_MAX_LENGTH, index=True)
+    status: TaskStatus = Field(
+        default=TaskStatus.PENDING, sa_type=_string_enum(TaskStatus, "task_status"), index=True
+    )
+    priority: TaskPriority = Field(
+        default=TaskPriority.MEDIUM, sa_type=_string_enum(TaskPriority, "task_priority")
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    version: int = Field(default=1)
+
+
+# Body of POST /api/tasks.
+class TaskCreate(TaskBase):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    _strip = field_validator("title", mode="before")(_strip_title)
+
+
+# Body of PUT /api/tasks/{id}: any subset of the create fields; `title` may not be null.
+class TaskUpdate(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX_LENGTH)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_LENGTH)
+    status: TaskStatus | None = None
+    priority: TaskPriority | None = None
+
+    _strip = field_validator("title", mode="before")(_strip_title)
+
+    @field_validator("title", "status", "priority")
+    @classmethod
+    def not_null(cls, value: Any) -> Any:
+        # Absent means "leave as is"; an explicit null would blank a required column.
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
+
+
+# What the API returns for a task.
+class TaskPublic(TaskBase):
+    id: int
+    user_id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+# The page that GET /api/tasks returns.
+class TaskPage(SQLModel):
+    items: list[TaskPublic]
+    total: int
+    skip: int
+    limit: int

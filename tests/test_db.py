@@ -1,0 +1,141 @@
+"""The engine, the models and the schema on real SQLite and PostgreSQL."""
+
+import contextlib
+import time
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from taskapi.db import get_engine, get_session
+from taskapi.models import Task, TaskCreate, TaskStatus, TaskUpdate, User, UserCreate
+from taskapi.settings import get_settings
+from tests.conftest import Database, configure
+
+
+def make_user(session: Session, email: str = "ada@example.com") -> User:
+    user = User(email=email, name="Ada", hashed_password="not-a-real-hash")
+    session.add(user)
+    session.commit()
+    return user
+
+
+def test_deleting_a_user_deletes_their_tasks(db: Database) -> None:
+    with Session(get_engine()) as session:
+        ada, bob = make_user(session), make_user(session, "bob@example.com")
+        session.add_all([Task(user_id=ada.id, title=f"t{i}") for i in range(3)])
+        session.add(Task(user_id=bob.id, title="bob's"))
+        session.commit()
+        session.delete(ada)
+        session.commit()
+
+    # The database itself cascades (ON DELETE CASCADE), not the ORM.
+    assert db.scalar("SELECT count(*) FROM task") == 1
+    with db.engine.begin() as connection:
+        connection.execute(sa.text('DELETE FROM "user"'))
+    assert db.scalar("SELECT count(*) FROM task") == 0
+
+
+def test_timestamps_come_back_aware_and_utc(db: Database) -> None:
+    with Session(get_engine()) as session:
+        user = make_user(session)
+        session.expire_all()
+        loaded = session.get(User, user.id)
+        assert loaded is not None
+        assert loaded.created_at.tzinfo is not None
+        assert loaded.created_at.utcoffset() == UTC.utcoffset(None)
+        assert loaded.created_at.isoformat().endswith("+00:00")
+
+
+def test_naive_datetimes_are_refused(db: Database) -> None:
+    with Session(get_engine()) as session:
+        user = make_user(session)
+        user.last_login_at = datetime(2026, 1, 1)
+        session.add(user)
+        with pytest.raises(sa.exc.StatementError, match="naive datetimes"):
+            session.commit()
+
+
+def test_status_is_constrained_in_the_database(db: Database) -> None:
+    with Session(get_engine(), expire_on_commit=False) as session:
+        user = make_user(session)
+    with pytest.raises(sa.exc.IntegrityError), db.engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO task (user_id, title, status, priority, created_at, updated_at,"
+                " version) VALUES (:user, 't', 'Bogus', 'Low', :now, :now, 1)"
+            ),
+            {
+                "user": user.id.hex if db.backend == "sqlite" else str(user.id),
+                "now": datetime.now(UTC),
+            },
+        )
+
+
+def test_email_is_unique(db: Database) -> None:
+    with Session(get_engine()) as session:
+        make_user(session)
+        with pytest.raises(sa.exc.IntegrityError):
+            make_user(session)
+
+
+def test_sqlite_connection_settings(db: Database) -> None:
+    if db.backend != "sqlite":
+        pytest.skip("SQLite pragmas")
+    with get_engine().connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+
+
+def test_postgresql_pool_holds_one_connection(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db.backend != "postgresql":
+        pytest.skip("PostgreSQL pool")
+    engine = get_engine()
+    assert isinstance(engine.pool, sa.pool.QueuePool)
+    assert engine.pool.size() == 1
+    assert engine.pool._max_overflow == 0
+    assert engine.pool._pre_ping
+    configure(monkeypatch, database_null_pool="true")
+    assert isinstance(get_engine().pool, sa.pool.NullPool)
+
+
+def test_engine_is_created_once_per_container(db: Database) -> None:
+    assert get_engine() is get_engine()
+    assert get_settings() is get_settings()
+
+
+def test_session_dependency_yields_a_working_session(db: Database) -> None:
+    with contextlib.closing(get_session()) as sessions:
+        session = next(sessions)
+        assert session.exec(select(User)).all() == []
+
+
+def test_unreachable_database_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Port 1 on loopback: nothing listens, so the connection is refused at once.
+    configure(
+        monkeypatch, stage="test", database_url="postgresql+psycopg2://postgres@127.0.0.1:1/x"
+    )
+    started = time.monotonic()
+    with pytest.raises(sa.exc.OperationalError), get_engine().connect():
+        pass
+    assert time.monotonic() - started < 5
+
+
+def test_create_schemas_normalise_and_reject() -> None:
+    user = UserCreate(email=" Ada@Example.COM ", name="  Ada ", password="correct horse")
+    assert (user.email, user.name) == ("ada@example.com", "Ada")
+    task = TaskCreate(title="  Buy milk  ")
+    assert (task.title, task.status) == ("Buy milk", TaskStatus.PENDING)
+    with pytest.raises(ValueError, match="at most 72 bytes"):
+        UserCreate(email="a@example.com", name="A", password="é" * 37)
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        TaskCreate.model_validate({"title": "x", "owner": "someone"})
+    with pytest.raises(ValueError, match="may be omitted but not null"):
+        TaskUpdate.model_validate({"title": None})
+    assert TaskUpdate.model_validate({"priority": "High"}).model_dump(exclude_unset=True) == {
+        "priority": "High"
+    }

@@ -1,0 +1,97 @@
+"""The shared app factory, through a real Mangum handler fed API Gateway events."""
+
+import json
+import time
+
+import pytest
+from fastapi import HTTPException
+from mangum import Mangum
+from sqlmodel import select
+
+from localapi.events import http_event
+from taskapi.db import SessionDep
+from taskapi.factory import create_app
+from taskapi.models import User
+from tests.conftest import Database, configure, invoke
+
+
+def build_handler() -> Mangum:
+    app = create_app(title="factory test")
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    @app.get("/teapot")
+    def teapot() -> None:
+        raise HTTPException(status_code=418, detail="I'm a teapot")
+
+    @app.get("/users")
+    def users(session: SessionDep) -> int:
+        return len(session.exec(select(User)).all())
+
+    return Mangum(app, lifespan="off")
+
+
+def test_errors_use_the_contract_format(db: Database) -> None:
+    handler = build_handler()
+    response = invoke(handler, http_event("GET", "/boom"))
+    assert (response.status, response.json()) == (500, {"detail": "Internal Server Error"})
+    assert "secret internals" not in response.body
+    response = invoke(handler, http_event("GET", "/teapot"))
+    assert (response.status, response.json()) == (418, {"detail": "I'm a teapot"})
+    response = invoke(handler, http_event("GET", "/nowhere"))
+    assert (response.status, response.json()) == (404, {"detail": "Not Found"})
+
+
+def test_one_json_log_line_per_request(db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    handler = build_handler()
+    capsys.readouterr()
+    event = http_event("GET", "/users", query={"x": "1"})
+    assert invoke(handler, event).status == 200
+    invoke(handler, http_event("GET", "/teapot"))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    requests = [line for line in lines if line["message"] == "request"]
+    assert len(requests) == 2
+    first, second = requests
+    assert first["request_id"] == event["requestContext"]["requestId"]
+    assert first["lambda_request_id"]
+    assert (first["method"], first["path"], first["status"]) == ("GET", "/users", 200)
+    assert isinstance(first["duration_ms"], float)
+    assert first["cold_start"] is True
+    assert (second["status"], second["cold_start"]) == (418, False)
+
+
+def test_unreachable_database_answers_503_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(
+        monkeypatch,
+        stage="test",
+        database_url="postgresql+psycopg2://postgres@127.0.0.1:1/x",
+        jwt_secret_key="k",
+    )
+    handler = build_handler()
+    started = time.monotonic()
+    response = invoke(handler, http_event("GET", "/users"))
+    assert time.monotonic() - started < 5
+    assert response.status == 503
+    assert response.json() == {"detail": "The database is unavailable; try again shortly."}
+    assert response.headers["retry-after"] == "5"
+
+
+def test_cors_from_settings(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, cors_origins="https://app.example")
+    handler = build_handler()
+    preflight = http_event(
+        "OPTIONS",
+        "/users",
+        headers={
+            "origin": "https://app.example",
+            "access-control-request-method": "GET",
+            "access-control-request-headers": "authorization",
+        },
+    )
+    response = invoke(handler, preflight)
+    assert response.status == 200
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    other = invoke(handler, http_event("GET", "/users", headers={"origin": "https://evil.example"}))
+    assert "access-control-allow-origin" not in other.headers

@@ -1,0 +1,125 @@
+"""Settings: environment variables, and secrets from Secrets Manager under moto."""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from taskapi.settings import (
+    LOCAL_DATABASE_URL,
+    ConfigurationError,
+    get_database_url,
+    get_jwt_secret,
+    get_settings,
+)
+from tests.conftest import configure
+
+
+@pytest.fixture
+def secretsmanager() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name="us-east-1")
+
+
+def test_contract_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "JWT_SECRET_KEY", "STAGE", "BCRYPT_ROUNDS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir("/")  # no .env file
+    configure(monkeypatch)
+    settings = get_settings()
+    assert settings.jwt_algorithm == "HS256"
+    assert settings.access_token_expire_minutes == 15
+    assert settings.refresh_token_expire_days == 7
+    assert settings.bcrypt_rounds == 12
+    assert settings.login_max_attempts == 5
+    assert settings.login_lockout_minutes == 15
+    assert (settings.database_pool_size, settings.database_max_overflow) == (1, 0)
+    # Local development alone falls back to a SQLite file.
+    assert get_database_url() == LOCAL_DATABASE_URL
+
+
+def test_cors_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, cors_origins="https://a.example, https://b.example,")
+    assert get_settings().cors_origin_list == ["https://a.example", "https://b.example"]
+
+
+def test_secrets_are_read_once_and_cached(
+    secretsmanager: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The JSON that RDS writes for a managed secret, and a plain generated string.
+    database = secretsmanager.create_secret(
+        Name="taskapi/db",
+        SecretString=json.dumps(
+            {
+                "engine": "postgres",
+                "username": "app",
+                "password": "p@ss/word",
+                "host": "db.internal",
+                "port": 5432,
+                "dbname": "tasks",
+            }
+        ),
+    )
+    jwt = secretsmanager.create_secret(Name="taskapi/jwt", SecretString="generated-jwt-key")
+    configure(
+        monkeypatch,
+        stage="prod",
+        database_secret_arn=database["ARN"],
+        jwt_secret_arn=jwt["ARN"],
+    )
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("JWT_SECRET_KEY", raising=False)
+
+    assert get_database_url() == "postgresql+psycopg2://app:p%40ss%2Fword@db.internal:5432/tasks"
+    assert get_jwt_secret() == "generated-jwt-key"
+
+    # Cached for the container: a rotated secret is picked up by the next container.
+    secretsmanager.put_secret_value(SecretId=jwt["ARN"], SecretString="rotated")
+    assert get_jwt_secret() == "generated-jwt-key"
+
+
+def test_secret_may_hold_a_plain_url(secretsmanager: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = secretsmanager.create_secret(Name="url", SecretString="sqlite:///tmp/x.db")
+    configure(monkeypatch, stage="dev", database_secret_arn=secret["ARN"])
+    assert get_database_url() == "sqlite:///tmp/x.db"
+
+
+def test_missing_secret_is_a_clear_error(
+    secretsmanager: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:taskapi/absent-AbCdEf"
+    configure(monkeypatch, stage="prod", database_secret_arn=arn)
+    with pytest.raises(ConfigurationError, match=r"Secret .*taskapi/absent.* does not exist"):
+        get_database_url()
+
+
+@pytest.mark.parametrize(
+    ("variable", "resolve", "message"),
+    [
+        ("DATABASE_URL", get_database_url, "needs DATABASE_SECRET_ARN or DATABASE_URL"),
+        ("JWT_SECRET_KEY", get_jwt_secret, "needs JWT_SECRET_ARN or JWT_SECRET_KEY"),
+    ],
+)
+def test_no_local_defaults_outside_local_development(
+    monkeypatch: pytest.MonkeyPatch, variable: str, resolve: Any, message: str
+) -> None:
+    monkeypatch.chdir("/")
+    monkeypatch.delenv(variable, raising=False)
+    configure(monkeypatch, stage="prod")
+    with pytest.raises(ConfigurationError, match=message):
+        resolve()
+
+
+def test_a_function_does_not_start_without_its_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taskapi.factory import create_app
+
+    monkeypatch.chdir("/")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    configure(monkeypatch, stage="prod", jwt_secret_key="x")
+    with pytest.raises(ConfigurationError, match="DATABASE_SECRET_ARN or DATABASE_URL"):
+        create_app(title="needs a database")
