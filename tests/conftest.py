@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from localapi.events import LambdaContext, http_event
 from taskapi.db import build_engine, reset_engine
+from taskapi.passwords import clear_password_cache
 from taskapi.settings import Settings, clear_settings_cache
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,15 +57,19 @@ def configure(monkeypatch: pytest.MonkeyPatch, **settings: str) -> None:
     """Set environment variables and make the layer read them afresh."""
     for name, value in settings.items():
         monkeypatch.setenv(name.upper(), value)
+    reset_caches()
+
+
+def reset_caches() -> None:
     clear_settings_cache()
+    clear_password_cache()
     reset_engine()
 
 
 @pytest.fixture(autouse=True)
 def _reset_caches() -> Iterator[None]:
     yield
-    clear_settings_cache()
-    reset_engine()
+    reset_caches()
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,42 @@
+"""Password hashing with bcrypt, through passlib's API.
+
+The `passlib` import comes from libpass, the maintained fork: passlib 1.7.4's own bcrypt
+self-test fails on bcrypt 5. Passwords longer than 72 bytes are refused by the schemas
+before they get here, since bcrypt would silently ignore the rest.
+"""
+
+import functools
+
+from passlib.context import CryptContext
+
+from taskapi.settings import get_settings
+
+
+@functools.cache
+def _context() -> CryptContext:
+    return CryptContext(schemes=["bcrypt"], bcrypt__rounds=get_settings().bcrypt_rounds)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    # Made once per container, at the configured cost, so that checking a password
+    # against it takes as long as checking a real one.
+    return str(_context().hash("dummy password for unknown accounts"))
+
+
+def hash_password(password: str) -> str:
+    return str(_context().hash(password))
+
+
+def verify_password(password: str, hashed: str | None) -> bool:
+    """Check a password; with no hash (unknown account), spend the same time and fail."""
+    if hashed is None:
+        _context().verify(password, _dummy_hash())
+        return False
+    return bool(_context().verify(password, hashed))
+
+
+def clear_password_cache() -> None:
+    """Forget the context (tests, after changing BCRYPT_ROUNDS)."""
+    _context.cache_clear()
+    _dummy_hash.cache_clear()

@@ -1,0 +1,115 @@
+"""Every use of the JWT library is in this module, so it can be swapped in one place.
+
+Tokens carry `sub` (user id), `type` (`access` or `refresh`), `jti`, `iat`, `exp` and `sid`
+(the session id). Decoding allows exactly the configured algorithm, requires every claim,
+and checks the token type, so a refresh token is never accepted as an access token or the
+other way round.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from jose import JWTError, jwt
+
+from taskapi.settings import get_jwt_secret, get_settings
+
+TokenType = Literal["access", "refresh"]
+REQUIRED_CLAIMS = ("sub", "type", "jti", "iat", "exp", "sid")
+JTI_MAX_LENGTH = 64
+# Tolerated clock difference for `iat`; a token issued further in the future is forged.
+CLOCK_SKEW = timedelta(seconds=30)
+
+
+class InvalidTokenError(Exception):
+    """The token is malformed, forged, expired, of the wrong type, or lacks a claim."""
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    token_type: TokenType
+    jti: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    claims: TokenClaims
+
+
+def issue_token(
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    token_type: TokenType,
+    lifetime: timedelta,
+    now: datetime | None = None,
+) -> IssuedToken:
+    issued_at = (now or datetime.now(UTC)).replace(microsecond=0)
+    claims = TokenClaims(
+        user_id=user_id,
+        session_id=session_id,
+        token_type=token_type,
+        jti=uuid.uuid4().hex,
+        issued_at=issued_at,
+        expires_at=issued_at + lifetime,
+    )
+    payload = {
+        "sub": str(user_id),
+        "sid": str(session_id),
+        "type": token_type,
+        "jti": claims.jti,
+        "iat": int(issued_at.timestamp()),
+        "exp": int(claims.expires_at.timestamp()),
+    }
+    token = jwt.encode(payload, get_jwt_secret(), algorithm=get_settings().jwt_algorithm)
+    return IssuedToken(token=token, claims=claims)
+
+
+def decode_token(token: str, *, expected_type: TokenType) -> TokenClaims:
+    """Verify the signature, expiry and claims; raise `InvalidTokenError` on any doubt."""
+    try:
+        payload: dict[str, Any] = jwt.decode(
+            token,
+            get_jwt_secret(),
+            algorithms=[get_settings().jwt_algorithm],
+            options={f"require_{claim}": True for claim in ("sub", "jti", "iat", "exp")},
+        )
+    except JWTError as error:
+        raise InvalidTokenError(str(error)) from error
+    return _claims(payload, expected_type)
+
+
+def _claims(payload: dict[str, Any], expected_type: TokenType) -> TokenClaims:
+    missing = [claim for claim in REQUIRED_CLAIMS if claim not in payload]
+    if missing:
+        raise InvalidTokenError(f"missing claims: {', '.join(missing)}")
+    if payload["type"] != expected_type:
+        raise InvalidTokenError(f"expected a {expected_type} token")
+    jti, iat, exp = payload["jti"], payload["iat"], payload["exp"]
+    if not isinstance(jti, str) or not 0 < len(jti) <= JTI_MAX_LENGTH:
+        raise InvalidTokenError("malformed jti")
+    if not all(isinstance(value, int) and not isinstance(value, bool) for value in (iat, exp)):
+        raise InvalidTokenError("malformed timestamps")
+    try:
+        user_id = uuid.UUID(str(payload["sub"]))
+        session_id = uuid.UUID(str(payload["sid"]))
+        issued_at = datetime.fromtimestamp(iat, UTC)
+        expires_at = datetime.fromtimestamp(exp, UTC)
+    except (ValueError, OverflowError, OSError) as error:
+        raise InvalidTokenError("malformed claims") from error
+    if issued_at > datetime.now(UTC) + CLOCK_SKEW:
+        raise InvalidTokenError("issued in the future")
+    return TokenClaims(
+        user_id=user_id,
+        session_id=session_id,
+        token_type=expected_type,
+        jti=jti,
+        issued_at=issued_at,
+        expires_at=expires_at,
+    )
