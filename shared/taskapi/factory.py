@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskapi import __version__
-from taskapi.logs import configure_logging
+from taskapi.logs import configure_logging, invocation_fields, log_context
 from taskapi.settings import get_database_url, get_jwt_secret, get_settings
 
 logger = logging.getLogger("taskapi.request")
@@ -36,21 +36,23 @@ class RequestLogMiddleware:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            cold_start, self.cold_start = self.cold_start, False
-            logger.info(
-                "request",
-                extra={
-                    **_request_ids(scope),
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "cold_start": cold_start,
-                },
-            )
+        # Every log line of this request carries its ids, not only the request line.
+        fields = {**_request_ids(scope), **invocation_fields(scope.get("aws.context"))}
+        with log_context(**fields):
+            try:
+                await self.app(scope, receive, send_and_record)
+            finally:
+                cold_start, self.cold_start = self.cold_start, False
+                logger.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "cold_start": cold_start,
+                    },
+                )
 
 
 def _request_ids(scope: Scope) -> dict[str, Any]:

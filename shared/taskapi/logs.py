@@ -3,7 +3,11 @@
 import json
 import logging
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 # Attributes every LogRecord has; anything else was passed through `extra=`.
@@ -14,6 +18,36 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)
 }
 
 
+# Fields every log line of the current invocation carries (the Lambda request id, the
+# cold-start flag...). A context variable, not a global: it follows the request into the
+# event loop task and the thread pool that runs plain `def` routes.
+_log_context: ContextVar[Mapping[str, Any]] = ContextVar(
+    "taskapi_log_context", default=MappingProxyType({})
+)
+_cold_start = True
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add `fields` to every log line written inside the block."""
+    token = _log_context.set(MappingProxyType({**_log_context.get(), **fields}))
+    try:
+        yield
+    finally:
+        _log_context.reset(token)
+
+
+def invocation_fields(context: Any) -> dict[str, Any]:
+    """The Lambda request id, and whether this is the container's first invocation."""
+    global _cold_start
+    request_id = getattr(context, "aws_request_id", None)
+    if request_id is not None and _log_context.get().get("lambda_request_id") == request_id:
+        # Already bound further out (by a handler that wraps Mangum): keep its flag.
+        return {"lambda_request_id": request_id, "cold_start": _log_context.get().get("cold_start")}
+    cold_start, _cold_start = _cold_start, False
+    return {"lambda_request_id": request_id, "cold_start": cold_start}
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -21,6 +55,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **_log_context.get(),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS:
