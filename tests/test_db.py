@@ -68,7 +68,7 @@ def test_status_is_constrained_in_the_database(db: Database) -> None:
             ),
             {
                 "user": user.id.hex if db.backend == "sqlite" else str(user.id),
-                "now": datetime.now(UTC),
+                "now": datetime.now(UTC).isoformat(),
             },
         )
 

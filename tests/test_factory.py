@@ -5,17 +5,16 @@ import time
 
 import pytest
 from fastapi import HTTPException
-from mangum import Mangum
 from sqlmodel import select
 
 from localapi.events import http_event
 from taskapi.db import SessionDep
-from taskapi.factory import create_app
+from taskapi.factory import LambdaHandler, create_app, make_handler
 from taskapi.models import User
 from tests.conftest import Database, configure, invoke
 
 
-def build_handler() -> Mangum:
+def build_handler() -> LambdaHandler:
     app = create_app(title="factory test")
 
     @app.get("/boom")
@@ -30,7 +29,7 @@ def build_handler() -> Mangum:
     def users(session: SessionDep) -> int:
         return len(session.exec(select(User)).all())
 
-    return Mangum(app, lifespan="off")
+    return make_handler(app)
 
 
 def test_errors_use_the_contract_format(db: Database) -> None:
@@ -95,3 +94,15 @@ def test_cors_from_settings(db: Database, monkeypatch: pytest.MonkeyPatch) -> No
     assert response.headers["access-control-allow-origin"] == "https://app.example"
     other = invoke(handler, http_event("GET", "/users", headers={"origin": "https://evil.example"}))
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_handlers_run_from_worker_threads(db: Database) -> None:
+    """The local server and concurrency tests call handlers from threads: each works."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    handler = build_handler()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = list(
+            pool.map(lambda _: invoke(handler, http_event("GET", "/users")).status, range(8))
+        )
+    assert statuses == [200] * 8

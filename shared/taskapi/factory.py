@@ -1,12 +1,17 @@
 """The app factory every function uses: same errors, CORS and request log everywhere."""
 
+import asyncio
 import logging
+import threading
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from mangum import Mangum
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskapi import __version__
@@ -106,3 +111,35 @@ def create_app(*, title: str, description: str = "", database: bool = True) -> F
         )
     app.add_middleware(RequestLogMiddleware)
     return app
+
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+_thread_state = threading.local()
+
+
+def _ensure_event_loop() -> None:
+    # Mangum runs each request with `asyncio.get_event_loop()`, which warns on Python 3.12+
+    # when the thread has no loop set, and fails outright in any thread but the main one
+    # (the local server and the concurrency tests call handlers from worker threads).
+    # Each thread gets one loop, set once and reused by every later invocation.
+    if getattr(_thread_state, "loop", None) is None:
+        loop = _thread_state.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        # Close it once the thread is gone, so worker threads leak no sockets.
+        weakref.finalize(threading.current_thread(), loop.close)
+
+
+def make_handler(app: FastAPI) -> LambdaHandler:
+    """The Lambda entry point for an app: Mangum, with a sound event loop in every thread.
+
+    Lifespan is off: the engine is created lazily, once per container, never in a startup
+    hook (Mangum would run one on every invocation).
+    """
+    _ensure_event_loop()
+    mangum = Mangum(app, lifespan="off")
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        _ensure_event_loop()
+        return mangum(event, context)
+
+    return handler
