@@ -172,6 +172,13 @@ def _strip_title(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
+def _storable_text(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL: refuse it as bad input, not a 500 from the INSERT.
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 # Fields a client may set on a task.
 class TaskBase(SQLModel):
     title: str = Field(min_length=1, max_length=TITLE_MAX_LENGTH)
@@ -205,6 +212,7 @@ class TaskCreate(TaskBase):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     _strip = field_validator("title", mode="before")(_strip_title)
+    _storable = field_validator("title", "description")(_storable_text)
 
 
 # Body of PUT /api/tasks/{id}: any subset of the create fields; `title` may not be null.
@@ -217,6 +225,7 @@ class TaskUpdate(SQLModel):
     priority: TaskPriority | None = None
 
     _strip = field_validator("title", mode="before")(_strip_title)
+    _storable = field_validator("title", "description")(_storable_text)
 
     @field_validator("title", "status", "priority")
     @classmethod

@@ -1,0 +1,13 @@
+"""TasksFunction: `/api/tasks` and `/api/tasks/*`, the signed-in user's tasks."""
+
+from tasks_routes import router
+
+from taskapi.factory import create_app, make_handler
+
+app = create_app(
+    title="Task API: tasks",
+    description="Create, list, change and delete the signed-in user's tasks.",
+)
+app.include_router(router)
+
+handler = make_handler(app)

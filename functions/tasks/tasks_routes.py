@@ -1,0 +1,303 @@
+"""`/api/tasks`: the caller's tasks, with ETags for optimistic concurrency."""
+
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
+from pydantic import BaseModel
+from tasks_queries import (
+    DEFAULT_SORT,
+    MAX_INT32,
+    SortKey,
+    first_completion,
+    list_tasks,
+    soft_delete_task,
+    update_task,
+)
+
+from taskapi.auth import CurrentUser
+from taskapi.db import SessionDep
+from taskapi.models import (
+    DESCRIPTION_MAX_LENGTH,
+    Task,
+    TaskCreate,
+    TaskPage,
+    TaskPriority,
+    TaskPublic,
+    TaskStatus,
+    TaskUpdate,
+    utcnow,
+)
+
+router = APIRouter(tags=["tasks"])
+
+
+# The body of every error this router answers itself.
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorDetail, "description": description}
+
+
+UNAUTHORIZED: Responses = {401: _error("Missing, invalid, expired or revoked access token")}
+UNAVAILABLE: Responses = {503: _error("The database is unavailable")}
+BY_ID: Responses = {
+    **UNAUTHORIZED,
+    403: _error("The task belongs to another user"),
+    404: _error("No such task, or it was deleted"),
+    **UNAVAILABLE,
+}
+PRECONDITION: Responses = {412: _error("If-Match does not match the task's current ETag")}
+ETAG_HEADER = {"ETag": {"description": "The task's version", "schema": {"type": "string"}}}
+
+
+# ---------------------------------------------------------------------------------------
+# ETags
+
+
+def etag(task: Task) -> str:
+    return f'"{task.id}-{task.version}"'
+
+
+IfMatch = Annotated[
+    str | None,
+    Header(description="Write only if the task still has one of these ETags (`*`: any version)"),
+]
+
+
+def expected_version(task: Task, if_match: str | None) -> int | None:
+    """The version a write must find (None: any), or 412 if If-Match names another one."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    # Strong comparison (RFC 9110): a weak tag `W/"..."` never matches.
+    if etag(task) in (tag.strip() for tag in if_match.split(",")):
+        return task.version
+    raise HTTPException(
+        status_code=HTTPStatus.PRECONDITION_FAILED,
+        detail="The task has changed: If-Match does not match its current ETag",
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The ownership dependency: every route that takes an id gets its task through it.
+
+TaskId = Annotated[
+    int, Path(ge=1, le=MAX_INT32, description="The task's id (a positive 32-bit integer)")
+]
+
+
+def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+    task = session.get(Task, task_id)
+    if task is None or task.deleted_at is not None:
+        raise HTTPException(status_code=HTTPStatus.NOT_FOUND, detail="Task not found")
+    if task.user_id != user.id:
+        raise HTTPException(
+            status_code=HTTPStatus.FORBIDDEN, detail="This task belongs to another user"
+        )
+    return task
+
+
+OwnedTask = Annotated[Task, Depends(get_owned_task)]
+
+
+# ---------------------------------------------------------------------------------------
+# Responses
+#
+# Routes serialise their own JSON: FastAPI would validate the returned object against the
+# response model a second time, in a worker thread, before dumping it. `response_model`
+# still documents the body.
+
+
+def json_response(
+    model: BaseModel, *, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        model.model_dump_json(),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def task_response(task: Task, *, status_code: int = 200, **headers: str) -> Response:
+    return json_response(
+        TaskPublic.model_validate(task),
+        status_code=status_code,
+        headers={"ETag": etag(task), **headers},
+    )
+
+
+def _written(task: Task | None, if_match: str | None) -> Task:
+    """The row an UPDATE returned; none means it changed or vanished since it was read."""
+    if task is not None:
+        return task
+    if if_match is not None:
+        raise HTTPException(
+            status_code=HTTPStatus.PRECONDITION_FAILED,
+            detail="The task has changed: If-Match does not match its current ETag",
+        )
+    raise HTTPException(status_code=HTTPStatus.NOT_FOUND, detail="Task not found")
+
+
+# ---------------------------------------------------------------------------------------
+# Routes
+
+
+@router.get(
+    "/api/tasks",
+    response_model=TaskPage,
+    responses={**UNAUTHORIZED, **UNAVAILABLE},
+    summary="List the caller's tasks",
+)
+def list_my_tasks(
+    user: CurrentUser,
+    session: SessionDep,
+    skip: Annotated[int, Query(ge=0, le=MAX_INT32, description="Tasks to skip")] = 0,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+    status: Annotated[TaskStatus | None, Query(description="Only this status")] = None,
+    priority: Annotated[TaskPriority | None, Query(description="Only this priority")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=DESCRIPTION_MAX_LENGTH,
+            pattern=r"^[^\x00]*$",
+            description="Case-insensitive text in the title or description",
+        ),
+    ] = None,
+    sort: Annotated[
+        SortKey,
+        first_completion,
+        Query(description="Sort field, `-` for descending; ties are broken by id"),
+    ] = DEFAULT_SORT,
+) -> Response:
+    tasks, total = list_tasks(
+        session,
+        user_id=user.id,
+        status=status,
+        priority=priority,
+        q=q,
+        sort=sort,
+        skip=skip,
+        limit=limit,
+    )
+    page = TaskPage(
+        items=[TaskPublic.model_validate(task) for task in tasks],
+        total=total,
+        skip=skip,
+        limit=limit,
+    )
+    return json_response(page)
+
+
+@router.post(
+    "/api/tasks",
+    response_model=TaskPublic,
+    status_code=HTTPStatus.CREATED,
+    responses={
+        201: {
+            "headers": {
+                **ETAG_HEADER,
+                "Location": {"description": "The new task", "schema": {"type": "string"}},
+            }
+        },
+        **UNAUTHORIZED,
+        **UNAVAILABLE,
+    },
+    summary="Create a task",
+)
+def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) -> Response:
+    now = utcnow()
+    task = Task.model_validate(
+        body,
+        update={
+            "user_id": user.id,
+            "created_at": now,
+            "updated_at": now,
+            "completed_at": now if body.status is TaskStatus.COMPLETED else None,
+        },
+    )
+    session.add(task)
+    session.commit()
+    return task_response(task, status_code=HTTPStatus.CREATED, Location=f"/api/tasks/{task.id}")
+
+
+@router.get(
+    "/api/tasks/{task_id}",
+    response_model=TaskPublic,
+    responses={200: {"headers": ETAG_HEADER}, **BY_ID},
+    summary="Read a task",
+)
+def read_task(task: OwnedTask) -> Response:
+    return task_response(task)
+
+
+@router.put(
+    "/api/tasks/{task_id}",
+    response_model=TaskPublic,
+    responses={200: {"headers": ETAG_HEADER}, **BY_ID, **PRECONDITION},
+    summary="Change some fields of a task",
+)
+def update_my_task(
+    task: OwnedTask, body: TaskUpdate, session: SessionDep, if_match: IfMatch = None
+) -> Response:
+    version = expected_version(task, if_match)
+    changes = {
+        field: value
+        for field, value in body.model_dump(exclude_unset=True).items()
+        if getattr(task, field) != value
+    }
+    if not changes:
+        # Nothing to change: no write, so updated_at and the ETag stay as they are.
+        return task_response(task)
+    now = utcnow()
+    values: dict[str, Any] = {**changes, "updated_at": now}
+    if "status" in changes:
+        values["completed_at"] = (
+            first_completion(now) if changes["status"] is TaskStatus.COMPLETED else None
+        )
+    written = update_task(session, task=task, expected_version=version, values=values)
+    return task_response(_written(written, if_match))
+
+
+@router.delete(
+    "/api/tasks/{task_id}",
+    status_code=HTTPStatus.NO_CONTENT,
+    response_class=Response,
+    responses={**BY_ID, **PRECONDITION},
+    summary="Delete a task (it stays in the database, marked deleted)",
+)
+def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
+    version = expected_version(task, if_match)
+    deleted = soft_delete_task(session, task=task, expected_version=version, now=utcnow())
+    if not deleted:
+        _written(None, if_match)
+    return Response(status_code=HTTPStatus.NO_CONTENT)
+
+
+@router.patch(
+    "/api/tasks/{task_id}/complete",
+    response_model=TaskPublic,
+    responses={200: {"headers": ETAG_HEADER}, **BY_ID, **PRECONDITION},
+    summary="Mark a task completed (idempotent)",
+)
+def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
+    version = expected_version(task, if_match)
+    if task.status is TaskStatus.COMPLETED:
+        return task_response(task)
+    now = utcnow()
+    written = update_task(
+        session,
+        task=task,
+        expected_version=version,
+        values={
+            "status": TaskStatus.COMPLETED,
+            "completed_at": first_completion(now),
+            "updated_at": now,
+        },
+    )
+    return task_response(_written(written, if_match))
