@@ -1,0 +1,159 @@
+"""Runs the template's real handlers in this process, as the Lambda runtime would: each
+function imported once (its "container"), called with a Lambda-like context, bounded by
+the function's Timeout."""
+
+import asyncio
+import importlib.util
+import logging
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from localapi.events import LambdaContext
+from localapi.template import Function, Template
+
+logger = logging.getLogger("localapi")
+
+Handler = Callable[[Any, Any], Any]
+
+# The local server is a developer's machine, whatever stage the template deploys.
+LOCAL_DEFAULTS = {"STAGE": "local"}
+
+
+class InvocationTimeoutError(TimeoutError):
+    """The handler ran past its function's Timeout; its thread is abandoned, not killed."""
+
+
+def apply_environment(template: Template, env_file: Path | str = ".env") -> None:
+    """Set the template's environment variables, except those the developer set.
+
+    The shell and `.env` win over `LOCAL_DEFAULTS`, which win over the template (whose
+    `STAGE` would otherwise be a deployed stage). All functions share this process, so a
+    variable that two functions set differently takes the first value, with a warning.
+    """
+    protected = set(os.environ) | set(dotenv_values(env_file))
+    chosen: dict[str, tuple[str, str]] = {
+        name: (value, "local default") for name, value in LOCAL_DEFAULTS.items()
+    }
+    for function in template.functions.values():
+        for name, value in function.environment.items():
+            if name in chosen and chosen[name][0] != value and name not in protected:
+                logger.warning(
+                    "%s: %s=%r differs from %s's %r; all functions share %r",
+                    function.name,
+                    name,
+                    value,
+                    chosen[name][1],
+                    chosen[name][0],
+                    chosen[name][0],
+                )
+            chosen.setdefault(name, (value, function.name))
+    for name, (value, _) in chosen.items():
+        if name not in protected:
+            os.environ[name] = value
+
+
+def _give_thread_an_event_loop() -> None:
+    # Mangum runs each request with `asyncio.get_event_loop().run_until_complete(...)`.
+    # Outside the main thread there is no implicit loop (RuntimeError), so every worker
+    # owns one, as a Lambda container's single thread does. The server's own loop runs in
+    # another thread and is never touched by handlers.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    weakref.finalize(threading.current_thread(), loop.close)
+
+
+class Runtime:
+    """The template's functions, imported on first use and invoked on worker threads."""
+
+    def __init__(self, template: Template, *, threads: int = 16) -> None:
+        self.template = template
+        self._handlers: dict[str, Handler] = {}
+        self._import_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads,
+            thread_name_prefix="lambda",
+            initializer=_give_thread_an_event_loop,
+        )
+
+    def handler(self, function: Function) -> Handler:
+        """The function's handler, importing its module on first use (a cold start)."""
+        with self._import_lock:
+            if function.name not in self._handlers:
+                self._handlers[function.name] = _import_handler(function)
+            return self._handlers[function.name]
+
+    def submit(self, function: Function, event: Any) -> "Future[Any]":
+        context = LambdaContext(
+            function_name=function.name,
+            timeout_seconds=function.timeout,
+            memory_limit_in_mb=function.memory,
+        )
+        return self._executor.submit(self._call, function, event, context)
+
+    def _call(self, function: Function, event: Any, context: LambdaContext) -> Any:
+        return self.handler(function)(event, context)
+
+    async def invoke(self, function: Function, event: Any) -> Any:
+        """The handler's result; its exception; or InvocationTimeoutError past its Timeout."""
+        future = asyncio.wrap_future(self.submit(function, event))
+        try:
+            return await asyncio.wait_for(future, function.timeout)
+        except TimeoutError:
+            raise InvocationTimeoutError(_timeout_message(function)) from None
+
+    def invoke_sync(self, function: Function, event: Any) -> Any:
+        try:
+            return self.submit(function, event).result(timeout=function.timeout)
+        except TimeoutError:
+            raise InvocationTimeoutError(_timeout_message(function)) from None
+
+    def warm_up(self) -> None:
+        """Import every function now, so that a broken one is reported at start-up."""
+        for function in self.template.functions.values():
+            try:
+                self._executor.submit(self.handler, function).result()
+            except Exception:
+                logger.exception("%s failed to import; its requests get 502", function.name)
+
+    def close(self) -> None:
+        # Abandoned (timed-out) handlers cannot be stopped: don't wait for them.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _timeout_message(function: Function) -> str:
+    return f"{function.name} timed out after {function.timeout:g} seconds"
+
+
+def _import_handler(function: Function) -> Handler:
+    """Import `<CodeUri>/app.py` under a name of its own: every function has an `app.py`.
+
+    Its folder goes on sys.path (the task root, for its sibling modules, uniquely named by
+    convention) and so do its layers' folders (as Lambda's /opt/python).
+    """
+    for folder in (function.code_uri, *function.layers):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    path = function.handler_file
+    name = f"localapi_function_{function.name}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise ImportError(f"{function.name}: no module {path} for Handler {function.handler}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    handler: Handler | None = getattr(module, function.handler_name, None)
+    if not callable(handler):
+        raise ImportError(f"{function.name}: {path} has no callable {function.handler_name!r}")
+    return handler

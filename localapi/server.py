@@ -1,0 +1,213 @@
+"""The local HTTP API: an ASGI app that routes requests as an API Gateway HTTP API does and
+answers them through the template's real Lambda handlers, with payload 2.0 events.
+
+Gateway errors mirror API Gateway's own, `{"message": ...}` bodies: 404 for no route, 413
+over the 10 MB payload limit, 502 when the handler raises or returns something that is not
+a response, and 504 when it runs past its function's Timeout (see the README).
+"""
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from localapi.events import http_event
+from localapi.runtime import InvocationTimeoutError, Runtime, apply_environment
+from localapi.template import Route, Template, load_template
+
+logger = logging.getLogger("localapi")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[str, str]]
+
+# API Gateway's maximum payload (HTTP APIs and Lambda's synchronous invocations alike).
+MAX_BODY_BYTES = 10 * 1024 * 1024
+# Set by the server, never passed through from the handler's response.
+_HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+class InvalidResponseError(ValueError):
+    """The handler returned something API Gateway cannot turn into an HTTP response."""
+
+
+def http_response(result: Any) -> tuple[int, Headers, bytes]:
+    """An HTTP response from a handler's result, read as API Gateway reads payload 2.0."""
+    # Lambda hands the result over as JSON: what does not serialise never reaches the API.
+    try:
+        result = json.loads(json.dumps(result))
+    except (TypeError, ValueError) as exc:
+        raise InvalidResponseError(f"The result is not JSON: {exc}") from exc
+    if not isinstance(result, dict) or "statusCode" not in result:
+        # The 2.0 shortcut: any other JSON is a 200 with that JSON (a string as it is).
+        body = result if isinstance(result, str) else json.dumps(result)
+        return 200, [("content-type", "application/json")], body.encode()
+    status = result["statusCode"]
+    if not isinstance(status, int) or not 100 <= status <= 599:
+        raise InvalidResponseError(f"statusCode {status!r} is not an HTTP status")
+    headers = [
+        (str(name).lower(), str(value))
+        for name, value in (result.get("headers") or {}).items()
+        if str(name).lower() not in _HOP_BY_HOP
+    ]
+    headers += [("set-cookie", str(cookie)) for cookie in result.get("cookies") or []]
+    body = result.get("body") or ""
+    if not isinstance(body, str):
+        raise InvalidResponseError("body must be a string")
+    if result.get("isBase64Encoded"):
+        try:
+            return status, headers, base64.b64decode(body, validate=True)
+        except ValueError as exc:
+            raise InvalidResponseError(f"body is not base64: {exc}") from exc
+    return status, headers, body.encode()
+
+
+def gateway_error(status: int, message: str) -> tuple[int, Headers, bytes]:
+    body = json.dumps({"message": message}).encode()
+    return status, [("content-type", "application/json")], body
+
+
+class LocalApi:
+    """The ASGI application: `uvicorn` serves it (see `localapi.__main__`)."""
+
+    def __init__(self, template: Template, *, threads: int = 16) -> None:
+        self.template = template
+        self.routes = template.routes
+        self.runtime = Runtime(template, threads=threads)
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        for route in self.routes:
+            parameters = route.match(method, path)
+            if parameters is not None:
+                return route, parameters
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # API Gateway HTTP APIs carry no WebSockets
+        status, headers, body = await self.respond(scope, receive)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (name.encode("latin-1"), value.encode("latin-1"))
+                    for name, value in [*headers, ("content-length", str(len(body)))]
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def respond(self, scope: Scope, receive: Receive) -> tuple[int, Headers, bytes]:
+        found = self.match(scope["method"], scope["path"])
+        if found is None:
+            return gateway_error(404, "Not Found")
+        route, parameters = found
+        body = await _read_body(scope, receive)
+        if body is None:
+            return gateway_error(413, "Request Entity Too Large")
+        event = _event(scope, body, route, parameters)
+        request_id = event["requestContext"]["requestId"]
+        function = self.template.functions[route.function]
+        try:
+            status, headers, content = http_response(await self.runtime.invoke(function, event))
+        except InvocationTimeoutError as exc:
+            logger.error("%s (request %s); its thread is abandoned, still running", exc, request_id)
+            status, headers, content = gateway_error(504, "Service Unavailable")
+        except Exception:
+            logger.exception("%s failed (request %s, %s)", function.name, request_id, route.key)
+            status, headers, content = gateway_error(502, "Internal Server Error")
+        return status, [*headers, ("apigw-requestid", request_id)], content
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await asyncio.to_thread(self.runtime.warm_up)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.runtime.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
+    """The request body, or None once it passes MAX_BODY_BYTES."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+            return None
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _event(scope: Scope, body: bytes, route: Route, parameters: dict[str, str]) -> dict[str, Any]:
+    client_ip = (scope.get("client") or ("127.0.0.1", 0))[0]
+    server_port = (scope.get("server") or ("127.0.0.1", 80))[1]
+    headers = [
+        (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
+    ]
+    # API Gateway appends these to whatever the client sent.
+    headers += [
+        ("x-forwarded-for", client_ip),
+        ("x-forwarded-port", str(server_port)),
+        ("x-forwarded-proto", scope.get("scheme", "http")),
+    ]
+    return http_event(
+        scope["method"],
+        scope.get("raw_path", scope["path"].encode()).decode("latin-1") or "/",
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        body=body or None,
+        route_key=route.key,
+        path_parameters=parameters,
+        source_ip=client_ip,
+    )
+
+
+def create_app(template_path: Path | str = "template.yaml", *, threads: int = 16) -> LocalApi:
+    """The app for a template, after setting the functions' environment in this process."""
+    template = load_template(template_path)
+    apply_environment(template)
+    return LocalApi(template, threads=threads)
+
+
+def app_from_environment() -> LocalApi:
+    """`uvicorn --factory` entry point: the reloader starts a fresh process that calls it."""
+    configure_logging()
+    return create_app(
+        os.environ.get("LOCALAPI_TEMPLATE", "template.yaml"),
+        threads=int(os.environ.get("LOCALAPI_THREADS", "16")),
+    )
+
+
+def configure_logging() -> None:
+    """Give the server's messages a handler of their own: the functions' app factory
+    takes over the root logger (JSON lines on stdout)."""
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:     [localapi] %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

@@ -1,0 +1,275 @@
+"""What the local server needs from a SAM template: functions, their layers, environment,
+timeouts, and the HTTP API routes that reach them."""
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger("localapi")
+
+# Lambda's own default, used when neither the function nor Globals sets `Timeout`.
+DEFAULT_TIMEOUT = 3.0
+DEFAULT_MEMORY = 128
+
+
+class TemplateError(ValueError):
+    """The template cannot be served: a missing handler, a malformed route..."""
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """Reads `!Ref X` as `{"Ref": X}` and `!Sub`, `!GetAtt`... as `{"Fn::Sub": ...}`."""
+
+
+def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if name == "Fn::GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CloudFormationLoader.add_multi_constructor("!", _construct_tag)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HttpApi event: `METHOD /path` with `{param}` and a trailing `{proxy+}`."""
+
+    method: str
+    path: str
+    function: str
+    pattern: re.Pattern[str] = field(repr=False, compare=False)
+    greedy: bool
+    literal_segments: int
+    parameters: int
+
+    @classmethod
+    def parse(cls, method: str, path: str, function: str) -> "Route":
+        regex, literals, parameters, greedy = "", 0, 0, False
+        segments = path.strip("/").split("/") if path.strip("/") else []
+        for index, segment in enumerate(segments):
+            name = re.fullmatch(r"\{([A-Za-z0-9_.-]+)(\+?)\}", segment)
+            if name is None:
+                literals += 1
+                regex += "/" + re.escape(segment)
+            elif name.group(2):
+                if index != len(segments) - 1:
+                    raise TemplateError(f"{path}: a greedy {{name+}} must be the last segment")
+                greedy = True
+                regex += f"/(?P<{_group(name.group(1))}>.+)"
+            else:
+                parameters += 1
+                regex += f"/(?P<{_group(name.group(1))}>[^/]+)"
+        method = method.upper()
+        if method in ("*", "X-AMAZON-APIGATEWAY-ANY-METHOD"):
+            method = "ANY"
+        return cls(method, path, function, re.compile(regex or "/"), greedy, literals, parameters)
+
+    @property
+    def key(self) -> str:
+        """The event's `routeKey`, e.g. `ANY /api/tasks/{proxy+}`."""
+        return f"{self.method} {self.path}"
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        """The path parameters when this route takes the request, else None."""
+        if self.method not in ("ANY", method.upper()):
+            return None
+        found = self.pattern.fullmatch(path)
+        if found is None:
+            return None
+        return {_ungroup(name): value for name, value in found.groupdict().items()}
+
+    def specificity(self) -> tuple[int, int, int, int]:
+        """Sort key, most specific first, as API Gateway picks among matching routes:
+        exact paths, then path variables, then greedy paths; a method beats ANY."""
+        any_method = int(self.method == "ANY")
+        return (int(self.greedy), -self.literal_segments, self.parameters, any_method)
+
+
+def _group(name: str) -> str:
+    # Regex group names must be identifiers; API Gateway allows `.` and `-` too.
+    return "p_" + name.encode().hex()
+
+
+def _ungroup(group: str) -> str:
+    return bytes.fromhex(group.removeprefix("p_")).decode()
+
+
+@dataclass(frozen=True)
+class Function:
+    """One `AWS::Serverless::Function`, resolved against Globals."""
+
+    name: str
+    code_uri: Path
+    handler: str
+    layers: tuple[Path, ...]
+    environment: dict[str, str]
+    timeout: float
+    memory: int
+    routes: tuple[Route, ...]
+
+    @property
+    def handler_file(self) -> Path:
+        """`app.handler` -> `<CodeUri>/app.py`; `pkg.mod.handler` -> `<CodeUri>/pkg/mod.py`."""
+        module, _, _ = self.handler.rpartition(".")
+        return self.code_uri.joinpath(*module.split(".")).with_suffix(".py")
+
+    @property
+    def handler_name(self) -> str:
+        return self.handler.rpartition(".")[2]
+
+
+@dataclass(frozen=True)
+class Template:
+    path: Path
+    functions: dict[str, Function]
+
+    @property
+    def routes(self) -> list[Route]:
+        """Every route, most specific first."""
+        routes = [route for function in self.functions.values() for route in function.routes]
+        return sorted(routes, key=Route.specificity)
+
+    @property
+    def source_dirs(self) -> list[Path]:
+        """Folders whose code the server runs: every CodeUri and layer."""
+        dirs = {f.code_uri for f in self.functions.values()}
+        dirs.update(layer for f in self.functions.values() for layer in f.layers)
+        return sorted(dirs)
+
+    def function(self, name: str) -> Function:
+        try:
+            return self.functions[name]
+        except KeyError:
+            known = ", ".join(sorted(self.functions))
+            raise TemplateError(f"No function {name!r} in {self.path} (known: {known})") from None
+
+
+def load_template(path: Path | str) -> Template:
+    path = Path(path).resolve()
+    with path.open() as file:
+        document = yaml.load(file, Loader=_CloudFormationLoader)  # noqa: S506 (safe loader + tags)
+    if not isinstance(document, dict):
+        raise TemplateError(f"{path} is not a template")
+    resources: dict[str, Any] = document.get("Resources") or {}
+    parameters: dict[str, Any] = document.get("Parameters") or {}
+    defaults: dict[str, Any] = (document.get("Globals") or {}).get("Function") or {}
+    resolver = _Resolver(parameters)
+    functions = {}
+    for name, resource in resources.items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        properties = {**defaults, **(resource.get("Properties") or {})}
+        if "Handler" not in properties or "CodeUri" not in properties:
+            logger.warning("%s has no Handler or CodeUri (an image?); not served", name)
+            continue
+        layers = [*(defaults.get("Layers") or []), *(resource["Properties"].get("Layers") or [])]
+        environment = {
+            **_variables(defaults),
+            **_variables(resource.get("Properties") or {}),
+        }
+        functions[name] = Function(
+            name=name,
+            code_uri=(path.parent / str(properties["CodeUri"])).resolve(),
+            handler=str(properties["Handler"]),
+            layers=tuple(_layer_dirs(layers, resources, path.parent)),
+            environment=resolver.environment(name, environment),
+            timeout=float(properties.get("Timeout", DEFAULT_TIMEOUT)),
+            memory=int(properties.get("MemorySize", DEFAULT_MEMORY)),
+            routes=tuple(_routes(name, properties.get("Events") or {})),
+        )
+    return Template(path, functions)
+
+
+def _variables(properties: dict[str, Any]) -> dict[str, Any]:
+    return dict(((properties.get("Environment") or {}).get("Variables")) or {})
+
+
+def _layer_dirs(layers: list[Any], resources: dict[str, Any], base: Path) -> list[Path]:
+    """Local folders of the template's own layers; a layer given by ARN cannot be served."""
+    folders = []
+    for layer in layers:
+        resource = resources.get(str(layer.get("Ref"))) if isinstance(layer, dict) else None
+        content = (resource or {}).get("Properties", {}).get("ContentUri")
+        if not isinstance(content, str):
+            logger.warning("Layer %s is not a folder of this template; skipped", layer)
+            continue
+        folder = (base / content).resolve()
+        # A layer whose folder is laid out as Lambda extracts it (`python/...`).
+        folders.append(folder / "python" if (folder / "python").is_dir() else folder)
+    return folders
+
+
+def _routes(function: str, events: dict[str, Any]) -> list[Route]:
+    routes = []
+    for event in events.values():
+        if event.get("Type") != "HttpApi":
+            continue
+        properties = event.get("Properties") or {}
+        # An HttpApi event without Path and Method is the API's `$default` route.
+        routes.append(
+            Route.parse(
+                str(properties.get("Method", "ANY")),
+                str(properties.get("Path", "/{proxy+}")),
+                function,
+            )
+        )
+    return routes
+
+
+class _Resolver:
+    """Resolves what can be known without AWS: `!Ref Param` (its Default), pseudo
+    parameters, and `!Sub` over those. Anything else (a resource's ARN) stays unset."""
+
+    def __init__(self, parameters: dict[str, Any]) -> None:
+        self.values = {
+            name: str(spec["Default"])
+            for name, spec in parameters.items()
+            if isinstance(spec, dict) and "Default" in spec
+        }
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+        self.values.update(
+            {
+                "AWS::Region": region,
+                "AWS::AccountId": "123456789012",
+                "AWS::Partition": "aws",
+                "AWS::URLSuffix": "amazonaws.com",
+                "AWS::StackName": "local",
+            }
+        )
+
+    def environment(self, function: str, variables: dict[str, Any]) -> dict[str, str]:
+        resolved = {}
+        for name, value in variables.items():
+            text = self.resolve(value)
+            if text is None:
+                logger.info("%s: %s=%r cannot be resolved locally; not set", function, name, value)
+            else:
+                resolved[name] = text
+        return resolved
+
+    def resolve(self, value: Any) -> str | None:
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, str | int | float):
+            return str(value)
+        if isinstance(value, dict) and "Ref" in value:
+            return self.values.get(str(value["Ref"]))
+        if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
+            text: str = value["Fn::Sub"]
+            names = re.findall(r"\$\{([^}!]+)\}", text)
+            if any(name not in self.values for name in names):
+                return None
+            return re.sub(r"\$\{([^}!]+)\}", lambda found: self.values[found.group(1)], text)
+        return None

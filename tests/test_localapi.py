@@ -1,0 +1,571 @@
+"""The local server (`python -m localapi`) over real HTTP, against throwaway functions in a
+template of their own: routing, events, responses, gateway errors, environment, layers,
+concurrency and the `invoke` command."""
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from localapi.server import InvalidResponseError, http_response
+from localapi.template import Route, load_template
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TEMPLATE = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  Stage:
+    Type: String
+    Default: dev
+  Greeting:
+    Type: String
+    Default: hello
+Globals:
+  Function:
+    Timeout: 1
+    Layers:
+      - !Ref ToyLayer
+    Environment:
+      Variables:
+        STAGE: !Ref Stage
+        GREETING: !Sub "${Greeting} from ${AWS::Region}"
+        FROM_SHELL: template
+        FROM_DOTENV: template
+        SECRET_ARN: !GetAtt Secret.Arn
+Resources:
+  ToyLayer:
+    Type: AWS::Serverless::LayerVersion
+    Properties:
+      ContentUri: layer/
+  Secret:
+    Type: AWS::SecretsManager::Secret
+  EchoFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: echo/
+      Handler: app.handler
+      Environment:
+        Variables:
+          ONLY_ECHO: yes-echo
+      Events:
+        Echo:
+          Type: HttpApi
+          Properties: {Path: "/echo/{proxy+}", Method: ANY}
+        Item:
+          Type: HttpApi
+          Properties: {Path: "/items/{id}", Method: GET}
+        Special:
+          Type: HttpApi
+          Properties: {Path: /items/special, Method: GET}
+  AsgiFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: asgi/
+      Handler: app.handler
+      Timeout: 10
+      Events:
+        Asgi:
+          Type: HttpApi
+          Properties: {Path: "/asgi/{proxy+}", Method: ANY}
+        Scheduled:
+          Type: Schedule
+          Properties: {Schedule: rate(5 minutes)}
+"""
+
+# Answers `?mode=` with each kind of result a handler can give API Gateway.
+ECHO_APP = """
+import base64
+import json
+import os
+import time
+
+import toy_layer
+from echo_helpers import identity
+
+PNG = bytes(range(256))
+
+
+def handler(event, context):
+    mode = (event.get("queryStringParameters") or {}).get("mode")
+    if mode == "slow":
+        time.sleep(3)
+    if mode == "raise":
+        raise RuntimeError("the handler broke")
+    if mode == "bad":
+        return {"statusCode": "teapot"}
+    if mode == "plain":
+        return {"hello": "world"}
+    if mode == "text":
+        return "just text"
+    if mode == "binary":
+        return {
+            "statusCode": 200,
+            "headers": {"content-type": "image/png"},
+            "body": base64.b64encode(PNG).decode(),
+            "isBase64Encoded": True,
+        }
+    body = {
+        "event": event,
+        "function": identity(),
+        "layer": toy_layer.NAME,
+        "timeout_ms": context.get_remaining_time_in_millis(),
+        "function_name": context.function_name,
+        "env": {name: os.environ.get(name) for name in (
+            "STAGE", "GREETING", "FROM_SHELL", "FROM_DOTENV", "SECRET_ARN", "ONLY_ECHO"
+        )},
+    }
+    return {
+        "statusCode": 201,
+        "headers": {"content-type": "application/json", "x-echo": "yes"},
+        "cookies": ["first=1; Path=/", "second=2; HttpOnly"],
+        "body": json.dumps(body),
+    }
+"""
+
+# A plain Mangum app (not the layer's factory): it needs the worker thread's event loop.
+ASGI_APP = """
+import threading
+import time
+
+from fastapi import FastAPI
+from mangum import Mangum
+
+import toy_layer
+
+app = FastAPI()
+lock = threading.Lock()
+state = {"running": 0, "most": 0}
+
+
+@app.get("/asgi/identity")
+async def identity():
+    return {"function": "asgi", "layer": toy_layer.NAME}
+
+
+@app.get("/asgi/work/{number}")
+def work(number: int):
+    with lock:
+        state["running"] += 1
+        state["most"] = max(state["most"], state["running"])
+    time.sleep(0.1)
+    with lock:
+        state["running"] -= 1
+    return {"number": number}
+
+
+@app.get("/asgi/most")
+def most():
+    return {"most": state["most"]}
+
+
+handler = Mangum(app, lifespan="off")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def local_server(
+    template: Path, *, env: dict[str, str | None] | None = None, cwd: Path | None = None
+) -> Iterator[tuple[httpx.Client, Path]]:
+    """`python -m localapi` on a free port; yields a client for it and its log file.
+    `env` adds variables to this process's environment (None removes one). The process
+    is always stopped, and its log shown when it fails to start."""
+    port = free_port()
+    log = template.parent / f"server-{port}.log"
+    environment = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'shared'}"}
+    for name, value in (env or {}).items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
+    command = [sys.executable, "-m", "localapi", "--template", str(template), "--port", str(port)]
+    with log.open("wb") as output:
+        process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            command, cwd=cwd or template.parent, env=environment, stdout=output, stderr=output
+        )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"The server exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                httpx.get(f"{base_url}/", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"The server did not start:\n{log.read_text()}")
+                time.sleep(0.1)
+        with httpx.Client(base_url=base_url, timeout=15) as client:
+            yield client, log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def toy_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two functions (both `app.py`), a layer, and a `.env` beside the template."""
+    root = tmp_path_factory.mktemp("toy")
+    files = {
+        "template.yaml": TEMPLATE,
+        "layer/toy_layer.py": 'NAME = "toy layer"\n',
+        "echo/app.py": ECHO_APP,
+        "echo/echo_helpers.py": 'def identity():\n    return "echo"\n',
+        "asgi/app.py": ASGI_APP,
+        ".env": "FROM_DOTENV=dotenv\n",
+        "event.json": json.dumps({"queryStringParameters": {"mode": "plain"}}),
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(textwrap.dedent(text))
+    return root / "template.yaml"
+
+
+@pytest.fixture(scope="module")
+def toy(toy_template: Path) -> Iterator[tuple[httpx.Client, Path]]:
+    env: dict[str, str | None] = {"FROM_SHELL": "shell"}
+    for name in ("STAGE", "FROM_DOTENV", "GREETING", "ONLY_ECHO", "SECRET_ARN"):
+        env[name] = None
+    with local_server(toy_template, env=env) as running:
+        yield running
+
+
+@pytest.fixture
+def client(toy: tuple[httpx.Client, Path]) -> httpx.Client:
+    return toy[0]
+
+
+# ---------------------------------------------------------------------------------------
+# The template
+
+
+def test_template_functions_layers_environment_and_routes(toy_template: Path) -> None:
+    template = load_template(toy_template)
+    echo = template.function("EchoFunction")
+    assert echo.code_uri == toy_template.parent / "echo"
+    assert echo.handler_file == toy_template.parent / "echo" / "app.py"
+    assert echo.layers == (toy_template.parent / "layer",)
+    assert echo.timeout == 1.0
+    assert template.function("AsgiFunction").timeout == 10.0
+    # Parameter defaults and pseudo parameters resolve; a resource's attribute cannot.
+    assert echo.environment["STAGE"] == "dev"
+    assert echo.environment["GREETING"].startswith("hello from ")
+    assert "SECRET_ARN" not in echo.environment
+    assert echo.environment["ONLY_ECHO"] == "yes-echo"
+    assert "ONLY_ECHO" not in template.function("AsgiFunction").environment
+    # Most specific first; the schedule is not an HTTP route.
+    assert [route.key for route in template.routes] == [
+        "GET /items/special",
+        "GET /items/{id}",
+        "ANY /echo/{proxy+}",
+        "ANY /asgi/{proxy+}",
+    ]
+
+
+def test_the_real_template_has_every_function_and_route() -> None:
+    template = load_template(ROOT / "template.yaml")
+    assert {"AuthFunction", "TasksFunction", "HealthFunction", "MigrateFunction"} <= set(
+        template.functions
+    )
+    assert template.function("HealthFunction").layers == (ROOT / "shared",)
+    keys = {route.key: route.function for route in template.routes}
+    assert keys["ANY /api/tasks"] == "TasksFunction"
+    assert keys["ANY /api/auth/{proxy+}"] == "AuthFunction"
+    assert keys["GET /docs"] == "HealthFunction"
+    assert {ROOT / "functions" / "tasks", ROOT / "shared", ROOT / "migrations"} <= set(
+        template.source_dirs
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", "/pets/dog/1", ("GET /pets/dog/1", {})),
+        ("GET", "/pets/dog/2", ("GET /pets/dog/{id}", {"id": "2"})),
+        ("GET", "/pets/cat/1", ("GET /pets/{proxy+}", {"proxy": "cat/1"})),
+        ("POST", "/pets/dog/1", ("ANY /{proxy+}", {"proxy": "pets/dog/1"})),
+        ("GET", "/pets", ("ANY /pets", {})),
+        ("DELETE", "/", None),
+    ],
+)
+def test_routes_pick_the_most_specific_match_as_api_gateway_does(
+    method: str, path: str, expected: tuple[str, dict[str, str]] | None
+) -> None:
+    # The example of API Gateway's "Routing API requests" page, plus ANY on an exact path.
+    routes = sorted(
+        [
+            Route.parse("ANY", "/{proxy+}", "f"),
+            Route.parse("GET", "/pets/{proxy+}", "f"),
+            Route.parse("GET", "/pets/dog/{id}", "f"),
+            Route.parse("GET", "/pets/dog/1", "f"),
+            Route.parse("ANY", "/pets", "f"),
+        ],
+        key=Route.specificity,
+    )
+    found = next(
+        (
+            (route.key, parameters)
+            for route in routes
+            if (parameters := route.match(method, path)) is not None
+        ),
+        None,
+    )
+    assert found == expected
+
+
+# ---------------------------------------------------------------------------------------
+# Handler results as API Gateway reads them
+
+
+def test_results_become_http_responses() -> None:
+    assert http_response({"statusCode": 204}) == (204, [], b"")
+    status, headers, body = http_response(
+        {
+            "statusCode": 200,
+            "headers": {"Content-Type": "text/plain", "Content-Length": "999"},
+            "cookies": ["a=1", "b=2"],
+            "body": "hi",
+        }
+    )
+    assert (status, body) == (200, b"hi")
+    assert headers == [("content-type", "text/plain"), ("set-cookie", "a=1"), ("set-cookie", "b=2")]
+    assert http_response({"statusCode": 200, "body": "AAEC", "isBase64Encoded": True})[2] == (
+        b"\x00\x01\x02"
+    )
+    # The 2.0 shortcut: JSON without a statusCode is a 200 carrying that JSON.
+    assert http_response({"a": 1}) == (200, [("content-type", "application/json")], b'{"a": 1}')
+    assert http_response([1, 2])[2] == b"[1, 2]"
+    assert http_response("text")[2] == b"text"
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"statusCode": "200"},
+        {"statusCode": 99},
+        {"statusCode": 200, "body": {"not": "a string"}},
+        {"statusCode": 200, "body": "%%%", "isBase64Encoded": True},
+        {"statusCode": 200, "body": object()},
+    ],
+)
+def test_results_api_gateway_cannot_read_are_rejected(result: object) -> None:
+    with pytest.raises(InvalidResponseError):
+        http_response(result)
+
+
+# ---------------------------------------------------------------------------------------
+# Over HTTP
+
+
+def test_requests_arrive_as_payload_2_events(client: httpx.Client) -> None:
+    response = client.post(
+        "/echo/some%20thing/deeper?b=2&a=1&a=3",
+        content='{"x": 1}',
+        headers={"Content-Type": "application/json", "X-Custom": "v", "Cookie": "s=1; t=2"},
+    )
+    assert response.status_code == 201
+    body = response.json()
+    event = body["event"]
+    assert event["version"] == "2.0"
+    assert event["routeKey"] == "ANY /echo/{proxy+}"
+    assert event["rawPath"] == "/echo/some%20thing/deeper"
+    assert event["rawQueryString"] == "b=2&a=1&a=3"
+    assert event["queryStringParameters"] == {"a": "1,3", "b": "2"}
+    assert event["pathParameters"] == {"proxy": "some thing/deeper"}
+    assert event["cookies"] == ["s=1", "t=2"]
+    assert event["body"] == '{"x": 1}'
+    assert event["isBase64Encoded"] is False
+    assert event["headers"]["x-custom"] == "v"
+    assert event["headers"]["content-type"] == "application/json"
+    assert event["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert "cookie" not in event["headers"]
+    context = event["requestContext"]
+    assert context["http"]["method"] == "POST"
+    assert context["http"]["sourceIp"] == "127.0.0.1"
+    assert context["requestId"] == response.headers["apigw-requestid"]
+    assert context["timeEpoch"] == pytest.approx(time.time() * 1000, abs=60_000)
+    # The Lambda context carries the function's name and Timeout (1 s).
+    assert body["function_name"] == "EchoFunction"
+    assert 0 < body["timeout_ms"] <= 1000
+
+
+def test_responses_keep_headers_and_every_cookie(client: httpx.Client) -> None:
+    response = client.get("/echo/cookies")
+    assert response.headers["x-echo"] == "yes"
+    assert response.headers.get_list("set-cookie") == ["first=1; Path=/", "second=2; HttpOnly"]
+
+
+def test_binary_bodies_travel_base64_both_ways(client: httpx.Client) -> None:
+    upload = bytes(range(256)) * 4
+    response = client.put(
+        "/echo/upload", content=upload, headers={"Content-Type": "application/octet-stream"}
+    )
+    event = response.json()["event"]
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == upload
+    image = client.get("/echo/image", params={"mode": "binary"})
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    assert image.content == bytes(range(256))
+
+
+def test_the_2_0_shortcut_for_results_without_status(client: httpx.Client) -> None:
+    plain = client.get("/echo/x", params={"mode": "plain"})
+    assert (plain.status_code, plain.json()) == (200, {"hello": "world"})
+    assert plain.headers["content-type"] == "application/json"
+    assert client.get("/echo/x", params={"mode": "text"}).text == "just text"
+
+
+def test_path_parameters_and_the_most_specific_route(client: httpx.Client) -> None:
+    item = client.get("/items/42").json()["event"]
+    assert (item["routeKey"], item["pathParameters"]) == ("GET /items/{id}", {"id": "42"})
+    special = client.get("/items/special").json()["event"]
+    assert special["routeKey"] == "GET /items/special"
+    assert "pathParameters" not in special
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/nowhere"), ("POST", "/items/42"), ("GET", "/echo"), ("GET", "/items/1/2")],
+)
+def test_unmatched_routes_get_api_gateway_404(client: httpx.Client, method: str, path: str) -> None:
+    response = client.request(method, path)
+    assert response.status_code == 404
+    assert response.json() == {"message": "Not Found"}
+
+
+def test_a_handler_that_raises_gives_502_and_a_logged_traceback(
+    toy: tuple[httpx.Client, Path],
+) -> None:
+    client, log = toy
+    response = client.get("/echo/x", params={"mode": "raise"})
+    assert response.status_code == 502
+    assert response.json() == {"message": "Internal Server Error"}
+    text = log.read_text()
+    assert "Traceback" in text
+    assert "RuntimeError: the handler broke" in text
+    assert response.headers["apigw-requestid"] in text
+
+
+def test_a_result_that_is_no_response_gives_502(client: httpx.Client) -> None:
+    response = client.get("/echo/x", params={"mode": "bad"})
+    assert (response.status_code, response.json()) == (502, {"message": "Internal Server Error"})
+
+
+def test_a_handler_past_its_timeout_gives_504_and_the_server_goes_on(
+    toy: tuple[httpx.Client, Path],
+) -> None:
+    client, log = toy
+    started = time.monotonic()
+    response = client.get("/echo/x", params={"mode": "slow"})
+    # Answered at the function's Timeout (1 s), not when the handler ends (3 s).
+    assert time.monotonic() - started < 2.5
+    assert response.status_code == 504
+    assert response.json() == {"message": "Service Unavailable"}
+    assert "EchoFunction timed out after 1 seconds" in log.read_text()
+    assert client.get("/echo/after").status_code == 201
+
+
+def test_bodies_over_10_mb_get_413(client: httpx.Client) -> None:
+    response = client.post("/echo/big", content=b"x" * (10 * 1024 * 1024 + 1))
+    assert response.status_code == 413
+    assert response.json() == {"message": "Request Entity Too Large"}
+    just_fits = client.post(
+        "/echo/big", content=b"x" * (10 * 1024 * 1024), headers={"content-type": "text/plain"}
+    )
+    assert just_fits.status_code == 201
+
+
+def test_environment_layers_and_same_named_modules(client: httpx.Client) -> None:
+    echo = client.get("/echo/env").json()
+    # The developer's shell and .env win; STAGE is local, whatever the template deploys.
+    assert echo["env"] == {
+        "STAGE": "local",
+        "GREETING": echo["env"]["GREETING"],
+        "FROM_SHELL": "shell",
+        "FROM_DOTENV": None,
+        "SECRET_ARN": None,
+        "ONLY_ECHO": "yes-echo",
+    }
+    assert echo["env"]["GREETING"].startswith("hello from ")
+    assert (echo["function"], echo["layer"]) == ("echo", "toy layer")
+    # Both functions are `app.py`: each answers with its own.
+    assert client.get("/asgi/identity").json() == {"function": "asgi", "layer": "toy layer"}
+
+
+def test_a_parallel_burst_is_served_concurrently_without_errors(client: httpx.Client) -> None:
+    def call(number: int) -> tuple[int, object]:
+        if number % 2:
+            response = client.get(f"/asgi/work/{number}")
+            return response.status_code, response.json()
+        response = client.get(f"/echo/burst/{number}")
+        return response.status_code, response.json()["event"]["pathParameters"]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(call, range(50)))
+    for number, (status, body) in enumerate(results):
+        if number % 2:
+            assert (status, body) == (200, {"number": number})
+        else:
+            assert (status, body) == (201, {"proxy": f"burst/{number}"})
+    # Mangum handlers overlapped on worker threads, each with its own event loop.
+    assert client.get("/asgi/most").json()["most"] > 1
+
+
+# ---------------------------------------------------------------------------------------
+# `python -m localapi invoke`
+
+
+def run_invoke(template: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 (our own interpreter and module)
+        [sys.executable, "-m", "localapi", "--template", str(template), "invoke", *args],
+        cwd=template.parent,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_invoke_prints_the_handlers_result(toy_template: Path) -> None:
+    result = run_invoke(toy_template, "EchoFunction", "event.json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"hello": "world"}
+
+
+def test_invoke_reports_errors_as_lambda_does(toy_template: Path) -> None:
+    event = toy_template.parent / "raise.json"
+    event.write_text(json.dumps({"queryStringParameters": {"mode": "raise"}}))
+    result = run_invoke(toy_template, "EchoFunction", str(event))
+    assert result.returncode == 1
+    error = json.loads(result.stdout)
+    assert (error["errorType"], error["errorMessage"]) == ("RuntimeError", "the handler broke")
+
+    unknown = run_invoke(toy_template, "NoSuchFunction")
+    assert unknown.returncode == 2
+    assert "No function 'NoSuchFunction'" in unknown.stderr
