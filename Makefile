@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run test lint typecheck pytest migrate clean
+.PHONY: help venv run invoke test lint typecheck pytest migrate clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,8 +23,13 @@ $(BIN)/.installed: requirements-dev.txt shared/requirements.txt
 
 venv: $(BIN)/.installed  ## Create or update the virtualenv
 
+PORT ?= 3000
+
 run: venv migrate  ## Serve the whole API at http://127.0.0.1:3000 (PORT changes it)
-	$(BIN)/python -m localapi
+	$(BIN)/python -m localapi --port $(PORT) --reload
+
+invoke: venv  ## Call one function with an event: make invoke FUNCTION=HealthFunction EVENT=events/x.json
+	@$(BIN)/python -m localapi invoke $(FUNCTION) $(EVENT)
 
 migrate: venv  ## Upgrade the configured database (local SQLite file by default) to head
 	$(BIN)/alembic upgrade head

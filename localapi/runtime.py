@@ -39,25 +39,23 @@ def apply_environment(template: Template, env_file: Path | str = ".env") -> None
     variable that two functions set differently takes the first value, with a warning.
     """
     protected = set(os.environ) | set(dotenv_values(env_file))
-    chosen: dict[str, tuple[str, str]] = {
-        name: (value, "local default") for name, value in LOCAL_DEFAULTS.items()
-    }
+    chosen: dict[str, tuple[str, str]] = {}
     for function in template.functions.values():
         for name, value in function.environment.items():
-            if name in chosen and chosen[name][0] != value and name not in protected:
+            if name in protected or name in LOCAL_DEFAULTS:
+                continue
+            if name in chosen and chosen[name][0] != value:
                 logger.warning(
-                    "%s: %s=%r differs from %s's %r; all functions share %r",
+                    "%s: %s=%r differs from %s's %r; all functions share the latter",
                     function.name,
                     name,
                     value,
                     chosen[name][1],
                     chosen[name][0],
-                    chosen[name][0],
                 )
             chosen.setdefault(name, (value, function.name))
-    for name, (value, _) in chosen.items():
-        if name not in protected:
-            os.environ[name] = value
+    local = {name: value for name, value in LOCAL_DEFAULTS.items() if name not in protected}
+    os.environ.update({**{name: value for name, (value, _) in chosen.items()}, **local})
 
 
 def _give_thread_an_event_loop() -> None:
