@@ -1,8 +1,9 @@
 """Password hashing with bcrypt, through passlib's API.
 
 The `passlib` import comes from libpass, the maintained fork: passlib 1.7.4's own bcrypt
-self-test fails on bcrypt 5. Passwords longer than 72 bytes are refused by the schemas
-before they get here, since bcrypt would silently ignore the rest.
+self-test fails on bcrypt 5. Passwords longer than 72 bytes or holding a NUL byte are
+refused by the schemas before they get here (`password_problem`): bcrypt would ignore
+the rest, and bcrypt 5 raises on both.
 """
 
 import functools
@@ -10,6 +11,8 @@ import functools
 from passlib.context import CryptContext
 
 from taskapi.settings import get_settings
+
+BCRYPT_MAX_BYTES = 72
 
 
 @functools.cache
@@ -22,6 +25,15 @@ def _dummy_hash() -> str:
     # Made once per container, at the configured cost, so that checking a password
     # against it takes as long as checking a real one.
     return str(_context().hash("dummy password for unknown accounts"))
+
+
+def password_problem(password: str) -> str | None:
+    """Why bcrypt cannot take this password, or None if it can (for schema validators)."""
+    if len(password.encode("utf-8")) > BCRYPT_MAX_BYTES:
+        return f"must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8"
+    if "\x00" in password:
+        return "must not contain NUL characters"
+    return None
 
 
 def hash_password(password: str) -> str:

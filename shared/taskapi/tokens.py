@@ -71,6 +71,43 @@ def issue_token(
     return IssuedToken(token=token, claims=claims)
 
 
+@dataclass(frozen=True)
+class TokenPair:
+    """What login, signup and refresh hand out: both tokens of one session."""
+
+    access: IssuedToken
+    refresh: IssuedToken
+
+    @property
+    def expires_in(self) -> int:
+        """Seconds the access token lives."""
+        return int((self.access.claims.expires_at - self.access.claims.issued_at).total_seconds())
+
+
+def issue_token_pair(
+    *, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime | None = None
+) -> TokenPair:
+    """An access and a refresh token for the session, with the configured lifetimes."""
+    settings = get_settings()
+    now = now or datetime.now(UTC)
+    return TokenPair(
+        access=issue_token(
+            user_id=user_id,
+            session_id=session_id,
+            token_type="access",  # noqa: S106 (a token type, no secret)
+            lifetime=timedelta(minutes=settings.access_token_expire_minutes),
+            now=now,
+        ),
+        refresh=issue_token(
+            user_id=user_id,
+            session_id=session_id,
+            token_type="refresh",  # noqa: S106
+            lifetime=timedelta(days=settings.refresh_token_expire_days),
+            now=now,
+        ),
+    )
+
+
 def decode_token(token: str, *, expected_type: TokenType) -> TokenClaims:
     """Verify the signature, expiry and claims; raise `InvalidTokenError` on any doubt."""
     try:

@@ -1,0 +1,13 @@
+"""AuthFunction: `/api/auth/*` (sign-up, login, refresh, logout, the current user)."""
+
+from auth_routes import router
+
+from taskapi.factory import create_app, make_handler
+
+app = create_app(
+    title="Task API: auth",
+    description="Accounts, login sessions and JWT access and refresh tokens.",
+)
+app.include_router(router)
+
+handler = make_handler(app)

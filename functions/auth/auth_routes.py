@@ -1,0 +1,197 @@
+"""`/api/auth/*`: sign-up, login, token refresh, logout and the current user."""
+
+import logging
+from typing import Annotated, Any
+
+from auth_schemas import (
+    AuthResponse,
+    Detail,
+    LoginRequest,
+    LogoutRequest,
+    RefreshRequest,
+    SignupRequest,
+    TokenResponse,
+)
+from auth_service import (
+    add_user,
+    clear_failed_logins,
+    find_login,
+    lockout_seconds,
+    record_failed_login,
+    revoke_sessions,
+    rotate_refresh_token,
+    start_session,
+)
+from fastapi import APIRouter, Body, HTTPException, status
+from sqlalchemy.exc import IntegrityError
+
+from taskapi.auth import AccessClaims, CurrentUser, unauthorized
+from taskapi.db import SessionDep
+from taskapi.models import UserPublic, utcnow
+from taskapi.passwords import verify_password
+from taskapi.tokens import InvalidTokenError, TokenPair, decode_token
+
+logger = logging.getLogger("taskapi.auth")
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+_ERRORS: dict[int, str] = {
+    status.HTTP_401_UNAUTHORIZED: "Missing, invalid, expired or revoked token or credentials",
+    status.HTTP_403_FORBIDDEN: "The account is inactive",
+    status.HTTP_409_CONFLICT: "The email is already registered",
+    status.HTTP_429_TOO_MANY_REQUESTS: "Too many failed logins for this email",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route really answers."""
+    responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": Detail, "description": _ERRORS[code]} for code in codes
+    }
+    if status.HTTP_429_TOO_MANY_REQUESTS in responses:
+        responses[status.HTTP_429_TOO_MANY_REQUESTS]["headers"] = {
+            "Retry-After": {
+                "description": "Seconds until the lockout ends",
+                "schema": {"type": "integer"},
+            }
+        }
+    return responses
+
+
+def auth_response(user: Any, pair: TokenPair) -> AuthResponse:
+    return AuthResponse.from_pair(pair, user=UserPublic.model_validate(user))
+
+
+@router.post(
+    "/signup",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AuthResponse,
+    responses=errors(status.HTTP_409_CONFLICT),
+)
+def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
+    """Create an account and log it in."""
+    now = utcnow()
+    try:
+        user = add_user(session, body=body, now=now)
+    except IntegrityError:
+        # The unique index on the (lower-cased) email is the only constraint a new user
+        # can break, and only it is race-free: two sign-ups at once both pass any check.
+        session.rollback()
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "A user with this email already exists"
+        ) from None
+    pair = start_session(session, user_id=user.id, now=now)
+    session.commit()
+    logger.info("signed up", extra={"user_id": str(user.id)})
+    return auth_response(user, pair)
+
+
+@router.post(
+    "/login",
+    response_model=AuthResponse,
+    responses=errors(
+        status.HTTP_401_UNAUTHORIZED,
+        status.HTTP_403_FORBIDDEN,
+        status.HTTP_429_TOO_MANY_REQUESTS,
+    ),
+)
+def login(body: LoginRequest, session: SessionDep) -> AuthResponse:
+    """Exchange an email and password for a new session's tokens."""
+    now = utcnow()
+    user, attempt = find_login(session, email=body.email)
+    retry_after = lockout_seconds(attempt, now=now)
+    if retry_after:
+        logger.warning("login refused: locked out", extra={"retry_after": retry_after})
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "Too many failed login attempts; try again later",
+            headers={"Retry-After": str(retry_after)},
+        )
+    # An unknown email is checked against a dummy hash, so it takes as long as a wrong
+    # password, and both count towards the lockout: neither reveals whether it exists.
+    if not verify_password(body.password, user.hashed_password if user else None):
+        record_failed_login(session, email=body.email, now=now)
+        session.commit()
+        logger.info("login failed")
+        unauthorized("Invalid email or password")
+    assert user is not None  # verify_password never accepts the dummy hash
+    if not user.is_active:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "This account is inactive")
+    if attempt is not None:
+        clear_failed_logins(session, email=body.email)
+    user.last_login_at = now
+    session.add(user)
+    pair = start_session(session, user_id=user.id, now=now)
+    session.commit()
+    logger.info(
+        "logged in",
+        extra={"user_id": str(user.id), "session_id": str(pair.access.claims.session_id)},
+    )
+    return auth_response(user, pair)
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenResponse,
+    responses=errors(status.HTTP_401_UNAUTHORIZED),
+)
+def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
+    """Exchange a refresh token for a new pair; the presented token stops working."""
+    try:
+        claims = decode_token(body.refresh_token, expected_type="refresh")
+    except InvalidTokenError:
+        unauthorized("Invalid or expired refresh token")
+    outcome = rotate_refresh_token(session, claims=claims, now=utcnow())
+    # Commit either way: a reused token's revocation must stick even though we refuse.
+    session.commit()
+    if not isinstance(outcome, TokenPair):
+        logger.warning(
+            "refresh refused",
+            extra={
+                "reason": outcome.name,
+                "user_id": str(claims.user_id),
+                "session_id": str(claims.session_id),
+            },
+        )
+        unauthorized(outcome.value)
+    return TokenResponse.from_pair(outcome)
+
+
+@router.post(
+    "/logout",
+    response_model=Detail,
+    responses=errors(status.HTTP_401_UNAUTHORIZED),
+)
+def logout(
+    user: CurrentUser,
+    claims: AccessClaims,
+    session: SessionDep,
+    body: Annotated[LogoutRequest | None, Body()] = None,
+) -> Detail:
+    """End the access token's session (and the refresh token's, if one is given)."""
+    session_ids = {claims.session_id}
+    if body is not None and body.refresh_token is not None:
+        try:
+            refresh_claims = decode_token(body.refresh_token, expected_type="refresh")
+        except InvalidTokenError:
+            unauthorized("Invalid or expired refresh token")
+        if refresh_claims.user_id != user.id:
+            unauthorized("Invalid or expired refresh token")
+        session_ids.add(refresh_claims.session_id)
+    revoke_sessions(session, user_id=user.id, session_ids=session_ids, now=utcnow())
+    session.commit()
+    logger.info(
+        "logged out",
+        extra={"user_id": str(user.id), "session_ids": sorted(map(str, session_ids))},
+    )
+    return Detail(detail="Logged out")
+
+
+@router.get(
+    "/me",
+    response_model=UserPublic,
+    responses=errors(status.HTTP_401_UNAUTHORIZED),
+)
+def me(user: CurrentUser) -> Any:
+    """The user the access token belongs to."""
+    return user

@@ -1,0 +1,87 @@
+"""Request and response bodies of `/api/auth/*` (the user schemas are in the layer)."""
+
+from typing import Any, Literal, Self
+
+from pydantic import ConfigDict, Field, field_validator
+from sqlmodel import SQLModel
+
+from taskapi.models import EMAIL_MAX_LENGTH, UserCreate, UserPublic
+from taskapi.passwords import password_problem
+from taskapi.tokens import TokenPair
+
+
+def _fits_bcrypt(value: str) -> str:
+    problem = password_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the driver.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# Body of POST /api/auth/signup: the layer's `UserCreate`, made safe for bcrypt and PostgreSQL.
+class SignupRequest(UserCreate):
+    _password = field_validator("password")(_fits_bcrypt)
+    _name = field_validator("name")(_no_nul)
+
+
+# Body of POST /api/auth/login. The email is not validated as an address: no account can
+# have a malformed one, so it simply fails to log in.
+class LoginRequest(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    email: str = Field(min_length=1, max_length=EMAIL_MAX_LENGTH)
+    password: str
+
+    @field_validator("email")
+    @classmethod
+    def normalise_email(cls, value: str) -> str:
+        return _no_nul(value.strip().lower())
+
+    _password = field_validator("password")(_fits_bcrypt)
+
+
+# Body of POST /api/auth/refresh.
+class RefreshRequest(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    refresh_token: str
+
+
+# Optional body of POST /api/auth/logout: a refresh token whose session ends too.
+class LogoutRequest(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    refresh_token: str | None = None
+
+
+# The token pair that signup, login and refresh return.
+class TokenResponse(SQLModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth token type, no secret)
+    expires_in: int = Field(description="Seconds until the access token expires")
+
+    @classmethod
+    def from_pair(cls, pair: TokenPair, **extra: Any) -> Self:
+        return cls(
+            access_token=pair.access.token,
+            refresh_token=pair.refresh.token,
+            expires_in=pair.expires_in,
+            **extra,
+        )
+
+
+# What signup and login return: the user and a token pair.
+class AuthResponse(TokenResponse):
+    user: UserPublic
+
+
+# Every error other than request validation, and the logout confirmation.
+class Detail(SQLModel):
+    detail: str

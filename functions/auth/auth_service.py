@@ -1,0 +1,191 @@
+"""Data access for the auth function: users, sessions and login throttling.
+
+The helpers take keyword-only arguments and leave the commit to the route, so that each
+request is one transaction. Writes that race (failed-login counting, refresh rotation)
+are single atomic statements, never read-modify-write.
+"""
+
+import enum
+import math
+import uuid
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from taskapi.models import AuthSession, LoginAttempt, User, UserCreate, UTCDateTime
+from taskapi.passwords import hash_password
+from taskapi.settings import get_settings
+from taskapi.tokens import TokenClaims, TokenPair, issue_token_pair
+
+# ---------------------------------------------------------------------------------------
+# Users and sessions
+
+
+def add_user(session: Session, *, body: UserCreate, now: datetime) -> User:
+    """Insert a new user (uncommitted); a taken email raises `IntegrityError` here.
+
+    Flushed at once because sessions reference it and the unit of work does not order
+    tables that have no relationship between them.
+    """
+    user = User.model_validate(
+        body,
+        update={
+            "hashed_password": hash_password(body.password),
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def start_session(session: Session, *, user_id: uuid.UUID, now: datetime) -> TokenPair:
+    """Stage a new login session and return its first token pair."""
+    session_id = uuid.uuid4()
+    pair = issue_token_pair(user_id=user_id, session_id=session_id, now=now)
+    session.add(
+        AuthSession(
+            id=session_id,
+            user_id=user_id,
+            refresh_jti=pair.refresh.claims.jti,
+            created_at=now,
+            expires_at=pair.refresh.claims.expires_at,
+        )
+    )
+    return pair
+
+
+class RefreshFailure(enum.Enum):
+    # The session is revoked or expired, or its user was deactivated.
+    SESSION_ENDED = "Session expired or revoked"
+    # The token was already exchanged: whoever presents it now may have stolen it.
+    TOKEN_REUSED = "Refresh token already used; the session has been revoked"  # noqa: S105
+
+
+def rotate_refresh_token(
+    session: Session, *, claims: TokenClaims, now: datetime
+) -> TokenPair | RefreshFailure:
+    """Swap the session's refresh token for a new pair, or say why not.
+
+    One conditional UPDATE decides: of several requests presenting the same token at
+    once, exactly one matches `refresh_jti`; the others find it changed and count as
+    reuse. Each refresh also extends the session (it lives as long as its newest
+    refresh token).
+    """
+    pair = issue_token_pair(user_id=claims.user_id, session_id=claims.session_id, now=now)
+    user_is_active = (
+        select(User.id).where(User.id == claims.user_id, col(User.is_active).is_(True)).exists()
+    )
+    rotated = session.exec(
+        sa.update(AuthSession)
+        .where(
+            col(AuthSession.id) == claims.session_id,
+            col(AuthSession.user_id) == claims.user_id,
+            col(AuthSession.refresh_jti) == claims.jti,
+            col(AuthSession.revoked_at).is_(None),
+            col(AuthSession.expires_at) > now,
+            user_is_active,
+        )
+        .values(refresh_jti=pair.refresh.claims.jti, expires_at=pair.refresh.claims.expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    if rotated.rowcount == 1:
+        return pair
+    # Not rotated: if the session is live but holds another refresh token, this one was
+    # already used, so end the session, as OAuth's security best practice for
+    # refresh token rotation asks.
+    revoked = session.exec(
+        sa.update(AuthSession)
+        .where(
+            col(AuthSession.id) == claims.session_id,
+            col(AuthSession.user_id) == claims.user_id,
+            col(AuthSession.refresh_jti) != claims.jti,
+            col(AuthSession.revoked_at).is_(None),
+        )
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return RefreshFailure.TOKEN_REUSED if revoked.rowcount else RefreshFailure.SESSION_ENDED
+
+
+def revoke_sessions(
+    session: Session, *, user_id: uuid.UUID, session_ids: set[uuid.UUID], now: datetime
+) -> int:
+    """End the user's live sessions among `session_ids`; returns how many were live."""
+    result = session.exec(
+        sa.update(AuthSession)
+        .where(
+            col(AuthSession.id).in_(session_ids),
+            col(AuthSession.user_id) == user_id,
+            col(AuthSession.revoked_at).is_(None),
+        )
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+# ---------------------------------------------------------------------------------------
+# Login and its throttling
+
+
+def find_login(session: Session, *, email: str) -> tuple[User | None, LoginAttempt | None]:
+    """The user with this email and the email's failed-login record, in one query.
+
+    Both are looked up from a one-row probe, so the query (and its time) is the same
+    whether or not the account exists.
+    """
+    probe = sa.select(sa.literal(email, sa.String()).label("email")).subquery("probe")
+    user, attempt = session.exec(
+        select(User, LoginAttempt)
+        .select_from(probe)
+        .outerjoin(User, col(User.email) == probe.c.email)
+        .outerjoin(LoginAttempt, col(LoginAttempt.email) == probe.c.email)
+    ).one()
+    return user, attempt
+
+
+def lockout_seconds(attempt: LoginAttempt | None, *, now: datetime) -> int:
+    """Seconds until this email may try again; 0 when it is not locked out.
+
+    A lockout starts at the failure that reached `LOGIN_MAX_ATTEMPTS` and lasts
+    `LOGIN_LOCKOUT_MINUTES`.
+    """
+    settings = get_settings()
+    if attempt is None or attempt.failed_count < settings.login_max_attempts:
+        return 0
+    unlocks_at = attempt.last_failed_at + timedelta(minutes=settings.login_lockout_minutes)
+    return max(0, math.ceil((unlocks_at - now).total_seconds()))
+
+
+def record_failed_login(session: Session, *, email: str, now: datetime) -> None:
+    """Count one failure for the email, atomically (an upsert, safe under concurrency).
+
+    Failures count while the first of the run is inside the lockout window; a failure
+    after the window has passed starts a new run.
+    """
+    window_start = now - timedelta(minutes=get_settings().login_lockout_minutes)
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    now_value = sa.literal(now, UTCDateTime())
+    run_expired = col(LoginAttempt.first_failed_at) <= window_start
+    session.exec(
+        insert(LoginAttempt)
+        .values(email=email, failed_count=1, first_failed_at=now, last_failed_at=now)
+        .on_conflict_do_update(
+            index_elements=["email"],
+            set_={
+                "failed_count": sa.case((run_expired, 1), else_=col(LoginAttempt.failed_count) + 1),
+                "first_failed_at": sa.case(
+                    (run_expired, now_value), else_=col(LoginAttempt.first_failed_at)
+                ),
+                "last_failed_at": now_value,
+            },
+        )
+    )
+
+
+def clear_failed_logins(session: Session, *, email: str) -> None:
+    session.exec(sa.delete(LoginAttempt).where(col(LoginAttempt.email) == email))
