@@ -1,0 +1,202 @@
+"""The tasks function's SQL: statements per request, concurrent writers, the OpenAPI it declares."""
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from taskapi.db import get_engine
+from tests.conftest import Client, Database, configure, load_function
+from tests.tasks_helpers import Account, create, insert_task, make_account
+
+
+@pytest.fixture
+def client(db: Database) -> Client:
+    return Client("tasks")
+
+
+@pytest.fixture
+def ada(db: Database) -> Account:
+    return make_account("ada@example.com")
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL statements the app's engine sends while the block runs."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    engine = get_engine()
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_list_request_costs_at_most_three_statements(client: Client, ada: Account) -> None:
+    for n in range(30):
+        insert_task(ada, f"task {n}", priority="High" if n % 2 else "Low")
+    # Warm up: the first connection runs the dialect's own set-up queries.
+    assert client.get("/api/tasks", token=ada.token).status == 200
+
+    query = {"q": "task", "priority": "High", "sort": "-priority", "limit": 5, "skip": 5}
+    with statements() as sent:
+        response = client.get("/api/tasks", query=query, token=ada.token)
+    assert (response.status, response.json()["total"], len(response.json()["items"])) == (
+        200,
+        15,
+        5,
+    )
+    # The user (joined with the session), then the page with its total.
+    assert len(sent) == 2, sent
+
+    with statements() as sent:
+        response = client.get("/api/tasks", query={"skip": 100}, token=ada.token)
+    assert (response.status, response.json()["total"], response.json()["items"]) == (200, 30, [])
+    # Past the end no row carries the total: a COUNT follows, and that is the most it costs.
+    assert len(sent) == 3, sent
+
+
+def test_reading_a_task_costs_two_statements(client: Client, ada: Account) -> None:
+    task_id = insert_task(ada, "t")
+    assert client.get(f"/api/tasks/{task_id}", token=ada.token).status == 200
+    with statements() as sent:
+        assert client.get(f"/api/tasks/{task_id}", token=ada.token).status == 200
+    assert len(sent) == 2, sent
+
+
+def run_together(count: int, call: Any) -> list[int]:
+    """Run `call` from `count` threads released at the same moment; their statuses."""
+    barrier = threading.Barrier(count)
+
+    def one(_: int) -> int:
+        barrier.wait()
+        status: int = call().status
+        return status
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+@pytest.mark.postgres_only
+def test_concurrent_puts_with_the_same_if_match_have_one_winner(
+    client: Client, ada: Account, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db.backend != "postgresql":
+        pytest.skip("SQLite serialises writers; the race needs PostgreSQL")
+    # One process plays ten containers: each needs a connection of its own.
+    configure(monkeypatch, database_pool_size="10")
+    task_id = create(client, ada, title="Contested").json()["id"]
+    etag = client.get(f"/api/tasks/{task_id}", token=ada.token).headers["etag"]
+
+    statuses = run_together(
+        10,
+        lambda: client.put(
+            f"/api/tasks/{task_id}",
+            json_body={"title": f"writer {threading.get_ident()}"},
+            headers={"if-match": etag},
+            token=ada.token,
+        ),
+    )
+    assert Counter(statuses) == {200: 1, 412: 9}
+    assert db.scalar("SELECT version FROM task WHERE id = :id", id=task_id) == 2
+    assert db.scalar("SELECT title FROM task WHERE id = :id", id=task_id).startswith("writer ")
+
+
+@pytest.mark.postgres_only
+def test_concurrent_writes_without_if_match_all_count(
+    client: Client, ada: Account, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db.backend != "postgresql":
+        pytest.skip("SQLite serialises writers; the race needs PostgreSQL")
+    configure(monkeypatch, database_pool_size="10")
+    task_id = create(client, ada, title="Busy").json()["id"]
+    counter = iter(range(1000))
+
+    statuses = run_together(
+        10,
+        lambda: client.put(
+            f"/api/tasks/{task_id}", json_body={"title": f"write {next(counter)}"}, token=ada.token
+        ),
+    )
+    assert statuses == [200] * 10
+    # Every write bumped the version atomically: none was lost.
+    assert db.scalar("SELECT version FROM task WHERE id = :id", id=task_id) == 11
+
+
+@pytest.mark.postgres_only
+def test_concurrent_deletes_with_the_same_if_match_have_one_winner(
+    client: Client, ada: Account, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db.backend != "postgresql":
+        pytest.skip("SQLite serialises writers; the race needs PostgreSQL")
+    configure(monkeypatch, database_pool_size="10")
+    task_id = create(client, ada, title="Once").json()["id"]
+    etag = f'"{task_id}-1"'
+    statuses = run_together(
+        10,
+        lambda: client.delete(f"/api/tasks/{task_id}", headers={"if-match": etag}, token=ada.token),
+    )
+    # The losers see either the changed version (412) or, if they read after the winner
+    # committed, a deleted task (404).
+    counts = Counter(statuses)
+    assert counts[204] == 1
+    assert counts[412] + counts[404] == 9
+    assert db.scalar("SELECT version FROM task WHERE id = :id", id=task_id) == 2
+
+
+# ---------------------------------------------------------------------------------------
+# OpenAPI: the statuses declared are the ones the routes answer (schemathesis relies on it)
+
+EXPECTED_RESPONSES = {
+    ("/api/tasks", "get"): {"200", "401", "422", "503"},
+    ("/api/tasks", "post"): {"201", "401", "422", "503"},
+    ("/api/tasks/{task_id}", "get"): {"200", "401", "403", "404", "422", "503"},
+    ("/api/tasks/{task_id}", "put"): {"200", "401", "403", "404", "412", "422", "503"},
+    ("/api/tasks/{task_id}", "delete"): {"204", "401", "403", "404", "412", "422", "503"},
+    ("/api/tasks/{task_id}/complete", "patch"): {
+        "200",
+        "401",
+        "403",
+        "404",
+        "412",
+        "422",
+        "503",
+    },
+}
+
+
+def test_openapi_declares_every_status_and_header(db: Database) -> None:
+    document = load_function("tasks").app.openapi()
+    operations = {
+        (path, method): operation
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    }
+    assert set(operations) == set(EXPECTED_RESPONSES)
+    for key, expected in EXPECTED_RESPONSES.items():
+        responses = operations[key]["responses"]
+        assert set(responses) == expected, key
+        for status in expected - {"200", "201", "204", "422"}:
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorDetail"}, (key, status)
+        assert "security" in operations[key]
+    assert set(operations[("/api/tasks", "post")]["responses"]["201"]["headers"]) == {
+        "ETag",
+        "Location",
+    }
+    for key in (("/api/tasks/{task_id}", "get"), ("/api/tasks/{task_id}", "put")):
+        assert set(operations[key]["responses"]["200"]["headers"]) == {"ETag"}
+    task_id = operations[("/api/tasks/{task_id}", "get")]["parameters"][0]
+    assert task_id["schema"]["maximum"] == 2**31 - 1
+    assert document["components"]["schemas"]["ErrorDetail"]["properties"] == {
+        "detail": {"type": "string", "title": "Detail"}
+    }
