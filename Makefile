@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test lint typecheck pytest migrate clean
+.PHONY: help venv run invoke test lint typecheck pytest migrate openapi clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,6 +34,9 @@ invoke: venv  ## Call one function with an event: make invoke FUNCTION=HealthFun
 migrate: venv  ## Upgrade the configured database (local SQLite file by default) to head
 	$(BIN)/alembic upgrade head
 
+openapi: venv  ## Regenerate the API's OpenAPI document and migration head that HealthFunction ships
+	$(BIN)/python tools/generate.py
+
 test: lint typecheck pytest  ## ruff, mypy and pytest: what CI runs
 
 lint: venv
@@ -41,7 +44,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy shared/taskapi localapi migrations tests
+	$(BIN)/mypy shared/taskapi localapi migrations tests tools
 	@for dir in $(FUNCTION_DIRS); do echo "mypy $$dir"; $(BIN)/mypy $$dir || exit 1; done
 
 pytest: venv

@@ -1,0 +1,28 @@
+"""HealthFunction: liveness, the database check, the API's one OpenAPI document, and the
+scheduled check that EventBridge invokes."""
+
+from typing import Any
+
+from health_routes import router
+from health_schedule import is_scheduled_event, scheduled_check
+from mangum import Mangum
+
+from taskapi.factory import create_app
+
+# No database at start-up: `GET /health` must not load SQLAlchemy (see health_check.py).
+app = create_app(
+    title="Task API: health",
+    description="Liveness and database checks for load balancers and monitors.",
+    database=False,
+)
+app.include_router(router)
+
+http_handler = Mangum(app, lifespan="off")
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    # Mangum raises on events that are not HTTP; EventBridge's schedule is one.
+    if is_scheduled_event(event):
+        return scheduled_check(context)
+    response: dict[str, Any] = http_handler(event, context)
+    return response

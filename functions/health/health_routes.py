@@ -1,0 +1,63 @@
+"""The health function's HTTP surface: liveness, the database check, and the API's docs."""
+
+import functools
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from health_check import (
+    DatabaseHealth,
+    DatabaseUnavailableError,
+    Health,
+    HealthError,
+    check_database,
+)
+
+from taskapi import __version__
+
+# Written by `make openapi` from the auth, tasks and health apps; served as it is, so this
+# function never imports the others.
+OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health, summary="Liveness, without touching the database")
+def health() -> Health:
+    return Health(version=__version__, timestamp=datetime.now(UTC))
+
+
+@router.get(
+    "/health/db",
+    response_model=DatabaseHealth,
+    responses={503: {"model": HealthError, "description": "The database is unavailable"}},
+    summary="A database round trip and the migration status",
+)
+def health_db() -> DatabaseHealth | JSONResponse:
+    try:
+        return check_database()
+    except DatabaseUnavailableError as error:
+        return JSONResponse(
+            status_code=503,
+            content=HealthError(detail=error.detail).model_dump(),
+            headers={"Retry-After": "5"},
+        )
+
+
+@functools.cache
+def _openapi_document() -> bytes:
+    return OPENAPI_FILE.read_bytes()
+
+
+@router.get("/openapi.json", include_in_schema=False)
+def openapi() -> Response:
+    return Response(content=_openapi_document(), media_type="application/json")
+
+
+@router.get("/docs", include_in_schema=False)
+def docs() -> HTMLResponse:
+    # Relative, so that the page also works under an API Gateway stage prefix (/dev/docs).
+    # Swagger UI's script and styles come from a CDN, as FastAPI's own /docs does.
+    return get_swagger_ui_html(openapi_url="openapi.json", title="Task API")

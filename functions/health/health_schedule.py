@@ -1,0 +1,50 @@
+"""The scheduled check: EventBridge invokes the function, which checks the database and
+writes CloudWatch metrics in Embedded Metric Format (EMF) to its log.
+
+Mangum raises on events that are not HTTP, so the handler sends these here first.
+"""
+
+import logging
+from typing import Any
+
+from health_check import DatabaseUnavailableError, HealthError, check_database
+
+from taskapi.logs import invocation_fields, log_context
+from taskapi.settings import get_settings
+
+logger = logging.getLogger("taskapi.health")
+
+METRICS_NAMESPACE = "TaskApi"
+
+
+def is_scheduled_event(event: Any) -> bool:
+    return isinstance(event, dict) and event.get("source") == "aws.events"
+
+
+def scheduled_check(context: Any) -> dict[str, Any]:
+    """The same summary as `GET /health/db`; an unhealthy database is reported, not raised."""
+    with log_context(**invocation_fields(context), trigger="schedule"):
+        try:
+            health = check_database()
+        except DatabaseUnavailableError as error:
+            summary = HealthError(detail=error.detail).model_dump(mode="json")
+            publish_metrics(database_up=False, latency_ms=None)
+        else:
+            summary = health.model_dump(mode="json")
+            publish_metrics(database_up=True, latency_ms=health.latency_ms)
+        logger.info("scheduled health check", extra={"health": summary})
+    return summary
+
+
+def publish_metrics(*, database_up: bool, latency_ms: float | None) -> None:
+    """One EMF line on stdout; CloudWatch turns it into metrics, with no API call."""
+    # Imported here: only the scheduled check pays for Powertools, never an HTTP cold start.
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    metrics = Metrics(namespace=METRICS_NAMESPACE)
+    metrics.add_dimension(name="Stage", value=get_settings().stage)
+    metrics.add_metric(name="DatabaseUp", unit=MetricUnit.Count, value=int(database_up))
+    if latency_ms is not None:
+        metrics.add_metric(name="DatabaseLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
+    metrics.flush_metrics()
