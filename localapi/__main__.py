@@ -6,6 +6,7 @@ function with an event file (the Docker-free `sam local start-api` / `sam local 
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -75,7 +76,10 @@ def _invoke(template_path: str, name: str, event_path: str | None) -> int:
     apply_environment(template)
     runtime = Runtime(template, threads=1)
     try:
-        result = runtime.invoke_sync(function, event)
+        # As with `sam local invoke`, stdout carries the result alone; the function's logs
+        # (JSON lines its app factory sends to stdout, as on Lambda) go to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = runtime.invoke_sync(function, event)
     except InvocationTimeoutError as exc:
         print(json.dumps({"errorMessage": str(exc), "errorType": "Sandbox.Timedout"}))
         return 1

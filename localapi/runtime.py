@@ -31,18 +31,23 @@ class InvocationTimeoutError(TimeoutError):
     """The handler ran past its function's Timeout; its thread is abandoned, not killed."""
 
 
-def apply_environment(template: Template, env_file: Path | str = ".env") -> None:
+def apply_environment(
+    template: Template, *, threads: int = 1, env_file: Path | str = ".env"
+) -> None:
     """Set the template's environment variables, except those the developer set.
 
-    The shell and `.env` win over `LOCAL_DEFAULTS`, which win over the template (whose
-    `STAGE` would otherwise be a deployed stage). All functions share this process, so a
-    variable that two functions set differently takes the first value, with a warning.
+    The shell and `.env` win over the local defaults, which win over the template: STAGE
+    is local whatever stage the template deploys, and the database pool holds a connection
+    per worker thread (a Lambda container serves one request at a time; this process
+    serves `threads`). All functions share this process, so a variable that two functions
+    set differently takes the first value, with a warning.
     """
+    local_defaults = {**LOCAL_DEFAULTS, "DATABASE_POOL_SIZE": str(threads)}
     protected = set(os.environ) | set(dotenv_values(env_file))
     chosen: dict[str, tuple[str, str]] = {}
     for function in template.functions.values():
         for name, value in function.environment.items():
-            if name in protected or name in LOCAL_DEFAULTS:
+            if name in protected or name in local_defaults:
                 continue
             if name in chosen and chosen[name][0] != value:
                 logger.warning(
@@ -54,7 +59,7 @@ def apply_environment(template: Template, env_file: Path | str = ".env") -> None
                     chosen[name][0],
                 )
             chosen.setdefault(name, (value, function.name))
-    local = {name: value for name, value in LOCAL_DEFAULTS.items() if name not in protected}
+    local = {name: value for name, value in local_defaults.items() if name not in protected}
     os.environ.update({**{name: value for name, (value, _) in chosen.items()}, **local})
 
 

@@ -188,7 +188,7 @@ def _event(scope: Scope, body: bytes, route: Route, parameters: dict[str, str]) 
 def create_app(template_path: Path | str = "template.yaml", *, threads: int = 16) -> LocalApi:
     """The app for a template, after setting the functions' environment in this process."""
     template = load_template(template_path)
-    apply_environment(template)
+    apply_environment(template, threads=threads)
     return LocalApi(template, threads=threads)
 
 

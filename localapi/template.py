@@ -185,8 +185,8 @@ def load_template(path: Path | str) -> Template:
             handler=str(properties["Handler"]),
             layers=tuple(_layer_dirs(layers, resources, path.parent)),
             environment=resolver.environment(name, environment),
-            timeout=float(properties.get("Timeout", DEFAULT_TIMEOUT)),
-            memory=int(properties.get("MemorySize", DEFAULT_MEMORY)),
+            timeout=resolver.number(properties.get("Timeout"), DEFAULT_TIMEOUT),
+            memory=int(resolver.number(properties.get("MemorySize"), DEFAULT_MEMORY)),
             routes=tuple(_routes(name, properties.get("Events") or {})),
         )
     return Template(path, functions)
@@ -217,6 +217,8 @@ def _routes(function: str, events: dict[str, Any]) -> list[Route]:
         if event.get("Type") != "HttpApi":
             continue
         properties = event.get("Properties") or {}
+        if str(properties.get("PayloadFormatVersion", "2.0")) != "2.0":
+            logger.warning("%s: payload format 1.0 is served as 2.0 locally", function)
         # An HttpApi event without Path and Method is the API's `$default` route.
         routes.append(
             Route.parse(
@@ -258,6 +260,13 @@ class _Resolver:
             else:
                 resolved[name] = text
         return resolved
+
+    def number(self, value: Any, default: float) -> float:
+        text = None if value is None else self.resolve(value)
+        try:
+            return float(text) if text is not None else default
+        except ValueError:
+            return default
 
     def resolve(self, value: Any) -> str | None:
         if isinstance(value, bool):
