@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskapi.auth import AccessClaims, CurrentUser, unauthorized
 from taskapi.db import SessionDep
-from taskapi.models import UserPublic, utcnow
+from taskapi.models import User, UserPublic, utcnow
 from taskapi.passwords import verify_password
 from taskapi.tokens import InvalidTokenError, TokenPair, decode_token
 
@@ -58,7 +58,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-def auth_response(user: Any, pair: TokenPair) -> AuthResponse:
+def auth_response(user: User, pair: TokenPair) -> AuthResponse:
     return AuthResponse.from_pair(pair, user=UserPublic.model_validate(user))
 
 
@@ -109,12 +109,12 @@ def login(body: LoginRequest, session: SessionDep) -> AuthResponse:
         )
     # An unknown email is checked against a dummy hash, so it takes as long as a wrong
     # password, and both count towards the lockout: neither reveals whether it exists.
-    if not verify_password(body.password, user.hashed_password if user else None):
+    password_ok = verify_password(body.password, user.hashed_password if user else None)
+    if user is None or not password_ok:
         record_failed_login(session, email=body.email, now=now)
         session.commit()
         logger.info("login failed")
         unauthorized("Invalid email or password")
-    assert user is not None  # verify_password never accepts the dummy hash
     if not user.is_active:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This account is inactive")
     if attempt is not None:
@@ -192,6 +192,6 @@ def logout(
     response_model=UserPublic,
     responses=errors(status.HTTP_401_UNAUTHORIZED),
 )
-def me(user: CurrentUser) -> Any:
+def me(user: CurrentUser) -> User:
     """The user the access token belongs to."""
     return user
