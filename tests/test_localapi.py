@@ -190,7 +190,8 @@ def local_server(
     `env` adds variables to this process's environment (None removes one). The process
     is always stopped, and its log shown when it fails to start."""
     port = free_port()
-    log = template.parent / f"server-{port}.log"
+    cwd = cwd or template.parent
+    log = cwd / f"server-{port}.log"
     environment = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'shared'}"}
     for name, value in (env or {}).items():
         if value is None:
@@ -200,7 +201,7 @@ def local_server(
     command = [sys.executable, "-m", "localapi", "--template", str(template), "--port", str(port)]
     with log.open("wb") as output:
         process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-            command, cwd=cwd or template.parent, env=environment, stdout=output, stderr=output
+            command, cwd=cwd, env=environment, stdout=output, stderr=output
         )
     try:
         base_url = f"http://127.0.0.1:{port}"
