@@ -184,7 +184,11 @@ def free_port() -> int:
 
 @contextmanager
 def local_server(
-    template: Path, *, env: dict[str, str | None] | None = None, cwd: Path | None = None
+    template: Path,
+    *,
+    env: dict[str, str | None] | None = None,
+    cwd: Path | None = None,
+    options: tuple[str, ...] = (),
 ) -> Iterator[tuple[httpx.Client, Path]]:
     """`python -m localapi` on a free port; yields a client for it and its log file.
     `env` adds variables to this process's environment (None removes one). The process
@@ -199,6 +203,7 @@ def local_server(
         else:
             environment[name] = value
     command = [sys.executable, "-m", "localapi", "--template", str(template), "--port", str(port)]
+    command += options
     with log.open("wb") as output:
         process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
             command, cwd=cwd, env=environment, stdout=output, stderr=output
@@ -535,6 +540,38 @@ def test_a_parallel_burst_is_served_concurrently_without_errors(client: httpx.Cl
             assert (status, body) == (201, {"proxy": f"burst/{number}"})
     # Mangum handlers overlapped on worker threads, each with its own event loop.
     assert client.get("/asgi/most").json()["most"] > 1
+
+
+def test_reload_picks_up_changed_code(tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        textwrap.dedent("""\
+            Resources:
+              Fn:
+                Type: AWS::Serverless::Function
+                Properties:
+                  CodeUri: fn/
+                  Handler: app.handler
+                  Events:
+                    Get: {Type: HttpApi, Properties: {Path: /version, Method: GET}}
+            """)
+    )
+    code = tmp_path / "fn" / "app.py"
+    code.parent.mkdir()
+    code.write_text("def handler(event, context):\n    return {'version': 1}\n")
+    with local_server(template, options=("--reload",)) as (client, _):
+        assert client.get("/version").json() == {"version": 1}
+        code.write_text("def handler(event, context):\n    return {'version': 2}\n")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if client.get("/version").json() == {"version": 2}:
+                    break
+            except httpx.TransportError:
+                pass  # between the old process and the new
+            time.sleep(0.2)
+        else:
+            pytest.fail("the server did not reload")
 
 
 # ---------------------------------------------------------------------------------------
