@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test lint typecheck pytest migrate openapi clean
+.PHONY: help venv run invoke test lint typecheck pytest migrate openapi clean validate build test-layer check-build
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,4 +51,32 @@ pytest: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:  ## Remove the virtualenvs, build output and caches
-	rm -rf $(VENV) .aws-sam build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam build .pytest_cache .mypy_cache .ruff_cache
+
+# --- SAM: validate and build without Docker (template.yaml, shared/Makefile) -----------
+# The SAM CLI lives in its own virtualenv: it pins boto3, pydantic and click versions that
+# must not hold back the application's. The SAM commands run without the PYTHONPATH above.
+SAM_VENV ?= .venv-sam
+SAM := env -u PYTHONPATH SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+# The layer built for this machine's architecture, which tests/test_build.py imports.
+TEST_LAYER := build/layer-x86_64
+
+$(SAM_VENV)/.installed: requirements-sam.txt
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
+	touch $@
+
+# `--lint` runs cfn-lint locally: a region is needed, an AWS account is not.
+validate: $(SAM_VENV)/.installed  ## sam validate --lint (errors and warnings both fail)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM) validate --lint
+
+# tests/test_build.py checks the artifacts' zipped sizes and imports them.
+build: $(SAM_VENV)/.installed  ## sam build (arm64, no Docker) into .aws-sam/build
+	$(SAM) build
+
+test-layer:  ## Build the layer for this machine (x86_64) into build/ for tests/test_build.py
+	env -u PYTHONPATH $(MAKE) -C shared build-SharedLayer \
+		ARTIFACTS_DIR=$(CURDIR)/$(TEST_LAYER) PLATFORM=x86_64
+
+check-build: validate build test-layer  ## What CI runs before the tests

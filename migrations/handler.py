@@ -18,6 +18,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
+from deploy_hook import handle as handle_custom_resource
+from deploy_hook import is_custom_resource_event
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -87,4 +89,7 @@ def run(event: dict[str, Any]) -> dict[str, Any]:
 
 def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     configure_logging(get_settings().log_level)
+    # template.yaml's MigrateOnDeploy: CloudFormation's request, answered at its ResponseURL.
+    if is_custom_resource_event(event):
+        return handle_custom_resource(event, run)
     return run(event or {})
