@@ -141,10 +141,14 @@ def run_pip_audit(requirements: Path) -> dict[str, Any]:
             "--progress-spinner",
             "off",
         ]
-        # pip-audit exits 1 when it finds something; the report decides, not the status.
-        completed = subprocess.run(command, check=False)  # noqa: S603
+        # pip-audit exits 1 when it finds something; the report decides, not the status. Its
+        # own summary is kept out of sight: it says "No known vulnerabilities found" even
+        # when it could audit nothing.
+        completed = subprocess.run(command, check=False, capture_output=True, text=True)  # noqa: S603
         if not output.exists():
-            raise RuntimeError(f"pip-audit wrote no report (exit status {completed.returncode})")
+            raise RuntimeError(
+                f"no report (exit status {completed.returncode}): {completed.stderr.strip()}"
+            )
         report: dict[str, Any] = json.loads(output.read_text())
         return report
 
