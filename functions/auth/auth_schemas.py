@@ -17,8 +17,9 @@ def _fits_bcrypt(value: str) -> str:
     return value
 
 
-def _no_nul(value: str) -> str:
+def _storable(value: str) -> str:
     # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the driver.
+    # (Lone surrogates never get this far: FastAPI's string validation refuses them.)
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
@@ -27,7 +28,7 @@ def _no_nul(value: str) -> str:
 # Body of POST /api/auth/signup: the layer's `UserCreate`, made safe for bcrypt and PostgreSQL.
 class SignupRequest(UserCreate):
     _password = field_validator("password")(_fits_bcrypt)
-    _name = field_validator("name")(_no_nul)
+    _name = field_validator("name")(_storable)
 
 
 # Body of POST /api/auth/login. The email is not validated as an address: no account can
@@ -41,7 +42,7 @@ class LoginRequest(SQLModel):
     @field_validator("email")
     @classmethod
     def normalise_email(cls, value: str) -> str:
-        return _no_nul(value.strip().lower())
+        return _storable(value.strip().lower())
 
     _password = field_validator("password")(_fits_bcrypt)
 
