@@ -1,9 +1,9 @@
 """`/api/tasks`: the caller's tasks, with ETags for optimistic concurrency."""
 
-from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
+from fastapi import status as http
 from pydantic import BaseModel
 from tasks_queries import (
     DEFAULT_SORT,
@@ -78,7 +78,7 @@ def expected_version(task: Task, if_match: str | None) -> int | None:
     if etag(task) in (tag.strip() for tag in if_match.split(",")):
         return task.version
     raise HTTPException(
-        status_code=HTTPStatus.PRECONDITION_FAILED,
+        status_code=http.HTTP_412_PRECONDITION_FAILED,
         detail="The task has changed: If-Match does not match its current ETag",
     )
 
@@ -94,10 +94,10 @@ TaskId = Annotated[
 def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
     task = session.get(Task, task_id)
     if task is None or task.deleted_at is not None:
-        raise HTTPException(status_code=HTTPStatus.NOT_FOUND, detail="Task not found")
+        raise HTTPException(status_code=http.HTTP_404_NOT_FOUND, detail="Task not found")
     if task.user_id != user.id:
         raise HTTPException(
-            status_code=HTTPStatus.FORBIDDEN, detail="This task belongs to another user"
+            status_code=http.HTTP_403_FORBIDDEN, detail="This task belongs to another user"
         )
     return task
 
@@ -138,10 +138,10 @@ def _written(task: Task | None, if_match: str | None) -> Task:
         return task
     if if_match is not None:
         raise HTTPException(
-            status_code=HTTPStatus.PRECONDITION_FAILED,
+            status_code=http.HTTP_412_PRECONDITION_FAILED,
             detail="The task has changed: If-Match does not match its current ETag",
         )
-    raise HTTPException(status_code=HTTPStatus.NOT_FOUND, detail="Task not found")
+    raise HTTPException(status_code=http.HTTP_404_NOT_FOUND, detail="Task not found")
 
 
 # ---------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def list_my_tasks(
 @router.post(
     "/api/tasks",
     response_model=TaskPublic,
-    status_code=HTTPStatus.CREATED,
+    status_code=http.HTTP_201_CREATED,
     responses={
         201: {
             "headers": {
@@ -223,7 +223,7 @@ def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) -> Res
     )
     session.add(task)
     session.commit()
-    return task_response(task, status_code=HTTPStatus.CREATED, Location=f"/api/tasks/{task.id}")
+    return task_response(task, status_code=http.HTTP_201_CREATED, Location=f"/api/tasks/{task.id}")
 
 
 @router.get(
@@ -266,7 +266,7 @@ def update_my_task(
 
 @router.delete(
     "/api/tasks/{task_id}",
-    status_code=HTTPStatus.NO_CONTENT,
+    status_code=http.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses={**BY_ID, **PRECONDITION},
     summary="Delete a task (it stays in the database, marked deleted)",
@@ -276,7 +276,7 @@ def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) 
     deleted = soft_delete_task(session, task=task, expected_version=version, now=utcnow())
     if not deleted:
         _written(None, if_match)
-    return Response(status_code=HTTPStatus.NO_CONTENT)
+    return Response(status_code=http.HTTP_204_NO_CONTENT)
 
 
 @router.patch(
