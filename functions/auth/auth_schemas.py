@@ -65,7 +65,7 @@ class LogoutRequest(SQLModel):
 class TokenResponse(SQLModel):
     access_token: str
     refresh_token: str
-    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth token type, no secret)
+    token_type: Literal["bearer"]
     expires_in: int = Field(description="Seconds until the access token expires")
 
     @classmethod
@@ -73,6 +73,7 @@ class TokenResponse(SQLModel):
         return cls(
             access_token=pair.access.token,
             refresh_token=pair.refresh.token,
+            token_type="bearer",  # noqa: S106 (the OAuth token type, no secret)
             expires_in=pair.expires_in,
             **extra,
         )
