@@ -61,7 +61,8 @@ def test_docs_page_points_at_the_document() -> None:
 
 def test_the_health_function_stays_small() -> None:
     # Every function's code folder must stay within 64 KiB (the document is minified).
-    size = sum(path.stat().st_size for path in HEALTH.rglob("*") if path.is_file())
+    files = [path for path in HEALTH.rglob("*") if path.is_file()]
+    size = sum(path.stat().st_size for path in files if "__pycache__" not in path.parts)
     assert size <= 64 * 1024, size
 
 

@@ -5,9 +5,8 @@ from typing import Any
 
 from health_routes import router
 from health_schedule import is_scheduled_event, scheduled_check
-from mangum import Mangum
 
-from taskapi.factory import create_app
+from taskapi.factory import create_app, make_handler
 
 # No database at start-up: `GET /health` must not load SQLAlchemy (see health_check.py).
 app = create_app(
@@ -17,12 +16,11 @@ app = create_app(
 )
 app.include_router(router)
 
-http_handler = Mangum(app, lifespan="off")
+http_handler = make_handler(app)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # Mangum raises on events that are not HTTP; EventBridge's schedule is one.
     if is_scheduled_event(event):
         return scheduled_check(context)
-    response: dict[str, Any] = http_handler(event, context)
-    return response
+    return http_handler(event, context)
