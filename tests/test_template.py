@@ -1,0 +1,460 @@
+"""template.yaml, transformed in-process by the SAM translator (what `sam deploy` sends to
+CloudFormation), checked against the functions' FastAPI apps and the contract."""
+
+import copy
+import functools
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+from taskapi.settings import Settings
+from tests.conftest import ROOT, configure, load_function
+
+TEMPLATE = ROOT / "template.yaml"
+DATABASE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:taskapi-db-AbCdEf"
+HTTP_FUNCTIONS = {"AuthFunction": "auth", "TasksFunction": "tasks", "HealthFunction": "health"}
+ALL_FUNCTIONS = (*HTTP_FUNCTIONS, "MigrateFunction")
+# Which secrets each function may read: no function gets a secret it does not use.
+SECRETS = {
+    "AuthFunction": {"DatabaseSecretArn", "JwtSecret"},
+    "TasksFunction": {"DatabaseSecretArn", "JwtSecret"},
+    "HealthFunction": {"DatabaseSecretArn"},
+    "MigrateFunction": {"DatabaseSecretArn"},
+}
+# The contract's settings (docs/API.md "Configuration") that the deployed functions get.
+CONTRACT_SETTINGS = {
+    "STAGE",
+    "JWT_ALGORITHM",
+    "ACCESS_TOKEN_EXPIRE_MINUTES",
+    "REFRESH_TOKEN_EXPIRE_DAYS",
+    "BCRYPT_ROUNDS",
+    "LOGIN_MAX_ATTEMPTS",
+    "LOGIN_LOCKOUT_MINUTES",
+    "LOG_LEVEL",
+    "CORS_ORIGINS",
+    "DATABASE_POOL_SIZE",
+    "DATABASE_MAX_OVERFLOW",
+    "DATABASE_POOL_TIMEOUT",
+    "DATABASE_SECRET_ARN",
+}
+
+
+class _NoManagedPolicies:
+    """The translator's managed-policy loader, without IAM: the template names no managed
+    policy, so the translator never needs one."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def sam_template() -> dict[str, Any]:
+    """template.yaml as SAM reads it, local paths replaced as `sam package` replaces them."""
+    template: dict[str, Any] = yaml_parse(TEMPLATE.read_text())
+    for name, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(properties.get(key), str):
+                properties[key] = f"s3://artifacts/{name}.zip"
+    return template
+
+
+@functools.cache
+def _transformed() -> dict[str, Any]:
+    parameters = {"DatabaseSecretArn": DATABASE_SECRET}
+    result: dict[str, Any] = transform(sam_template(), parameters, _NoManagedPolicies())
+    return result
+
+
+@pytest.fixture
+def cfn() -> dict[str, Any]:
+    """The CloudFormation template that the SAM transform produces."""
+    return copy.deepcopy(_transformed())
+
+
+def resources_of_type(cfn: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in cfn["Resources"].items() if r["Type"] == kind}
+
+
+# ---------------------------------------------------------------------------------------
+# Routes
+
+
+def api_routes(cfn: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """`(METHOD, path) -> function` for every route of the HTTP API."""
+    (api,) = resources_of_type(cfn, "AWS::ApiGatewayV2::Api").values()
+    routes = {}
+    for path, operations in api["Properties"]["Body"]["paths"].items():
+        for method, operation in operations.items():
+            integration = operation["x-amazon-apigateway-integration"]
+            assert integration["payloadFormatVersion"] == "2.0", (method, path)
+            uri = integration["uri"]["Fn::Sub"]
+            function = re.search(r"\$\{(\w+)\.Arn\}", uri)
+            assert function is not None, uri
+            verb = "ANY" if method == "x-amazon-apigateway-any-method" else method.upper()
+            routes[(verb, path)] = function.group(1)
+    return routes
+
+
+def route_matches(route: tuple[str, str], method: str, path: str) -> bool:
+    """Does the API route `(METHOD, path)` send `method path` (FastAPI's syntax) on?"""
+    route_method, route_path = route
+    if route_method not in ("ANY", method):
+        return False
+    if route_path.endswith("/{proxy+}"):
+        # A greedy path needs at least one more segment after its prefix.
+        return path.startswith(route_path.removesuffix("{proxy+}")) and not path.endswith("/")
+    # `{id}` in either path stands for one segment.
+    pattern = re.sub(r"\\\{[^/]+\\\}", "[^/]+", re.escape(route_path))
+    return re.fullmatch(pattern, path) is not None or route_path == path
+
+
+def app_routes(domain: str) -> set[tuple[str, str]]:
+    """`(METHOD, path)` for every route the function's FastAPI app declares, including
+    those of included routers."""
+    app = load_function(domain).app
+    return {
+        (method, context.path)
+        for context in iter_route_contexts(app.routes)
+        if isinstance(context.original_route, APIRoute) and context.path
+        for method in context.methods or ()
+    }
+
+
+@pytest.fixture
+def apps(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[tuple[str, str]]]:
+    """The routes of each HTTP function's app; skipped for an app not written yet."""
+    # The `db` fixture's settings, without a database: importing an app connects to none.
+    configure(
+        monkeypatch,
+        stage="test",
+        jwt_secret_key="test-secret-key-that-is-long-enough-for-hs256",
+        bcrypt_rounds="4",
+        cors_origins="",
+    )
+    routes = {}
+    for function, domain in HTTP_FUNCTIONS.items():
+        if not (ROOT / "functions" / domain / "app.py").exists():
+            pytest.skip(f"functions/{domain}/app.py does not exist yet")
+        routes[function] = app_routes(domain)
+    return routes
+
+
+@pytest.mark.parametrize("function", HTTP_FUNCTIONS)
+def test_every_app_route_is_reachable_through_the_api(
+    cfn: dict[str, Any], apps: dict[str, set[tuple[str, str]]], function: str
+) -> None:
+    routes = api_routes(cfn)
+    assert apps[function], f"{function}'s app declares no route"
+    for method, path in apps[function]:
+        reaching = {routes[route] for route in routes if route_matches(route, method, path)}
+        assert reaching == {function}, f"{method} {path} reaches {reaching or 'nothing'}"
+
+
+def test_every_api_route_has_a_handler_route(
+    cfn: dict[str, Any], apps: dict[str, set[tuple[str, str]]]
+) -> None:
+    for route, function in api_routes(cfn).items():
+        served = [r for r in apps[function] if route_matches(route, *r)]
+        assert served, f"{route} goes to {function}, whose app has no route for it"
+
+
+def test_routes_are_the_contracts(cfn: dict[str, Any]) -> None:
+    assert api_routes(cfn) == {
+        ("ANY", "/api/auth/{proxy+}"): "AuthFunction",
+        ("ANY", "/api/tasks"): "TasksFunction",
+        ("ANY", "/api/tasks/{proxy+}"): "TasksFunction",
+        ("GET", "/health"): "HealthFunction",
+        ("GET", "/health/{proxy+}"): "HealthFunction",
+        ("GET", "/docs"): "HealthFunction",
+        ("GET", "/openapi.json"): "HealthFunction",
+    }
+
+
+def test_route_matching_honours_proxy_paths() -> None:
+    assert route_matches(("ANY", "/api/tasks/{proxy+}"), "PATCH", "/api/tasks/{task_id}/complete")
+    assert route_matches(("ANY", "/api/tasks"), "GET", "/api/tasks")
+    assert not route_matches(("ANY", "/api/tasks/{proxy+}"), "GET", "/api/tasks")
+    assert not route_matches(("GET", "/health/{proxy+}"), "POST", "/health/db")
+    assert not route_matches(("GET", "/health"), "GET", "/healthz")
+
+
+def test_the_api_has_cors_throttling_and_access_logs(cfn: dict[str, Any]) -> None:
+    (api,) = resources_of_type(cfn, "AWS::ApiGatewayV2::Api").values()
+    condition, cors, otherwise = api["Properties"]["Body"]["x-amazon-apigateway-cors"]["Fn::If"]
+    # The parameter, resolved to its default ("*") by the transform; empty turns CORS off.
+    assert (condition, otherwise) == ("HasCors", {"Ref": "AWS::NoValue"})
+    assert cors["allowOrigins"] == {"Fn::Split": [",", "*"]}
+    assert {"authorization", "content-type", "if-match"} <= set(cors["allowHeaders"])
+    assert {"etag", "location", "retry-after"} <= set(cors["exposeHeaders"])
+    assert {"GET", "POST", "PUT", "PATCH", "DELETE"} <= set(cors["allowMethods"])
+    (stage,) = resources_of_type(cfn, "AWS::ApiGatewayV2::Stage").values()
+    properties = stage["Properties"]
+    # The $default stage: paths reach the apps without a stage prefix.
+    assert properties["StageName"] == "$default"
+    assert properties["DefaultRouteSettings"] == {
+        "ThrottlingRateLimit": {"Ref": "ThrottlingRateLimit"},
+        "ThrottlingBurstLimit": {"Ref": "ThrottlingBurstLimit"},
+    }
+    logs = properties["AccessLogSettings"]
+    assert logs["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    assert "$context.requestId" in logs["Format"]
+    assert "$context.status" in logs["Format"]
+
+
+# ---------------------------------------------------------------------------------------
+# Functions
+
+
+def functions(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = resources_of_type(cfn, "AWS::Lambda::Function")
+    assert set(found) == set(ALL_FUNCTIONS)
+    return found
+
+
+def test_every_function_runs_python_3_13_on_arm64_with_the_layer(cfn: dict[str, Any]) -> None:
+    layers = resources_of_type(cfn, "AWS::Lambda::LayerVersion")
+    (layer_name,) = layers
+    assert layer_name.startswith("SharedLayer")
+    layer = layers[layer_name]["Properties"]
+    assert layer["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["CompatibleArchitectures"] == ["arm64"]
+    for name, function in functions(cfn).items():
+        properties = function["Properties"]
+        assert properties["Runtime"] == "python3.13", name
+        assert properties["Architectures"] == ["arm64"], name
+        assert properties["Layers"] == [{"Ref": layer_name}], name
+
+
+def test_handlers_and_code_folders() -> None:
+    resources = sam_template()["Resources"]
+    for function, domain in HTTP_FUNCTIONS.items():
+        properties = resources[function]["Properties"]
+        assert properties["Handler"] == "app.handler"
+        assert properties["CodeUri"] == f"s3://artifacts/{function}.zip"
+        assert (ROOT / "functions" / domain).is_dir()
+    raw = yaml_parse(TEMPLATE.read_text())["Resources"]
+    assert raw["MigrateFunction"]["Properties"]["CodeUri"] == "migrations/"
+    assert raw["MigrateFunction"]["Properties"]["Handler"] == "handler.handler"
+    for function in ALL_FUNCTIONS:
+        # Built by shared/Makefile: code only, compiled to bytecode (tests/test_build.py).
+        assert raw[function]["Metadata"] == {"BuildMethod": "makefile", "ContextPath": "shared"}
+    assert raw["SharedLayer"]["Metadata"]["BuildMethod"] == "makefile"
+
+
+def test_the_auth_function_has_a_full_vcpu_for_bcrypt(cfn: dict[str, Any]) -> None:
+    parameters = sam_template()["Parameters"]
+    auth = functions(cfn)["AuthFunction"]["Properties"]
+    assert auth["MemorySize"] == {"Ref": "AuthMemorySize"}
+    # Lambda gives one full vCPU at 1769 MB; less would slow every login.
+    assert parameters["AuthMemorySize"]["Default"] >= 1769
+    assert parameters["BcryptRounds"]["Default"] == 12
+    env = auth["Environment"]["Variables"]
+    assert env["BCRYPT_ROUNDS"] == {"Ref": "BcryptRounds"}
+
+
+def test_functions_get_the_contracts_settings(cfn: dict[str, Any]) -> None:
+    known = {name.upper() for name in Settings.model_fields}
+    for name, function in functions(cfn).items():
+        env = function["Properties"]["Environment"]["Variables"]
+        assert set(env) >= CONTRACT_SETTINGS, name
+        # Every variable is a setting the layer reads (a typo would be silently ignored).
+        assert set(env) <= known, set(env) - known
+        assert env["DATABASE_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"}
+        # Only the functions that may read the JWT secret are told where it is.
+        has_jwt = "JwtSecret" in SECRETS[name]
+        assert ("JWT_SECRET_ARN" in env) == has_jwt, name
+        if has_jwt:
+            assert env["JWT_SECRET_ARN"] == {"Ref": "JwtSecret"}
+
+
+def test_timeouts_stay_inside_the_http_apis_limit(cfn: dict[str, Any]) -> None:
+    for name, function in functions(cfn).items():
+        timeout = function["Properties"]["Timeout"]
+        if name == "MigrateFunction":
+            assert timeout >= 60
+        else:
+            assert timeout <= 29, name
+
+
+# ---------------------------------------------------------------------------------------
+# Schedule, migrations on deploy, secrets and policies
+
+
+def test_the_schedule_targets_the_health_function(cfn: dict[str, Any]) -> None:
+    (rule,) = resources_of_type(cfn, "AWS::Events::Rule").values()
+    properties = rule["Properties"]
+    assert properties["ScheduleExpression"] == {"Ref": "HealthCheckSchedule"}
+    assert properties["State"] == "ENABLED"
+    assert [t["Arn"] for t in properties["Targets"]] == [{"Fn::GetAtt": ["HealthFunction", "Arn"]}]
+    permissions = resources_of_type(cfn, "AWS::Lambda::Permission").values()
+    assert any(
+        p["Properties"]["Principal"] == "events.amazonaws.com"
+        and p["Properties"]["FunctionName"] == {"Ref": "HealthFunction"}
+        for p in permissions
+    )
+
+
+def test_migrations_run_on_deploy_through_the_migrate_function(cfn: dict[str, Any]) -> None:
+    hook = cfn["Resources"]["MigrateOnDeploy"]
+    assert hook["Condition"] == "RunMigrations"
+    assert cfn["Conditions"]["RunMigrations"] == {
+        "Fn::Equals": [{"Ref": "RunMigrationsOnDeploy"}, "true"]
+    }
+    properties = hook["Properties"]
+    assert properties["ServiceToken"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
+    # A property that changes with every new version of the code or the layer: that is
+    # what makes CloudFormation send an Update, and so run the migrations.
+    (version,) = resources_of_type(cfn, "AWS::Lambda::Version")
+    assert properties["FunctionVersion"] == {"Ref": version}
+    assert properties["ServiceTimeout"] > functions(cfn)["MigrateFunction"]["Properties"]["Timeout"]
+    assert sam_template()["Parameters"]["RunMigrationsOnDeploy"]["Default"] == "true"
+
+
+def test_the_jwt_secret_is_generated_as_a_plain_string(cfn: dict[str, Any]) -> None:
+    secret = cfn["Resources"]["JwtSecret"]
+    generate = secret["Properties"]["GenerateSecretString"]
+    # No SecretStringTemplate: the secret is the key itself, as the layer reads it.
+    assert "SecretStringTemplate" not in generate
+    assert "GenerateStringKey" not in generate
+    assert generate["PasswordLength"] >= 32
+
+
+def readable_secrets(role: dict[str, Any]) -> set[str]:
+    """The secrets (by the name the template refers to them with) a role may read."""
+    secrets = set()
+    for policy in role["Properties"].get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            actions = statement["Action"]
+            actions = [actions] if isinstance(actions, str) else actions
+            if not any(action.startswith("secretsmanager:") for action in actions):
+                continue
+            assert actions == ["secretsmanager:GetSecretValue"], actions
+            resource = statement["Resource"]
+            # The SAM policy template renders `SecretArn` as `Fn::Sub: [${secretArn}, ...]`.
+            reference = resource["Fn::Sub"][1]["secretArn"]
+            secrets.add(reference["Ref"])
+    return secrets
+
+
+def test_each_function_reads_only_its_own_secrets(cfn: dict[str, Any]) -> None:
+    for name, function in functions(cfn).items():
+        role_name = function["Properties"]["Role"]["Fn::GetAtt"][0]
+        role = cfn["Resources"][role_name]
+        assert readable_secrets(role) == SECRETS[name], name
+
+
+def test_no_inline_policy_grants_every_resource(cfn: dict[str, Any]) -> None:
+    for name, role in resources_of_type(cfn, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                resources = statement["Resource"]
+                resources = resources if isinstance(resources, list) else [resources]
+                assert "*" not in resources, (name, statement)
+                assert statement["Effect"] == "Allow"
+
+
+def test_the_database_secret_is_a_required_parameter() -> None:
+    parameter = sam_template()["Parameters"]["DatabaseSecretArn"]
+    assert "Default" not in parameter
+    assert re.fullmatch(parameter["AllowedPattern"], DATABASE_SECRET)
+    assert not re.fullmatch(parameter["AllowedPattern"], "taskapi-db")
+
+
+def test_vpc_settings_are_optional(cfn: dict[str, Any]) -> None:
+    parameters = sam_template()["Parameters"]
+    assert parameters["SubnetIds"]["Default"] == ""
+    assert parameters["SecurityGroupIds"]["Default"] == ""
+    for name, function in functions(cfn).items():
+        vpc = function["Properties"]["VpcConfig"]["Fn::If"]
+        assert vpc[0] == "HasVpc", name
+        assert vpc[2] == {"Ref": "AWS::NoValue"}, name
+
+
+# ---------------------------------------------------------------------------------------
+# Alarms and outputs
+
+
+def alarms(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: alarm["Properties"]
+        for name, alarm in resources_of_type(cfn, "AWS::CloudWatch::Alarm").items()
+    }
+
+
+def test_an_alarm_watches_the_apis_5xx_responses(cfn: dict[str, Any]) -> None:
+    alarm = alarms(cfn)["Api5xxAlarm"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/ApiGateway", "5xx")
+    assert alarm["Dimensions"] == [{"Name": "ApiId", "Value": {"Ref": "HttpApi"}}]
+
+
+def test_the_database_alarm_watches_what_the_health_check_writes(
+    cfn: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The health function's own EMF line names the namespace, metric and dimension the
+    alarm watches (a renamed metric would leave the alarm watching nothing)."""
+    if not (ROOT / "functions" / "health" / "health_schedule.py").exists():
+        pytest.skip("functions/health/health_schedule.py does not exist yet")
+    configure(monkeypatch, stage="prod")
+    load_function("health")  # puts functions/health on sys.path
+    from health_schedule import publish_metrics  # type: ignore[import-not-found]
+
+    capsys.readouterr()
+    publish_metrics(database_up=False, latency_ms=None)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    (emf,) = lines
+    (directive,) = emf["_aws"]["CloudWatchMetrics"]
+    alarm = alarms(cfn)["DatabaseDownAlarm"]
+    assert directive["Namespace"] == alarm["Namespace"] == "TaskApi"
+    assert alarm["MetricName"] in {metric["Name"] for metric in directive["Metrics"]}
+    assert [d["Name"] for d in alarm["Dimensions"]] == ["Stage"]
+    assert ["Stage"] in directive["Dimensions"]
+    assert emf["Stage"] == "prod"
+    assert alarm["Dimensions"][0]["Value"] == {"Ref": "Stage"}
+    assert emf[alarm["MetricName"]] in (0, [0])
+    # Up is 1: anything below it is an outage; no data at all counts as one too.
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", 1)
+    assert alarm["TreatMissingData"] == "breaching"
+
+
+def test_outputs_name_the_api_url_and_the_functions(cfn: dict[str, Any]) -> None:
+    outputs = cfn["Outputs"]
+    assert outputs["ApiUrl"]["Value"] == {
+        "Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
+    }
+    for function in ALL_FUNCTIONS:
+        assert outputs[f"{function}Name"]["Value"] == {"Ref": function}
+
+
+def test_samconfig_has_a_dev_and_a_prod_environment() -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    for env, stack in (("default", "taskapi-dev"), ("prod", "taskapi-prod")):
+        assert config[env]["global"]["parameters"]["stack_name"] == stack
+        deploy = config[env]["deploy"]["parameters"]
+        assert deploy["capabilities"] == "CAPABILITY_IAM"
+        assert deploy["resolve_s3"] is True
+        overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"].split())
+        assert overrides["Stage"] == ("dev" if env == "default" else "prod")
+        # Every override names a parameter of the template.
+        assert set(overrides) <= set(sam_template()["Parameters"])
+        build = config[env]["build"]["parameters"]
+        assert build["cached"] is True
+        assert build["parallel"] is True
+
+
+def test_the_template_is_what_the_local_server_reads() -> None:
+    """The Docker-free local server serves the same template: same functions and routes."""
+    from localapi.template import load_template
+
+    template = load_template(TEMPLATE)
+    assert set(template.functions) == set(ALL_FUNCTIONS)
+    keys = {route.key for route in template.routes}
+    assert "ANY /api/auth/{proxy+}" in keys
+    assert "GET /openapi.json" in keys
+    assert Path(template.functions["MigrateFunction"].code_uri) == ROOT / "migrations"
