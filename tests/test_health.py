@@ -207,3 +207,19 @@ def test_health_does_not_import_the_database_stack() -> None:
     )
     result = json.loads(completed.stdout.splitlines()[-1])
     assert result == {"status": 200, "loaded": []}
+
+
+def test_health_db_answers_503_when_the_database_is_not_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
+    configure(monkeypatch, stage="prod", jwt_secret_key="k")
+    response = invoke(load_function("health").handler, event("health-db"))
+    assert response.status == 503
+    assert response.json() == {
+        "status": "error",
+        "detail": "Stage 'prod' needs DATABASE_SECRET_ARN or DATABASE_URL",
+    }
+    # Liveness does not depend on it.
+    assert invoke(load_function("health").handler, event("health-get")).status == 200
