@@ -42,6 +42,8 @@ def publish_metrics(*, database_up: bool, latency_ms: float | None) -> None:
     from aws_lambda_powertools import Metrics
     from aws_lambda_powertools.metrics import MetricUnit
 
+    # Stage is the only dimension: template.yaml's alarm watches exactly that set. (Setting
+    # POWERTOOLS_SERVICE_NAME would add a `service` dimension and blind the alarm.)
     metrics = Metrics(namespace=METRICS_NAMESPACE)
     metrics.add_dimension(name="Stage", value=get_settings().stage)
     metrics.add_metric(name="DatabaseUp", unit=MetricUnit.Count, value=int(database_up))
