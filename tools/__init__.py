@@ -1,0 +1,1 @@
+"""Build-time and maintenance scripts (run from the repository root)."""
