@@ -139,3 +139,15 @@ def test_create_schemas_normalise_and_reject() -> None:
     assert TaskUpdate.model_validate({"priority": "High"}).model_dump(exclude_unset=True) == {
         "priority": "High"
     }
+
+
+def test_sql_echo_hides_bound_parameters(
+    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQL_ECHO logs statements, never the values bound to them (password hashes, tokens)."""
+    configure(monkeypatch, sql_echo="true")
+    with caplog.at_level("INFO", logger="sqlalchemy.engine"), Session(get_engine()) as session:
+        session.add(User(email="ada@example.com", name="Ada", hashed_password="$2b$SECRET-HASH"))
+        session.commit()
+    assert "INSERT INTO" in caplog.text
+    assert "SECRET-HASH" not in caplog.text

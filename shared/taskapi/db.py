@@ -29,6 +29,7 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
         engine = create_engine(
             url,
             echo=settings.sql_echo,
+            hide_parameters=True,
             # The local server answers from several threads; each checkout is still
             # used by one thread at a time.
             connect_args={"check_same_thread": False},
@@ -38,6 +39,9 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
 
     options: dict[str, Any] = {
         "echo": settings.sql_echo,
+        # Bound parameters hold password hashes and tokens: keep them out of SQL_ECHO
+        # logs and of the text of database errors.
+        "hide_parameters": True,
         "pool_pre_ping": True,
         "connect_args": {
             "connect_timeout": settings.database_connect_timeout,
