@@ -18,7 +18,7 @@ from typing import Any
 
 from localapi.events import http_event
 from localapi.runtime import InvocationTimeoutError, Runtime, apply_environment
-from localapi.template import Route, Template, load_template
+from localapi.template import Cors, Route, Template, load_template
 
 logger = logging.getLogger("localapi")
 
@@ -109,6 +109,22 @@ class LocalApi:
         await send({"type": "http.response.body", "body": body})
 
     async def respond(self, scope: Scope, receive: Receive) -> tuple[int, Headers, bytes]:
+        cors, origin = self.template.cors, _header(scope, b"origin")
+        if cors is None:
+            return await self._forward(scope, receive)
+        if (
+            scope["method"] == "OPTIONS"
+            and origin
+            and _header(scope, b"access-control-request-method")
+        ):
+            # API Gateway answers every preflight itself, whatever the routes.
+            return 204, _cors_headers(cors, origin, preflight=True), b""
+        status, headers, body = await self._forward(scope, receive)
+        # ... and replaces whatever CORS headers the function sent.
+        kept = [(name, value) for name, value in headers if not name.startswith("access-control-")]
+        return status, [*kept, *_cors_headers(cors, origin)], body
+
+    async def _forward(self, scope: Scope, receive: Receive) -> tuple[int, Headers, bytes]:
         found = self.match(scope["method"], scope["path"])
         if found is None:
             return gateway_error(404, "Not Found")
@@ -139,6 +155,32 @@ class LocalApi:
                 self.runtime.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _cors_headers(cors: Cors, origin: str | None, *, preflight: bool = False) -> Headers:
+    if not origin or not cors.allows(origin):
+        return []
+    wildcard = "*" in cors.allow_origins and not cors.allow_credentials
+    headers = [("access-control-allow-origin", "*" if wildcard else origin)]
+    if cors.allow_credentials:
+        headers.append(("access-control-allow-credentials", "true"))
+    if preflight:
+        headers += [
+            ("access-control-allow-methods", ",".join(cors.allow_methods)),
+            ("access-control-allow-headers", ",".join(cors.allow_headers)),
+        ]
+        if cors.max_age is not None:
+            headers.append(("access-control-max-age", str(cors.max_age)))
+    elif cors.expose_headers:
+        headers.append(("access-control-expose-headers", ",".join(cors.expose_headers)))
+    return headers
 
 
 async def _read_body(scope: Scope, receive: Receive) -> bytes | None:

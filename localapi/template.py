@@ -131,9 +131,26 @@ class Function:
 
 
 @dataclass(frozen=True)
+class Cors:
+    """An HttpApi's `CorsConfiguration`: API Gateway answers preflights itself and puts
+    these headers on every response, ignoring any CORS headers the functions return."""
+
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None
+    allow_credentials: bool = False
+
+    def allows(self, origin: str) -> bool:
+        return "*" in self.allow_origins or origin in self.allow_origins
+
+
+@dataclass(frozen=True)
 class Template:
     path: Path
     functions: dict[str, Function]
+    cors: Cors | None = None
 
     @property
     def routes(self) -> list[Route]:
@@ -165,7 +182,7 @@ def load_template(path: Path | str) -> Template:
     resources: dict[str, Any] = document.get("Resources") or {}
     parameters: dict[str, Any] = document.get("Parameters") or {}
     defaults: dict[str, Any] = (document.get("Globals") or {}).get("Function") or {}
-    resolver = _Resolver(parameters)
+    resolver = _Resolver(parameters, document.get("Conditions") or {})
     functions = {}
     for name, resource in resources.items():
         if resource.get("Type") != "AWS::Serverless::Function":
@@ -189,7 +206,25 @@ def load_template(path: Path | str) -> Template:
             memory=int(resolver.number(properties.get("MemorySize"), DEFAULT_MEMORY)),
             routes=tuple(_routes(name, properties.get("Events") or {})),
         )
-    return Template(path, functions)
+    return Template(path, functions, _cors(resources, resolver))
+
+
+def _cors(resources: dict[str, Any], resolver: "_Resolver") -> Cors | None:
+    for resource in resources.values():
+        if resource.get("Type") != "AWS::Serverless::HttpApi":
+            continue
+        config = resolver.choose((resource.get("Properties") or {}).get("CorsConfiguration"))
+        if isinstance(config, dict):
+            max_age = config.get("MaxAge")
+            return Cors(
+                allow_origins=resolver.strings(config.get("AllowOrigins")),
+                allow_methods=resolver.strings(config.get("AllowMethods")),
+                allow_headers=resolver.strings(config.get("AllowHeaders")),
+                expose_headers=resolver.strings(config.get("ExposeHeaders")),
+                max_age=None if max_age is None else int(resolver.number(max_age, 0)),
+                allow_credentials=resolver.resolve(config.get("AllowCredentials")) == "true",
+            )
+    return None
 
 
 def _variables(properties: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +269,8 @@ class _Resolver:
     """Resolves what can be known without AWS: `!Ref Param` (its Default), pseudo
     parameters, and `!Sub` over those. Anything else (a resource's ARN) stays unset."""
 
-    def __init__(self, parameters: dict[str, Any]) -> None:
+    def __init__(self, parameters: dict[str, Any], conditions: dict[str, Any]) -> None:
+        self.conditions = conditions
         self.values = {
             name: str(spec["Default"])
             for name, spec in parameters.items()
@@ -261,6 +297,46 @@ class _Resolver:
                 resolved[name] = text
         return resolved
 
+    def choose(self, value: Any) -> Any:
+        """The branch an `!If` takes (None for `AWS::NoValue` or an unknown condition)."""
+        while isinstance(value, dict) and isinstance(value.get("Fn::If"), list):
+            name, when_true, when_false = value["Fn::If"]
+            holds = self.condition(name)
+            if holds is None:
+                return None
+            value = when_true if holds else when_false
+        return None if value == {"Ref": "AWS::NoValue"} else value
+
+    def condition(self, name: str) -> bool | None:
+        return self._holds(self.conditions.get(name))
+
+    def _holds(self, expression: Any) -> bool | None:
+        if not isinstance(expression, dict) or len(expression) != 1:
+            return None
+        ((function, arguments),) = expression.items()
+        if function == "Condition":
+            return self.condition(str(arguments))
+        if function == "Fn::Equals":
+            left, right = (self.resolve(argument) for argument in arguments)
+            return None if left is None or right is None else left == right
+        results = [self._holds(argument) for argument in arguments]
+        if None in results:
+            return None
+        if function == "Fn::Not":
+            return not results[0]
+        if function in ("Fn::And", "Fn::Or"):
+            return all(results) if function == "Fn::And" else any(results)
+        return None
+
+    def strings(self, value: Any) -> tuple[str, ...]:
+        """A list (or `!Split`) of strings, leaving out what cannot be resolved."""
+        if isinstance(value, dict) and isinstance(value.get("Fn::Split"), list):
+            separator, text = value["Fn::Split"]
+            resolved = self.resolve(text)
+            return tuple(resolved.split(separator)) if resolved is not None else ()
+        items = value if isinstance(value, list) else [] if value is None else [value]
+        return tuple(text for item in items if (text := self.resolve(item)) is not None)
+
     def number(self, value: Any, default: float) -> float:
         text = None if value is None else self.resolve(value)
         try:
@@ -269,6 +345,7 @@ class _Resolver:
             return default
 
     def resolve(self, value: Any) -> str | None:
+        value = self.choose(value)
         if isinstance(value, bool):
             return str(value).lower()
         if isinstance(value, str | int | float):

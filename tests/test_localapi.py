@@ -33,6 +33,11 @@ Parameters:
   Greeting:
     Type: String
     Default: hello
+  Origins:
+    Type: String
+    Default: "http://app.example,http://localhost:5173"
+Conditions:
+  HasCors: !Not [!Equals [!Ref Origins, ""]]
 Globals:
   Function:
     Timeout: 1
@@ -52,6 +57,17 @@ Resources:
       ContentUri: layer/
   Secret:
     Type: AWS::SecretsManager::Secret
+  Api:
+    Type: AWS::Serverless::HttpApi
+    Properties:
+      CorsConfiguration: !If
+        - HasCors
+        - AllowOrigins: !Split [",", !Ref Origins]
+          AllowMethods: [GET, POST]
+          AllowHeaders: [authorization, content-type]
+          ExposeHeaders: [etag]
+          MaxAge: 600
+        - !Ref AWS::NoValue
   EchoFunction:
     Type: AWS::Serverless::Function
     Properties:
@@ -129,7 +145,11 @@ def handler(event, context):
     }
     return {
         "statusCode": 201,
-        "headers": {"content-type": "application/json", "x-echo": "yes"},
+        "headers": {
+            "content-type": "application/json",
+            "x-echo": "yes",
+            "access-control-allow-origin": "*",
+        },
         "cookies": ["first=1; Path=/", "second=2; HttpOnly"],
         "body": json.dumps(body),
     }
@@ -282,6 +302,9 @@ def test_template_functions_layers_environment_and_routes(toy_template: Path) ->
     assert echo.environment["GREETING"].startswith("hello from ")
     assert "SECRET_ARN" not in echo.environment
     assert echo.environment["ONLY_ECHO"] == "yes-echo"
+    assert template.cors is not None
+    assert template.cors.allow_origins == ("http://app.example", "http://localhost:5173")
+    assert template.cors.max_age == 600
     assert "ONLY_ECHO" not in template.function("AsgiFunction").environment
     # Most specific first; the schedule is not an HTTP route.
     assert [route.key for route in template.routes] == [
@@ -290,6 +313,14 @@ def test_template_functions_layers_environment_and_routes(toy_template: Path) ->
         "ANY /echo/{proxy+}",
         "ANY /asgi/{proxy+}",
     ]
+
+
+def test_conditions_decide_what_the_template_configures(toy_template: Path, tmp_path: Path) -> None:
+    without_cors = tmp_path / "template.yaml"
+    text = toy_template.read_text()
+    without_cors.write_text(text.replace('"http://app.example,http://localhost:5173"', '""'))
+    assert load_template(without_cors).cors is None
+    assert load_template(toy_template).cors is not None
 
 
 def test_the_real_template_has_every_function_and_route() -> None:
@@ -423,6 +454,33 @@ def test_responses_keep_headers_and_every_cookie(client: httpx.Client) -> None:
     response = client.get("/echo/cookies")
     assert response.headers["x-echo"] == "yes"
     assert response.headers.get_list("set-cookie") == ["first=1; Path=/", "second=2; HttpOnly"]
+
+
+def test_the_gateway_answers_preflights_with_the_apis_cors_configuration(
+    client: httpx.Client,
+) -> None:
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    # Even on a GET-only route: API Gateway answers preflights before routing.
+    response = client.options("/items/42", headers=preflight)
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == "http://app.example"
+    assert response.headers["access-control-allow-methods"] == "GET,POST"
+    assert response.headers["access-control-allow-headers"] == "authorization,content-type"
+    assert response.headers["access-control-max-age"] == "600"
+    stranger = client.options("/items/42", headers={**preflight, "Origin": "http://evil.example"})
+    assert stranger.status_code == 204
+    assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_the_gateway_replaces_the_functions_cors_headers(client: httpx.Client) -> None:
+    # The function says `*`; API Gateway ignores that and applies its own configuration.
+    allowed = client.get("/echo/x", headers={"Origin": "http://localhost:5173"})
+    assert allowed.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert allowed.headers["access-control-expose-headers"] == "etag"
+    stranger = client.get("/echo/x", headers={"Origin": "http://evil.example"})
+    assert stranger.status_code == 201
+    assert "access-control-allow-origin" not in stranger.headers
+    assert "access-control-allow-origin" not in client.get("/echo/x").headers
 
 
 def test_binary_bodies_travel_base64_both_ways(client: httpx.Client) -> None:

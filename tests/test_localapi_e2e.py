@@ -135,6 +135,13 @@ def test_the_whole_flow_over_http(api: httpx.Client) -> None:
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/api/auth/signup", "/api/tasks", "/health"} <= set(paths)
 
+    preflight = api.options(
+        "/api/tasks",
+        headers={"Origin": "http://localhost:5173", "Access-Control-Request-Method": "PUT"},
+    )
+    assert preflight.status_code == 204
+    assert "PUT" in preflight.headers["access-control-allow-methods"]
+
     missing = api.get("/api/nothing-here")
     assert (missing.status_code, missing.json()) == (404, {"message": "Not Found"})
     # Routes are per method, as in the template: /health is GET only.
