@@ -151,6 +151,20 @@ def alembic_config(connection: sa.Connection | None = None) -> Any:
     return load_module("migrations/handler.py", "migrate_handler").alembic_config(connection)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run `postgres_only` tests on PostgreSQL alone, instead of skipping them on SQLite."""
+    deselected = [
+        item
+        for item in items
+        if item.get_closest_marker("postgres_only")
+        and getattr(item, "callspec", None) is not None
+        and "sqlite" in item.callspec.params.values()  # type: ignore[attr-defined]
+    ]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
+
+
 @pytest.fixture
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """A new, unmigrated database of the backend named by the test's parameter."""
