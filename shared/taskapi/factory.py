@@ -9,9 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from mangum import Mangum
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskapi import __version__
@@ -75,6 +77,34 @@ async def unhandled_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content={"detail": "Internal Server Error"})
 
 
+async def http_error(request: Request, error: Exception) -> Response:
+    """FastAPI's own answer, except for a JSON body it could not even decode.
+
+    A body that is not UTF-8, or nested too deeply for the JSON parser, gets a bare 400
+    from FastAPI (any other malformed JSON gets 422 `json_invalid`); it becomes that same
+    documented 422, so clients see one shape for every unreadable body.
+    """
+    assert isinstance(error, HTTPException)
+    cause = error.__cause__
+    if error.status_code == 400 and isinstance(cause, (UnicodeDecodeError, RecursionError)):
+        reason = "not UTF-8" if isinstance(cause, UnicodeDecodeError) else "nested too deeply"
+        return JSONResponse(
+            status_code=422,
+            content={
+                "detail": [
+                    {
+                        "type": "json_invalid",
+                        "loc": ["body", getattr(cause, "start", 0)],
+                        "msg": "JSON decode error",
+                        "input": {},
+                        "ctx": {"error": f"The body is {reason}"},
+                    }
+                ]
+            },
+        )
+    return await http_exception_handler(request, error)
+
+
 def create_app(*, title: str, description: str = "", database: bool = True) -> FastAPI:
     """A FastAPI app with the project's error format, CORS and request logging.
 
@@ -93,6 +123,7 @@ def create_app(*, title: str, description: str = "", database: bool = True) -> F
         redoc_url=None,
     )
     app.add_exception_handler(Exception, unhandled_error)
+    app.add_exception_handler(HTTPException, http_error)
     if database:
         from taskapi.db import install_database_error_handlers
 
