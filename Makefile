@@ -51,7 +51,7 @@ pytest: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 fuzz: venv  ## Generated requests from the OpenAPI document, longer than make test's run (FUZZ_EXAMPLES per operation)
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-150} $(BIN)/pytest -p no:randomly tests/test_fuzz_openapi.py $(PYTEST_ARGS)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-150} $(BIN)/pytest tests/test_fuzz_openapi.py $(PYTEST_ARGS)
 
 # pip-audit over the layer's requirements; see docs/RELIABILITY.md for how its result is read.
 audit: venv  ## Known vulnerabilities in the layer (findings fail unless security/pip-audit-ignore.txt lists them)
