@@ -3,7 +3,8 @@
 Each run is a fresh interpreter that imports `functions/health/app.py` and serves one
 `GET /health` through the handler; it reports the milliseconds from before the first
 import to the response, and separately what importing and setting up Powertools' Logger and
-Metrics would add. Prints the median of the runs.
+Metrics would add. Prints the median of the runs. Powertools is not a project dependency
+(it was measured and left out): install `aws-lambda-powertools` into the interpreter given.
 
     .venv/bin/python bench/health_cold_start.py --python python3.13 --runs 21
 """

@@ -10,6 +10,7 @@ from typing import Any
 from health_check import DatabaseUnavailableError, HealthError, check_database
 
 from taskapi.logs import invocation_fields, log_context
+from taskapi.metrics import Unit, put_metrics
 from taskapi.settings import get_settings
 
 logger = logging.getLogger("taskapi.health")
@@ -38,15 +39,10 @@ def scheduled_check(context: Any) -> dict[str, Any]:
 
 def publish_metrics(*, database_up: bool, latency_ms: float | None) -> None:
     """One EMF line on stdout; CloudWatch turns it into metrics, with no API call."""
-    # Imported here: only the scheduled check pays for Powertools, never an HTTP cold start.
-    from aws_lambda_powertools import Metrics
-    from aws_lambda_powertools.metrics import MetricUnit
-
-    # Stage is the only dimension: template.yaml's alarm watches exactly that set. (Setting
-    # POWERTOOLS_SERVICE_NAME would add a `service` dimension and blind the alarm.)
-    metrics = Metrics(namespace=METRICS_NAMESPACE)
-    metrics.add_dimension(name="Stage", value=get_settings().stage)
-    metrics.add_metric(name="DatabaseUp", unit=MetricUnit.Count, value=int(database_up))
+    metrics: dict[str, tuple[float, Unit]] = {"DatabaseUp": (int(database_up), "Count")}
     if latency_ms is not None:
-        metrics.add_metric(name="DatabaseLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
-    metrics.flush_metrics()
+        metrics["DatabaseLatency"] = (latency_ms, "Milliseconds")
+    # Stage is the only dimension: template.yaml's alarm watches exactly that set.
+    put_metrics(
+        namespace=METRICS_NAMESPACE, dimensions={"Stage": get_settings().stage}, metrics=metrics
+    )
