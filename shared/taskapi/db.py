@@ -5,8 +5,8 @@ connection by default; pre-ping replaces a connection that died while the contai
 frozen, and a short connect timeout turns an unreachable database into a quick 503.
 """
 
-import functools
 import logging
+import threading
 from collections.abc import Generator
 from typing import Annotated, Any
 
@@ -72,16 +72,31 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-@functools.cache
+_engine: Engine | None = None
+# functools.cache does not stop two threads that miss at once from both building an engine:
+# under the local server's threads (or any threaded caller) the first requests would each
+# get a pool of their own, and hold its connections beyond the configured bound.
+_engine_lock = threading.Lock()
+
+
 def get_engine() -> Engine:
     """The container's engine; `reset_engine()` drops it (tests, after changing settings)."""
-    return build_engine(get_database_url(), get_settings())
+    global _engine
+    engine = _engine
+    if engine is None:
+        with _engine_lock:
+            if _engine is None:
+                _engine = build_engine(get_database_url(), get_settings())
+            engine = _engine
+    return engine
 
 
 def reset_engine() -> None:
-    if get_engine.cache_info().currsize:
-        get_engine().dispose()
-    get_engine.cache_clear()
+    global _engine
+    with _engine_lock:
+        engine, _engine = _engine, None
+    if engine is not None:
+        engine.dispose()
 
 
 def get_session() -> Generator[Session, None, None]:
