@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test lint typecheck pytest migrate openapi clean audit fuzz validate build test-layer check-build
+.PHONY: help venv run invoke test lint typecheck pytest migrate openapi clean audit fuzz load validate build test-layer check-build
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -52,6 +52,9 @@ pytest: venv
 
 fuzz: venv  ## Generated requests from the OpenAPI document, longer than make test's run (FUZZ_EXAMPLES per operation)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-150} $(BIN)/pytest tests/test_fuzz_openapi.py $(PYTEST_ARGS)
+
+load: venv  ## 10,000 requests from 32 clients through the local server on a fresh PostgreSQL database
+	$(BIN)/python tools/load.py --requests $${REQUESTS:-10000} --clients $${CLIENTS:-32}
 
 # pip-audit over the layer's requirements; see docs/RELIABILITY.md for how its result is read.
 audit: venv  ## Known vulnerabilities in the layer (findings fail unless security/pip-audit-ignore.txt lists them)
