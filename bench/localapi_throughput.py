@@ -3,10 +3,12 @@ function's FastAPI app directly, at 1, 8 and 32 concurrent clients.
 
     PYTHONPATH=shared:. .venv/bin/python bench/localapi_throughput.py [--requests 600]
 
-Both servers run on a fresh, migrated SQLite file and answer the same authenticated
-`GET /api/tasks` (a JWT check, two queries, 20 tasks serialised). The client is one
-asyncio process with httpx; the machine's cores are shared between client and server,
-so the figures compare the two servers, not what Lambda would do.
+(`make bench` runs it as part of the whole benchmark.) Both servers run at once on the
+same fresh, migrated SQLite file and answer the same authenticated `GET /api/tasks` (a JWT
+check, two queries, 20 tasks serialised); the cells alternate between them, round by
+round, so that load elsewhere on the machine hits both alike. The client is one asyncio
+process with httpx; the machine's cores are shared between client and servers, so the
+figures compare the two servers, not what Lambda would do.
 """
 
 import argparse
@@ -18,13 +20,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+CONCURRENCY = (1, 8, 32)
+LOCAL, DIRECT = "localapi (handler via Mangum)", "uvicorn app:app (direct)"
 
 
 def free_port() -> int:
@@ -55,8 +60,10 @@ def server(command: list[str], env: dict[str, str], port: int) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-async def measure(url: str, token: str, concurrency: int, requests: int) -> tuple[float, float]:
-    """Requests per second and the median latency in milliseconds."""
+async def measure(
+    url: str, token: str, concurrency: int, requests: int
+) -> tuple[float, list[float]]:
+    """Seconds taken and each request's latency in milliseconds."""
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
@@ -66,23 +73,21 @@ async def measure(url: str, token: str, concurrency: int, requests: int) -> tupl
             for _ in range(count):
                 started = time.perf_counter()
                 response = await client.get("/api/tasks", headers=headers)
-                latencies.append(time.perf_counter() - started)
+                latencies.append((time.perf_counter() - started) * 1000)
                 if response.status_code != 200:
                     raise RuntimeError(f"{response.status_code}: {response.text}")
 
-        await asyncio.gather(*(worker(10) for _ in range(concurrency)))  # warm-up
+        await asyncio.gather(*(worker(5) for _ in range(concurrency)))  # warm-up
         latencies.clear()
         started = time.perf_counter()
-        await asyncio.gather(*(worker(requests // concurrency) for _ in range(concurrency)))
+        await asyncio.gather(*(worker(max(1, requests // concurrency)) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return len(latencies) / elapsed, statistics.median(latencies) * 1000
+    return elapsed, latencies
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=600)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
+def run(*, requests: int, rounds: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Both servers, every concurrency, `rounds` alternating measurements per cell."""
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         env = {
             **os.environ,
             "PYTHONPATH": f"{ROOT / 'shared'}{os.pathsep}{ROOT}",
@@ -93,38 +98,65 @@ def main() -> None:
             "CORS_ORIGINS": "",
         }
         subprocess.run(
-            [ROOT / ".venv/bin/alembic", "upgrade", "head"], cwd=ROOT, env=env, check=True
+            [ROOT / ".venv/bin/alembic", "upgrade", "head"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
         )
         local_port, direct_port = free_port(), free_port()
         local = [sys.executable, "-m", "localapi", "--port", str(local_port)]
         direct = [
             *(sys.executable, "-m", "uvicorn", "app:app", "--port", str(direct_port)),
-            *("--app-dir", str(ROOT / "functions" / "tasks")),
+            *("--app-dir", str(ROOT / "functions" / "tasks"), "--log-level", "warning"),
         ]
-        results: dict[str, dict[int, tuple[float, float]]] = {}
-        with server(local, env, local_port) as local_url:
-            signup = httpx.post(
-                f"{local_url}/api/auth/signup",
-                json={"email": "bench@example.com", "name": "Bench", "password": "bench-password"},
-            ).json()
-            token = signup["access_token"]
-            for number in range(20):
-                httpx.post(
-                    f"{local_url}/api/tasks",
-                    json={"title": f"Task {number}", "description": "benchmark"},
-                    headers={"Authorization": f"Bearer {token}"},
-                ).raise_for_status()
-            results["localapi (handler via Mangum)"] = {
-                c: asyncio.run(measure(local_url, token, c, args.requests)) for c in (1, 8, 32)
-            }
-        with server(direct, env, direct_port) as direct_url:
-            results["uvicorn app:app (direct)"] = {
-                c: asyncio.run(measure(direct_url, token, c, args.requests)) for c in (1, 8, 32)
-            }
-    print(f"GET /api/tasks (20 tasks), {args.requests} requests per cell; req/s (median ms)")
-    print(f"{'server':<32}" + "".join(f"{f'{c} clients':>20}" for c in (1, 8, 32)))
-    for name, cells in results.items():
-        row = "".join(f"{f'{rate:.0f} ({median:.1f})':>20}" for rate, median in cells.values())
+        urls = {
+            LOCAL: stack.enter_context(server(local, env, local_port)),
+            DIRECT: stack.enter_context(server(direct, env, direct_port)),
+        }
+        signup = httpx.post(
+            f"{urls[LOCAL]}/api/auth/signup",
+            json={"email": "bench@example.com", "name": "Bench", "password": "bench-password"},
+        ).json()
+        token = signup["access_token"]
+        for number in range(20):
+            httpx.post(
+                f"{urls[LOCAL]}/api/tasks",
+                json={"title": f"Task {number}", "description": "benchmark"},
+                headers={"Authorization": f"Bearer {token}"},
+            ).raise_for_status()
+        cells: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in urls}
+        for concurrency in CONCURRENCY:
+            log(f"local server: {concurrency} clients")
+            taken: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in urls}
+            for round_number in range(rounds):
+                order = list(urls) if round_number % 2 == 0 else list(reversed(urls))
+                for name in order:
+                    taken[name].append(
+                        asyncio.run(measure(urls[name], token, concurrency, requests))
+                    )
+            for name, measured in taken.items():
+                latencies = [value for _, values in measured for value in values]
+                cells[name][concurrency] = {
+                    "requests_per_second": len(latencies) / sum(seconds for seconds, _ in measured),
+                    "p50_ms": statistics.median(latencies),
+                    "p99_ms": statistics.quantiles(latencies, n=100, method="inclusive")[98],
+                    "requests": len(latencies),
+                }
+    return {"requests_per_cell": requests, "rounds": rounds, "servers": cells}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    results = run(requests=args.requests, rounds=args.rounds)
+    print(f"GET /api/tasks (20 tasks), {args.requests} requests per cell; req/s (p99 ms)")
+    print(f"{'server':<32}" + "".join(f"{f'{c} clients':>20}" for c in CONCURRENCY))
+    for name, cells in results["servers"].items():
+        texts = [f"{c['requests_per_second']:.0f} ({c['p99_ms']:.1f})" for c in cells.values()]
+        row = "".join(f"{text:>20}" for text in texts)
         print(f"{name:<32}{row}")
 
 

@@ -1,0 +1,138 @@
+"""Cold starts: a fresh interpreter per run, laid out as Lambda lays a function out (task
+root as the working directory and first on `sys.path`, the layer's `python/` on
+`PYTHONPATH`, `PYTHONDONTWRITEBYTECODE=1`), importing the handler and serving its first
+request, database connection and query included.
+
+The wall time runs from starting the process to the child reporting its response (so
+the interpreter's own start-up is in it, as it is on Lambda), not to its exit. Subjects
+run interleaved, one round at a time, so that a burst of load elsewhere on the machine
+hits the subject and its baseline alike.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.artifacts import Artifacts, Log
+from bench.database import SUBJECT_SETTINGS, BenchDatabase
+from localapi.events import http_event
+
+CHILD = (Path(__file__).resolve().parent / "cold_start_child.py").read_text()
+
+
+@dataclass(frozen=True)
+class Subject:
+    name: str
+    function: str  # key of artifacts.task_roots
+    handler: str
+    request: str
+    sources: bool = False  # the same code without shipped bytecode
+
+
+def subjects(*, smoke: bool = False) -> list[Subject]:
+    built = [
+        Subject("tasks", "tasks", "app:handler", "GET /api/tasks"),
+        Subject("auth", "auth", "app:handler", "GET /api/auth/me"),
+        Subject("health", "health", "app:handler", "GET /health"),
+        Subject("health /db", "health", "app:handler", "GET /health/db"),
+        Subject("migrate", "migrate", "handler:handler", "current"),
+    ]
+    sources = [
+        Subject(f"{s.name} (sources)", s.function, s.handler, s.request, sources=True)
+        for s in built
+    ]
+    baselines = [
+        Subject("baseline: minimal app", "minimal", "app:handler", "GET /api/tasks?user_id"),
+        Subject("baseline: bare app", "bare", "app:handler", "GET /health"),
+    ]
+    if smoke:
+        # One of each kind, enough to show the code works.
+        return [*baselines, built[0], built[2], sources[0]]
+    return [*baselines, *built, *sources]
+
+
+def _event(request: str, database: BenchDatabase) -> dict[str, Any]:
+    auth = {"authorization": f"Bearer {database.token}"}
+    events: dict[str, dict[str, Any]] = {
+        "GET /api/tasks": http_event("GET", "/api/tasks", headers=auth),
+        "GET /api/auth/me": http_event("GET", "/api/auth/me", headers=auth),
+        "GET /health": http_event("GET", "/health"),
+        "GET /health/db": http_event("GET", "/health/db"),
+        "GET /api/tasks?user_id": http_event(
+            "GET", "/api/tasks", query={"user_id": str(database.user_id)}
+        ),
+        "current": {"action": "current"},
+    }
+    return events[request]
+
+
+def run_once(artifacts: Artifacts, subject: Subject, database: BenchDatabase) -> dict[str, Any]:
+    roots = artifacts.source_roots if subject.sources else artifacts.task_roots
+    layer = artifacts.layer_sources if subject.sources else artifacts.layer
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "TZ": ":UTC",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": str(layer),
+        **SUBJECT_SETTINGS,
+        "DATABASE_URL": database.url,
+        "BENCH_HANDLER": subject.handler,
+        "BENCH_EVENT": json.dumps(_event(subject.request, database)),
+    }
+    read_end, write_end = os.pipe()
+    env["BENCH_FD"] = str(write_end)
+    with tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [artifacts.python, "-c", CHILD],
+            cwd=roots[subject.function],
+            env=env,
+            pass_fds=(write_end,),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as reader:
+            line = reader.readline()
+        wall_ms = (time.perf_counter() - started) * 1000
+        process.wait(timeout=60)
+        if not line:
+            stderr.seek(0)
+            raise RuntimeError(f"{subject.name} failed:\n{stderr.read().decode()[-3000:]}")
+    report: dict[str, Any] = json.loads(line)
+    if report["status"] != 200:
+        raise RuntimeError(f"{subject.name} answered {report['status']}")
+    return {**report, "wall_ms": wall_ms}
+
+
+def measure(
+    artifacts: Artifacts, database: BenchDatabase, *, runs: int, log: Log, smoke: bool = False
+) -> dict[str, Any]:
+    chosen = subjects(smoke=smoke)
+    samples: dict[str, list[dict[str, Any]]] = {subject.name: [] for subject in chosen}
+    for round_number in range(runs):
+        log(f"cold starts: round {round_number + 1} of {runs}")
+        # Rotate the order, so that no subject always follows the same one.
+        shift = round_number % len(chosen)
+        for subject in chosen[shift:] + chosen[:shift]:
+            samples[subject.name].append(run_once(artifacts, subject, database))
+    results: dict[str, Any] = {}
+    for subject in chosen:
+        runs_of = samples[subject.name]
+        results[subject.name] = {
+            "request": subject.request,
+            "runs": len(runs_of),
+            "wall_ms": statistics.median(run["wall_ms"] for run in runs_of),
+            "import_ms": statistics.median(run["import_ms"] for run in runs_of),
+            "first_request_ms": statistics.median(run["first_request_ms"] for run in runs_of),
+            "peak_rss_mib": max(run["peak_rss_kib"] for run in runs_of) / 1024,
+            "all_wall_ms": [round(run["wall_ms"], 1) for run in runs_of],
+        }
+    return {"backend": database.backend, "subjects": results}

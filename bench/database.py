@@ -1,0 +1,167 @@
+"""Benchmark databases: a SQLite file and a PostgreSQL database of their own
+(`taskapi_bench_<random>`, dropped afterwards), migrated and seeded with a user who owns
+1,000 tasks, a second user for writes, and access tokens for both."""
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, col
+
+from taskapi.db import build_engine
+from taskapi.models import AuthSession, Task, TaskPriority, TaskStatus, User
+from taskapi.passwords import hash_password
+from taskapi.settings import Settings, clear_settings_cache
+from taskapi.tokens import issue_token_pair
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+JWT_SECRET_KEY = "bench-secret-key-that-is-long-enough-for-hs256"
+PASSWORD = "bench-password"
+TASKS = 1000
+
+# What every subject process gets: the template's defaults for a deployed function.
+SUBJECT_SETTINGS = {
+    "STAGE": "test",
+    "JWT_SECRET_KEY": JWT_SECRET_KEY,
+    "BCRYPT_ROUNDS": "4",
+    "CORS_ORIGINS": "*",
+    "LOG_LEVEL": "INFO",
+    "DATABASE_POOL_SIZE": "1",
+    "DATABASE_MAX_OVERFLOW": "0",
+    "DATABASE_POOL_TIMEOUT": "5",
+}
+
+
+@dataclass
+class BenchDatabase:
+    backend: str
+    url: str
+    user_id: uuid.UUID
+    task_id: int
+    token: str
+    writer_token: str
+
+    @property
+    def raw_url(self) -> str:
+        """The URL for the plain driver (the floor): a file path or a libpq URL."""
+        url = make_url(self.url)
+        if self.backend == "sqlite":
+            return str(url.database)
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def add_user(self, *, email: str, hashed_password: str) -> None:
+        engine = build_engine(self.url, Settings(database_null_pool=True))
+        with Session(engine) as session:
+            session.add(User(email=email, name="Login", hashed_password=hashed_password))
+            session.commit()
+        engine.dispose()
+
+
+def postgres_available() -> bool:
+    engine = sa.create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            return True
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def bench_database(backend: str, folder: Path, *, tasks: int = TASKS) -> Iterator[BenchDatabase]:
+    if backend == "sqlite":
+        folder.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{folder / 'bench.db'}"
+    else:
+        name = f"taskapi_bench_{uuid.uuid4().hex[:12]}"
+        _admin(f'CREATE DATABASE "{name}"')
+        url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(False)
+    try:
+        env = {**os.environ, **SUBJECT_SETTINGS, "DATABASE_URL": url}
+        migrated = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "alembic"), "upgrade", "head"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if migrated.returncode != 0:
+            raise RuntimeError(f"alembic upgrade head failed:\n{migrated.stderr}")
+        yield _seed(backend, url, tasks)
+    finally:
+        if backend == "postgresql":
+            _admin(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
+def _admin(sql: str) -> None:
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(sql))
+    finally:
+        admin.dispose()
+
+
+def _seed(backend: str, url: str, tasks: int) -> BenchDatabase:
+    os.environ.update(SUBJECT_SETTINGS)
+    os.environ["ACCESS_TOKEN_EXPIRE_MINUTES"] = "120"
+    clear_settings_cache()
+    engine = build_engine(url, Settings(database_null_pool=True))
+    now = datetime.now(UTC)
+    hashed = hash_password(PASSWORD)
+    with Session(engine) as session:
+        reader = User(email="reader@example.com", name="Reader", hashed_password=hashed)
+        writer = User(email="writer@example.com", name="Writer", hashed_password=hashed)
+        session.add_all([reader, writer])
+        session.flush()
+        pairs = []
+        for user in (reader, writer):
+            session_id = uuid.uuid4()
+            pair = issue_token_pair(user_id=user.id, session_id=session_id, now=now)
+            session.add(
+                AuthSession(
+                    id=session_id,
+                    user_id=user.id,
+                    refresh_jti=pair.refresh.claims.jti,
+                    expires_at=now + timedelta(days=1),
+                )
+            )
+            pairs.append(pair)
+        statuses, priorities = list(TaskStatus), list(TaskPriority)
+        session.add_all(
+            Task(
+                user_id=reader.id,
+                title=f"Task {number}: write the benchmark chapter",
+                description="A task of the benchmark user, long enough to look real." * 2,
+                status=statuses[number % 3],
+                priority=priorities[number % 3],
+                created_at=now - timedelta(minutes=number),
+                updated_at=now - timedelta(minutes=number),
+                completed_at=now if statuses[number % 3] is TaskStatus.COMPLETED else None,
+            )
+            for number in range(tasks)
+        )
+        session.commit()
+        task_id = session.scalar(
+            sa.select(sa.func.max(col(Task.id))).where(col(Task.user_id) == reader.id)
+        )
+        reader_id = reader.id
+    engine.dispose()
+    return BenchDatabase(
+        backend=backend,
+        url=url,
+        user_id=reader_id,
+        task_id=int(task_id or 0),
+        token=pairs[0].access.token,
+        writer_token=pairs[1].access.token,
+    )

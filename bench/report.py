@@ -1,0 +1,223 @@
+"""The targets of issue 8 checked against a run's results, and the table `make bench` prints."""
+
+from typing import Any
+
+FUNCTIONS = ("tasks", "auth", "health /db", "migrate")
+
+
+def _target(
+    name: str, figure: float, baseline: float, target: float, *, at_least: bool = False
+) -> dict[str, Any]:
+    ratio = figure / baseline
+    return {
+        "target": name,
+        "figure": round(figure, 3),
+        "baseline": round(baseline, 3),
+        "ratio": round(ratio, 3),
+        "limit": f"{'>=' if at_least else '<='} {target}",
+        "met": ratio >= target if at_least else ratio <= target,
+    }
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = []
+    cold = results["cold_start"]["subjects"]
+    minimal = cold["baseline: minimal app"]["wall_ms"]
+    for name in FUNCTIONS:
+        if name not in cold:  # a smoke run measures a few
+            continue
+        checks.append(
+            _target(f"cold start {name} / minimal app", cold[name]["wall_ms"], minimal, 1.2)
+        )
+    checks.append(
+        _target(
+            "cold start GET /health / bare FastAPI + Mangum",
+            cold["health"]["wall_ms"],
+            cold["baseline: bare app"]["wall_ms"],
+            1.1,
+        )
+    )
+    for name in ("tasks", "auth", "health", "migrate"):
+        if f"{name} (sources)" not in cold:
+            continue
+        checks.append(
+            _target(
+                f"bytecode speed-up, {name} (sources / shipped bytecode)",
+                cold[f"{name} (sources)"]["wall_ms"],
+                cold[name]["wall_ms"],
+                2.0,
+                at_least=True,
+            )
+        )
+    for backend, warm in results["warm"].items():
+        subjects = warm["subjects"]
+        listing = subjects["GET /api/tasks"]
+        checks.append(
+            _target(
+                f"warm GET /api/tasks p50 / minimal route p50 ({backend})",
+                listing["p50_ms"],
+                subjects["baseline: minimal GET /api/tasks"]["p50_ms"],
+                1.0,
+            )
+        )
+        checks.append(
+            _target(
+                f"warm GET /api/tasks p99 / its p50 ({backend})",
+                listing["p99_ms"],
+                listing["p50_ms"],
+                3.0,
+            )
+        )
+        checks.append(
+            _target(
+                f"warm GET /health p50 / bare FastAPI + Mangum p50 ({backend})",
+                subjects["GET /health"]["p50_ms"],
+                subjects["baseline: bare GET /health"]["p50_ms"],
+                1.1,
+            )
+        )
+    servers = results["local_server"]["servers"]
+    local, direct = servers.values()
+    checks.append(
+        _target(
+            "local server req/s at 8 clients / uvicorn",
+            local[8]["requests_per_second"],
+            direct[8]["requests_per_second"],
+            0.8,
+            at_least=True,
+        )
+    )
+    sizes = results["size"]["zip_mib"]
+    layer = next(name for name in sizes if name.startswith("layer"))
+    checks.append(_target(f"{layer} zip, MiB / 20 MiB", sizes[layer], 20.0, 1.0))
+    return checks
+
+
+def _met(check: dict[str, Any]) -> str:
+    return "yes" if check["met"] else "NO"
+
+
+def _rows(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        first, *rest = cells
+        return "  ".join(
+            [first.ljust(widths[0]), *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True))]
+        )
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def table(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    parts = [
+        f"Benchmarks ({results['mode']}), {results['date']}, Python {results['python']['subjects']}"
+        f" ({results['artifacts']}), {machine['cpus']} CPUs, load average"
+        f" {machine['load_average_at_start']} -> {machine['load_average_at_end']}"
+    ]
+    cold = results["cold_start"]
+    minimal = cold["subjects"]["baseline: minimal app"]["wall_ms"]
+    parts.append(
+        f"\nCold start on {cold['backend']}: fresh process to first response, median of"
+        f" {cold['subjects']['tasks']['runs']} (ms)"
+    )
+    parts.append(
+        _rows(
+            ["subject", "request", "wall", "import", "1st request", "x minimal", "peak MiB"],
+            [
+                [
+                    name,
+                    figures["request"],
+                    f"{figures['wall_ms']:.0f}",
+                    f"{figures['import_ms']:.0f}",
+                    f"{figures['first_request_ms']:.0f}",
+                    f"{figures['wall_ms'] / minimal:.2f}",
+                    f"{figures['peak_rss_mib']:.0f}",
+                ]
+                for name, figures in cold["subjects"].items()
+            ],
+        )
+    )
+    for backend, warm in results["warm"].items():
+        subjects = warm["subjects"]
+        baseline = subjects["baseline: minimal GET /api/tasks"]["p50_ms"]
+        parts.append(
+            f"\nWarm latency on {backend}: {warm['invocations']} invocations each, interleaved (ms)"
+        )
+        parts.append(
+            _rows(
+                ["subject", "p50", "p95", "p99", "p99/p50", "p50 x minimal"],
+                [
+                    [
+                        name,
+                        f"{figures['p50_ms']:.2f}",
+                        f"{figures['p95_ms']:.2f}",
+                        f"{figures['p99_ms']:.2f}",
+                        f"{figures['p99_ms'] / figures['p50_ms']:.2f}",
+                        f"{figures['p50_ms'] / baseline:.2f}",
+                    ]
+                    for name, figures in subjects.items()
+                ],
+            )
+        )
+    parts.append("\nLogin (POST /api/auth/login through the handler, fresh auth function)")
+    parts.append(
+        _rows(
+            ["BCRYPT_ROUNDS", "login ms", "checkpw ms", "x checkpw", "bcrypt ops", "1st login"],
+            [
+                [
+                    str(entry["rounds"]),
+                    f"{entry['login_ms']:.0f}",
+                    f"{entry['checkpw_ms']:.0f}",
+                    f"{entry['ratio']:.2f}",
+                    str(len(entry["bcrypt_costs_per_login"])),
+                    f"{entry['first_login_ms']:.0f} ms, costs {entry['bcrypt_costs_first_login']}",
+                ]
+                for entry in results["login"]
+            ],
+        )
+    )
+    server = results["local_server"]
+    parts.append(
+        f"\nLocal server, GET /api/tasks, {server['requests_per_cell']} requests per cell,"
+        f" {server['rounds']} rounds: req/s (p99 ms)"
+    )
+    parts.append(
+        _rows(
+            ["server", "1 client", "8 clients", "32 clients"],
+            [
+                [
+                    name,
+                    *(
+                        f"{cell['requests_per_second']:.0f} ({cell['p99_ms']:.1f})"
+                        for cell in cells.values()
+                    ),
+                ]
+                for name, cells in server["servers"].items()
+            ],
+        )
+    )
+    size = results["size"]
+    parts.append("\nSize")
+    parts.append(
+        _rows(
+            ["artifact", "zip MiB", "peak RSS MiB after 1st request"],
+            [
+                [name, f"{mib:.2f}", f"{size['peak_rss_mib'].get(name, 0):.0f}"]
+                for name, mib in size["zip_mib"].items()
+            ],
+        )
+    )
+    parts.append("\nTargets")
+    parts.append(
+        _rows(
+            ["target", "ratio", "limit", "met"],
+            [
+                [check["target"], f"{check['ratio']:.2f}", check["limit"], _met(check)]
+                for check in results["targets"]
+            ],
+        )
+    )
+    parts.append(f"\n{results['seconds']:.0f} s")
+    return "\n".join(parts)

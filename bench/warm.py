@@ -1,0 +1,89 @@
+"""Warm latency: thousands of `handler(event, context)` calls in one warm process, per
+backend, against a minimal unauthenticated FastAPI + Mangum + SQLModel route doing the
+same page query and against the plain driver plus `json.dumps` (the floor)."""
+
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.artifacts import Artifacts
+from bench.database import SUBJECT_SETTINGS, BenchDatabase
+from localapi.events import http_event
+
+CHILD = (Path(__file__).resolve().parent / "warm_child.py").read_text()
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return {
+        "p50_ms": statistics.median(samples),
+        "p95_ms": cuts[94],
+        "p99_ms": cuts[98],
+        "mean_ms": statistics.fmean(samples),
+    }
+
+
+def measure(
+    artifacts: Artifacts, database: BenchDatabase, *, invocations: int, warmup: int
+) -> dict[str, Any]:
+    auth = {"authorization": f"Bearer {database.token}"}
+    writer = {
+        "authorization": f"Bearer {database.writer_token}",
+        "content-type": "application/json",
+    }
+    config = {
+        "backend": database.backend,
+        "raw_url": database.raw_url,
+        "user_id": str(database.user_id),
+        "invocations": invocations,
+        "warmup": warmup,
+        "roots": {
+            name: str(artifacts.task_roots[name]) for name in ("tasks", "health", "minimal", "bare")
+        },
+        "events": {
+            "list": http_event("GET", "/api/tasks", headers=auth),
+            "read": http_event("GET", f"/api/tasks/{database.task_id}", headers=auth),
+            "create": http_event(
+                "POST",
+                "/api/tasks",
+                headers=writer,
+                body=json.dumps({"title": "Benchmark write", "priority": "High"}),
+            ),
+            "health": http_event("GET", "/health"),
+            "minimal": http_event("GET", "/api/tasks", query={"user_id": str(database.user_id)}),
+        },
+    }
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "TZ": ":UTC",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": str(artifacts.layer),
+        **SUBJECT_SETTINGS,
+        "DATABASE_URL": database.url,
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        config_path, result_path = Path(folder) / "config.json", Path(folder) / "result.json"
+        config_path.write_text(json.dumps(config))
+        # The request log lines go where Lambda sends them: a pipe nobody waits for.
+        completed = subprocess.run(
+            [artifacts.python, "-c", CHILD, str(config_path), str(result_path)],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(f"warm latency failed:\n{completed.stderr[-3000:]}")
+        samples: dict[str, list[float]] = json.loads(result_path.read_text())
+    return {
+        "backend": database.backend,
+        "invocations": invocations,
+        "subjects": {name: percentiles(values) for name, values in samples.items()},
+    }
