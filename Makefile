@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test lint typecheck pytest migrate openapi clean audit fuzz load validate build test-layer check-build
+.PHONY: help venv run invoke test lint typecheck pytest migrate openapi clean audit fuzz load bench bench-smoke validate build test-layer check-build
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -55,6 +55,13 @@ fuzz: venv  ## Generated requests from the OpenAPI document, longer than make te
 
 load: venv  ## 10,000 requests from 32 clients through the local server on a fresh PostgreSQL database
 	$(BIN)/python tools/load.py --requests $${REQUESTS:-10000} --clients $${CLIENTS:-32}
+
+# Figures are ratios against baselines measured in the same run (docs/PERFORMANCE.md).
+bench: venv  ## Cold starts, warm latency, login, local server, sizes: a table and bench/results.json
+	$(BIN)/python -m bench
+
+bench-smoke: venv  ## The benchmark code on tiny counts, without building (CI: it runs, timings unchecked)
+	$(BIN)/python -m bench --smoke
 
 # pip-audit over the layer's requirements; see docs/RELIABILITY.md for how its result is read.
 audit: venv  ## Known vulnerabilities in the layer (findings fail unless security/pip-audit-ignore.txt lists them)
