@@ -206,6 +206,9 @@ def load_template(path: Path | str) -> Template:
             memory=int(resolver.number(properties.get("MemorySize"), DEFAULT_MEMORY)),
             routes=tuple(_routes(name, properties.get("Events") or {})),
         )
+    if resolver.unresolved:
+        names = ", ".join(sorted(resolver.unresolved))
+        logger.info("Not set locally (their values need AWS): %s", names)
     return Template(path, functions, _cors(resources, resolver))
 
 
@@ -271,6 +274,8 @@ class _Resolver:
 
     def __init__(self, parameters: dict[str, Any], conditions: dict[str, Any]) -> None:
         self.conditions = conditions
+        # Environment variables whose values need AWS (a secret's ARN...): left unset.
+        self.unresolved: set[str] = set()
         self.values = {
             name: str(spec["Default"])
             for name, spec in parameters.items()
@@ -292,7 +297,7 @@ class _Resolver:
         for name, value in variables.items():
             text = self.resolve(value)
             if text is None:
-                logger.info("%s: %s=%r cannot be resolved locally; not set", function, name, value)
+                self.unresolved.add(name)
             else:
                 resolved[name] = text
         return resolved
