@@ -106,3 +106,29 @@ def test_handlers_run_from_worker_threads(db: Database) -> None:
             pool.map(lambda _: invoke(handler, http_event("GET", "/users")).status, range(8))
         )
     assert statuses == [200] * 8
+
+
+def test_validation_errors_do_not_echo_the_input(db: Database) -> None:
+    """A rejected value (a password that is too short, say) is not sent back to the client."""
+    from pydantic import BaseModel, Field
+
+    app = create_app(title="validation test")
+
+    class Body(BaseModel):
+        password: str = Field(min_length=8)
+
+    @app.post("/secret")
+    def secret(body: Body) -> None:
+        raise AssertionError("unreachable")
+
+    handler = make_handler(app)
+    for raw in ('{"password": "hunter2"}', '{"password": "lone \\ud800"}'):
+        event = http_event(
+            "POST", "/secret", body=raw, headers={"content-type": "application/json"}
+        )
+        response = invoke(handler, event)
+        assert response.status == 422
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body", "password"]
+        assert "input" not in error
+        assert "hunter2" not in response.body

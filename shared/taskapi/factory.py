@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from mangum import Mangum
@@ -96,13 +98,24 @@ async def http_error(request: Request, error: Exception) -> Response:
                         "type": "json_invalid",
                         "loc": ["body", getattr(cause, "start", 0)],
                         "msg": "JSON decode error",
-                        "input": {},
                         "ctx": {"error": f"The body is {reason}"},
                     }
                 ]
             },
         )
     return await http_exception_handler(request, error)
+
+
+async def validation_error(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's 422 list, without the `input` it would echo back.
+
+    Echoing the rejected value would put passwords into error bodies (a password that is
+    too short) and fails outright on text JSON cannot encode (a lone surrogate), which
+    would turn bad input into a 500.
+    """
+    assert isinstance(error, RequestValidationError)
+    errors = [{key: value for key, value in e.items() if key != "input"} for e in error.errors()]
+    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
 
 def create_app(*, title: str, description: str = "", database: bool = True) -> FastAPI:
@@ -124,6 +137,7 @@ def create_app(*, title: str, description: str = "", database: bool = True) -> F
     )
     app.add_exception_handler(Exception, unhandled_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     if database:
         from taskapi.db import install_database_error_handlers
 
