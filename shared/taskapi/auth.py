@@ -26,7 +26,9 @@ def unauthorized(detail: str) -> NoReturn:
     )
 
 
-def get_access_claims(
+# `async def` although nothing here awaits: FastAPI would run a plain `def` dependency in
+# a worker thread, which costs more than the work itself (docs/PERFORMANCE.md).
+async def get_access_claims(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> TokenClaims:
     if credentials is None:
@@ -40,7 +42,7 @@ def get_access_claims(
 AccessClaims = Annotated[TokenClaims, Depends(get_access_claims)]
 
 
-def get_current_user(session: SessionDep, claims: AccessClaims) -> User:
+async def get_current_user(session: SessionDep, claims: AccessClaims) -> User:
     user = session.exec(
         select(User)
         .join(AuthSession, col(AuthSession.user_id) == col(User.id))

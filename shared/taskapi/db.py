@@ -5,9 +5,10 @@ connection by default; pre-ping replaces a connection that died while the contai
 frozen, and a short connect timeout turns an unreachable database into a quick 503.
 """
 
+import contextlib
 import logging
 import threading
-from collections.abc import Generator
+from collections.abc import AsyncGenerator, Generator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -106,7 +107,19 @@ def get_session() -> Generator[Session, None, None]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+async def request_session() -> AsyncGenerator[Session, None]:
+    """`get_session` as a FastAPI dependency, opened and closed on the event loop.
+
+    FastAPI runs a plain `def` dependency in a worker thread, and under Mangum, which
+    runs every invocation as a task of its own, anyio starts that thread afresh for each
+    one (docs/PERFORMANCE.md). Lambda serves one request per container at a time, so the
+    blocking calls hold nothing up.
+    """
+    with contextlib.closing(get_session()) as sessions:
+        yield next(sessions)
+
+
+SessionDep = Annotated[Session, Depends(request_session)]
 
 
 # Errors that mean "the database cannot be reached or is overloaded", not "bad request".
