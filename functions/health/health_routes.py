@@ -23,9 +23,13 @@ OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
 
 router = APIRouter(tags=["health"])
 
+# Routes are `async def` although they never await: FastAPI runs a plain `def` route in a
+# worker thread, which Mangum's one-task-per-invocation makes anyio start afresh every time
+# (docs/PERFORMANCE.md). A Lambda container serves one request at a time.
+
 
 @router.get("/health", response_model=Health, summary="Liveness, without touching the database")
-def health() -> Health:
+async def health() -> Health:
     return Health(version=__version__, timestamp=datetime.now(UTC))
 
 
@@ -35,7 +39,7 @@ def health() -> Health:
     responses={503: {"model": HealthError, "description": "The database is unavailable"}},
     summary="A database round trip and the migration status",
 )
-def health_db() -> DatabaseHealth | JSONResponse:
+async def health_db() -> DatabaseHealth | JSONResponse:
     try:
         return check_database()
     except DatabaseUnavailableError as error:
@@ -52,12 +56,12 @@ def _openapi_document() -> bytes:
 
 
 @router.get("/openapi.json", include_in_schema=False)
-def openapi() -> Response:
+async def openapi() -> Response:
     return Response(content=_openapi_document(), media_type="application/json")
 
 
 @router.get("/docs", include_in_schema=False)
-def docs() -> HTMLResponse:
+async def docs() -> HTMLResponse:
     # Relative, so that the page also works under an API Gateway stage prefix (/dev/docs).
     # Swagger UI's script and styles come from a CDN, as FastAPI's own /docs does.
     return get_swagger_ui_html(openapi_url="openapi.json", title="Task API")
