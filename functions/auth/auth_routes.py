@@ -35,6 +35,11 @@ logger = logging.getLogger("taskapi.auth")
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
+# Routes are `async def` although they never await: FastAPI runs a plain `def` route in a
+# worker thread, which Mangum's one-task-per-invocation makes anyio start afresh every time
+# (docs/PERFORMANCE.md). A Lambda container serves one request at a time, so blocking on the
+# database (or on bcrypt) holds nothing up.
+
 _ERRORS: dict[int, str] = {
     status.HTTP_401_UNAUTHORIZED: "Missing, invalid, expired or revoked token or credentials",
     status.HTTP_403_FORBIDDEN: "The account is inactive",
@@ -68,7 +73,7 @@ def auth_response(user: User, pair: TokenPair) -> AuthResponse:
     response_model=AuthResponse,
     responses=errors(status.HTTP_409_CONFLICT),
 )
-def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
+async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
     """Create an account and log it in."""
     now = utcnow()
     try:
@@ -95,7 +100,7 @@ def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
         status.HTTP_429_TOO_MANY_REQUESTS,
     ),
 )
-def login(body: LoginRequest, session: SessionDep) -> AuthResponse:
+async def login(body: LoginRequest, session: SessionDep) -> AuthResponse:
     """Exchange an email and password for a new session's tokens."""
     now = utcnow()
     user, attempt = find_login(session, email=body.email)
@@ -135,7 +140,7 @@ def login(body: LoginRequest, session: SessionDep) -> AuthResponse:
     response_model=TokenResponse,
     responses=errors(status.HTTP_401_UNAUTHORIZED),
 )
-def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
+async def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
     """Exchange a refresh token for a new pair; the presented token stops working."""
     try:
         claims = decode_token(body.refresh_token, expected_type="refresh")
@@ -162,7 +167,7 @@ def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
     response_model=Detail,
     responses=errors(status.HTTP_401_UNAUTHORIZED),
 )
-def logout(
+async def logout(
     user: CurrentUser,
     claims: AccessClaims,
     session: SessionDep,
@@ -192,6 +197,6 @@ def logout(
     response_model=UserPublic,
     responses=errors(status.HTTP_401_UNAUTHORIZED),
 )
-def me(user: CurrentUser) -> User:
+async def me(user: CurrentUser) -> User:
     """The user the access token belongs to."""
     return user
