@@ -70,6 +70,13 @@ IfMatch = Annotated[
 ]
 
 
+def precondition_failed() -> HTTPException:
+    return HTTPException(
+        status_code=http.HTTP_412_PRECONDITION_FAILED,
+        detail="The task has changed: If-Match does not match its current ETag",
+    )
+
+
 def expected_version(task: Task, if_match: str | None) -> int | None:
     """The version a write must find (None: any), or 412 if If-Match names another one."""
     if if_match is None or if_match.strip() == "*":
@@ -77,10 +84,7 @@ def expected_version(task: Task, if_match: str | None) -> int | None:
     # Strong comparison (RFC 9110): a weak tag `W/"..."` never matches.
     if etag(task) in (tag.strip() for tag in if_match.split(",")):
         return task.version
-    raise HTTPException(
-        status_code=http.HTTP_412_PRECONDITION_FAILED,
-        detail="The task has changed: If-Match does not match its current ETag",
-    )
+    raise precondition_failed()
 
 
 # ---------------------------------------------------------------------------------------
@@ -137,10 +141,7 @@ def _written(task: Task | None, if_match: str | None) -> Task:
     if task is not None:
         return task
     if if_match is not None:
-        raise HTTPException(
-            status_code=http.HTTP_412_PRECONDITION_FAILED,
-            detail="The task has changed: If-Match does not match its current ETag",
-        )
+        raise precondition_failed()
     raise HTTPException(status_code=http.HTTP_404_NOT_FOUND, detail="Task not found")
 
 

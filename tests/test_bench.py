@@ -1,0 +1,98 @@
+"""The benchmark's verdicts: each target is the ratio of a figure to the baseline measured
+in the same run, compared in the right direction. (`make bench-smoke` runs the benchmark
+code itself; timings are never asserted.)"""
+
+from typing import Any
+
+from bench.report import table, targets
+
+
+def results(*, tasks_cold: float, list_p50: float, local_rps: float) -> dict[str, Any]:
+    def cold(wall: float) -> dict[str, Any]:
+        return {
+            "request": "GET /",
+            "runs": 7,
+            "wall_ms": wall,
+            "import_ms": wall * 0.8,
+            "first_request_ms": wall * 0.2,
+            "peak_rss_mib": 90.0,
+        }
+
+    def warm(p50: float, p99: float) -> dict[str, float]:
+        return {"p50_ms": p50, "p95_ms": p99 * 0.8, "p99_ms": p99, "mean_ms": p50}
+
+    servers = {
+        "localapi": {
+            c: {"requests_per_second": local_rps, "p50_ms": 5, "p99_ms": 9} for c in (1, 8, 32)
+        },
+        "uvicorn": {
+            c: {"requests_per_second": 100.0, "p50_ms": 5, "p99_ms": 9} for c in (1, 8, 32)
+        },
+    }
+    subjects = {
+        "baseline: minimal app": cold(1000),
+        "baseline: bare app": cold(500),
+        "tasks": cold(tasks_cold),
+        "health": cold(520),
+        "tasks (sources)": cold(tasks_cold * 2.5),
+    }
+    return {
+        "mode": "full",
+        "date": "2026-11-26T13:00:00+00:00",
+        "python": {"subjects": "3.13.0"},
+        "artifacts": "built",
+        "machine": {"cpus": 2, "load_average_at_start": [1], "load_average_at_end": [1]},
+        "cold_start": {"backend": "sqlite", "subjects": subjects},
+        "warm": {
+            "sqlite": {
+                "invocations": 2000,
+                "subjects": {
+                    "GET /api/tasks": warm(list_p50, list_p50 * 4),
+                    "GET /health": warm(1.0, 2.0),
+                    "baseline: minimal GET /api/tasks": warm(2.0, 4.0),
+                    "baseline: bare GET /health": warm(1.0, 2.0),
+                },
+            }
+        },
+        "login": [
+            {
+                "rounds": 10,
+                "login_ms": 70.0,
+                "checkpw_ms": 60.0,
+                "ratio": 70 / 60,
+                "first_login_ms": 90.0,
+                "bcrypt_costs_per_login": [10],
+                "bcrypt_costs_first_login": [4, 10],
+            }
+        ],
+        "local_server": {"requests_per_cell": 600, "rounds": 2, "servers": servers},
+        "size": {"zip_mib": {"layer (arm64, deployed)": 19.5}, "peak_rss_mib": {"tasks": 90.0}},
+        "seconds": 300,
+    }
+
+
+def verdicts(checks: list[dict[str, Any]]) -> dict[str, tuple[float, bool]]:
+    return {check["target"]: (check["ratio"], check["met"]) for check in checks}
+
+
+def test_targets_are_ratios_against_their_baselines() -> None:
+    checks = verdicts(targets(results(tasks_cold=1150, list_p50=1.8, local_rps=85)))
+    assert checks["cold start tasks / minimal app"] == (1.15, True)
+    assert checks["cold start GET /health / bare FastAPI + Mangum"] == (1.04, True)
+    assert checks["bytecode speed-up, tasks (sources / shipped bytecode)"] == (2.5, True)
+    assert checks["warm GET /api/tasks p50 / minimal route p50 (sqlite)"] == (0.9, True)
+    assert checks["warm GET /api/tasks p99 / its p50 (sqlite)"] == (4.0, False)
+    assert checks["local server req/s at 8 clients / uvicorn"] == (0.85, True)
+    assert checks["layer (arm64, deployed) zip, MiB / 20 MiB"] == (0.975, True)
+
+
+def test_missed_targets_are_reported_as_missed() -> None:
+    run = results(tasks_cold=1300, list_p50=2.2, local_rps=70)
+    checks = verdicts(targets(run))
+    assert checks["cold start tasks / minimal app"] == (1.3, False)
+    assert checks["warm GET /api/tasks p50 / minimal route p50 (sqlite)"] == (1.1, False)
+    assert checks["local server req/s at 8 clients / uvicorn"] == (0.7, False)
+    run["targets"] = targets(run)
+    verdict_lines = table(run).split("\nTargets\n", 1)[1].splitlines()
+    row = next(line for line in verdict_lines if line.startswith("cold start tasks"))
+    assert row.split()[-3:] == ["<=", "1.2", "NO"]
