@@ -80,9 +80,49 @@ def test_generated_requests_get_documented_answers(
     GENERATED[f"{db.backend} {case.operation.label}"] += adapter.calls
 
 
+# ---------------------------------------------------------------------------------------
+# Stateful: sequences that follow the links between operations (a created task's id goes
+# on to get, update, complete and delete), so that generated requests reach live tasks.
+
+StatefulBase: Any = schema.as_state_machine()
+STATEFUL_STEPS: Counter[str] = Counter()
+
+
+def test_stateful_sequences_get_documented_answers(account: Account, db: Database) -> None:
+    session, adapter = lambda_session()
+    headers = {"Authorization": f"Bearer {account.token}"}
+
+    class Workflow(StatefulBase):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            call_headers = dict(headers)
+            if case.operation.path == "/api/auth/logout":
+                token = make_account(f"out-{uuid.uuid4().hex[:8]}@example.com").token
+                call_headers["Authorization"] = f"Bearer {token}"
+            return {"base_url": BASE_URL, "session": session, "headers": call_headers}
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            STATEFUL_STEPS[f"{db.backend} {case.operation.label} {response.status_code}"] += 1
+            case.validate_response(response, checks=CHECKS)
+
+    Workflow.run(
+        settings=settings(
+            max_examples=max(5, EXAMPLES // 2),
+            stateful_step_count=8,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    GENERATED[f"{db.backend} stateful sequences"] += adapter.calls
+
+
 def test_summary(capsys: pytest.CaptureFixture[str]) -> None:
     """Print how many requests the run generated (docs/RELIABILITY.md quotes it)."""
     with capsys.disabled():
         print(f"\nfuzz: {GENERATED.total()} generated requests, 0 with a 5xx or off-schema answer")
         for label, count in sorted(GENERATED.items()):
+            print(f"  {count:5d}  {label}")
+        print("stateful steps by operation and status:")
+        for label, count in sorted(STATEFUL_STEPS.items()):
             print(f"  {count:5d}  {label}")
