@@ -31,6 +31,11 @@ from taskapi.models import (
 
 router = APIRouter(tags=["tasks"])
 
+# Routes and the ownership dependency are `async def` although they never await: FastAPI
+# runs a plain `def` in a worker thread, which Mangum's one-task-per-invocation makes anyio
+# start afresh every time (docs/PERFORMANCE.md). A Lambda container serves one request at a
+# time, so blocking on the database holds nothing up.
+
 
 # The body of every error this router answers itself.
 class ErrorDetail(BaseModel):
@@ -95,7 +100,7 @@ TaskId = Annotated[
 ]
 
 
-def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+async def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
     task = session.get(Task, task_id)
     if task is None or task.deleted_at is not None:
         raise HTTPException(status_code=http.HTTP_404_NOT_FOUND, detail="Task not found")
@@ -113,8 +118,7 @@ OwnedTask = Annotated[Task, Depends(get_owned_task)]
 # Responses
 #
 # Routes serialise their own JSON: FastAPI would validate the returned object against the
-# response model a second time, in a worker thread, before dumping it. `response_model`
-# still documents the body.
+# response model a second time before dumping it. `response_model` still documents the body.
 
 
 def json_response(
@@ -155,7 +159,7 @@ def _written(task: Task | None, if_match: str | None) -> Task:
     responses={**UNAUTHORIZED, **UNAVAILABLE},
     summary="List the caller's tasks",
 )
-def list_my_tasks(
+async def list_my_tasks(
     user: CurrentUser,
     session: SessionDep,
     skip: Annotated[int, Query(ge=0, le=MAX_INT32, description="Tasks to skip")] = 0,
@@ -211,7 +215,7 @@ def list_my_tasks(
     },
     summary="Create a task",
 )
-def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) -> Response:
+async def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) -> Response:
     now = utcnow()
     task = Task.model_validate(
         body,
@@ -233,7 +237,7 @@ def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) -> Res
     responses={200: {"headers": ETAG_HEADER}, **BY_ID},
     summary="Read a task",
 )
-def read_task(task: OwnedTask) -> Response:
+async def read_task(task: OwnedTask) -> Response:
     return task_response(task)
 
 
@@ -243,7 +247,7 @@ def read_task(task: OwnedTask) -> Response:
     responses={200: {"headers": ETAG_HEADER}, **BY_ID, **PRECONDITION},
     summary="Change some fields of a task",
 )
-def update_my_task(
+async def update_my_task(
     task: OwnedTask, body: TaskUpdate, session: SessionDep, if_match: IfMatch = None
 ) -> Response:
     version = expected_version(task, if_match)
@@ -272,7 +276,7 @@ def update_my_task(
     responses={**BY_ID, **PRECONDITION},
     summary="Delete a task (it stays in the database, marked deleted)",
 )
-def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
+async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
     version = expected_version(task, if_match)
     deleted = soft_delete_task(session, task=task, expected_version=version, now=utcnow())
     if not deleted:
@@ -286,7 +290,7 @@ def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) 
     responses={200: {"headers": ETAG_HEADER}, **BY_ID, **PRECONDITION},
     summary="Mark a task completed (idempotent)",
 )
-def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
+async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
     version = expected_version(task, if_match)
     if task.status is TaskStatus.COMPLETED:
         return task_response(task)
