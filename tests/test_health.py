@@ -112,7 +112,7 @@ def test_health_db_answers_503_quickly_when_the_database_is_unreachable(
     assert body["status"] == "error"
     assert "unavailable" in body["detail"]
     assert "127.0.0.1" not in body["detail"]
-    # The warning written inside the route (in the thread pool) carries the invocation's ids.
+    # The warning written inside the route carries the invocation's ids, not only the request line.
     lines = log_lines(capsys.readouterr().out)
     warning = next(line for line in lines if line["message"] == "database check failed")
     assert warning["lambda_request_id"] == context.aws_request_id
