@@ -7,6 +7,7 @@ access token is refused at once, at no extra cost per request.
 from datetime import UTC, datetime
 from typing import Annotated, NoReturn
 
+import sqlalchemy as sa
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import col, select
@@ -42,16 +43,28 @@ async def get_access_claims(
 AccessClaims = Annotated[TokenClaims, Depends(get_access_claims)]
 
 
+# Built once, with bound parameters: building the statement on every request cost more
+# than running it (docs/PERFORMANCE.md). Each parameter takes its column's type.
+_LIVE_SESSION_USER = (
+    select(User)
+    .join(AuthSession, col(AuthSession.user_id) == col(User.id))
+    .where(
+        col(User.id) == sa.bindparam("user_id"),
+        col(AuthSession.id) == sa.bindparam("session_id"),
+        col(AuthSession.revoked_at).is_(None),
+        col(AuthSession.expires_at) > sa.bindparam("now"),
+    )
+)
+
+
 async def get_current_user(session: SessionDep, claims: AccessClaims) -> User:
     user = session.exec(
-        select(User)
-        .join(AuthSession, col(AuthSession.user_id) == col(User.id))
-        .where(
-            User.id == claims.user_id,
-            AuthSession.id == claims.session_id,
-            col(AuthSession.revoked_at).is_(None),
-            col(AuthSession.expires_at) > datetime.now(UTC),
-        )
+        _LIVE_SESSION_USER,
+        params={
+            "user_id": claims.user_id,
+            "session_id": claims.session_id,
+            "now": datetime.now(UTC),
+        },
     ).first()
     if user is None:
         unauthorized("Session expired or revoked")
