@@ -167,6 +167,7 @@ class TcpProxy:
             if trap is None or trap[1] != to_client or trap[0] not in data:
                 return False
             self._trap = None
-        self.cut(trap[2])
+        # Set before cutting: the cut wakes the client, which may look at once.
         self.sprung.set()
+        self.cut(trap[2])
         return True
