@@ -97,7 +97,11 @@ def _met(check: dict[str, Any]) -> str:
     return "yes" if check["met"] else "NO"
 
 
-def _rows(headers: list[str], rows: list[list[str]]) -> str:
+def _rows(markdown: bool, headers: list[str], rows: list[list[str]]) -> str:
+    if markdown:
+        return "\n".join(
+            "| " + " | ".join(cells) + " |" for cells in [headers, ["---"] * len(headers), *rows]
+        )
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells: list[str]) -> str:
@@ -109,7 +113,8 @@ def _rows(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def table(results: dict[str, Any]) -> str:
+def table(results: dict[str, Any], *, markdown: bool = False) -> str:
+    """The run as plain-text tables, or Markdown ones for docs/PERFORMANCE.md."""
     machine = results["machine"]
     parts = [
         f"Benchmarks ({results['mode']}), {results['date']}, Python {results['python']['subjects']}"
@@ -124,6 +129,7 @@ def table(results: dict[str, Any]) -> str:
     )
     parts.append(
         _rows(
+            markdown,
             ["subject", "request", "wall", "import", "1st request", "x minimal", "peak MiB"],
             [
                 [
@@ -147,6 +153,7 @@ def table(results: dict[str, Any]) -> str:
         )
         parts.append(
             _rows(
+                markdown,
                 ["subject", "p50", "p95", "p99", "p99/p50", "p50 x minimal"],
                 [
                     [
@@ -164,6 +171,7 @@ def table(results: dict[str, Any]) -> str:
     parts.append("\nLogin (POST /api/auth/login through the handler, fresh auth function)")
     parts.append(
         _rows(
+            markdown,
             ["BCRYPT_ROUNDS", "login ms", "checkpw ms", "x checkpw", "bcrypt ops", "1st login"],
             [
                 [
@@ -185,6 +193,7 @@ def table(results: dict[str, Any]) -> str:
     )
     parts.append(
         _rows(
+            markdown,
             ["server", "1 client", "8 clients", "32 clients"],
             [
                 [
@@ -202,6 +211,7 @@ def table(results: dict[str, Any]) -> str:
     parts.append("\nSize")
     parts.append(
         _rows(
+            markdown,
             ["artifact", "zip MiB", "peak RSS MiB after 1st request"],
             [
                 [name, f"{mib:.2f}", f"{size['peak_rss_mib'].get(name, 0):.0f}"]
@@ -212,6 +222,7 @@ def table(results: dict[str, Any]) -> str:
     parts.append("\nTargets")
     parts.append(
         _rows(
+            markdown,
             ["target", "ratio", "limit", "met"],
             [
                 [check["target"], f"{check['ratio']:.2f}", check["limit"], _met(check)]
@@ -221,3 +232,10 @@ def table(results: dict[str, Any]) -> str:
     )
     parts.append(f"\n{results['seconds']:.0f} s")
     return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(table(json.loads(open(sys.argv[1]).read()), markdown=True))  # noqa: SIM115
