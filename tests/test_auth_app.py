@@ -166,11 +166,11 @@ def test_openapi_declares_the_real_statuses() -> None:
     document = load_function("auth").app.openapi()
     paths = document["paths"]
     expected = {
-        ("/api/auth/signup", "post"): {"201", "409", "422"},
-        ("/api/auth/login", "post"): {"200", "401", "403", "422", "429"},
-        ("/api/auth/refresh", "post"): {"200", "401", "422"},
-        ("/api/auth/logout", "post"): {"200", "401", "422"},
-        ("/api/auth/me", "get"): {"200", "401"},
+        ("/api/auth/signup", "post"): {"201", "409", "422", "503"},
+        ("/api/auth/login", "post"): {"200", "401", "403", "422", "429", "503"},
+        ("/api/auth/refresh", "post"): {"200", "401", "422", "503"},
+        ("/api/auth/logout", "post"): {"200", "401", "422", "503"},
+        ("/api/auth/me", "get"): {"200", "401", "503"},
     }
     assert {path for path, _ in expected} == set(paths)
     for (path, method), statuses in expected.items():

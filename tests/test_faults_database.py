@@ -8,6 +8,7 @@ imported handlers must serve again once the proxy is restored: no new container,
 reset.
 """
 
+import json
 import threading
 import time
 import uuid
@@ -21,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from taskapi.db import get_engine
 from tests.auth_helpers import PASSWORD, signup, tokens
-from tests.conftest import Client, Database, Response, configure
+from tests.conftest import ROOT, Client, Database, Response, configure
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres_only
@@ -82,10 +83,10 @@ def database_routes(setup: Setup, account: Account) -> dict[str, Any]:
     return {
         "GET /api/tasks": lambda: tasks.get("/api/tasks", token=token),
         "POST /api/tasks": lambda: tasks.post("/api/tasks", json_body={"title": "x"}, token=token),
-        "GET /api/tasks/{id}": lambda: tasks.get(path, token=token),
-        "PUT /api/tasks/{id}": lambda: tasks.put(path, json_body={"title": "y"}, token=token),
-        "PATCH /api/tasks/{id}/complete": lambda: tasks.patch(f"{path}/complete", token=token),
-        "DELETE /api/tasks/{id}": lambda: tasks.delete(path, token=token),
+        "GET /api/tasks/{task_id}": lambda: tasks.get(path, token=token),
+        "PUT /api/tasks/{task_id}": lambda: tasks.put(path, json_body={"title": "y"}, token=token),
+        "PATCH /api/tasks/{task_id}/complete": lambda: tasks.patch(f"{path}/complete", token=token),
+        "DELETE /api/tasks/{task_id}": lambda: tasks.delete(path, token=token),
         "POST /api/auth/signup": lambda: signup(auth, email=f"{uuid.uuid4().hex}@example.com"),
         "POST /api/auth/login": lambda: auth.post(
             "/api/auth/login", json_body={"email": "ada@example.com", "password": PASSWORD}
@@ -113,10 +114,15 @@ def test_every_database_route_answers_503_quickly_and_the_warm_handler_recovers(
     handlers = (setup.auth.handler, setup.tasks.handler, setup.health.handler)
     engine = get_engine()
 
+    document = json.loads((ROOT / "functions" / "health" / "openapi.json").read_text())
     setup.proxy.cut(mode)
     for route, call in database_routes(setup, account).items():
         response, elapsed = timed(call)
         assert response.status == 503, (route, response.body)
+        method, path = route.split(" ")
+        assert "503" in document["paths"][path][method.lower()]["responses"], (
+            f"{route}: undocumented"
+        )
         assert response.headers["content-type"] == "application/json", route
         assert response.json()["detail"], route
         assert elapsed < ANSWER_WITHIN, (route, elapsed)

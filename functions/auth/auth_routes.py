@@ -45,13 +45,16 @@ _ERRORS: dict[int, str] = {
     status.HTTP_403_FORBIDDEN: "The account is inactive",
     status.HTTP_409_CONFLICT: "The email is already registered",
     status.HTTP_429_TOO_MANY_REQUESTS: "Too many failed logins for this email",
+    status.HTTP_503_SERVICE_UNAVAILABLE: "The database is unavailable",
 }
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route really answers."""
+    """OpenAPI entries for the error statuses a route really answers (every auth route
+    reads the database, so each can answer 503)."""
     responses: dict[int | str, dict[str, Any]] = {
-        code: {"model": Detail, "description": _ERRORS[code]} for code in codes
+        code: {"model": Detail, "description": _ERRORS[code]}
+        for code in (*codes, status.HTTP_503_SERVICE_UNAVAILABLE)
     }
     if status.HTTP_429_TOO_MANY_REQUESTS in responses:
         responses[status.HTTP_429_TOO_MANY_REQUESTS]["headers"] = {
