@@ -229,3 +229,16 @@ def test_requests_in_flight_when_the_database_dies_all_get_503(setup: Setup) -> 
     assert set(statuses) <= {200, 503}, statuses
     assert 503 in statuses
     assert statuses[-1] == 200
+
+
+def test_connections_give_up_on_a_silent_peer(db: Database) -> None:
+    """A peer that vanishes mid-query (packets dropped, no reset) cannot be staged on
+    127.0.0.1, where the kernel acknowledges everything; libpq's tcp_user_timeout and
+    keepalives bound it on a real network. Check that every connection carries them."""
+    if db.backend != "postgresql":
+        pytest.skip("libpq connection parameters")
+    with get_engine().connect() as connection:
+        parameters = connection.connection.dbapi_connection.get_dsn_parameters()  # type: ignore[union-attr]
+    assert parameters["tcp_user_timeout"] == "6000"  # twice the 3 s connect timeout
+    assert parameters["connect_timeout"] == "3"
+    assert parameters["keepalives"] == "1"

@@ -51,6 +51,11 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
             "keepalives_idle": 30,
             "keepalives_interval": 5,
             "keepalives_count": 3,
+            # A peer that stops acknowledging what was sent (a network partition, a failed
+            # over host) breaks the connection after this long, instead of after the
+            # kernel's ~15 minutes of retransmissions: a 503, not a Lambda timeout. Only
+            # unacknowledged data counts, so a slow query's wait for its result does not.
+            "tcp_user_timeout": settings.database_connect_timeout * 2000,
         },
     }
     if settings.database_null_pool:
