@@ -7,10 +7,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-import pytest
-
-from tests.conftest import ROOT, Database
+from tests.conftest import ROOT, create_database, migrate
 
 SCRIPT = """
 import importlib.util, json, sys
@@ -46,9 +45,10 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("ecdsa", "
 """
 
 
-def test_signing_verifying_and_serving_auth_never_import_ecdsa(db: Database) -> None:
-    if db.backend != "sqlite":
-        pytest.skip("which modules load does not depend on the database; once is enough")
+def test_signing_verifying_and_serving_auth_never_import_ecdsa(tmp_path: Path) -> None:
+    # Which modules load does not depend on the database: one SQLite file is enough.
+    db = create_database("sqlite", tmp_path)
+    migrate(db.url)
     script = SCRIPT.format(
         shared=str(ROOT / "shared"), root=str(ROOT), auth=str(ROOT / "functions" / "auth")
     )
@@ -74,3 +74,4 @@ def test_signing_verifying_and_serving_auth_never_import_ecdsa(db: Database) -> 
     assert "jose.backends.cryptography_backend" in modules
     assert not [m for m in modules if m.split(".")[0] == "ecdsa"], modules
     assert "jose.backends.ecdsa_backend" not in modules
+    db.engine.dispose()
