@@ -90,9 +90,13 @@ def main() -> None:
                     built, database, invocations=20 if smoke else 2000, warmup=5 if smoke else 50
                 )
     log("local server against uvicorn")
-    results["local_server"] = local_server(
-        requests=32 if smoke else 600, rounds=1 if smoke else 2, log=log
-    )
+    try:
+        results["local_server"] = local_server(
+            requests=32 if smoke else 600, rounds=1 if smoke else 2, log=log
+        )
+    except Exception as error:  # keep the other sections' results
+        log(f"local server benchmark failed: {error!r}")
+        results["local_server"] = {"error": repr(error)}
     results["size"] = {
         "zip_mib": {name: size / artifacts.MIB for name, size in built.zip_bytes.items()},
         "peak_rss_mib": {
@@ -108,6 +112,8 @@ def main() -> None:
     if output is not None:
         output.write_text(json.dumps(results, indent=2) + "\n")
         log(f"wrote {output}")
+    if "error" in results["local_server"]:
+        raise SystemExit(1)
 
 
 def _version(python: str) -> str:

@@ -76,17 +76,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 1.1,
             )
         )
-    servers = results["local_server"]["servers"]
-    local, direct = servers.values()
-    checks.append(
-        _target(
-            "local server req/s at 8 clients / uvicorn",
-            local[8]["requests_per_second"],
-            direct[8]["requests_per_second"],
-            0.8,
-            at_least=True,
+    if "servers" in results["local_server"]:
+        local, direct = results["local_server"]["servers"].values()
+        checks.append(
+            _target(
+                "local server req/s at 8 clients / uvicorn",
+                local[8]["requests_per_second"],
+                direct[8]["requests_per_second"],
+                0.8,
+                at_least=True,
+            )
         )
-    )
     sizes = results["size"]["zip_mib"]
     layer = next(name for name in sizes if name.startswith("layer"))
     checks.append(_target(f"{layer} zip, MiB / 20 MiB", sizes[layer], 20.0, 1.0))
@@ -187,26 +187,29 @@ def table(results: dict[str, Any], *, markdown: bool = False) -> str:
         )
     )
     server = results["local_server"]
-    parts.append(
-        f"\nLocal server, GET /api/tasks, {server['requests_per_cell']} requests per cell,"
-        f" {server['rounds']} rounds: req/s (p99 ms)"
-    )
-    parts.append(
-        _rows(
-            markdown,
-            ["server", "1 client", "8 clients", "32 clients"],
-            [
-                [
-                    name,
-                    *(
-                        f"{cell['requests_per_second']:.0f} ({cell['p99_ms']:.1f})"
-                        for cell in cells.values()
-                    ),
-                ]
-                for name, cells in server["servers"].items()
-            ],
+    if "error" in server:
+        parts.append(f"\nLocal server: failed, {server['error']}")
+    else:
+        parts.append(
+            f"\nLocal server, GET /api/tasks, {server['requests_per_cell']} requests per cell,"
+            f" {server['rounds']} rounds: req/s (p99 ms)"
         )
-    )
+        parts.append(
+            _rows(
+                markdown,
+                ["server", "1 client", "8 clients", "32 clients"],
+                [
+                    [
+                        name,
+                        *(
+                            f"{cell['requests_per_second']:.0f} ({cell['p99_ms']:.1f})"
+                            for cell in cells.values()
+                        ),
+                    ]
+                    for name, cells in server["servers"].items()
+                ],
+            )
+        )
     size = results["size"]
     parts.append("\nSize")
     parts.append(
