@@ -123,6 +123,7 @@ def test_summary(capsys: pytest.CaptureFixture[str]) -> None:
         print(f"\nfuzz: {GENERATED.total()} generated requests, 0 with a 5xx or off-schema answer")
         for label, count in sorted(GENERATED.items()):
             print(f"  {count:5d}  {label}")
-        print("stateful steps by operation and status:")
-        for label, count in sorted(STATEFUL_STEPS.items()):
-            print(f"  {count:5d}  {label}")
+        if EXAMPLES > 15:  # the long run (`make fuzz`) also shows where sequences went
+            print("stateful steps by operation and status:")
+            for label, count in sorted(STATEFUL_STEPS.items()):
+                print(f"  {count:5d}  {label}")
