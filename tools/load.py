@@ -46,6 +46,7 @@ MAX_OVERFLOW = 4
 SERVER_THREADS = 16
 # The share of each request kind in the mix.
 MIX = {"list": 30, "get": 25, "create": 20, "update": 15, "complete": 10}
+PRIORITIES = ("Low", "Medium", "High")
 SUCCESS = {"list": 200, "get": 200, "create": 201, "update": 200, "complete": 200}
 
 
@@ -234,9 +235,6 @@ def one_request(client: Client, kind: str, rng: random.Random) -> httpx.Response
     if kind == "update":
         return client.http.put(f"/api/tasks/{task_id}", json={"priority": rng.choice(PRIORITIES)})
     return client.http.patch(f"/api/tasks/{task_id}/complete")
-
-
-PRIORITIES = ("Low", "Medium", "High")
 
 
 def drive(client: Client, count: int, result: Result, lock: threading.Lock, seed: int) -> None:
