@@ -9,9 +9,10 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from dotenv import dotenv_values
@@ -135,20 +136,21 @@ def _timeout_message(function: Function) -> str:
     return f"{function.name} timed out after {function.timeout:g} seconds"
 
 
-def _import_handler(function: Function) -> Handler:
-    """Import `<CodeUri>/app.py` under a name of its own: every function has an `app.py`.
+def import_file(path: Path, name: str, *, search_paths: Iterable[Path] = ()) -> ModuleType:
+    """Import `path` as the module `name`, once; its folder and `search_paths` go on sys.path.
 
-    Its folder goes on sys.path (the task root, for its sibling modules, uniquely named by
-    convention) and so do its layers' folders (as Lambda's /opt/python).
+    That is how Lambda sees a function: its task root (for its sibling modules, uniquely
+    named by convention) and its layers' folders (as /opt/python) on the path. Every
+    function's entry point is `app.py`, so each needs a module name of its own.
     """
-    for folder in (function.code_uri, *function.layers):
+    if name in sys.modules:
+        return sys.modules[name]
+    for folder in (path.parent, *search_paths):
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
-    path = function.handler_file
-    name = f"localapi_function_{function.name}_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None or not path.is_file():
-        raise ImportError(f"{function.name}: no module {path} for Handler {function.handler}")
+        raise ImportError(f"no module at {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -156,6 +158,20 @@ def _import_handler(function: Function) -> Handler:
     except BaseException:
         del sys.modules[name]
         raise
+    return module
+
+
+def _import_handler(function: Function) -> Handler:
+    """Import the function's handler module, as a cold start does."""
+    path = function.handler_file
+    try:
+        module = import_file(
+            path,
+            f"localapi_function_{function.name}_{path.stem}",
+            search_paths=[function.code_uri, *function.layers],
+        )
+    except ImportError as error:
+        raise ImportError(f"{function.name}: {error} for Handler {function.handler}") from error
     handler: Handler | None = getattr(module, function.handler_name, None)
     if not callable(handler):
         raise ImportError(f"{function.name}: {path} has no callable {function.handler_name!r}")

@@ -6,10 +6,8 @@ the end. With REQUIRE_POSTGRES=1 (CI), a missing or unreachable PostgreSQL is an
 not a skip.
 """
 
-import importlib.util
 import json
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from alembic import command
 from sqlalchemy.engine import Engine, make_url
 
 from localapi.events import LambdaContext, http_event
+from localapi.runtime import import_file
 from taskapi.db import build_engine, reset_engine
 from taskapi.passwords import clear_password_cache
 from taskapi.settings import Settings, clear_settings_cache
@@ -205,22 +204,8 @@ def db(migrated_database: Database, monkeypatch: pytest.MonkeyPatch) -> Database
 
 
 def load_module(relative_path: str, name: str) -> ModuleType:
-    """Import a function's module under a unique name, with its folder on sys.path as Lambda
-    puts the task root there. Every function's entry point is `app.py`, so the plain name
-    `app` would collide between them."""
-    if name in sys.modules:
-        return sys.modules[name]
-    path = ROOT / relative_path
-    folder = str(path.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import a function's module (under a unique name: every function has an `app.py`)."""
+    return import_file(ROOT / relative_path, name)
 
 
 def load_function(domain: str) -> ModuleType:

@@ -10,14 +10,13 @@ functions. Run `make openapi` after changing a route, a schema or a migration; t
 fail while either file is stale.
 """
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
+from localapi.runtime import import_file
 from taskapi import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,26 +30,10 @@ DESCRIPTION = (
 )
 
 
-def load_module(relative_path: str, name: str) -> Any:
-    """Import a function's file under a unique name, its folder on sys.path as in Lambda."""
-    if name in sys.modules:
-        return sys.modules[name]
-    path = ROOT / relative_path
-    if str(path.parent) not in sys.path:
-        sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def domain_apps() -> dict[str, FastAPI]:
     """The apps of the functions that exist (the same module names as the tests use)."""
     return {
-        domain: load_module(f"functions/{domain}/app.py", f"{domain}_app").app
+        domain: import_file(ROOT / "functions" / domain / "app.py", f"{domain}_app").app
         for domain in DOMAINS
         if (ROOT / "functions" / domain / "app.py").exists()
     }
@@ -92,7 +75,7 @@ def openapi_text() -> str:
 
 
 def migration_head() -> str | None:
-    handler = load_module("migrations/handler.py", "migrate_handler")
+    handler = import_file(ROOT / "migrations" / "handler.py", "migrate_handler")
     head: str | None = handler.head_revision()
     return head
 
