@@ -16,6 +16,7 @@ def results(*, tasks_cold: float, list_p50: float, local_rps: float) -> dict[str
             "import_ms": wall * 0.8,
             "first_request_ms": wall * 0.2,
             "peak_rss_mib": 90.0,
+            "all_wall_ms": [wall, wall * 1.5],
         }
 
     def warm(p50: float, p99: float) -> dict[str, float]:
