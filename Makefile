@@ -47,8 +47,11 @@ typecheck: venv
 	$(BIN)/mypy shared/taskapi localapi migrations tests tools
 	@for dir in $(FUNCTION_DIRS); do echo "mypy $$dir"; $(BIN)/mypy $$dir || exit 1; done
 
+# pytest workers: one per core by default; PYTEST_WORKERS=0 runs in this process (pdb, -s).
+PYTEST_WORKERS ?= auto
+
 pytest: venv
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 fuzz: venv  ## Generated requests from the OpenAPI document, longer than make test's run (FUZZ_EXAMPLES per operation)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-150} $(BIN)/pytest tests/test_fuzz_openapi.py $(PYTEST_ARGS)

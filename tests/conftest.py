@@ -150,15 +150,20 @@ def alembic_config(connection: sa.Connection | None = None) -> Any:
     return load_module("migrations/handler.py", "migrate_handler").alembic_config(connection)
 
 
+# A test marked `<backend>_only` runs on that backend alone: it is not even collected for the
+# other one (rather than reported as skipped there).
+BACKEND_MARKERS = {"postgres_only": "sqlite", "sqlite_only": "postgresql"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run `postgres_only` tests on PostgreSQL alone, instead of skipping them on SQLite."""
-    deselected = [
-        item
-        for item in items
-        if item.get_closest_marker("postgres_only")
-        and getattr(item, "callspec", None) is not None
-        and "sqlite" in item.callspec.params.values()  # type: ignore[attr-defined]
-    ]
+    def other_backend(item: pytest.Item) -> bool:
+        params = getattr(item, "callspec", None)
+        return params is not None and any(
+            item.get_closest_marker(marker) and excluded in params.params.values()
+            for marker, excluded in BACKEND_MARKERS.items()
+        )
+
+    deselected = [item for item in items if other_backend(item)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if item not in deselected]

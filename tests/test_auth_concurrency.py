@@ -29,8 +29,6 @@ pytestmark = pytest.mark.postgres_only
 
 @pytest.fixture
 def pg(db: Database, monkeypatch: pytest.MonkeyPatch) -> Database:
-    if db.backend != "postgresql":
-        pytest.skip("a race that SQLite's single writer cannot show")
     # One test process plays many containers, each of which would hold its own connection.
     configure(monkeypatch, database_pool_size="25", database_pool_timeout="30")
     return db

@@ -80,20 +80,18 @@ def test_email_is_unique(db: Database) -> None:
             make_user(session)
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_connection_settings(db: Database) -> None:
-    if db.backend != "sqlite":
-        pytest.skip("SQLite pragmas")
     with get_engine().connect() as connection:
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
 
 
+@pytest.mark.postgres_only
 def test_postgresql_pool_holds_one_connection(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if db.backend != "postgresql":
-        pytest.skip("PostgreSQL pool")
     engine = get_engine()
     assert isinstance(engine.pool, sa.pool.QueuePool)
     assert engine.pool.size() == 1

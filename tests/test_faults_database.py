@@ -44,8 +44,6 @@ class Setup:
 
 @pytest.fixture
 def setup(db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
-    if db.backend != "postgresql":
-        pytest.skip("the proxy stands in front of a PostgreSQL server")
     url = make_url(db.url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
@@ -235,8 +233,6 @@ def test_connections_give_up_on_a_silent_peer(db: Database) -> None:
     """A peer that vanishes mid-query (packets dropped, no reset) cannot be staged on
     127.0.0.1, where the kernel acknowledges everything; libpq's tcp_user_timeout and
     keepalives bound it on a real network. Check that every connection carries them."""
-    if db.backend != "postgresql":
-        pytest.skip("libpq connection parameters")
     with get_engine().connect() as connection:
         parameters = connection.connection.dbapi_connection.get_dsn_parameters()  # type: ignore[union-attr]
     assert parameters["tcp_user_timeout"] == "6000"  # twice the 3 s connect timeout

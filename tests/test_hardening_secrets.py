@@ -19,14 +19,13 @@ WRONG_PASSWORD = "Wr0ng-guess-password-2"
 DB_PASSWORD = "Db-pa55word-in-the-url"
 
 
+@pytest.mark.postgres_only  # the database password case needs PostgreSQL
 def test_no_secret_reaches_a_log_line_or_an_error_body(
     db: Database,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    if db.backend != "postgresql":
-        pytest.skip("the database password case needs PostgreSQL")
     url = make_url(db.url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     # The test server trusts local connections, so any password gets in: it only has to

@@ -88,8 +88,6 @@ def run_together(count: int, call: Any) -> list[int]:
 def test_concurrent_puts_with_the_same_if_match_have_one_winner(
     client: Client, ada: Account, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if db.backend != "postgresql":
-        pytest.skip("SQLite serialises writers; the race needs PostgreSQL")
     # One process plays ten containers: each needs a connection of its own.
     configure(monkeypatch, database_pool_size="10")
     task_id = create(client, ada, title="Contested").json()["id"]
@@ -113,8 +111,6 @@ def test_concurrent_puts_with_the_same_if_match_have_one_winner(
 def test_concurrent_writes_without_if_match_all_count(
     client: Client, ada: Account, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if db.backend != "postgresql":
-        pytest.skip("SQLite serialises writers; the race needs PostgreSQL")
     configure(monkeypatch, database_pool_size="10")
     task_id = create(client, ada, title="Busy").json()["id"]
     counter = iter(range(1000))
@@ -134,8 +130,6 @@ def test_concurrent_writes_without_if_match_all_count(
 def test_concurrent_deletes_with_the_same_if_match_have_one_winner(
     client: Client, ada: Account, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if db.backend != "postgresql":
-        pytest.skip("SQLite serialises writers; the race needs PostgreSQL")
     configure(monkeypatch, database_pool_size="10")
     task_id = create(client, ada, title="Once").json()["id"]
     etag = f'"{task_id}-1"'
