@@ -179,7 +179,7 @@ def test_openapi_declares_every_status_and_header(db: Database) -> None:
         assert set(responses) == expected, key
         for status in expected - {"200", "201", "204", "422"}:
             schema = responses[status]["content"]["application/json"]["schema"]
-            assert schema == {"$ref": "#/components/schemas/ErrorDetail"}, (key, status)
+            assert schema == {"$ref": "#/components/schemas/Detail"}, (key, status)
         assert "security" in operations[key]
     assert set(operations[("/api/tasks", "post")]["responses"]["201"]["headers"]) == {
         "ETag",
@@ -189,6 +189,6 @@ def test_openapi_declares_every_status_and_header(db: Database) -> None:
         assert set(operations[key]["responses"]["200"]["headers"]) == {"ETag"}
     task_id = operations[("/api/tasks/{task_id}", "get")]["parameters"][0]
     assert task_id["schema"]["maximum"] == 2**31 - 1
-    assert document["components"]["schemas"]["ErrorDetail"]["properties"] == {
+    assert document["components"]["schemas"]["Detail"]["properties"] == {
         "detail": {"type": "string", "title": "Detail"}
     }

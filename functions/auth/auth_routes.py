@@ -5,7 +5,6 @@ from typing import Annotated, Any
 
 from auth_schemas import (
     AuthResponse,
-    Detail,
     LoginRequest,
     LogoutRequest,
     RefreshRequest,
@@ -27,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskapi.auth import AccessClaims, CurrentUser, unauthorized
 from taskapi.db import SessionDep
-from taskapi.models import User, UserPublic, utcnow
+from taskapi.models import Detail, User, UserPublic, utcnow
 from taskapi.passwords import verify_password
 from taskapi.tokens import InvalidTokenError, TokenPair, decode_token
 

@@ -82,8 +82,3 @@ class TokenResponse(SQLModel):
 # What signup and login return: the user and a token pair.
 class AuthResponse(TokenResponse):
     user: UserPublic
-
-
-# Every error other than request validation, and the logout confirmation.
-class Detail(SQLModel):
-    detail: str

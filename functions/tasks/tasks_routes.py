@@ -19,6 +19,7 @@ from taskapi.auth import CurrentUser
 from taskapi.db import SessionDep
 from taskapi.models import (
     DESCRIPTION_MAX_LENGTH,
+    Detail,
     Task,
     TaskCreate,
     TaskPage,
@@ -37,16 +38,11 @@ router = APIRouter(tags=["tasks"])
 # time, so blocking on the database holds nothing up.
 
 
-# The body of every error this router answers itself.
-class ErrorDetail(BaseModel):
-    detail: str
-
-
 Responses = dict[int | str, dict[str, Any]]
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"model": ErrorDetail, "description": description}
+    return {"model": Detail, "description": description}
 
 
 UNAUTHORIZED: Responses = {401: _error("Missing, invalid, expired or revoked access token")}

@@ -81,6 +81,12 @@ def _string_enum(enum_cls: type[enum.StrEnum], name: str) -> sa.Enum:
     )
 
 
+# The body of every answer that is only a message: errors other than request validation
+# (`{"detail": "..."}`, as the contract has them) and confirmations such as logout's.
+class Detail(SQLModel):
+    detail: str
+
+
 # ---------------------------------------------------------------------------------------
 # Users
 
