@@ -80,10 +80,11 @@ def main() -> None:
                     results["cold_start"] = cold_start.measure(
                         built, database, runs=1 if smoke else 7, log=log, smoke=smoke
                     )
-                    log("login at BCRYPT_ROUNDS 10 and 12")
+                    costs = (4,) if smoke else (10, 12)
+                    log(f"login at BCRYPT_ROUNDS {' and '.join(map(str, costs))}")
                     results["login"] = [
                         login.measure(built, database, rounds=rounds, repeats=1 if smoke else 5)
-                        for rounds in ((4,) if smoke else (10, 12))
+                        for rounds in costs
                     ]
                 log(f"warm latency on {backend}")
                 results["warm"][backend] = warm.measure(
