@@ -14,6 +14,8 @@ virtualenv's interpreter, which is enough to check that the benchmark code works
 import os
 import shutil
 import subprocess
+import sys
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +127,15 @@ def zipped_size(folder: Path, *, prefix: str = "", skip_caches: bool = False) ->
     return size
 
 
-def build(*, smoke: bool, log: "Log") -> Artifacts:
+class Log:
+    """Progress lines on stderr, so that stdout keeps only the table."""
+
+    def __call__(self, message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def build(*, smoke: bool, log: Log) -> Artifacts:
+    """The subjects' code: built for Lambda, or (smoke) the sources in place."""
     if smoke:
         return _sources_in_place()
     python = find_python313()
@@ -162,8 +172,6 @@ def build(*, smoke: bool, log: "Log") -> Artifacts:
 
 
 def _sources_in_place() -> Artifacts:
-    import sys
-
     roots = {name: folder for name, (folder, _) in FUNCTIONS.items()}
     artifacts = Artifacts(
         python=sys.executable,
@@ -179,13 +187,3 @@ def _sources_in_place() -> Artifacts:
     for name in ("auth", "tasks", "health", "migrate"):
         artifacts.zip_bytes[name] = zipped_size(roots[name], skip_caches=True)
     return artifacts
-
-
-class Log:
-    """Progress lines on stderr, so that stdout keeps only the table."""
-
-    def __call__(self, message: str) -> None:
-        import sys
-        import time
-
-        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
