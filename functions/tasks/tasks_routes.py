@@ -172,7 +172,6 @@ async def list_my_tasks(
     ] = None,
     sort: Annotated[
         SortKey,
-        first_completion,
         Query(description="Sort field, `-` for descending; ties are broken by id"),
     ] = DEFAULT_SORT,
 ) -> Response:
