@@ -5,7 +5,6 @@ connection by default; pre-ping replaces a connection that died while the contai
 frozen, and a short connect timeout turns an unreachable database into a quick 503.
 """
 
-import contextlib
 import logging
 import threading
 from collections.abc import AsyncGenerator, Generator
@@ -105,23 +104,28 @@ def reset_engine() -> None:
         engine.dispose()
 
 
-def get_session() -> Generator[Session, None, None]:
+def open_session() -> Session:
     # expire_on_commit=False: a committed object is returned as it is, without a
     # SELECT per attribute to reload it.
-    with Session(get_engine(), expire_on_commit=False) as session:
+    return Session(get_engine(), expire_on_commit=False)
+
+
+def get_session() -> Generator[Session, None, None]:
+    """A session for scripts and tests; routes use `SessionDep`."""
+    with open_session() as session:
         yield session
 
 
 async def request_session() -> AsyncGenerator[Session, None]:
-    """`get_session` as a FastAPI dependency, opened and closed on the event loop.
+    """The session of one request, opened and closed on the event loop.
 
     FastAPI runs a plain `def` dependency in a worker thread, and under Mangum, which
     runs every invocation as a task of its own, anyio starts that thread afresh for each
     one (docs/PERFORMANCE.md). Lambda serves one request per container at a time, so the
     blocking calls hold nothing up.
     """
-    with contextlib.closing(get_session()) as sessions:
-        yield next(sessions)
+    with open_session() as session:
+        yield session
 
 
 SessionDep = Annotated[Session, Depends(request_session)]
