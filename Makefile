@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test lint typecheck pytest migrate openapi clean audit fuzz load bench bench-smoke validate build test-layer check-build
+.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load bench bench-smoke validate build test-layer check-build
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,6 +24,21 @@ $(BIN)/.installed: requirements-dev.txt shared/requirements.txt
 venv: $(BIN)/.installed  ## Create or update the virtualenv
 
 PORT ?= 3000
+
+# The test suite again on Python 3.13, the Lambda runtime's version, in its own virtualenv
+# (CI runs it beside `make test` on 3.11). shared/Makefile knows where 3.13 lives.
+PY313_VENV ?= .venv-py313
+PYTHON313 ?= $(shell env -u PYTHONPATH $(MAKE) --no-print-directory -s -C shared print-python313)
+
+$(PY313_VENV)/.installed: requirements-dev.txt shared/requirements.txt
+	@test -n "$(PYTHON313)" || { echo "no Python 3.13 found: pyenv install 3.13" >&2; exit 1; }
+	test -x $(PY313_VENV)/bin/python || $(PYTHON313) -m venv $(PY313_VENV)
+	$(PY313_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PY313_VENV)/bin/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+test-py313: $(PY313_VENV)/.installed  ## pytest on Python 3.13, the Lambda runtime's version
+	$(PY313_VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 run: venv migrate  ## Serve the whole API at http://127.0.0.1:3000 (PORT changes it)
 	$(BIN)/python -m localapi --port $(PORT) --reload
