@@ -14,7 +14,6 @@ figures compare the two servers, not what Lambda would do.
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,16 +26,11 @@ from typing import Any
 
 import httpx
 
+from localapi.server import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 32)
 LOCAL, DIRECT = "localapi (handler via Mangum)", "uvicorn app:app (direct)"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -72,6 +73,14 @@ def http_response(result: Any) -> tuple[int, Headers, bytes]:
 def gateway_error(status: int, message: str) -> tuple[int, Headers, bytes]:
     body = json.dumps({"message": message}).encode()
     return status, [("content-type", "application/json")], body
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (tests, benchmarks and load runs start servers)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class LocalApi:

@@ -5,7 +5,6 @@ concurrency and the `invoke` command."""
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from localapi.server import InvalidResponseError, http_response
+from localapi.server import InvalidResponseError, free_port, http_response
 from localapi.template import Route, load_template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,13 +192,6 @@ def most():
 
 handler = Mangum(app, lifespan="off")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager

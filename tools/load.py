@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+
+from localapi.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -87,13 +88,6 @@ class Result:
 
 # ---------------------------------------------------------------------------------------
 # The database and the server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
