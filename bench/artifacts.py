@@ -11,10 +11,12 @@ In smoke mode nothing is built: the subjects run from the repository's sources w
 virtualenv's interpreter, which is enough to check that the benchmark code works.
 """
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -187,3 +189,35 @@ def _sources_in_place() -> Artifacts:
     for name in ("auth", "tasks", "health", "migrate"):
         artifacts.zip_bytes[name] = zipped_size(roots[name], skip_caches=True)
     return artifacts
+
+
+def run_child(
+    artifacts: Artifacts, script: str, config: dict[str, Any], *, env: dict[str, str], what: str
+) -> Any:
+    """Run `script` in a fresh Python 3.13 laid out as Lambda lays a function out (the layer
+    as /opt/python, no bytecode written), hand it `config` and return the JSON it writes.
+
+    Its stdout (the request log lines) goes where Lambda sends it: a pipe nobody waits for.
+    """
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": str(artifacts.layer),
+        **env,
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        config_path, result_path = Path(folder) / "config.json", Path(folder) / "result.json"
+        config_path.write_text(json.dumps(config))
+        completed = subprocess.run(
+            [artifacts.python, "-c", script, str(config_path), str(result_path)],
+            cwd=folder,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(f"{what} failed:\n{completed.stderr[-3000:]}")
+        return json.loads(result_path.read_text())

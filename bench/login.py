@@ -3,16 +3,13 @@
 and how many bcrypt operations a login costs (counted, not assumed)."""
 
 import json
-import os
 import statistics
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 
-from bench.artifacts import Artifacts
+from bench.artifacts import Artifacts, run_child
 from bench.database import PASSWORD, SUBJECT_SETTINGS, BenchDatabase
 from localapi.events import http_event
 
@@ -38,30 +35,13 @@ def measure(
             body=json.dumps({"email": email, "password": PASSWORD}),
         ),
     }
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONPATH": str(artifacts.layer),
-        **SUBJECT_SETTINGS,
-        "BCRYPT_ROUNDS": str(rounds),
-        "DATABASE_URL": database.url,
-    }
-    with tempfile.TemporaryDirectory() as folder:
-        config_path, result_path = Path(folder) / "config.json", Path(folder) / "result.json"
-        config_path.write_text(json.dumps(config))
-        completed = subprocess.run(
-            [artifacts.python, "-c", CHILD, str(config_path), str(result_path)],
-            cwd=folder,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-        if completed.returncode != 0:
-            raise RuntimeError(f"login benchmark failed:\n{completed.stderr[-3000:]}")
-        result: dict[str, Any] = json.loads(result_path.read_text())
+    result: dict[str, Any] = run_child(
+        artifacts,
+        CHILD,
+        config,
+        env={**SUBJECT_SETTINGS, "BCRYPT_ROUNDS": str(rounds), "DATABASE_URL": database.url},
+        what="login benchmark",
+    )
     login_ms = statistics.median(result["login_ms"])
     checkpw_ms = statistics.median(result["checkpw_ms"])
     return {

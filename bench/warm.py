@@ -3,14 +3,11 @@ backend, against a minimal unauthenticated FastAPI + Mangum + SQLModel route doi
 same page query and against the plain driver plus `json.dumps` (the floor)."""
 
 import json
-import os
 import statistics
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.artifacts import Artifacts
+from bench.artifacts import Artifacts, run_child
 from bench.database import SUBJECT_SETTINGS, BenchDatabase
 from localapi.events import http_event
 
@@ -57,31 +54,13 @@ def measure(
             "minimal": http_event("GET", "/api/tasks", query={"user_id": str(database.user_id)}),
         },
     }
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "TZ": ":UTC",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONPATH": str(artifacts.layer),
-        **SUBJECT_SETTINGS,
-        "DATABASE_URL": database.url,
-    }
-    with tempfile.TemporaryDirectory() as folder:
-        config_path, result_path = Path(folder) / "config.json", Path(folder) / "result.json"
-        config_path.write_text(json.dumps(config))
-        # The request log lines go where Lambda sends them: a pipe nobody waits for.
-        completed = subprocess.run(
-            [artifacts.python, "-c", CHILD, str(config_path), str(result_path)],
-            cwd=folder,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-        if completed.returncode != 0:
-            raise RuntimeError(f"warm latency failed:\n{completed.stderr[-3000:]}")
-        samples: dict[str, list[float]] = json.loads(result_path.read_text())
+    samples: dict[str, list[float]] = run_child(
+        artifacts,
+        CHILD,
+        config,
+        env={"TZ": ":UTC", **SUBJECT_SETTINGS, "DATABASE_URL": database.url},
+        what="warm latency",
+    )
     return {
         "backend": database.backend,
         "invocations": invocations,
