@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from localapi.server import free_port
+from localapi.server import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 32)
@@ -50,8 +50,7 @@ def server(command: list[str], env: dict[str, str], port: int) -> Iterator[str]:
             raise RuntimeError(f"{command} did not start")
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
 
 
 async def measure(

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from localapi.server import InvalidResponseError, free_port, http_response
+from localapi.server import InvalidResponseError, free_port, http_response, stop_process
 from localapi.template import Route, load_template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,12 +236,7 @@ def local_server(
         with httpx.Client(base_url=base_url, timeout=15) as client:
             yield client, log
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.fixture(scope="module")

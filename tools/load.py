@@ -38,7 +38,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from localapi.server import free_port
+from localapi.server import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -153,12 +153,7 @@ def local_server(database_url: str, log_path: Path) -> Iterator[str]:
                 time.sleep(0.2)
             yield base_url
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_process(server)
 
 
 class ConnectionSampler(threading.Thread):
