@@ -4,11 +4,13 @@ import contextlib
 import time
 from datetime import UTC, datetime
 
+import psycopg2.extensions
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from taskapi.db import get_engine, get_session
+import taskapi.db
+from taskapi.db import get_engine, get_session, open_session
 from taskapi.models import Task, TaskCreate, TaskStatus, TaskUpdate, User, UserCreate
 from taskapi.settings import get_settings
 from tests.conftest import Database, configure
@@ -96,9 +98,82 @@ def test_postgresql_pool_holds_one_connection(
     assert isinstance(engine.pool, sa.pool.QueuePool)
     assert engine.pool.size() == 1
     assert engine.pool._max_overflow == 0
-    assert engine.pool._pre_ping
     configure(monkeypatch, database_null_pool="true")
     assert isinstance(get_engine().pool, sa.pool.NullPool)
+
+
+def _backend_pid(session: Session) -> int:
+    pid: int = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    return pid
+
+
+def _terminate(db: Database, pid: int) -> None:
+    # What a database restart, a failover or an idle timeout does to a pooled connection.
+    assert db.scalar("SELECT pg_terminate_backend(:pid)", pid=pid) is True
+
+
+@pytest.mark.postgres_only
+def test_a_connection_that_died_while_idle_is_replaced_unseen(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(taskapi.db, "PING_AFTER_IDLE_SECONDS", 0.0)
+    with open_session() as session:
+        first = _backend_pid(session)
+    _terminate(db, first)
+    # A frozen container thaws: the pool pings the idle connection, finds it dead and
+    # connects again, so the request's own statement never meets the dead one.
+    with open_session() as session:
+        assert session.exec(select(User)).all() == []
+        assert _backend_pid(session) != first
+
+
+@pytest.mark.postgres_only
+def test_a_connection_in_steady_use_is_not_pinged(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(taskapi.db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    with open_session() as session:
+        first = _backend_pid(session)
+    _terminate(db, first)
+    # Checked in moments ago, the connection is handed out without a ping: the first
+    # statement meets the dead connection (a request would answer 503) ...
+    with pytest.raises(sa.exc.OperationalError), open_session() as session:
+        session.exec(select(User)).all()
+    # ... and SQLAlchemy, seeing a disconnect, replaced it for the next one.
+    with open_session() as session:
+        assert session.exec(select(User)).all() == []
+        assert _backend_pid(session) != first
+
+
+@pytest.mark.postgres_only
+def test_read_only_sessions_autocommit_and_refuse_writes(db: Database) -> None:
+    with open_session(read_only=True) as session:
+        dbapi_connection = session.connection().connection.dbapi_connection
+        assert dbapi_connection is not None
+        session.exec(select(User)).all()
+        # No transaction was begun around the statement: no BEGIN, no ROLLBACK to send.
+        assert (
+            dbapi_connection.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        )
+    # The pool hands the connection to the next session in its usual transactional mode.
+    assert dbapi_connection.autocommit is False
+    with open_session() as session:
+        session.exec(select(User)).all()
+        assert session.connection().connection.dbapi_connection is dbapi_connection
+        assert (
+            dbapi_connection.info.transaction_status
+            == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
+        )
+
+
+def test_a_read_only_session_refuses_to_write(db: Database) -> None:
+    with open_session(read_only=True) as session:
+        with pytest.raises(RuntimeError, match="read-only session"):
+            make_user(session)
+        session.rollback()
+        with pytest.raises(RuntimeError, match="read-only session"):
+            session.exec(sa.update(User).values(name="x"))
+    assert db.scalar('SELECT count(*) FROM "user"') == 0
 
 
 def test_engine_is_created_once_per_container(db: Database) -> None:

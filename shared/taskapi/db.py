@@ -1,12 +1,15 @@
 """The engine and sessions: one engine per container, created on first use.
 
 Lambda runs one request at a time per container, so the PostgreSQL pool holds one
-connection by default; pre-ping replaces a connection that died while the container was
-frozen, and a short connect timeout turns an unreachable database into a quick 503.
+connection by default. A connection that sat idle (a frozen container) is pinged before
+use and replaced if it died; a short connect timeout turns an unreachable database into a
+quick 503. On PostgreSQL, GET requests read in autocommit mode: no BEGIN and ROLLBACK
+round trips around statements that each take their own snapshot anyway.
 """
 
 import logging
 import threading
+import time
 from collections.abc import AsyncGenerator, Generator
 from typing import Annotated, Any
 
@@ -14,6 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import event, exc, pool
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import ORMExecuteState
 from sqlmodel import Session, create_engine
 
 from taskapi.settings import Settings, get_database_url, get_settings
@@ -21,6 +25,12 @@ from taskapi.settings import Settings, get_database_url, get_settings
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# A pooled PostgreSQL connection idle for longer is pinged before it is handed out. Under
+# steady traffic a container's requests come closer together and skip the round trip; a
+# connection that dies while in use is invalidated by SQLAlchemy on its first error.
+PING_AFTER_IDLE_SECONDS = 5.0
+# Request methods that never write (HTTP's safe methods): their sessions autocommit.
+READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
 
 
 def build_engine(database_url: str, settings: Settings) -> Engine:
@@ -42,7 +52,6 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
         # Bound parameters hold password hashes and tokens: keep them out of SQL_ECHO
         # logs and of the text of database errors.
         "hide_parameters": True,
-        "pool_pre_ping": True,
         "connect_args": {
             "connect_timeout": settings.database_connect_timeout,
             # Notice a peer that vanished instead of waiting out the Lambda timeout.
@@ -66,7 +75,33 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
             pool_timeout=settings.database_pool_timeout,
             pool_recycle=300,
         )
-    return create_engine(url, **options)
+    engine = create_engine(url, **options)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """`pool_pre_ping`, but only for a connection that has been idle: pinging on every
+    checkout cost a round trip per request (docs/PERFORMANCE.md)."""
+
+    @event.listens_for(engine, "checkin")
+    def note_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+        if dbapi_connection is not None and dbapi_connection.autocommit:
+            dbapi_connection.autocommit = False  # a read-only session's (open_session)
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # A new connection has no check-in time, and needs no ping.
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            # The dialect's own ping: one round trip, outside any transaction.
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            # The pool discards this connection and checks out a fresh one.
+            raise exc.DisconnectionError(f"an idle connection failed its ping: {error}") from error
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -104,10 +139,44 @@ def reset_engine() -> None:
         engine.dispose()
 
 
-def open_session() -> Session:
+def open_session(*, read_only: bool = False) -> Session:
+    """A session on the container's engine; `read_only` for work that never writes.
+
+    On PostgreSQL a read-only session runs in autocommit mode: psycopg2 would send BEGIN
+    before the first statement, and the session would end with ROLLBACK, two round trips
+    around statements that each take their own snapshot anyway (READ COMMITTED). The
+    flag is psycopg2's own, client-side; the pool clears it on check-in (SQLAlchemy's
+    AUTOCOMMIT isolation level would send a SET on every check-in instead). pysqlite
+    opens no transaction for a SELECT in the first place.
+    """
+    engine = get_engine()
     # expire_on_commit=False: a committed object is returned as it is, without a
     # SELECT per attribute to reload it.
-    return Session(get_engine(), expire_on_commit=False)
+    session = Session(engine, expire_on_commit=False)
+    if read_only:
+        session.info["read_only"] = True
+        if engine.dialect.name == "postgresql":
+            session.connection().connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+    return session
+
+
+# In autocommit mode a write would commit statement by statement, with nothing to roll
+# back on error: a GET route that writes is a bug, made loud here.
+READ_ONLY_WRITE = "a read-only session (a GET request's) was asked to write"
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_statement_writes(state: ORMExecuteState) -> None:
+    if state.session.info.get("read_only") and (
+        state.is_insert or state.is_update or state.is_delete
+    ):
+        raise RuntimeError(READ_ONLY_WRITE)
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flushed_writes(session: Session, _context: Any, _instances: Any) -> None:
+    if session.info.get("read_only"):
+        raise RuntimeError(READ_ONLY_WRITE)
 
 
 def get_session() -> Generator[Session, None, None]:
@@ -116,15 +185,16 @@ def get_session() -> Generator[Session, None, None]:
         yield session
 
 
-async def request_session() -> AsyncGenerator[Session, None]:
-    """The session of one request, opened and closed on the event loop.
+async def request_session(request: Request) -> AsyncGenerator[Session, None]:
+    """The session of one request, opened and closed on the event loop; read-only (in
+    autocommit mode on PostgreSQL) for GET and HEAD.
 
     FastAPI runs a plain `def` dependency in a worker thread, and under Mangum, which
     runs every invocation as a task of its own, anyio starts that thread afresh for each
     one (docs/PERFORMANCE.md). Lambda serves one request per container at a time, so the
     blocking calls hold nothing up.
     """
-    with open_session() as session:
+    with open_session(read_only=request.method in READ_ONLY_METHODS) as session:
         yield session
 
 
