@@ -1,14 +1,15 @@
 """Data access for tasks: the list page and the conditional writes behind ETags."""
 
+import functools
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, func, select
+from pydantic import TypeAdapter
+from sqlmodel import Session, col, func
 
-from taskapi.models import Task, TaskPriority, TaskStatus
+from taskapi.models import Task, TaskPage, TaskPriority, TaskPublic, TaskStatus
 
 # PostgreSQL's `integer`: ids and offsets beyond it cannot exist, and binding them would
 # make the database raise instead of answering "no such row".
@@ -60,6 +61,56 @@ def _order_by(sort: SortKey) -> tuple[sa.ColumnElement[Any], ...]:
     return expression.asc(), col(Task.id).asc()
 
 
+# The columns of a task that clients see, selected as plain rows: loading ORM objects only
+# to copy them into TaskPublic cost more than the query (docs/PERFORMANCE.md).
+_PUBLIC_COLUMNS = tuple(col(getattr(Task, name)) for name in TaskPublic.model_fields)
+# Validates a whole page in one call, from the rows' mappings.
+_PAGE = TypeAdapter(TaskPage)
+# The escape character of the search's LIKE patterns.
+_LIKE_ESCAPE = "/"
+
+
+@functools.cache
+def _list_statements(
+    sort: SortKey, *, by_status: bool, by_priority: bool, by_text: bool
+) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The page and the count statements for one combination of filters, built once with
+    bound parameters (at most 80 of them): building and cache-keying the expressions cost
+    about as much as running them (docs/PERFORMANCE.md)."""
+    conditions: list[sa.ColumnElement[bool]] = [
+        col(Task.user_id) == sa.bindparam("user_id"),
+        col(Task.deleted_at).is_(None),
+    ]
+    if by_status:
+        conditions.append(col(Task.status) == sa.bindparam("status"))
+    if by_priority:
+        conditions.append(col(Task.priority) == sa.bindparam("priority"))
+    if by_text:
+        text = sa.bindparam("text", type_=sa.String)
+        conditions.append(
+            sa.or_(
+                col(Task.title).icontains(text, escape=_LIKE_ESCAPE),
+                col(Task.description).icontains(text, escape=_LIKE_ESCAPE),
+            )
+        )
+    count = sa.select(func.count()).select_from(Task).where(*conditions)
+    page = (
+        sa.select(*_PUBLIC_COLUMNS, count.scalar_subquery().label("total"))
+        .where(*conditions)
+        .order_by(*_order_by(sort))
+        .offset(sa.bindparam("skip", type_=sa.Integer))
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+    return page, count
+
+
+def _escape_like(text: str) -> str:
+    """`%` and `_` in the search text match themselves, not any character."""
+    for special in (_LIKE_ESCAPE, "%", "_"):
+        text = text.replace(special, _LIKE_ESCAPE + special)
+    return text
+
+
 def list_tasks(
     session: Session,
     *,
@@ -70,38 +121,40 @@ def list_tasks(
     sort: SortKey,
     skip: int,
     limit: int,
-) -> tuple[Sequence[Task], int]:
-    """One page of the user's live tasks and the number of all that match.
+) -> TaskPage:
+    """One page of the user's live tasks and the number of all that match, in one statement.
 
-    A page shorter than `limit` (and not empty past the end) tells the total by itself:
-    most lists cost one statement. Otherwise a COUNT follows. The total is not a window
-    function on the page query: `count(*) OVER ()` must read every matching row, and on
-    PostgreSQL 15 the planner still costs it as if LIMIT stopped early, choosing a scan of
-    the whole `created_at` index for a user who owns a large share of the table.
+    The total rides along as an uncorrelated scalar subquery, which both databases run
+    once (an index scan of the user's tasks), so the page and its total come from one
+    snapshot. It is not a window function: `count(*) OVER ()` must read every matching
+    row, and on PostgreSQL 15 the planner still costs it as if LIMIT stopped early,
+    choosing a scan of the whole `created_at` index for a user who owns a large share of
+    the table. Only a page past the end, which has no row to carry the total, needs a
+    second statement.
     """
-    conditions: list[sa.ColumnElement[bool]] = [
-        col(Task.user_id) == user_id,
-        col(Task.deleted_at).is_(None),
-    ]
-    if status is not None:
-        conditions.append(col(Task.status) == status)
-    if priority is not None:
-        conditions.append(col(Task.priority) == priority)
-    if q:
-        # autoescape: `%` and `_` in the search text match themselves, not any character.
-        conditions.append(
-            sa.or_(
-                col(Task.title).icontains(q, autoescape=True),
-                col(Task.description).icontains(q, autoescape=True),
-            )
-        )
-    tasks = session.exec(
-        select(Task).where(*conditions).order_by(*_order_by(sort)).offset(skip).limit(limit)
-    ).all()
-    if 0 < len(tasks) < limit or (not tasks and skip == 0):
-        return tasks, skip + len(tasks)
-    total = session.exec(select(func.count()).select_from(Task).where(*conditions)).one()
-    return tasks, total
+    page, count = _list_statements(
+        sort, by_status=status is not None, by_priority=priority is not None, by_text=bool(q)
+    )
+    parameters = {
+        "user_id": user_id,
+        "status": status,
+        "priority": priority,
+        "text": _escape_like(q) if q else None,
+        "skip": skip,
+        "limit": limit,
+    }
+    # Core rows, not ORM objects: nothing here is written back.
+    connection = session.connection()
+    rows = connection.execute(page, parameters).all()
+    if rows:
+        total = rows[0].total
+    elif skip:
+        total = connection.execute(count, parameters).scalar_one()
+    else:
+        total = 0
+    return _PAGE.validate_python(
+        {"items": [row._mapping for row in rows], "total": total, "skip": skip, "limit": limit}
+    )
 
 
 def first_completion(now: datetime) -> sa.ColumnElement[datetime]:

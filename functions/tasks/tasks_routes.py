@@ -175,19 +175,13 @@ async def list_my_tasks(
         Query(description="Sort field, `-` for descending; ties are broken by id"),
     ] = DEFAULT_SORT,
 ) -> Response:
-    tasks, total = list_tasks(
+    page = list_tasks(
         session,
         user_id=user.id,
         status=status,
         priority=priority,
         q=q,
         sort=sort,
-        skip=skip,
-        limit=limit,
-    )
-    page = TaskPage(
-        items=[TaskPublic.model_validate(task) for task in tasks],
-        total=total,
         skip=skip,
         limit=limit,
     )
