@@ -93,7 +93,8 @@ def _list_statements(
                 col(Task.description).icontains(text, escape=_LIKE_ESCAPE),
             )
         )
-    count = sa.select(func.count()).select_from(Task).where(*conditions)
+    # correlate(None): as the page's subquery it counts all matching rows, not the row's own.
+    count = sa.select(func.count()).select_from(Task).where(*conditions).correlate(None)
     page = (
         sa.select(*_PUBLIC_COLUMNS, count.scalar_subquery().label("total"))
         .where(*conditions)
