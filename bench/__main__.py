@@ -22,6 +22,11 @@ from bench.database import bench_database, postgres_available
 from bench.localapi_throughput import run as local_server
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
+# Cold starts per subject: the issue asks for the median of at least 7. On this shared
+# 2-core machine a run lands in a quiet spell or in a busy one (up to 1.5 times slower),
+# and with 7 runs a subject's median and its baseline's can land in different ones;
+# 11 narrow that for 60 to 90 s more (16 to 21 s a round).
+COLD_START_RUNS = 11
 
 
 def machine() -> dict[str, Any]:
@@ -78,7 +83,7 @@ def main() -> None:
                     # Cold starts connect to the production-like database.
                     log(f"cold starts on {backend}")
                     results["cold_start"] = cold_start.measure(
-                        built, database, runs=1 if smoke else 7, log=log, smoke=smoke
+                        built, database, runs=1 if smoke else COLD_START_RUNS, log=log, smoke=smoke
                     )
                     costs = (4,) if smoke else (10, 12)
                     log(f"login at BCRYPT_ROUNDS {' and '.join(map(str, costs))}")
