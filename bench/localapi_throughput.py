@@ -108,7 +108,11 @@ def run(*, requests: int, rounds: int, log: Callable[[str], None] = print) -> di
             capture_output=True,
         )
         local_port, direct_port = free_port(), free_port()
-        local = [sys.executable, "-m", "localapi", "--port", str(local_port)]
+        # Both at uvicorn's warning level: neither logs a line per request.
+        local = [
+            *(sys.executable, "-m", "localapi", "--port", str(local_port)),
+            *("--log-level", "warning"),
+        ]
         direct = [
             *(sys.executable, "-m", "uvicorn", "app:app", "--port", str(direct_port)),
             *("--app-dir", str(ROOT / "functions" / "tasks"), "--log-level", "warning"),

@@ -35,22 +35,33 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
         command.add_argument("--threads", type=int, default=16, help="handler worker threads")
         command.add_argument("--reload", action="store_true", help="restart when code changes")
+        command.add_argument(
+            "--log-level",
+            default="info",
+            choices=["critical", "error", "warning", "info", "debug", "trace"],
+            help="uvicorn's log level (info logs every request)",
+        )
     args = parser.parse_args(argv)
     configure_logging()
     try:
         if args.command == "invoke":
             return _invoke(args.template, args.function, args.event)
-        return _serve(args.template, args.host, args.port, args.threads, args.reload)
+        return _serve(
+            args.template, args.host, args.port, args.threads, args.reload, args.log_level
+        )
     except TemplateError as exc:
         logger.error("%s", exc)
         return 2
 
 
-def _serve(template_path: str, host: str, port: int, threads: int, reload: bool) -> int:
+def _serve(
+    template_path: str, host: str, port: int, threads: int, reload: bool, log_level: str
+) -> int:
     template = load_template(template_path)
     _print_banner(template, host, port)
     if not reload:
-        uvicorn.run(create_app(template_path, threads=threads), host=host, port=port)
+        app = create_app(template_path, threads=threads)
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
         return 0
     # The reloader runs the app in a child process, which builds it from these variables.
     os.environ["LOCALAPI_TEMPLATE"] = str(template.path)
@@ -60,6 +71,7 @@ def _serve(template_path: str, host: str, port: int, threads: int, reload: bool)
         factory=True,
         host=host,
         port=port,
+        log_level=log_level,
         reload=True,
         reload_dirs=[str(folder) for folder in template.source_dirs],
     )
