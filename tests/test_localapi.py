@@ -119,6 +119,8 @@ def handler(event, context):
         time.sleep(3)
     if mode == "raise":
         raise RuntimeError("the handler broke")
+    if mode == "own-timeout":
+        raise TimeoutError("the handler's own timeout")
     if mode == "bad":
         return {"statusCode": "teapot"}
     if mode == "plain":
@@ -522,6 +524,11 @@ def test_a_handler_that_raises_gives_502_and_a_logged_traceback(
     assert response.headers["apigw-requestid"] in text
 
 
+def test_a_handler_raising_timeouterror_gives_502_not_504(client: httpx.Client) -> None:
+    response = client.get("/echo/x", params={"mode": "own-timeout"})
+    assert (response.status_code, response.json()) == (502, {"message": "Internal Server Error"})
+
+
 def test_a_result_that_is_no_response_gives_502(client: httpx.Client) -> None:
     response = client.get("/echo/x", params={"mode": "bad"})
     assert (response.status_code, response.json()) == (502, {"message": "Internal Server Error"})
@@ -532,7 +539,14 @@ def test_a_handler_past_its_timeout_gives_504_and_the_server_goes_on(
 ) -> None:
     client, log = toy
     started = time.monotonic()
-    response = client.get("/echo/x", params={"mode": "slow"})
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(client.get, "/echo/x", params={"mode": "slow"})
+        time.sleep(0.3)
+        # The slow handler holds up the others for a moment at most, not until it ends.
+        other_started = time.monotonic()
+        assert client.get("/asgi/identity").status_code == 200
+        assert time.monotonic() - other_started < 0.5
+        response = slow.result()
     # Answered at the function's Timeout (1 s), not when the handler ends (3 s).
     assert time.monotonic() - started < 2.5
     assert response.status_code == 504
