@@ -43,10 +43,16 @@ class InvalidResponseError(ValueError):
 def http_response(result: Any) -> tuple[int, Headers, bytes]:
     """An HTTP response from a handler's result, read as API Gateway reads payload 2.0."""
     # Lambda hands the result over as JSON: what does not serialise never reaches the API.
+    # A string body always does, unchanged, and it is most of the result: it stays out.
+    text = result.get("body") if isinstance(result, dict) else None
+    if isinstance(text, str):
+        result = {**result, "body": ""}
     try:
         result = json.loads(json.dumps(result))
     except (TypeError, ValueError) as exc:
         raise InvalidResponseError(f"The result is not JSON: {exc}") from exc
+    if isinstance(text, str):
+        result["body"] = text
     if not isinstance(result, dict) or "statusCode" not in result:
         # The 2.0 shortcut: any other JSON is a 200 with that JSON (a string as it is).
         body = result if isinstance(result, str) else json.dumps(result)
