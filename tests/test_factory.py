@@ -1,5 +1,6 @@
 """The shared app factory, through a real Mangum handler fed API Gateway events."""
 
+import asyncio
 import json
 import time
 
@@ -106,6 +107,15 @@ def test_handlers_run_from_worker_threads(db: Database) -> None:
             pool.map(lambda _: invoke(handler, http_event("GET", "/users")).status, range(8))
         )
     assert statuses == [200] * 8
+
+
+def test_a_handler_works_after_asyncio_run_in_the_same_thread(db: Database) -> None:
+    """A script or test may run its own `asyncio.run()` between two invocations; when it
+    ends it leaves the thread without a current loop, which Mangum asks for."""
+    handler = build_handler()
+    assert invoke(handler, http_event("GET", "/users")).status == 200
+    asyncio.run(asyncio.sleep(0))
+    assert invoke(handler, http_event("GET", "/users")).status == 200
 
 
 def test_validation_errors_do_not_echo_the_input(db: Database) -> None:

@@ -166,12 +166,15 @@ def _ensure_event_loop() -> None:
     # Mangum runs each request with `asyncio.get_event_loop()`, which warns on Python 3.12+
     # when the thread has no loop set, and fails outright in any thread but the main one
     # (the local server and the concurrency tests call handlers from worker threads).
-    # Each thread gets one loop, set once and reused by every later invocation.
-    if getattr(_thread_state, "loop", None) is None:
+    # Each thread gets one loop, made once and reused by every later invocation.
+    loop = getattr(_thread_state, "loop", None)
+    if loop is None:
         loop = _thread_state.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
         # Close it once the thread is gone, so worker threads leak no sockets.
         weakref.finalize(threading.current_thread(), loop.close)
+    # Set again on every call: an `asyncio.run()` in this thread between two invocations
+    # (a script, a test) leaves the thread with no current loop when it ends.
+    asyncio.set_event_loop(loop)
 
 
 def make_handler(app: FastAPI) -> LambdaHandler:
