@@ -107,19 +107,23 @@ def _backend_pid(session: Session) -> int:
     return pid
 
 
-def _terminate(db: Database, pid: int) -> None:
-    # What a database restart, a failover or an idle timeout does to a pooled connection.
+def _kill_the_pooled_connection(
+    db: Database, monkeypatch: pytest.MonkeyPatch, *, ping_after_idle: float
+) -> int:
+    """Use the pool's connection once, then end its server process, as a database
+    restart, a failover or an idle timeout would; the dead connection's backend pid."""
+    monkeypatch.setattr(taskapi.db, "PING_AFTER_IDLE_SECONDS", ping_after_idle)
+    with open_session() as session:
+        pid = _backend_pid(session)
     assert db.scalar("SELECT pg_terminate_backend(:pid)", pid=pid) is True
+    return pid
 
 
 @pytest.mark.postgres_only
 def test_a_connection_that_died_while_idle_is_replaced_unseen(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(taskapi.db, "PING_AFTER_IDLE_SECONDS", 0.0)
-    with open_session() as session:
-        first = _backend_pid(session)
-    _terminate(db, first)
+    first = _kill_the_pooled_connection(db, monkeypatch, ping_after_idle=0.0)
     # A frozen container thaws: the pool pings the idle connection, finds it dead and
     # connects again, so the request's own statement never meets the dead one.
     with open_session() as session:
@@ -131,10 +135,7 @@ def test_a_connection_that_died_while_idle_is_replaced_unseen(
 def test_a_connection_in_steady_use_is_not_pinged(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(taskapi.db, "PING_AFTER_IDLE_SECONDS", 3600.0)
-    with open_session() as session:
-        first = _backend_pid(session)
-    _terminate(db, first)
+    first = _kill_the_pooled_connection(db, monkeypatch, ping_after_idle=3600.0)
     # Checked in moments ago, the connection is handed out without a ping: the first
     # statement meets the dead connection (a request would answer 503) ...
     with pytest.raises(sa.exc.OperationalError), open_session() as session:
