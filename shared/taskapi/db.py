@@ -76,8 +76,15 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
             pool_recycle=300,
         )
     engine = create_engine(url, **options)
+    event.listen(engine, "checkin", _end_autocommit)
     _ping_when_idle(engine)
     return engine
+
+
+def _end_autocommit(dbapi_connection: Any, _record: Any) -> None:
+    # Set by a read-only session (`open_session`); the next session expects transactions.
+    if dbapi_connection is not None and dbapi_connection.autocommit:
+        dbapi_connection.autocommit = False
 
 
 def _ping_when_idle(engine: Engine) -> None:
@@ -85,10 +92,8 @@ def _ping_when_idle(engine: Engine) -> None:
     checkout cost a round trip per request (docs/PERFORMANCE.md)."""
 
     @event.listens_for(engine, "checkin")
-    def note_checkin(dbapi_connection: Any, record: Any) -> None:
+    def note_checkin(_dbapi_connection: Any, record: Any) -> None:
         record.info["checked_in_at"] = time.monotonic()
-        if dbapi_connection is not None and dbapi_connection.autocommit:
-            dbapi_connection.autocommit = False  # a read-only session's (open_session)
 
     @event.listens_for(engine, "checkout")
     def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
