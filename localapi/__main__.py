@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
+from localapi.reload import CodeReload
 from localapi.runtime import InvocationTimeoutError, Runtime, apply_environment
 from localapi.server import configure_logging, create_app
 from localapi.template import Template, TemplateError, load_template
@@ -66,7 +67,7 @@ def _serve(
     # The reloader runs the app in a child process, which builds it from these variables.
     os.environ["LOCALAPI_TEMPLATE"] = str(template.path)
     os.environ["LOCALAPI_THREADS"] = str(threads)
-    uvicorn.run(
+    config = uvicorn.Config(
         "localapi.server:app_from_environment",
         factory=True,
         host=host,
@@ -75,6 +76,10 @@ def _serve(
         reload=True,
         reload_dirs=[str(folder) for folder in template.source_dirs],
     )
+    # What uvicorn.run does with reload=True, with a reloader that misses no save.
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        CodeReload(config, target=server.run, sockets=[config.bind_socket()]).run()
     return 0
 
 

@@ -3,8 +3,11 @@ template of their own: routing, events, responses, gateway errors, environment, 
 concurrency and the `invoke` command."""
 
 import base64
+import importlib.util
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +19,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
+from localapi.reload import CodeReload
 from localapi.server import InvalidResponseError, free_port, http_response, stop_process
 from localapi.template import Route, load_template
 
@@ -103,6 +108,7 @@ Resources:
 # Answers `?mode=` with each kind of result a handler can give API Gateway.
 ECHO_APP = """
 import base64
+import importlib.util
 import json
 import os
 import time
@@ -618,19 +624,76 @@ def test_reload_picks_up_changed_code(tmp_path: Path) -> None:
     code = tmp_path / "fn" / "app.py"
     code.parent.mkdir()
     code.write_text("def handler(event, context):\n    return {'version': 1}\n")
-    with local_server(template, options=("--reload",)) as (client, _):
+    # Both saves fall in one second and the file keeps its size: Python's cached bytecode
+    # records the source's whole seconds and size alone, so only a reloader that drops it
+    # serves the new code. The times are set rather than waited for, so that this always holds.
+    saved = int(time.time()) - 10
+    os.utime(code, (saved + 0.1, saved + 0.1))
+    # The server writes bytecode, as on a developer's machine.
+    server = local_server(template, options=("--reload",), env={"PYTHONDONTWRITEBYTECODE": None})
+    with server as (client, _):
         assert client.get("/version").json() == {"version": 1}
+        assert importlib.util.cache_from_source(str(code)) in {
+            str(path) for path in (code.parent / "__pycache__").iterdir()
+        }
         code.write_text("def handler(event, context):\n    return {'version': 2}\n")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if client.get("/version").json() == {"version": 2}:
-                    break
-            except httpx.TransportError:
-                pass  # between the old process and the new
-            time.sleep(0.2)
-        else:
-            pytest.fail("the server did not reload")
+        os.utime(code, (saved + 0.6, saved + 0.6))
+        assert wait_for_version(client, 2), "the server did not reload"
+
+
+def wait_for_version(client: httpx.Client, version: int) -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/version").json() == {"version": version}:
+                return True
+        except httpx.TransportError:
+            pass  # between the old process and the new
+        time.sleep(0.2)
+    return False
+
+
+def idle(sockets: list[socket.socket] | None) -> None:
+    """The server process's stand-in in the reloader's tests."""
+    time.sleep(60)
+
+
+@contextmanager
+def code_reload(folder: Path) -> Iterator[CodeReload]:
+    """A started CodeReload watching `folder`, its process idle; its signal handlers undone."""
+    config = uvicorn.Config("app:app", reload=True, reload_dirs=[str(folder)], reload_delay=0.01)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    reloader = CodeReload(config, target=idle, sockets=[])
+    reloader.startup()
+    try:
+        yield reloader
+    finally:
+        reloader.shutdown()
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
+def test_reload_counts_a_save_made_while_the_server_starts(tmp_path: Path) -> None:
+    code, other = tmp_path / "app.py", tmp_path / "other.py"
+    code.write_text("x = 1\n")
+    other.write_text("y = 1\n")
+    with code_reload(tmp_path) as reloader:
+        # Saved before the first scan: uvicorn's StatReload would take it as the baseline.
+        later = code.stat().st_mtime + 1
+        os.utime(code, (later, later))
+        assert reloader.should_restart() == [code.resolve()]
+        assert reloader.should_restart() is None
+
+
+def test_reload_restarts_when_a_module_is_added_or_removed(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("x = 1\n")
+    with code_reload(tmp_path) as reloader:
+        added = tmp_path / "helpers.py"
+        added.write_text("y = 1\n")
+        assert reloader.should_restart() == [added.resolve()]
+        added.unlink()
+        assert reloader.should_restart() == [added.resolve()]
+        assert reloader.should_restart() is None
 
 
 # ---------------------------------------------------------------------------------------
