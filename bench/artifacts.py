@@ -54,25 +54,20 @@ class Artifacts:
 
 
 def find_python313() -> str | None:
-    """The Lambda runtime's interpreter: pyenv's 3.13 (the `python3.13` shim may refuse)."""
-    candidates: list[str | Path] = [os.environ.get("PYTHON313", "")]
-    candidates.append(shutil.which("python3.13") or "")
+    """The Lambda runtime's interpreter, as shared/Makefile finds it to build the layer
+    (a pyenv shim may exist and still refuse; PYTHON313 overrides the search)."""
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     try:
-        pyenv_root = subprocess.run(
-            ["pyenv", "root"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        candidates += sorted(Path(pyenv_root).glob("versions/3.13*/bin/python3.13"), reverse=True)
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    for candidate in filter(None, map(str, candidates)):
-        probe = subprocess.run(
-            [candidate, "-c", "import sys; sys.exit(sys.version_info[:2] != (3, 13))"],
+        found = subprocess.run(
+            ["make", "--no-print-directory", "-s", "-C", str(ROOT / "shared"), "print-python313"],
             capture_output=True,
-            check=False,
-        )
-        if probe.returncode == 0:
-            return candidate
-    return None
+            text=True,
+            check=True,
+            env=environment,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return found or None
 
 
 def _make(target: str, artifacts_dir: Path, cwd: Path, python: str, platform: str = "") -> None:

@@ -11,7 +11,6 @@ built code.
 
 import json
 import os
-import shutil
 import subprocess
 import zipfile
 from io import BytesIO
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from bench.artifacts import find_python313
 from localapi.events import http_event
 from tests.conftest import ROOT, Database
 
@@ -64,39 +64,6 @@ def test_layer() -> Path:
     if not (TEST_LAYER / "python").is_dir():
         missing(f"{TEST_LAYER} does not exist")
     return TEST_LAYER / "python"
-
-
-def find_python313() -> str | None:
-    """The same search as shared/Makefile: a pyenv shim may exist and still refuse."""
-    pyenv_root = (
-        shutil.which("pyenv")
-        and subprocess.run(
-            ["pyenv", "root"],  # noqa: S607 (found on PATH just above)
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    )
-    candidates = [
-        "python3.13",
-        *sorted(
-            str(p) for p in Path(pyenv_root or "/nonexistent").glob("versions/3.13*/bin/python3.13")
-        ),
-        "/usr/local/bin/python3.13",
-        "/usr/bin/python3.13",
-    ]
-    for candidate in candidates:
-        path = shutil.which(candidate)
-        if path is None:
-            continue
-        check = subprocess.run(  # noqa: S603 (an interpreter on this machine)
-            [path, "-c", "import sys; sys.exit(sys.version_info[:2] != (3, 13))"],
-            capture_output=True,
-            check=False,
-        )
-        if check.returncode == 0:
-            return path
-    return None
 
 
 @pytest.fixture(scope="module")
