@@ -163,6 +163,9 @@ def test_the_layer_leaves_out_what_lambda_never_reads(built: Path) -> None:
     # boto3 comes with the Lambda runtime; shipping it would only add weight.
     assert not (layer / "boto3").exists()
     assert not (layer / "botocore").exists()
+    # Tokens are HMAC (HS256/384/512): PyJWT needs no cryptography library for them.
+    for heavy in ("cryptography", "jose", "ecdsa", "rsa"):
+        assert not (layer / heavy).exists(), heavy
 
 
 def elf_machine(path: Path) -> int:

@@ -1,23 +1,34 @@
-"""Every use of the JWT library is in this module, so it can be swapped in one place.
+"""Every use of the JWT library (PyJWT) is in this module, so it can be swapped in one place.
 
 Tokens carry `sub` (user id), `type` (`access` or `refresh`), `jti`, `iat`, `exp` and `sid`
 (the session id). Decoding allows exactly the configured algorithm, requires every claim,
 and checks the token type, so a refresh token is never accepted as an access token or the
 other way round.
+
+Whatever bytes a client sends, decoding ends in a `TokenClaims` or an `InvalidTokenError`:
+the token's size and alphabet are checked before any decoding, and any exception the
+library raises on the unverified parts (a header nested past the recursion limit, a
+timestamp of `Infinity`) counts as an invalid token, never as a server error.
 """
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from jose import JWTError, jwt
+import jwt
 
 from taskapi.settings import get_jwt_secret, get_settings
 
 TokenType = Literal["access", "refresh"]
 REQUIRED_CLAIMS = ("sub", "type", "jti", "iat", "exp", "sid")
 JTI_MAX_LENGTH = 64
+# The tokens this module issues are about 350 characters; a longer one is not ours, and
+# is refused before the library spends time or memory on it.
+TOKEN_MAX_LENGTH = 2048
+# Three base64url segments (compact JWS), nothing else.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 # Tolerated clock difference for `iat`; a token issued further in the future is forged.
 CLOCK_SKEW = timedelta(seconds=30)
 
@@ -110,15 +121,22 @@ def issue_token_pair(
 
 def decode_token(token: str, *, expected_type: TokenType) -> TokenClaims:
     """Verify the signature, expiry and claims; raise `InvalidTokenError` on any doubt."""
+    if len(token) > TOKEN_MAX_LENGTH or not _COMPACT_JWS.fullmatch(token):
+        raise InvalidTokenError("not a compact JWS of a plausible size")
     try:
         payload: dict[str, Any] = jwt.decode(
             token,
             get_jwt_secret(),
             algorithms=[get_settings().jwt_algorithm],
-            options={f"require_{claim}": True for claim in ("sub", "jti", "iat", "exp")},
+            options={"require": ["sub", "jti", "iat", "exp"]},
         )
-    except JWTError as error:
-        raise InvalidTokenError(str(error)) from error
+    # Any failure of the library on attacker-controlled input is an invalid token: its
+    # own errors, and whatever else its parsing lets through (RecursionError,
+    # OverflowError, ...). Only a token that decoded without error goes further.
+    except Exception as error:
+        raise InvalidTokenError(f"{type(error).__name__}: {error}") from error
+    if not isinstance(payload, dict):
+        raise InvalidTokenError("the payload is not a JSON object")
     return _claims(payload, expected_type)
 
 
@@ -131,11 +149,14 @@ def _claims(payload: dict[str, Any], expected_type: TokenType) -> TokenClaims:
     jti, iat, exp = payload["jti"], payload["iat"], payload["exp"]
     if not isinstance(jti, str) or not 0 < len(jti) <= JTI_MAX_LENGTH:
         raise InvalidTokenError("malformed jti")
-    if not all(isinstance(value, int) and not isinstance(value, bool) for value in (iat, exp)):
+    if not all(_is_timestamp(value) for value in (iat, exp)):
         raise InvalidTokenError("malformed timestamps")
+    sub, sid = payload["sub"], payload["sid"]
+    if not isinstance(sub, str) or not isinstance(sid, str):
+        raise InvalidTokenError("malformed sub or sid")
     try:
-        user_id = uuid.UUID(str(payload["sub"]))
-        session_id = uuid.UUID(str(payload["sid"]))
+        user_id = uuid.UUID(sub)
+        session_id = uuid.UUID(sid)
         issued_at = datetime.fromtimestamp(iat, UTC)
         expires_at = datetime.fromtimestamp(exp, UTC)
     except (ValueError, OverflowError, OSError) as error:
@@ -150,3 +171,12 @@ def _claims(payload: dict[str, Any], expected_type: TokenType) -> TokenClaims:
         issued_at=issued_at,
         expires_at=expires_at,
     )
+
+
+# Seconds since the epoch that a datetime can hold (years 1 to 9999), as an int.
+_TIMESTAMP_RANGE = range(-62135596800, 253402300800)
+
+
+def _is_timestamp(value: Any) -> bool:
+    # `bool` is an `int`; floats (and so NaN and Infinity) are never issued by this module.
+    return isinstance(value, int) and not isinstance(value, bool) and value in _TIMESTAMP_RANGE
