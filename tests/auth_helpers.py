@@ -13,12 +13,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from localapi.events import http_event
 from taskapi.models import AuthSession, LoginAttempt, User
 from taskapi.tokens import decode_token
-from tests.conftest import Client, Database, Response
+from tests.conftest import Client, Database, Response, invoke
 
 SECRET = "test-secret-key-that-is-long-enough-for-hs256"  # the `db` fixture's JWT_SECRET_KEY
 PASSWORD = "correct horse battery"
+# The source address of the events `Client` sends (`localapi.events.http_event`'s default).
+LOCAL_SOURCE = "127.0.0.1"
 
 
 def signup(
@@ -29,8 +32,22 @@ def signup(
     )
 
 
-def login(client: Client, email: str = "ada@example.com", password: str = PASSWORD) -> Response:
-    return client.post("/api/auth/login", json_body={"email": email, "password": password})
+def login(
+    client: Client,
+    email: str = "ada@example.com",
+    password: str = PASSWORD,
+    *,
+    source_ip: str = LOCAL_SOURCE,
+) -> Response:
+    """POST /api/auth/login through the real handler, from the given source address."""
+    event = http_event(
+        "POST",
+        "/api/auth/login",
+        headers={"content-type": "application/json"},
+        body=json.dumps({"email": email, "password": password}),
+        source_ip=source_ip,
+    )
+    return invoke(client.handler, event)
 
 
 def tokens(response: Response) -> tuple[str, str]:
@@ -94,9 +111,10 @@ def auth_sessions(db: Database, user_id: uuid.UUID | str) -> dict[uuid.UUID, Aut
         return {row.id: row for row in found}
 
 
-def login_attempt(db: Database, email: str) -> LoginAttempt | None:
+def login_attempt(db: Database, email: str, source: str = LOCAL_SOURCE) -> LoginAttempt | None:
+    """The failure count of an email from one source (`ANY_SOURCE`: from all of them)."""
     with rows(db) as session:
-        return session.get(LoginAttempt, email)
+        return session.get(LoginAttempt, (email, source))
 
 
 def count(db: Database, table: str) -> int:

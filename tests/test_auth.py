@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from passlib.context import CryptContext
+from sqlmodel import select
 
 from taskapi.models import LoginAttempt
 from tests.auth_helpers import (
@@ -289,11 +290,12 @@ def three_attempts(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
 def age_attempts(db: Database, email: str, by: timedelta) -> None:
     """Move an email's failures into the past, as if time had passed."""
     with rows(db) as session:
-        attempt = session.get(LoginAttempt, email)
-        assert attempt is not None
-        attempt.first_failed_at -= by
-        attempt.last_failed_at -= by
-        session.add(attempt)
+        attempts = session.exec(select(LoginAttempt).where(LoginAttempt.email == email)).all()
+        assert attempts
+        for attempt in attempts:
+            attempt.first_failed_at -= by
+            attempt.last_failed_at -= by
+            session.add(attempt)
         session.commit()
 
 

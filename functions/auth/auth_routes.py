@@ -13,10 +13,9 @@ from auth_schemas import (
 )
 from auth_service import (
     add_user,
-    clear_failed_logins,
-    find_login,
-    lockout_seconds,
-    record_failed_login,
+    find_user,
+    release_login_attempt,
+    reserve_login_attempt,
     revoke_sessions,
     rotate_refresh_token,
     start_session,
@@ -24,7 +23,7 @@ from auth_service import (
 from fastapi import APIRouter, Body, HTTPException, status
 from sqlalchemy.exc import IntegrityError
 
-from taskapi.auth import AccessClaims, CurrentUser, unauthorized
+from taskapi.auth import AccessClaims, CurrentUser, SourceIp, unauthorized
 from taskapi.db import SessionDep
 from taskapi.models import Detail, User, UserPublic, utcnow
 from taskapi.passwords import verify_password
@@ -102,11 +101,13 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
         status.HTTP_429_TOO_MANY_REQUESTS,
     ),
 )
-async def login(body: LoginRequest, session: SessionDep) -> AuthResponse:
+async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) -> AuthResponse:
     """Exchange an email and password for a new session's tokens."""
     now = utcnow()
-    user, attempt = find_login(session, email=body.email)
-    retry_after = lockout_seconds(attempt, now=now)
+    # The attempt counts as a failure before bcrypt runs, and that count is committed at
+    # once: simultaneous attempts cannot all slip under the limit (docs/API.md).
+    retry_after = reserve_login_attempt(session, email=body.email, source_ip=source_ip, now=now)
+    session.commit()
     if retry_after:
         logger.warning("login refused: locked out", extra={"retry_after": retry_after})
         raise HTTPException(
@@ -114,18 +115,17 @@ async def login(body: LoginRequest, session: SessionDep) -> AuthResponse:
             "Too many failed login attempts; try again later",
             headers={"Retry-After": str(retry_after)},
         )
+    user = find_user(session, email=body.email)
     # An unknown email is checked against a dummy hash, so it takes as long as a wrong
     # password, and both count towards the lockout: neither reveals whether it exists.
     password_ok = verify_password(body.password, user.hashed_password if user else None)
     if user is None or not password_ok:
-        record_failed_login(session, email=body.email, now=now)
-        session.commit()
         logger.info("login failed")
         unauthorized("Invalid email or password")
+    release_login_attempt(session, email=body.email, source_ip=source_ip)
     if not user.is_active:
+        session.commit()
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This account is inactive")
-    if attempt is not None:
-        clear_failed_logins(session, email=body.email)
     user.last_login_at = now
     session.add(user)
     pair = start_session(session, user_id=user.id, now=now)

@@ -14,7 +14,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from taskapi.models import AuthSession, LoginAttempt, User, UserCreate, UTCDateTime
+from taskapi.models import (
+    ANY_SOURCE,
+    LOGIN_SOURCE_MAX_LENGTH,
+    AuthSession,
+    LoginAttempt,
+    User,
+    UserCreate,
+    UTCDateTime,
+)
 from taskapi.passwords import hash_password
 from taskapi.settings import get_settings
 from taskapi.tokens import TokenClaims, TokenPair, issue_token_pair
@@ -132,60 +140,109 @@ def revoke_sessions(
 # Login and its throttling
 
 
-def find_login(session: Session, *, email: str) -> tuple[User | None, LoginAttempt | None]:
-    """The user with this email and the email's failed-login record, in one query.
-
-    Both are looked up from a one-row probe, so the query (and its time) is the same
-    whether or not the account exists.
-    """
-    probe = sa.select(sa.literal(email, sa.String()).label("email")).subquery("probe")
-    user, attempt = session.exec(
-        select(User, LoginAttempt)
-        .select_from(probe)
-        .outerjoin(User, col(User.email) == probe.c.email)
-        .outerjoin(LoginAttempt, col(LoginAttempt.email) == probe.c.email)
-    ).one()
-    return user, attempt
+def find_user(session: Session, *, email: str) -> User | None:
+    """The user with this (normalised) email, if any."""
+    return session.exec(select(User).where(col(User.email) == email)).first()
 
 
-def lockout_seconds(attempt: LoginAttempt | None, *, now: datetime) -> int:
-    """Seconds until this email may try again; 0 when it is not locked out.
+def reserve_login_attempt(session: Session, *, email: str, source_ip: str, now: datetime) -> int:
+    """Count a login attempt as a failure before its password is checked; 0 if it may go on,
+    else the seconds until the email may try again from this source.
 
-    A lockout starts at the failure that reached `LOGIN_MAX_ATTEMPTS` and lasts
-    `LOGIN_LOCKOUT_MINUTES`.
+    One statement upserts both counters, the (email, source) one and the email's one
+    across sources (`ANY_SOURCE`), each only while it is below its limit
+    (`LOGIN_MAX_ATTEMPTS`, `LOGIN_MAX_ATTEMPTS_PER_EMAIL`), and returns the rows it
+    changed. The database serialises the upserts of one row, so of any number of
+    simultaneous attempts at most the limit get through. A refused attempt changes
+    nothing: it neither counts nor extends the lockout. The caller commits at once (the
+    row locks must not be held through bcrypt) and takes the reservation back with
+    `release_login_attempt` if the password was right.
     """
     settings = get_settings()
-    if attempt is None or attempt.failed_count < settings.login_max_attempts:
-        return 0
-    unlocks_at = attempt.last_failed_at + timedelta(minutes=settings.login_lockout_minutes)
-    return max(0, math.ceil((unlocks_at - now).total_seconds()))
-
-
-def record_failed_login(session: Session, *, email: str, now: datetime) -> None:
-    """Count one failure for the email, atomically (an upsert, safe under concurrency).
-
-    Failures count while the first of the run is inside the lockout window; a failure
-    after the window has passed starts a new run.
-    """
-    window_start = now - timedelta(minutes=get_settings().login_lockout_minutes)
+    window_start = now - timedelta(minutes=settings.login_lockout_minutes)
+    source = source_ip[:LOGIN_SOURCE_MAX_LENGTH]
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     now_value = sa.literal(now, UTCDateTime())
+    count = col(LoginAttempt.failed_count)
+    limit = sa.case(
+        (col(LoginAttempt.source) == ANY_SOURCE, settings.login_max_attempts_per_email),
+        else_=settings.login_max_attempts,
+    )
+    # A run of failures starts afresh once its first failure has left the window; a
+    # lockout lasts the window from the failure that reached the limit.
+    locked = sa.and_(count >= limit, col(LoginAttempt.last_failed_at) > window_start)
     run_expired = col(LoginAttempt.first_failed_at) <= window_start
-    session.exec(
-        insert(LoginAttempt)
-        .values(email=email, failed_count=1, first_failed_at=now, last_failed_at=now)
-        .on_conflict_do_update(
-            index_elements=["email"],
+    first = {"failed_count": 1, "first_failed_at": now, "last_failed_at": now}
+    statement = insert(LoginAttempt).values(
+        [
+            {"email": email, "source": source, **first},
+            {"email": email, "source": ANY_SOURCE, **first},
+        ]
+    )
+    reserved: list[str] = session.scalars(
+        statement.on_conflict_do_update(
+            index_elements=["email", "source"],
             set_={
-                "failed_count": sa.case((run_expired, 1), else_=col(LoginAttempt.failed_count) + 1),
+                "failed_count": sa.case((run_expired, 1), else_=count + 1),
                 "first_failed_at": sa.case(
                     (run_expired, now_value), else_=col(LoginAttempt.first_failed_at)
                 ),
                 "last_failed_at": now_value,
             },
+            where=sa.not_(locked),
+        ).returning(col(LoginAttempt.source))
+    ).all()  # type: ignore[assignment]
+    if len(reserved) == 2:
+        return 0
+    if reserved:
+        # One counter is at its limit: take back the other's increment (in this
+        # transaction, without a rollback that would drop the caller's other work).
+        _decrement(session, email=email, sources=reserved)
+    return _retry_after(session, email=email, source=source, now=now)
+
+
+def _decrement(session: Session, *, email: str, sources: list[str]) -> None:
+    session.exec(
+        sa.update(LoginAttempt)
+        .where(
+            col(LoginAttempt.email) == email,
+            col(LoginAttempt.source).in_(sources),
+            col(LoginAttempt.failed_count) > 0,
         )
+        .values(failed_count=col(LoginAttempt.failed_count) - 1)
+        .execution_options(synchronize_session=False)
     )
 
 
-def clear_failed_logins(session: Session, *, email: str) -> None:
-    session.exec(sa.delete(LoginAttempt).where(col(LoginAttempt.email) == email))
+def _retry_after(session: Session, *, email: str, source: str, now: datetime) -> int:
+    settings = get_settings()
+    lockout = timedelta(minutes=settings.login_lockout_minutes)
+    rows = session.exec(
+        select(LoginAttempt).where(
+            col(LoginAttempt.email) == email, col(LoginAttempt.source).in_([source, ANY_SOURCE])
+        )
+    ).all()
+    waits = [
+        math.ceil((row.last_failed_at + lockout - now).total_seconds())
+        for row in rows
+        if row.failed_count
+        >= (
+            settings.login_max_attempts_per_email
+            if row.source == ANY_SOURCE
+            else settings.login_max_attempts
+        )
+    ]
+    # At least a second: the attempt was refused, so the client must wait.
+    return max([1, *waits])
+
+
+def release_login_attempt(session: Session, *, email: str, source_ip: str) -> None:
+    """Take back a reservation whose password was right: the source's run of failures
+    ends, and the email's count across sources drops by this attempt."""
+    source = source_ip[:LOGIN_SOURCE_MAX_LENGTH]
+    session.exec(
+        sa.delete(LoginAttempt).where(
+            col(LoginAttempt.email) == email, col(LoginAttempt.source) == source
+        )
+    )
+    _decrement(session, email=email, sources=[ANY_SOURCE])

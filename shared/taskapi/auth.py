@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, NoReturn
 
 import sqlalchemy as sa
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import col, select
 
@@ -74,3 +74,16 @@ async def get_current_user(session: SessionDep, claims: AccessClaims) -> User:
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_source_ip(request: Request) -> str:
+    """The client's address as API Gateway saw it (`requestContext.http.sourceIp` of the
+    event, which Mangum keeps in the scope); the socket's peer outside Lambda."""
+    event = request.scope.get("aws.event") or {}
+    source = ((event.get("requestContext") or {}).get("http") or {}).get("sourceIp")
+    if source:
+        return str(source)
+    return request.client.host if request.client else "unknown"
+
+
+SourceIp = Annotated[str, Depends(get_source_ip)]

@@ -160,11 +160,20 @@ class AuthSession(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-# Consecutive failed logins per email, for throttling; deleted on a successful login.
+# Longest source address API Gateway reports (IPv6 text is at most 45 characters).
+LOGIN_SOURCE_MAX_LENGTH = 64
+# The `source` of the row that counts an email's failures from every source together.
+ANY_SOURCE = "*"
+
+
+# Failed logins per (email, source IP) inside the lockout window, for throttling; the
+# row whose source is `ANY_SOURCE` caps the email's failures from all sources. A source's
+# row is deleted on a successful login from it.
 class LoginAttempt(SQLModel, table=True):
     __tablename__ = "login_attempt"
 
     email: str = Field(max_length=EMAIL_MAX_LENGTH, primary_key=True)
+    source: str = Field(max_length=LOGIN_SOURCE_MAX_LENGTH, primary_key=True)
     failed_count: int = Field(default=0)
     first_failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     # RDS Proxy pools connections itself; a client-side pool on top only pins them.
     database_null_pool: bool = False
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+    # Failures from one source IP that lock an email for that source, and failures from
+    # all sources together that lock it for every source, inside the lockout window.
     login_max_attempts: int = Field(default=5, ge=1)
+    login_max_attempts_per_email: int = Field(default=100, ge=1)
     login_lockout_minutes: int = Field(default=15, ge=1)
     log_level: str = "INFO"
 
