@@ -7,6 +7,8 @@ from taskapi.factory import create_app, make_handler
 app = create_app(
     title="Task API: auth",
     description="Accounts, login sessions and JWT access and refresh tokens.",
+    # Sign-up, login and refresh answer with tokens; every other route is authenticated.
+    private=True,
 )
 app.include_router(router)
 

@@ -64,6 +64,51 @@ class RequestLogMiddleware:
                 )
 
 
+# Every response: browsers must not guess a type other than the one declared.
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+# Responses that carry tokens or a signed-in user's data: no cache may keep them
+# (RFC 6749 section 5.1 for tokens).
+NO_STORE = (b"cache-control", b"no-store")
+
+
+class SecurityHeadersMiddleware:
+    """`X-Content-Type-Options: nosniff` on every response; `Cache-Control: no-store` on
+    every response to a request with an `Authorization` header, and on every response of
+    an app whose answers are all private (`create_app(private=True)`: the auth function,
+    whose sign-up, login and refresh carry tokens)."""
+
+    def __init__(self, app: ASGIApp, *, private: bool) -> None:
+        self.app = app
+        self.private = private
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        no_store = self.private or any(
+            name == b"authorization" for name, _ in scope.get("headers", ())
+        )
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = security_headers(
+                    list(message.get("headers", ())), no_store=no_store
+                )
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def security_headers(
+    headers: list[tuple[bytes, bytes]], *, no_store: bool
+) -> list[tuple[bytes, bytes]]:
+    """The response's headers with the project's security headers set (and any
+    `Cache-Control` replaced where `no_store` applies)."""
+    names = {NOSNIFF[0]} | ({NO_STORE[0]} if no_store else set())
+    kept = [(name, value) for name, value in headers if name.lower() not in names]
+    return [*kept, NOSNIFF, *([NO_STORE] if no_store else [])]
+
+
 def _request_ids(scope: Scope) -> dict[str, Any]:
     # Mangum puts the API Gateway event and the Lambda context into the scope.
     event = scope.get("aws.event") or {}
@@ -76,20 +121,36 @@ def _request_ids(scope: Scope) -> dict[str, Any]:
 
 async def unhandled_error(request: Request, error: Exception) -> JSONResponse:
     logger.error("unhandled error", exc_info=error, extra={"path": request.url.path})
-    return JSONResponse(status_code=500, content={"detail": "Internal Server Error"})
+    # Starlette sends this answer from outside every middleware: the security headers
+    # are set here too (never cached, whatever the request).
+    response = JSONResponse(status_code=500, content={"detail": "Internal Server Error"})
+    response.raw_headers = security_headers(response.raw_headers, no_store=True)
+    return response
+
+
+# Why FastAPI could not read a JSON body, when it answers a bare 400 (any other malformed
+# JSON gets its 422 `json_invalid` already).
+_UNREADABLE_BODY = {
+    UnicodeDecodeError: "The body is not UTF-8",
+    RecursionError: "The body is nested too deeply",
+    # Any other ValueError of the parser: an integer longer than Python's digit limit
+    # (4300) is the one that reaches here.
+    ValueError: "The body holds a value the JSON parser cannot read (such as an integer "
+    "of more than 4300 digits)",
+}
 
 
 async def http_error(request: Request, error: Exception) -> Response:
     """FastAPI's own answer, except for a JSON body it could not even decode.
 
-    A body that is not UTF-8, or nested too deeply for the JSON parser, gets a bare 400
-    from FastAPI (any other malformed JSON gets 422 `json_invalid`); it becomes that same
-    documented 422, so clients see one shape for every unreadable body.
+    A body that is not UTF-8, nested too deeply for the JSON parser, or holding an integer
+    too long for it, gets a bare 400 from FastAPI; it becomes the documented 422
+    `json_invalid`, so clients see one shape for every unreadable body.
     """
     assert isinstance(error, HTTPException)
     cause = error.__cause__
-    if error.status_code == 400 and isinstance(cause, (UnicodeDecodeError, RecursionError)):
-        reason = "not UTF-8" if isinstance(cause, UnicodeDecodeError) else "nested too deeply"
+    if error.status_code == 400 and isinstance(cause, (ValueError, RecursionError)):
+        reason = next(text for kind, text in _UNREADABLE_BODY.items() if isinstance(cause, kind))
         return JSONResponse(
             status_code=422,
             content={
@@ -98,7 +159,7 @@ async def http_error(request: Request, error: Exception) -> Response:
                         "type": "json_invalid",
                         "loc": ["body", getattr(cause, "start", 0)],
                         "msg": "JSON decode error",
-                        "ctx": {"error": f"The body is {reason}"},
+                        "ctx": {"error": reason},
                     }
                 ]
             },
@@ -118,11 +179,16 @@ async def validation_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
 
-def create_app(*, title: str, description: str = "", database: bool = True) -> FastAPI:
-    """A FastAPI app with the project's error format, CORS and request logging.
+def create_app(
+    *, title: str, description: str = "", database: bool = True, private: bool = False
+) -> FastAPI:
+    """A FastAPI app with the project's error format, CORS, security headers and request
+    logging.
 
     `database=False` keeps SQLAlchemy out of the import path (the health function's
     `GET /health` must not pay for it); such an app maps database errors itself.
+    `private=True` marks every response `Cache-Control: no-store` (responses to requests
+    with an `Authorization` header always are).
     """
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -154,6 +220,8 @@ def create_app(*, title: str, description: str = "", database: bool = True) -> F
             allow_headers=["Authorization", "Content-Type", "If-Match"],
             expose_headers=["ETag", "Location", "Retry-After"],
         )
+    # Outside CORS, so that its preflight answers carry the headers too.
+    app.add_middleware(SecurityHeadersMiddleware, private=private)
     app.add_middleware(RequestLogMiddleware)
     return app
 
