@@ -5,7 +5,8 @@ from typing import Any, Literal, Self
 from pydantic import ConfigDict, Field, field_validator
 from sqlmodel import SQLModel
 
-from taskapi.models import EMAIL_MAX_LENGTH, UserCreate, UserPublic
+from taskapi.emails import EMAIL_MAX_LENGTH, normalise_email
+from taskapi.models import UserCreate, UserPublic
 from taskapi.passwords import password_problem
 from taskapi.tokens import TokenPair
 
@@ -42,7 +43,8 @@ class LoginRequest(SQLModel):
     @field_validator("email")
     @classmethod
     def normalise_email(cls, value: str) -> str:
-        return _storable(value.strip().lower())
+        # The sign-up rule's normalisation, so the same string finds the same account.
+        return normalise_email(_storable(value))
 
     _password = field_validator("password")(_fits_bcrypt)
 

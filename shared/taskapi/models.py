@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import ConfigDict, EmailStr, field_validator
+from pydantic import ConfigDict, field_validator
 from sqlmodel import Field, SQLModel
+
+from taskapi.emails import EMAIL_MAX_LENGTH, signup_email
 
 # Every constraint and index gets a predictable name, so migrations can refer to them.
 SQLModel.metadata.naming_convention = {
@@ -22,7 +24,6 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
-EMAIL_MAX_LENGTH = 320
 NAME_MAX_LENGTH = 100
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores everything past 72 bytes; refuse rather than truncate
@@ -93,7 +94,9 @@ class Detail(SQLModel):
 
 # Fields a client may see and set at sign-up.
 class UserBase(SQLModel):
-    email: EmailStr = Field(max_length=EMAIL_MAX_LENGTH)
+    email: str = Field(
+        max_length=EMAIL_MAX_LENGTH, schema_extra={"json_schema_extra": {"format": "email"}}
+    )
     name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH)
 
 
@@ -114,10 +117,8 @@ class UserCreate(UserBase):
 
     password: str = Field(min_length=PASSWORD_MIN_LENGTH)
 
-    @field_validator("email")
-    @classmethod
-    def normalise_email(cls, value: str) -> str:
-        return value.strip().lower()
+    # A bare address, normalised as every email is (taskapi.emails).
+    _email = field_validator("email")(signup_email)
 
     @field_validator("name", mode="before")
     @classmethod
