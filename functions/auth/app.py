@@ -3,6 +3,7 @@
 from auth_routes import router
 
 from taskapi.factory import create_app, make_handler
+from taskapi.passwords import prepare_password_checks
 
 app = create_app(
     title="Task API: auth",
@@ -11,5 +12,6 @@ app = create_app(
     private=True,
 )
 app.include_router(router)
+prepare_password_checks()
 
 handler = make_handler(app)

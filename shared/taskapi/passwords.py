@@ -27,6 +27,13 @@ def _dummy_hash() -> str:
     return str(_context().hash("dummy password for unknown accounts"))
 
 
+def prepare_password_checks() -> None:
+    """Build the context and the dummy hash now (the auth function does it while its
+    container starts): made on the first unknown-email login instead, the hash would
+    double that login's time, telling an attacker the email has no account."""
+    _dummy_hash()
+
+
 def password_problem(password: str) -> str | None:
     """Why bcrypt cannot take this password, or None if it can (for schema validators)."""
     if len(password.encode("utf-8")) > BCRYPT_MAX_BYTES:
