@@ -214,7 +214,8 @@ def test_tokens_carry_the_contract_claims(pair: tuple[str, str]) -> None:
     access, refresh = pair
     for token, token_type in ((access, "access"), (refresh, "refresh")):
         header = payload_of("x." + token.split(".")[0])
-        assert header == {"alg": "HS256", "typ": "JWT"}
+        # `kid` names the signing key of the ring ("default" for a plain-string secret).
+        assert header == {"alg": "HS256", "typ": "JWT", "kid": "default"}
         payload = payload_of(token)
         assert set(payload) == {"sub", "type", "jti", "iat", "exp", "sid"}
         assert payload["type"] == token_type

@@ -12,7 +12,7 @@ from taskapi.settings import (
     LOCAL_DATABASE_URL,
     ConfigurationError,
     get_database_url,
-    get_jwt_secret,
+    get_jwt_keys,
     get_settings,
 )
 from tests.conftest import configure
@@ -74,11 +74,12 @@ def test_secrets_are_read_once_and_cached(
     monkeypatch.delenv("JWT_SECRET_KEY", raising=False)
 
     assert get_database_url() == "postgresql+psycopg2://app:p%40ss%2Fword@db.internal:5432/tasks"
-    assert get_jwt_secret() == "generated-jwt-key"
+    assert get_jwt_keys().current.key == "generated-jwt-key"
 
-    # Cached for the container: a rotated secret is picked up by the next container.
+    # Cached for SECRET_CACHE_SECONDS (300): a rotation is picked up after that
+    # (tests/test_key_rotation.py), not on every call.
     secretsmanager.put_secret_value(SecretId=jwt["ARN"], SecretString="rotated")
-    assert get_jwt_secret() == "generated-jwt-key"
+    assert get_jwt_keys().current.key == "generated-jwt-key"
 
 
 def test_secret_may_hold_a_plain_url(secretsmanager: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,7 +101,7 @@ def test_missing_secret_is_a_clear_error(
     ("variable", "resolve", "message"),
     [
         ("DATABASE_URL", get_database_url, "needs DATABASE_SECRET_ARN or DATABASE_URL"),
-        ("JWT_SECRET_KEY", get_jwt_secret, "needs JWT_SECRET_ARN or JWT_SECRET_KEY"),
+        ("JWT_SECRET_KEY", get_jwt_keys, "needs JWT_SECRET_ARN or JWT_SECRET_KEY"),
     ],
 )
 def test_no_local_defaults_outside_local_development(

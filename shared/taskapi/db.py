@@ -78,7 +78,36 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
     engine = create_engine(url, **options)
     event.listen(engine, "checkin", _end_autocommit)
     _ping_when_idle(engine)
+    if settings.database_secret_arn:
+        event.listen(engine, "do_connect", _connect_with_rotated_secret)
     return engine
+
+
+def _connect_with_rotated_secret(
+    dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]
+) -> Any:
+    """Connect; if the database refuses, read its secret again once and, if the
+    credentials there changed (rotated), connect with them: later connections of the
+    engine use them too (SQLAlchemy passes the same `cparams` every time). Without this,
+    a rotated password would fail every request until the container is replaced."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except dialect.loaded_dbapi.OperationalError:
+        # psycopg2 gives no SQLSTATE for a refused login, so any failure to connect asks
+        # once (at most every few seconds, see `Refreshed.refresh`) whether the secret moved.
+        fresh = make_url(get_database_url.refresh())
+        changed = {
+            name: value
+            for name, value in fresh.translate_connect_args(
+                username="user", database="dbname"
+            ).items()
+            if cparams.get(name) != value
+        }
+        if not changed:
+            raise
+        logger.warning("database secret changed (%s); reconnecting", ", ".join(sorted(changed)))
+        cparams.update(changed)
+        return dialect.connect(*cargs, **cparams)
 
 
 def _end_autocommit(dbapi_connection: Any, _record: Any) -> None:

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskapi import __version__
 from taskapi.logs import configure_logging, invocation_fields, log_context
-from taskapi.settings import get_database_url, get_jwt_secret, get_settings
+from taskapi.settings import get_database_url, get_jwt_keys, get_settings
 
 logger = logging.getLogger("taskapi.request")
 
@@ -211,7 +211,7 @@ def create_app(
         # Fetch the secrets while the container starts: a missing one stops it here, with
         # a clear message, rather than failing its first request.
         get_database_url()
-        get_jwt_secret()
+        get_jwt_keys()
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -1,14 +1,20 @@
 """Configuration, read from the environment once per container.
 
-On AWS the database URL and the JWT key come from Secrets Manager (`DATABASE_SECRET_ARN`,
-`JWT_SECRET_ARN`); each is fetched once, when first needed, and cached for the life of
-the container. Functions that need them resolve them while the container starts (see
+On AWS the database URL and the JWT keys come from Secrets Manager (`DATABASE_SECRET_ARN`,
+`JWT_SECRET_ARN`); each is fetched when first needed and read again once it is older than
+`SECRET_CACHE_SECONDS`, so a rotation reaches warm containers without a redeploy.
+Functions that need them resolve them while the container starts (see
 `taskapi.factory`), so a missing secret stops the container instead of failing requests.
 """
 
 import functools
 import json
-from typing import Any, Literal
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +23,15 @@ LOCAL_STAGES = frozenset({"local", "test"})
 LOCAL_DATABASE_URL = "sqlite:///./taskapi.db"
 # Good enough for a laptop; any other stage must supply a real key.
 LOCAL_JWT_SECRET_KEY = "local-development-only-not-a-secret"  # noqa: S105
+
+
+logger = logging.getLogger(__name__)
+
+# The `kid` of a key given as a plain string (and of tokens issued before tokens had one).
+DEFAULT_KID = "default"
+# A forced re-read (a database login that failed) is skipped if the secret was read this
+# recently: during an outage, every failed connect would otherwise call Secrets Manager.
+SECRET_REREAD_MIN_SECONDS = 5.0
 
 
 class ConfigurationError(RuntimeError):
@@ -51,6 +66,8 @@ class Settings(BaseSettings):
     login_max_attempts_per_email: int = Field(default=100, ge=1)
     login_lockout_minutes: int = Field(default=15, ge=1)
     log_level: str = "INFO"
+    # Seconds a value read from Secrets Manager is used before it is read again.
+    secret_cache_seconds: int = Field(default=300, ge=1)
 
     @property
     def is_local(self) -> bool:
@@ -100,15 +117,64 @@ def database_url_from_secret(secret: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def jwt_key_from_secret(secret: str) -> str:
-    """Accept the plain string that `GenerateSecretString` writes, or `{"jwt_secret_key": ...}`."""
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The JWT keys: new tokens are signed with `current`; tokens signed with any key
+    of the ring (found by their `kid`) are accepted until they expire."""
+
+    current: SigningKey
+    previous: tuple[SigningKey, ...] = ()
+
+    def find(self, kid: str) -> SigningKey | None:
+        return next((key for key in (self.current, *self.previous) if key.kid == kid), None)
+
+
+def _signing_key(data: Any, where: str) -> SigningKey:
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(name), str) and data[name] for name in ("kid", "key")
+    ):
+        raise ConfigurationError(
+            f'JWT secret: {where} must be {{"kid": "<id>", "key": "<secret>"}}, '
+            "both non-empty strings"
+        )
+    return SigningKey(kid=data["kid"], key=data["key"])
+
+
+def key_ring_from_secret(secret: str) -> KeyRing:
+    """Accept the plain string that `GenerateSecretString` writes, `{"jwt_secret_key": ...}`,
+    or a key ring `{"current": {"kid", "key"}, "previous": [{"kid", "key"}, ...]}`."""
     text = secret.strip()
-    if text.startswith("{"):
+    if not text.startswith("{"):
+        return KeyRing(current=SigningKey(kid=DEFAULT_KID, key=text))
+    try:
         data = json.loads(text)
-        if "jwt_secret_key" not in data:
-            raise ConfigurationError("JWT secret lacks the field 'jwt_secret_key'")
-        return str(data["jwt_secret_key"])
-    return text
+    except ValueError as error:
+        raise ConfigurationError(f"JWT secret starts with '{{' but is not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError("JWT secret: expected a JSON object")
+    if "current" in data:
+        previous = data.get("previous", [])
+        if not isinstance(previous, list):
+            raise ConfigurationError("JWT secret: 'previous' must be a list of keys")
+        ring = KeyRing(
+            current=_signing_key(data["current"], "'current'"),
+            previous=tuple(_signing_key(key, f"previous[{i}]") for i, key in enumerate(previous)),
+        )
+        kids = [key.kid for key in (ring.current, *ring.previous)]
+        if len(set(kids)) != len(kids):
+            raise ConfigurationError(f"JWT secret: every kid must be different, got {kids}")
+        return ring
+    if "jwt_secret_key" in data:
+        return KeyRing(current=SigningKey(kid=DEFAULT_KID, key=str(data["jwt_secret_key"])))
+    raise ConfigurationError(
+        "JWT secret lacks the field 'current' (a key ring) or 'jwt_secret_key' (one key)"
+    )
 
 
 @functools.cache
@@ -117,9 +183,55 @@ def get_settings() -> Settings:
     return Settings()
 
 
-@functools.cache
-def get_database_url() -> str:
-    """The database URL: from Secrets Manager on AWS, a SQLite file in local development."""
+T = TypeVar("T")
+
+
+class Refreshed(Generic[T]):
+    """A value loaded on first use and loaded again once older than `SECRET_CACHE_SECONDS`.
+
+    If a later load fails (Secrets Manager unreachable, say), the value in hand is kept,
+    with a warning, until the next period: a rotation must never take the service down.
+    """
+
+    def __init__(self, load: Callable[[], T]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._loaded_at = 0.0
+
+    def __call__(self) -> T:
+        with self._lock:
+            age = time.monotonic() - self._loaded_at
+            if self._value is None or age >= get_settings().secret_cache_seconds:
+                return self._reload()
+            return self._value
+
+    def refresh(self) -> T:
+        """Load now (unless just loaded): for a caller that knows the value went stale."""
+        with self._lock:
+            age = time.monotonic() - self._loaded_at
+            min_age = min(SECRET_REREAD_MIN_SECONDS, get_settings().secret_cache_seconds)
+            if self._value is None or age >= min_age:
+                return self._reload()
+            return self._value
+
+    def _reload(self) -> T:
+        try:
+            value = self._load()
+        except Exception as error:
+            if self._value is None:
+                raise
+            logger.warning("could not read a secret again; keeping the one in use: %s", error)
+            value = self._value
+        self._value, self._loaded_at = value, time.monotonic()
+        return value
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._value, self._loaded_at = None, 0.0
+
+
+def _load_database_url() -> str:
     settings = get_settings()
     if settings.database_secret_arn:
         return database_url_from_secret(_read_secret(settings.database_secret_arn))
@@ -130,21 +242,26 @@ def get_database_url() -> str:
     raise ConfigurationError(f"Stage {settings.stage!r} needs DATABASE_SECRET_ARN or DATABASE_URL")
 
 
-@functools.cache
-def get_jwt_secret() -> str:
-    """The JWT signing key: from Secrets Manager on AWS, a fixed key in local development."""
+def _load_jwt_keys() -> KeyRing:
     settings = get_settings()
     if settings.jwt_secret_arn:
-        return jwt_key_from_secret(_read_secret(settings.jwt_secret_arn))
+        return key_ring_from_secret(_read_secret(settings.jwt_secret_arn))
     if settings.jwt_secret_key:
-        return settings.jwt_secret_key
+        return key_ring_from_secret(settings.jwt_secret_key)
     if settings.is_local:
-        return LOCAL_JWT_SECRET_KEY
+        return KeyRing(current=SigningKey(kid=DEFAULT_KID, key=LOCAL_JWT_SECRET_KEY))
     raise ConfigurationError(f"Stage {settings.stage!r} needs JWT_SECRET_ARN or JWT_SECRET_KEY")
+
+
+# The database URL: from Secrets Manager on AWS, a SQLite file in local development.
+# `get_database_url.refresh()` re-reads it at once (a login the database refused).
+get_database_url = Refreshed(_load_database_url)
+# The JWT key ring: from Secrets Manager on AWS, a fixed key in local development.
+get_jwt_keys = Refreshed(_load_jwt_keys)
 
 
 def clear_settings_cache() -> None:
     """Forget settings and secrets (tests, after changing the environment)."""
     get_settings.cache_clear()
     get_database_url.cache_clear()
-    get_jwt_secret.cache_clear()
+    get_jwt_keys.cache_clear()

@@ -1,9 +1,12 @@
 """Every use of the JWT library (PyJWT) is in this module, so it can be swapped in one place.
 
 Tokens carry `sub` (user id), `type` (`access` or `refresh`), `jti`, `iat`, `exp` and `sid`
-(the session id). Decoding allows exactly the configured algorithm, requires every claim,
-and checks the token type, so a refresh token is never accepted as an access token or the
-other way round.
+(the session id), and their header the `kid` of the key that signed them: new tokens use
+the key ring's current key, and a token of any key in the ring is accepted until it
+expires, so keys rotate without logging anyone out (`taskapi.settings.KeyRing`).
+Decoding allows exactly the configured algorithm, requires every claim, and checks the
+token type, so a refresh token is never accepted as an access token or the other way
+round.
 
 Whatever bytes a client sends, decoding ends in a `TokenClaims` or an `InvalidTokenError`:
 the token's size and alphabet are checked before any decoding, and any exception the
@@ -19,7 +22,7 @@ from typing import Any, Literal
 
 import jwt
 
-from taskapi.settings import get_jwt_secret, get_settings
+from taskapi.settings import DEFAULT_KID, get_jwt_keys, get_settings
 
 TokenType = Literal["access", "refresh"]
 REQUIRED_CLAIMS = ("sub", "type", "jti", "iat", "exp", "sid")
@@ -78,7 +81,10 @@ def issue_token(
         "iat": int(issued_at.timestamp()),
         "exp": int(claims.expires_at.timestamp()),
     }
-    token = jwt.encode(payload, get_jwt_secret(), algorithm=get_settings().jwt_algorithm)
+    key = get_jwt_keys().current
+    token = jwt.encode(
+        payload, key.key, algorithm=get_settings().jwt_algorithm, headers={"kid": key.kid}
+    )
     return IssuedToken(token=token, claims=claims)
 
 
@@ -124,15 +130,23 @@ def decode_token(token: str, *, expected_type: TokenType) -> TokenClaims:
     if len(token) > TOKEN_MAX_LENGTH or not _COMPACT_JWS.fullmatch(token):
         raise InvalidTokenError("not a compact JWS of a plausible size")
     try:
+        # The key is found by the header's `kid` (unverified, so it only picks a key of
+        # the ring); a token from before tokens had one was signed by the default key.
+        kid = jwt.get_unverified_header(token).get("kid", DEFAULT_KID)
+        key = get_jwt_keys().find(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidTokenError("signed by a key this service does not have")
         payload: dict[str, Any] = jwt.decode(
             token,
-            get_jwt_secret(),
+            key.key,
             algorithms=[get_settings().jwt_algorithm],
             options={"require": ["sub", "jti", "iat", "exp"]},
         )
     # Any failure of the library on attacker-controlled input is an invalid token: its
     # own errors, and whatever else its parsing lets through (RecursionError,
     # OverflowError, ...). Only a token that decoded without error goes further.
+    except InvalidTokenError:
+        raise
     except Exception as error:
         raise InvalidTokenError(f"{type(error).__name__}: {error}") from error
     if not isinstance(payload, dict):
