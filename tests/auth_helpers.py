@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+from passlib.context import CryptContext
 from sqlmodel import Session, col, select
 
 from localapi.events import http_event
@@ -125,3 +127,16 @@ def set_active(db: Database, email: str, *, active: bool) -> None:
     with rows(db) as session:
         session.exec(sa.update(User).where(col(User.email) == email).values(is_active=active))
         session.commit()
+
+
+def record_bcrypt_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every password check that runs from now on, from any thread: the hashes checked."""
+    checked: list[str] = []
+    real_verify = CryptContext.verify
+
+    def recording(self: CryptContext, secret: str, hashed: str, **kwargs: Any) -> bool:
+        checked.append(hashed)
+        return bool(real_verify(self, secret, hashed, **kwargs))
+
+    monkeypatch.setattr(CryptContext, "verify", recording)
+    return checked

@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from passlib.context import CryptContext
 from sqlmodel import select
 
 from taskapi.models import LoginAttempt
@@ -15,6 +14,7 @@ from tests.auth_helpers import (
     count,
     login,
     login_attempt,
+    record_bcrypt_checks,
     rows,
     session_id,
     set_active,
@@ -223,14 +223,7 @@ def test_unknown_email_spends_a_bcrypt_check_like_a_wrong_password(
 ) -> None:
     """The time of a login is the bcrypt check: both failures must run one at full cost."""
     signup(client)
-    checked: list[str] = []
-    real_verify = CryptContext.verify
-
-    def spy(self: CryptContext, secret: str, hashed: str, **kwargs: Any) -> bool:
-        checked.append(hashed)
-        return bool(real_verify(self, secret, hashed, **kwargs))
-
-    monkeypatch.setattr(CryptContext, "verify", spy)
+    checked = record_bcrypt_checks(monkeypatch)
     login(client, password="wrong password")
     login(client, email="nobody@example.com")
     assert len(checked) == 2
