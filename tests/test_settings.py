@@ -36,6 +36,8 @@ def test_contract_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.bcrypt_rounds == 12
     assert settings.login_max_attempts == 5
     assert settings.login_lockout_minutes == 15
+    assert settings.login_max_attempts_per_email == 100
+    assert settings.secret_cache_seconds == 300
     assert (settings.database_pool_size, settings.database_max_overflow) == (1, 0)
     # Local development alone falls back to a SQLite file.
     assert get_database_url() == LOCAL_DATABASE_URL
