@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 from taskapi import models  # noqa: F401  (registers the tables on the metadata)
-from taskapi.db import build_engine
+from taskapi.db import allow_long_statements, build_engine
 from taskapi.settings import get_database_url, get_settings
 
 config = context.config
@@ -47,6 +47,7 @@ else:
     engine = build_engine(get_database_url(), get_settings())
     try:
         with engine.connect() as connection:
+            allow_long_statements(connection)
             run_migrations(connection)
             connection.commit()
     finally:

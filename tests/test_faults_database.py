@@ -392,3 +392,50 @@ def test_a_create_killed_while_its_insert_runs_is_absent(direct: Direct) -> None
     assert response.status == 503, response.body
     assert direct.db.scalar("SELECT count(*) FROM task WHERE title = 'in flight'") == 0
     assert direct.tasks.get("/api/tasks", token=account.access).status == 200
+
+
+# ---------------------------------------------------------------------------------------
+# Statements that run too long: statement_timeout ends them on the server.
+
+STATEMENT_TIMEOUT_MS = 300
+
+
+@pytest.fixture
+def slow(db: Database, monkeypatch: pytest.MonkeyPatch) -> Direct:
+    configure(monkeypatch, database_statement_timeout_ms=str(STATEMENT_TIMEOUT_MS))
+    return Direct(db, Client("auth"), Client("tasks"), Client("health"))
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_statement_past_the_timeout_is_503_and_the_connection_serves_on(
+    slow: Direct, method: str
+) -> None:
+    """The task table is locked, so the task query waits until statement_timeout ends it:
+    503 with Retry-After within about the timeout, and the same pooled connection (the
+    same server process) answers the next request."""
+    account = new_account(slow, "ada@example.com")
+    [pid] = slow.app_backends()
+    with slow.db.engine.connect() as blocker:
+        blocker.execute(sa.text("LOCK TABLE task IN ACCESS EXCLUSIVE MODE"))
+        response, elapsed = timed(
+            lambda: slow.tasks.request(
+                method,
+                "/api/tasks",
+                json_body={"title": "x"} if method == "POST" else None,
+                token=account.access,
+            )
+        )
+        blocker.rollback()
+    assert response.status == 503, response.body
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["detail"] == "The database took too long to answer; try again shortly."
+    assert STATEMENT_TIMEOUT_MS / 1000 <= elapsed < STATEMENT_TIMEOUT_MS / 1000 + 1.0
+    listed = slow.tasks.get("/api/tasks", token=account.access)
+    assert listed.status == 200
+    assert [task["title"] for task in listed.json()["items"]] == ["before"]
+    assert slow.app_backends() == [pid]
+
+
+def test_every_connection_carries_the_statement_timeout(db: Database) -> None:
+    with get_engine().connect() as connection:
+        assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "5s"

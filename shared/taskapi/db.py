@@ -18,7 +18,7 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import event, exc, pool
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.pool.base import _ConnectionFairy
@@ -33,6 +33,10 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 # steady traffic a container's requests come closer together and skip the round trip; a
 # connection that dies while in use is invalidated by SQLAlchemy on its first error.
 PING_AFTER_IDLE_SECONDS = 5.0
+# The migrate function's limit instead (index builds take time); below its 300 s timeout.
+MIGRATION_STATEMENT_TIMEOUT_MS = 240_000
+# PostgreSQL's query_canceled: a statement that ran into statement_timeout.
+QUERY_CANCELED = "57014"
 # Request methods that never write (HTTP's safe methods): their sessions autocommit.
 READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
 
@@ -68,6 +72,9 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
             # kernel's ~15 minutes of retransmissions: a 503, not a Lambda timeout. Only
             # unacknowledged data counts, so a slow query's wait for its result does not.
             "tcp_user_timeout": settings.database_connect_timeout * 2000,
+            # Set in the startup packet, so it costs no round trip: no statement of a
+            # request keeps the server busy after the client and the Lambda have gone.
+            "options": f"-c statement_timeout={settings.database_statement_timeout_ms}",
         },
     }
     if settings.database_null_pool:
@@ -84,6 +91,15 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
     _ping_when_idle(engine)
     _replay_on_a_fresh_connection(engine)
     return engine
+
+
+def allow_long_statements(connection: Connection) -> None:
+    """Give this transaction the migrate function's statement limit instead of an API
+    request's (PostgreSQL; `SET LOCAL` ends with the transaction)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(
+            f"SET LOCAL statement_timeout = {MIGRATION_STATEMENT_TIMEOUT_MS}"
+        )
 
 
 def _end_autocommit(dbapi_connection: Any, _record: Any) -> None:
@@ -320,12 +336,14 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 
 
 async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
-    logger.warning("database unavailable: %s", type(error).__name__)
-    return JSONResponse(
-        status_code=503,
-        content={"detail": "The database is unavailable; try again shortly."},
-        headers={"Retry-After": "5"},
-    )
+    # psycopg2's QueryCanceled is an OperationalError: statement_timeout lands here too.
+    if getattr(getattr(error, "orig", None), "pgcode", None) == QUERY_CANCELED:
+        logger.warning("database statement timed out")
+        detail = "The database took too long to answer; try again shortly."
+    else:
+        logger.warning("database unavailable: %s", type(error).__name__)
+        detail = "The database is unavailable; try again shortly."
+    return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": "5"})
 
 
 def install_database_error_handlers(app: FastAPI) -> None:
