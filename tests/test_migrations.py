@@ -84,7 +84,7 @@ def test_the_trigram_index_exists_on_postgresql_only(empty_database: Database) -
         definition = empty_database.scalar(
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_task_search_trgm'"
         )
-        assert "USING gin (title gin_trgm_ops, description gin_trgm_ops)" in definition
+        assert "USING gin (user_id, title gin_trgm_ops, description gin_trgm_ops)" in definition
     run_alembic(empty_database, "downgrade", "0001")
     assert "ix_task_search_trgm" not in task_indexes()
     assert "ix_task_title" in task_indexes()

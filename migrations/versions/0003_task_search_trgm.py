@@ -2,7 +2,11 @@
 
 `ILIKE '%text%'` on title or description can use no B-tree, so without this every search
 reads all of the user's rows and matches each (seconds for a user with many long
-descriptions). PostgreSQL only: on SQLite this revision does nothing.
+descriptions). The index leads with `user_id` (btree_gin), so that its candidates are the
+searching user's own rows: a trigram index of title and description alone hands the scan
+every user's rows that hold the search's trigrams, and PostgreSQL matches each of them
+before it filters by user, so one user's crafted descriptions would slow down the others'
+searches. PostgreSQL only: on SQLite this revision does nothing.
 
 Revision ID: 0003
 Revises: 0001
@@ -28,12 +32,13 @@ def _postgresql() -> bool:
 def upgrade() -> None:
     if not _postgresql():
         return
-    # A trusted extension (PostgreSQL 13+): the database's owner may create it, as on RDS.
+    # Trusted extensions (PostgreSQL 13+): the database's owner may create them, as on RDS.
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    op.execute("CREATE EXTENSION IF NOT EXISTS btree_gin")
     op.create_index(
         INDEX,
         "task",
-        ["title", "description"],
+        ["user_id", "title", "description"],
         postgresql_using="gin",
         postgresql_ops={"title": "gin_trgm_ops", "description": "gin_trgm_ops"},
     )
@@ -43,5 +48,5 @@ def downgrade() -> None:
     if not _postgresql():
         return
     op.drop_index(INDEX, table_name="task")
-    # The extension stays: it may have been there before (IF NOT EXISTS above), and other
-    # objects of the database may use it.
+    # The extensions stay: they may have been there before (IF NOT EXISTS above), and other
+    # objects of the database may use them.
