@@ -11,8 +11,8 @@ migration, as it would be on a populated production database.
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -97,10 +97,6 @@ def heavy(client: Client) -> Account:
             ),
             {"id": session_id, "user": heavy_user_id(), "jti": uuid.uuid4().hex},
         )
-    from datetime import timedelta
-
-    from taskapi.tokens import issue_token
-
     token = issue_token(
         user_id=heavy_user_id(),
         session_id=session_id,
