@@ -3,6 +3,7 @@
 import contextlib
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg2.extensions
 import pytest
@@ -151,7 +152,7 @@ def count_pings(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     pings: list[object] = []
     do_ping = dialect.do_ping
 
-    def counted(dbapi_connection: object) -> bool:
+    def counted(dbapi_connection: Any) -> bool:
         pings.append(dbapi_connection)
         return do_ping(dbapi_connection)
 

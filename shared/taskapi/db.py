@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # A pooled PostgreSQL connection idle for longer is pinged before it is handed out. Under
 # steady traffic a container's requests come closer together and skip the round trip; a
-# connection that dies while in use is invalidated by SQLAlchemy on its first error.
+# connection found dead by its first statement is replaced and the statement replayed
+# (`_replay_on_a_fresh_connection`).
 PING_AFTER_IDLE_SECONDS = 5.0
 # The migrate function's limit instead (index builds take time); below its 300 s timeout.
 MIGRATION_STATEMENT_TIMEOUT_MS = 240_000
