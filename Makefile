@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load bench bench-smoke validate build test-layer check-build
+.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -73,6 +73,10 @@ fuzz: venv  ## Generated requests from the OpenAPI document, longer than make te
 
 load: venv  ## 10,000 requests from 32 clients through the local server on a fresh PostgreSQL database
 	$(BIN)/python tools/load.py --requests $${REQUESTS:-10000} --clients $${CLIENTS:-32}
+
+load-failover: venv  ## 16 clients for 20 s while every connection to the database is ended every 2 s
+	$(BIN)/python tools/load.py --failover --clients $${CLIENTS:-16} \
+		--duration $${DURATION:-20} --kill-every $${KILL_EVERY:-2}
 
 # Figures are ratios against baselines measured in the same run (docs/PERFORMANCE.md).
 bench: venv  ## Cold starts, warm latency, login, local server, sizes: a table and bench/results.json

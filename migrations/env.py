@@ -4,22 +4,38 @@ A caller that already holds a connection (the migrate function, the tests) passe
 `config.attributes["connection"]`; otherwise an engine is built from the settings.
 """
 
+from typing import Any
+
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 from taskapi import models  # noqa: F401  (registers the tables on the metadata)
-from taskapi.db import build_engine
+from taskapi.db import allow_long_statements, build_engine
 from taskapi.settings import get_database_url, get_settings
 
 config = context.config
 target_metadata = SQLModel.metadata
 
 
+def for_this_dialect(dialect: str) -> Any:
+    """Alembic's `include_object`: an index made for another dialect only (`info`'s
+    "dialect", as the trigram search index) is neither expected nor drift here."""
+
+    def include(obj: Any, _name: str | None, type_: str, _reflected: bool, _other: Any) -> bool:
+        if type_ != "index":
+            return True
+        only_on = obj.info.get("dialect")
+        return only_on is None or only_on == dialect
+
+    return include
+
+
 def run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_object=for_this_dialect(connection.dialect.name),
         compare_type=True,
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
@@ -47,6 +63,7 @@ else:
     engine = build_engine(get_database_url(), get_settings())
     try:
         with engine.connect() as connection:
+            allow_long_statements(connection)
             run_migrations(connection)
             connection.commit()
     finally:

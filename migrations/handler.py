@@ -23,7 +23,7 @@ from deploy_hook import is_custom_resource_event
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from taskapi.db import get_engine
+from taskapi.db import allow_long_statements, get_engine
 from taskapi.logs import configure_logging
 from taskapi.settings import get_settings
 
@@ -61,6 +61,8 @@ def run(event: dict[str, Any]) -> dict[str, Any]:
     revision = str(event.get("revision") or DEFAULT_REVISIONS.get(action, "head"))
 
     with get_engine().begin() as connection:
+        # Before the lock: waiting for another deploy's migration counts against it too.
+        allow_long_statements(connection)
         if connection.dialect.name == "postgresql":
             # Held until this transaction ends; a second invocation waits here.
             connection.execute(

@@ -3,6 +3,7 @@
 import contextlib
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg2.extensions
 import pytest
@@ -132,18 +133,85 @@ def test_a_connection_that_died_while_idle_is_replaced_unseen(
 
 
 @pytest.mark.postgres_only
-def test_a_connection_in_steady_use_is_not_pinged(
+def test_a_connection_in_steady_use_is_not_pinged_and_its_death_is_unseen(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = _kill_the_pooled_connection(db, monkeypatch, ping_after_idle=3600.0)
+    pings = count_pings(monkeypatch)
     # Checked in moments ago, the connection is handed out without a ping: the first
-    # statement meets the dead connection (a request would answer 503) ...
-    with pytest.raises(sa.exc.OperationalError), open_session() as session:
-        session.exec(select(User)).all()
-    # ... and SQLAlchemy, seeing a disconnect, replaced it for the next one.
+    # statement meets the dead connection, and runs again on a new one.
     with open_session() as session:
         assert session.exec(select(User)).all() == []
         assert _backend_pid(session) != first
+    assert pings == []
+
+
+def count_pings(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every ping the engine's dialect sends from now on (each still reaches the server)."""
+    dialect = get_engine().dialect
+    pings: list[object] = []
+    do_ping = dialect.do_ping
+
+    def counted(dbapi_connection: Any) -> bool:
+        pings.append(dbapi_connection)
+        return do_ping(dbapi_connection)
+
+    monkeypatch.setattr(dialect, "do_ping", counted)
+    return pings
+
+
+def _terminate(db: Database, pid: int) -> None:
+    """End one server process and wait until it is gone, as `pg_terminate_backend` alone
+    only signals it."""
+    assert db.scalar("SELECT pg_terminate_backend(:pid)", pid=pid) is True
+    deadline = time.monotonic() + 5
+    while db.scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", pid=pid):
+        assert time.monotonic() < deadline, f"backend {pid} still alive"
+        time.sleep(0.01)
+
+
+@pytest.mark.postgres_only
+def test_a_first_write_on_a_dead_connection_runs_once_on_a_new_one(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transaction's first statement is an INSERT: replayed, it is written once."""
+    _kill_the_pooled_connection(db, monkeypatch, ping_after_idle=3600.0)
+    with open_session() as session:
+        make_user(session)
+    assert db.scalar('SELECT count(*) FROM "user"') == 1
+
+
+@pytest.mark.postgres_only
+def test_a_read_only_session_reads_on_after_its_connection_dies(db: Database) -> None:
+    with open_session() as session:
+        make_user(session)
+    with open_session(read_only=True) as session:
+        pid = _backend_pid(session)
+        _terminate(db, pid)
+        # Mid-session: the read runs again on a new connection, still in autocommit mode.
+        assert [user.name for user in session.exec(select(User)).all()] == ["Ada"]
+        dbapi_connection = session.connection().connection.dbapi_connection
+        assert dbapi_connection is not None
+        assert dbapi_connection.autocommit is True
+        assert _backend_pid(session) != pid
+    assert dbapi_connection.autocommit is False
+
+
+@pytest.mark.postgres_only
+def test_a_write_after_the_transaction_began_is_never_replayed(db: Database) -> None:
+    with open_session() as session:
+        user = make_user(session)
+    with open_session() as session:
+        pid = _backend_pid(session)  # the transaction's first statement
+        _terminate(db, pid)
+        session.add(Task(user_id=user.id, title="lost with its connection"))
+        with pytest.raises(sa.exc.OperationalError) as raised:
+            session.commit()
+        assert raised.value.connection_invalidated
+    assert db.scalar("SELECT count(*) FROM task") == 0
+    # The pool's connection was replaced for the next session.
+    with open_session() as session:
+        assert _backend_pid(session) != pid
 
 
 @pytest.mark.postgres_only

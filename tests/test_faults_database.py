@@ -12,13 +12,16 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import pytest
-from sqlalchemy.engine import make_url
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
 
 from taskapi.db import get_engine
 from tests.auth_helpers import PASSWORD, signup, tokens
@@ -67,15 +70,16 @@ class Account:
     task_id: int
 
 
-def new_account(setup: Setup, email: str) -> Account:
+def new_account(setup: "Setup | Direct", email: str) -> Account:
     access, refresh = tokens(signup(setup.auth, email=email))
     created = setup.tasks.post("/api/tasks", json_body={"title": "before"}, token=access)
     assert created.status == 201, created.body
     return Account(access, refresh, created.json()["id"])
 
 
-def database_routes(setup: Setup, account: Account) -> dict[str, Any]:
-    """Every route that needs the database, as a zero-argument call."""
+def database_routes(setup: "Setup | Direct", account: Account) -> dict[str, Any]:
+    """Every route that needs the database, as a zero-argument call (logout, which ends
+    the account's session, last but one)."""
     tasks, auth, token = setup.tasks, setup.auth, account.access
     path = f"/api/tasks/{account.task_id}"
     return {
@@ -92,10 +96,17 @@ def database_routes(setup: Setup, account: Account) -> dict[str, Any]:
         "POST /api/auth/refresh": lambda: auth.post(
             "/api/auth/refresh", json_body={"refresh_token": account.refresh}
         ),
-        "POST /api/auth/logout": lambda: auth.post("/api/auth/logout", token=token),
         "GET /api/auth/me": lambda: auth.get("/api/auth/me", token=token),
+        "POST /api/auth/logout": lambda: auth.post("/api/auth/logout", token=token),
         "GET /health/db": lambda: setup.health.get("/health/db"),
     }
+
+
+SUCCESS = {
+    "POST /api/tasks": 201,
+    "DELETE /api/tasks/{task_id}": 204,
+    "POST /api/auth/signup": 201,
+}
 
 
 def timed(call: Any) -> tuple[Response, float]:
@@ -238,3 +249,193 @@ def test_connections_give_up_on_a_silent_peer(db: Database) -> None:
     assert parameters["tcp_user_timeout"] == "6000"  # twice the 3 s connect timeout
     assert parameters["connect_timeout"] == "3"
     assert parameters["keepalives"] == "1"
+
+
+# ---------------------------------------------------------------------------------------
+# The server ends the connections (pg_terminate_backend): a failover, an RDS Proxy restart,
+# an idle-connection reaper. PostgreSQL itself is up, so no request need fail but a write
+# whose statements were already on a connection that died.
+
+
+@dataclass
+class Direct:
+    """The real handlers on the test database, without a proxy in between."""
+
+    db: Database
+    auth: Client
+    tasks: Client
+    health: Client
+
+    def app_backends(self) -> list[int]:
+        return [
+            row[0]
+            for row in self.db.rows(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+        ]
+
+    def terminate(self, pids: list[int] | None = None) -> int:
+        """End the given server processes (default: all of the handlers'), and wait until
+        they are gone; how many there were."""
+        pids = self.app_backends() if pids is None else pids
+        for pid in pids:
+            self.db.scalar("SELECT pg_terminate_backend(:pid)", pid=pid)
+        deadline = time.monotonic() + 5
+        while set(pids) & set(self.app_backends()):
+            assert time.monotonic() < deadline, "backends still alive"
+            time.sleep(0.01)
+        return len(pids)
+
+
+@pytest.fixture
+def direct(db: Database) -> Direct:
+    return Direct(db, Client("auth"), Client("tasks"), Client("health"))
+
+
+def test_every_route_answers_after_the_server_ended_the_warm_connection(direct: Direct) -> None:
+    """Killed between two requests of a warm container: the next request succeeds, on a
+    connection handed out without a ping (it was checked in moments ago)."""
+    account = new_account(direct, "ada@example.com")
+    for route, call in database_routes(direct, account).items():
+        assert direct.terminate() >= 1, route
+        response = call()
+        assert response.status == SUCCESS.get(route, 200), (route, response.body)
+    # Nothing ran twice: one sign-up, one create (and the account's first task, deleted).
+    assert direct.db.scalar('SELECT count(*) FROM "user"') == 2
+    assert direct.db.rows("SELECT title, deleted_at IS NOT NULL FROM task ORDER BY id") == [
+        ("y", True),
+        ("x", False),
+    ]
+
+
+@contextmanager
+def on_statement(
+    engine: Engine, when: Literal["before", "after"], starting: str, action: Callable[[int], object]
+) -> Iterator[list[int]]:
+    """Call `action(backend pid)` once, before or after the first statement of the app's
+    engine that starts with `starting`; the pids it was called with."""
+    called: list[int] = []
+
+    def listener(connection: sa.Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        if not called and statement.startswith(starting):
+            pid = connection.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+            called.append(pid)
+            action(pid)
+
+    name = f"{when}_cursor_execute"
+    event.listen(engine, name, listener)
+    try:
+        yield called
+    finally:
+        event.remove(engine, name, listener)
+
+
+@pytest.mark.parametrize("path", ["/api/tasks", "/api/tasks/{task_id}"])
+def test_a_read_whose_connection_dies_mid_request_is_read_again(direct: Direct, path: str) -> None:
+    """The user was loaded on the connection; it dies before the task query: 200."""
+    account = new_account(direct, "ada@example.com")
+    url = path.format(task_id=account.task_id)
+    with on_statement(
+        get_engine(), "before", "SELECT task.", lambda pid: direct.terminate([pid])
+    ) as killed:
+        response = direct.tasks.get(url, token=account.access)
+    assert killed, "the task query never ran"
+    assert response.status == 200, response.body
+    body = response.json()
+    titles = [task["title"] for task in body["items"]] if "items" in body else [body["title"]]
+    assert titles == ["before"]
+
+
+def test_a_create_whose_connection_dies_after_the_insert_is_absent(direct: Direct) -> None:
+    """The INSERT reached the server; the connection dies before COMMIT: 503, no row."""
+    account = new_account(direct, "ada@example.com")
+    with on_statement(
+        get_engine(), "after", "INSERT INTO task", lambda pid: direct.terminate([pid])
+    ) as killed:
+        response = direct.tasks.post(
+            "/api/tasks", json_body={"title": "lost"}, token=account.access
+        )
+    assert killed
+    assert response.status == 503, response.body
+    assert response.headers["retry-after"]
+    assert direct.db.scalar("SELECT count(*) FROM task WHERE title = 'lost'") == 0
+    assert direct.tasks.get("/api/tasks", token=account.access).status == 200
+
+
+def test_a_create_killed_while_its_insert_runs_is_absent(direct: Direct) -> None:
+    """The INSERT is on the server, waiting for a lock, when its process is ended: 503 and
+    no row; not run again on another connection."""
+    account = new_account(direct, "ada@example.com")
+    user_id = direct.db.scalar('SELECT id FROM "user"')
+    # The foreign key check of the INSERT needs a share lock on the user's row.
+    with direct.db.engine.connect() as blocker:
+        blocker.execute(sa.text('SELECT 1 FROM "user" WHERE id = :id FOR UPDATE'), {"id": user_id})
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(
+                direct.tasks.post,
+                "/api/tasks",
+                json_body={"title": "in flight"},
+                token=account.access,
+            )
+            waiting = (
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE 'INSERT INTO task%%'"
+                " AND wait_event_type = 'Lock'"
+            )
+            deadline = time.monotonic() + ANSWER_WITHIN
+            while (pid := direct.db.scalar(waiting)) is None:
+                assert time.monotonic() < deadline, "the INSERT never reached the server"
+                time.sleep(0.01)
+            direct.terminate([pid])
+            blocker.rollback()
+            response = future.result(timeout=ANSWER_WITHIN)
+    assert response.status == 503, response.body
+    assert direct.db.scalar("SELECT count(*) FROM task WHERE title = 'in flight'") == 0
+    assert direct.tasks.get("/api/tasks", token=account.access).status == 200
+
+
+# ---------------------------------------------------------------------------------------
+# Statements that run too long: statement_timeout ends them on the server.
+
+STATEMENT_TIMEOUT_MS = 300
+
+
+@pytest.fixture
+def slow(db: Database, monkeypatch: pytest.MonkeyPatch) -> Direct:
+    configure(monkeypatch, database_statement_timeout_ms=str(STATEMENT_TIMEOUT_MS))
+    return Direct(db, Client("auth"), Client("tasks"), Client("health"))
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_statement_past_the_timeout_is_503_and_the_connection_serves_on(
+    slow: Direct, method: str
+) -> None:
+    """The task table is locked, so the task query waits until statement_timeout ends it:
+    503 with Retry-After within about the timeout, and the same pooled connection (the
+    same server process) answers the next request."""
+    account = new_account(slow, "ada@example.com")
+    [pid] = slow.app_backends()
+    with slow.db.engine.connect() as blocker:
+        blocker.execute(sa.text("LOCK TABLE task IN ACCESS EXCLUSIVE MODE"))
+        response, elapsed = timed(
+            lambda: slow.tasks.request(
+                method,
+                "/api/tasks",
+                json_body={"title": "x"} if method == "POST" else None,
+                token=account.access,
+            )
+        )
+        blocker.rollback()
+    assert response.status == 503, response.body
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["detail"] == "The database took too long to answer; try again shortly."
+    assert STATEMENT_TIMEOUT_MS / 1000 <= elapsed < STATEMENT_TIMEOUT_MS / 1000 + 1.0
+    listed = slow.tasks.get("/api/tasks", token=account.access)
+    assert listed.status == 200
+    assert [task["title"] for task in listed.json()["items"]] == ["before"]
+    assert slow.app_backends() == [pid]
+
+
+def test_every_connection_carries_the_statement_timeout(db: Database) -> None:
+    with get_engine().connect() as connection:
+        assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "5s"

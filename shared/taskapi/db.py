@@ -2,22 +2,26 @@
 
 Lambda runs one request at a time per container, so the PostgreSQL pool holds one
 connection by default. A connection that sat idle (a frozen container) is pinged before
-use and replaced if it died; a short connect timeout turns an unreachable database into a
-quick 503. On PostgreSQL, GET requests read in autocommit mode: no BEGIN and ROLLBACK
-round trips around statements that each take their own snapshot anyway.
+use and replaced if it died; one that dies under a statement that can safely run again is
+replaced and the statement replayed on the fresh one (`_replay_on_a_fresh_connection`); a
+short connect timeout turns an unreachable database into a quick 503. On PostgreSQL, GET
+requests read in autocommit mode: no BEGIN and ROLLBACK round trips around statements that
+each take their own snapshot anyway.
 """
 
 import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, Generator
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import event, exc, pool
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import ORMExecuteState
+from sqlalchemy.pool.base import _ConnectionFairy
 from sqlmodel import Session, create_engine
 
 from taskapi.settings import Settings, get_database_url, get_settings
@@ -27,8 +31,13 @@ logger = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # A pooled PostgreSQL connection idle for longer is pinged before it is handed out. Under
 # steady traffic a container's requests come closer together and skip the round trip; a
-# connection that dies while in use is invalidated by SQLAlchemy on its first error.
+# connection found dead by its first statement is replaced and the statement replayed
+# (`_replay_on_a_fresh_connection`).
 PING_AFTER_IDLE_SECONDS = 5.0
+# The migrate function's limit instead (index builds take time); below its 300 s timeout.
+MIGRATION_STATEMENT_TIMEOUT_MS = 240_000
+# PostgreSQL's query_canceled: a statement that ran into statement_timeout.
+QUERY_CANCELED = "57014"
 # Request methods that never write (HTTP's safe methods): their sessions autocommit.
 READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
 
@@ -64,6 +73,9 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
             # kernel's ~15 minutes of retransmissions: a 503, not a Lambda timeout. Only
             # unacknowledged data counts, so a slow query's wait for its result does not.
             "tcp_user_timeout": settings.database_connect_timeout * 2000,
+            # Set in the startup packet, so it costs no round trip: no statement of a
+            # request keeps the server busy after the client and the Lambda have gone.
+            "options": f"-c statement_timeout={settings.database_statement_timeout_ms}",
         },
     }
     if settings.database_null_pool:
@@ -80,6 +92,7 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
     _ping_when_idle(engine)
     if settings.database_secret_arn:
         event.listen(engine, "do_connect", _connect_with_rotated_secret)
+    _replay_on_a_fresh_connection(engine)
     return engine
 
 
@@ -110,6 +123,15 @@ def _connect_with_rotated_secret(
         return dialect.connect(*cargs, **cparams)
 
 
+def allow_long_statements(connection: Connection) -> None:
+    """Give this transaction the migrate function's statement limit instead of an API
+    request's (PostgreSQL; `SET LOCAL` ends with the transaction)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(
+            f"SET LOCAL statement_timeout = {MIGRATION_STATEMENT_TIMEOUT_MS}"
+        )
+
+
 def _end_autocommit(dbapi_connection: Any, _record: Any) -> None:
     # Set by a read-only session (`open_session`); the next session expects transactions.
     if dbapi_connection is not None and dbapi_connection.autocommit:
@@ -136,6 +158,105 @@ def _ping_when_idle(engine: Engine) -> None:
         except Exception as error:
             # The pool discards this connection and checks out a fresh one.
             raise exc.DisconnectionError(f"an idle connection failed its ping: {error}") from error
+
+
+def _replay_on_a_fresh_connection(engine: Engine) -> None:
+    """A statement that meets a dead connection runs again, once, on a fresh one, when that
+    cannot repeat or lose anything; otherwise the error stands (a 503).
+
+    Without this, a connection whose server went away while it sat in the pool for less
+    than `PING_AFTER_IDLE_SECONDS` (a failover, an RDS Proxy restart, an idle-connection
+    reaper) would turn the next request into a 503, once per warm container, although the
+    database is up again. A statement may run again:
+
+    - when the connection had no transaction open: it is the first statement of its
+      transaction (psycopg2 sends BEGIN first), no COMMIT has been sent, and a server
+      session that died takes its open transaction with it, so nothing of it can remain;
+    - in autocommit mode, which only read-only sessions (GET and HEAD) use, when it
+      reads: each statement takes its own snapshot anyway, so reading on another
+      connection is what the next statement would have done.
+
+    A write inside a transaction that already sent statements is never replayed (those
+    statements died with the connection), nor is a COMMIT, which is not an `execute`.
+    SQLAlchemy's dialect decides what a disconnect is; on the replayed statement's own
+    failure SQLAlchemy handles the error as usual.
+    """
+    from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+
+    dialect = engine.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+
+    def replayable(cursor: Any, context: DefaultExecutionContext) -> bool:
+        connection = cursor.connection
+        if connection.autocommit:
+            return not (context.isinsert or context.isupdate or context.isdelete)
+        idle: bool = connection.get_transaction_status() == TRANSACTION_STATUS_IDLE
+        return idle
+
+    def execute(run: Any, cursor: Any, context: DefaultExecutionContext) -> None:
+        # Decided before the statement is sent: a failure changes the connection's state.
+        may_replay = replayable(cursor, context)
+        try:
+            run(cursor)
+        except dbapi_error as error:
+            if not (may_replay and dialect.is_disconnect(error, cursor.connection, cursor)):
+                raise
+            try:
+                fresh = _reconnect(context, error, autocommit=cursor.connection.autocommit)
+            except dbapi_error as connect_error:
+                # Still out of reach: the disconnect stays the request's error (a 503).
+                raise error from connect_error
+            logger.info("database connection lost; statement replayed on a new connection")
+            run(fresh)
+
+    @event.listens_for(engine, "do_execute")
+    def do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        execute(
+            lambda c: dialect.do_execute(c, statement, parameters, context),
+            cursor,
+            context,
+        )
+        return True
+
+    @event.listens_for(engine, "do_execute_no_params")
+    def do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+        execute(
+            lambda c: dialect.do_execute_no_params(c, statement, context),
+            cursor,
+            context,
+        )
+        return True
+
+    @event.listens_for(engine, "do_executemany")
+    def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        execute(
+            lambda c: dialect.do_executemany(c, statement, parameters, context),
+            cursor,
+            context,
+        )
+        return True
+
+
+def _reconnect(context: DefaultExecutionContext, error: Exception, *, autocommit: bool) -> Any:
+    """Give the execution's pool entry a new DBAPI connection; a cursor on it.
+
+    The same steps as the pool's own recovery from a failed checkout ping
+    (`_ConnectionFairy._checkout`): the entry closes the dead connection and connects
+    again, running the usual connect events. The SQLAlchemy connection, its transaction
+    and the session above it carry on unaware: they hold the pool's proxy, not the DBAPI
+    connection.
+    """
+    proxy = cast(_ConnectionFairy, context.root_connection.connection)
+    record = proxy._connection_record
+    if record is None:  # a detached connection: nothing to give a new one to
+        raise exc.DisconnectionError("the connection is detached from its pool")
+    record.invalidate(error)
+    proxy.dbapi_connection = record.get_connection()
+    # Carried over from the dead connection: a read-only session's mode.
+    proxy.dbapi_connection.autocommit = autocommit
+    # Results are read from the context's cursor.
+    context.cursor = context.create_cursor()
+    return context.cursor
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -245,12 +366,14 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 
 
 async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
-    logger.warning("database unavailable: %s", type(error).__name__)
-    return JSONResponse(
-        status_code=503,
-        content={"detail": "The database is unavailable; try again shortly."},
-        headers={"Retry-After": "5"},
-    )
+    # psycopg2's QueryCanceled is an OperationalError: statement_timeout lands here too.
+    if getattr(getattr(error, "orig", None), "pgcode", None) == QUERY_CANCELED:
+        logger.warning("database statement timed out")
+        detail = "The database took too long to answer; try again shortly."
+    else:
+        logger.warning("database unavailable: %s", type(error).__name__)
+        detail = "The database is unavailable; try again shortly."
+    return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": "5"})
 
 
 def install_database_error_handlers(app: FastAPI) -> None:

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     database_pool_timeout: float = Field(default=10.0, gt=0)
     # Seconds to wait for a TCP connection before answering 503, well inside any Lambda timeout.
     database_connect_timeout: int = Field(default=3, ge=1)
+    # PostgreSQL ends any statement running longer (a 503), well inside the functions' 10 s.
+    database_statement_timeout_ms: int = Field(default=5000, ge=1)
     # RDS Proxy pools connections itself; a client-side pool on top only pins them.
     database_null_pool: bool = False
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
