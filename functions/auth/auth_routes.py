@@ -22,6 +22,7 @@ from auth_service import (
     start_session,
 )
 from fastapi import APIRouter, Body, HTTPException, status
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 
 from taskapi.auth import AccessClaims, CurrentUser, unauthorized
@@ -173,7 +174,8 @@ async def logout(
     user: CurrentUser,
     claims: AccessClaims,
     session: SessionDep,
-    body: Annotated[LogoutRequest | None, Body()] = None,
+    # Optional, so omitted rather than null: the None stays out of the document.
+    body: Annotated[LogoutRequest | SkipJsonSchema[None], Body()] = None,
 ) -> Detail:
     """End the access token's session (and the refresh token's, if one is given)."""
     session_ids = {claims.session_id}
@@ -199,6 +201,6 @@ async def logout(
     response_model=UserPublic,
     responses=errors(status.HTTP_401_UNAUTHORIZED),
 )
-async def me(user: CurrentUser) -> User:
+async def get_me(user: CurrentUser) -> User:
     """The user the access token belongs to."""
     return user

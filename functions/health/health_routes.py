@@ -30,6 +30,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=Health, summary="Liveness, without touching the database")
 async def health() -> Health:
+    """Answers while the function runs; never touches the database."""
     return Health(version=__version__, timestamp=datetime.now(UTC))
 
 
@@ -40,6 +41,7 @@ async def health() -> Health:
     summary="A database round trip and the migration status",
 )
 async def health_db() -> DatabaseHealth | JSONResponse:
+    """A round trip to the database, and whether its schema is at the newest migration."""
     try:
         return check_database()
     except DatabaseUnavailableError as error:

@@ -16,10 +16,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from mangum import Mangum
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskapi import __version__
 from taskapi.logs import configure_logging, invocation_fields, log_context
+from taskapi.openapi import operation_id
 from taskapi.settings import get_database_url, get_jwt_secret, get_settings
 
 logger = logging.getLogger("taskapi.request")
@@ -79,14 +81,38 @@ async def unhandled_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content={"detail": "Internal Server Error"})
 
 
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method that some route of the app serves at the request's path.
+
+    Each method is tried against the routes as the router would (`matches`): included
+    routers keep their routes to themselves, so their methods cannot simply be read.
+    """
+    routes = [route for route in request.app.router.routes if isinstance(route, BaseRoute)]
+    return ", ".join(
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
+
+
 async def http_error(request: Request, error: Exception) -> Response:
-    """FastAPI's own answer, except for a JSON body it could not even decode.
+    """FastAPI's own answer, except for a JSON body it could not even decode, and a 405's
+    `Allow` header, which lists every method of the path.
 
     A body that is not UTF-8, or nested too deeply for the JSON parser, gets a bare 400
     from FastAPI (any other malformed JSON gets 422 `json_invalid`); it becomes that same
     documented 422, so clients see one shape for every unreadable body.
     """
     assert isinstance(error, HTTPException)
+    if error.status_code == 405:
+        # Starlette's `Allow` names the methods of the first route that matched the path
+        # alone; RFC 9110 wants every method the path serves.
+        error = HTTPException(405, error.detail, headers={"Allow": allowed_methods(request)})
     cause = error.__cause__
     if error.status_code == 400 and isinstance(cause, (UnicodeDecodeError, RecursionError)):
         reason = "not UTF-8" if isinstance(cause, UnicodeDecodeError) else "nested too deeply"
@@ -121,8 +147,10 @@ async def validation_error(request: Request, error: Exception) -> JSONResponse:
 def create_app(*, title: str, description: str = "", database: bool = True) -> FastAPI:
     """A FastAPI app with the project's error format, CORS and request logging.
 
-    `database=False` keeps SQLAlchemy out of the import path (the health function's
-    `GET /health` must not pay for it); such an app maps database errors itself.
+    Each operation's id is its route function's name in camelCase; `description` also
+    describes the app's tag in the OpenAPI document. `database=False` keeps SQLAlchemy out
+    of the import path (the health function's `GET /health` must not pay for it); such an
+    app maps database errors itself.
     """
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -130,6 +158,7 @@ def create_app(*, title: str, description: str = "", database: bool = True) -> F
         title=title,
         description=description,
         version=__version__,
+        generate_unique_id_function=operation_id,
         # The health function serves one document for the whole API.
         openapi_url=None,
         docs_url=None,
