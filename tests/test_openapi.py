@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Client, Database, load_function, load_module
+from localapi.events import http_event
+from tests.conftest import ROOT, Client, Database, invoke, load_function, load_module
 from tests.tasks_helpers import make_account
 
 HEALTH = ROOT / "functions" / "health"
@@ -62,6 +63,64 @@ def test_docs_page_points_at_the_document() -> None:
     assert response.headers["content-type"].startswith("text/html")
     assert "swagger-ui" in response.body
     assert "url: 'openapi.json'" in response.body
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_pages_load_nothing_from_elsewhere(page: str) -> None:
+    # Every URL in the page is relative: no CDN (the page must work offline) and no
+    # absolute path (it must work under a stage prefix too).
+    response = Client("health").get(page)
+    assert response.status == 200
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", response.body)
+    assert urls, response.body
+    for url in urls:
+        assert not re.match(r"[a-z]+:|/", url), url
+    handler = load_function("health").handler
+    for url in urls:
+        # Called directly: the favicon is binary, which `Client` would not decode.
+        assert handler(http_event("GET", f"/{url}"), None)["statusCode"] == 200, url
+
+
+@pytest.mark.parametrize(
+    ("path", "media_type", "marker"),
+    [
+        ("/docs/swagger-ui-bundle.js", "text/javascript", "SwaggerUIBundle"),
+        ("/docs/swagger-ui.css", "text/css", ".swagger-ui"),
+        ("/redoc/redoc.standalone.js", "text/javascript", "Redoc"),
+    ],
+)
+def test_the_pages_files_are_served_by_the_function(
+    path: str, media_type: str, marker: str
+) -> None:
+    response = Client("health").get(path)
+    assert response.status == 200
+    assert response.headers["content-type"].startswith(media_type)
+    assert response.headers["cache-control"] == "public, max-age=86400"
+    assert marker in response.body
+
+
+def test_redoc_page_points_at_the_document() -> None:
+    response = Client("health").get("/redoc")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert '<redoc spec-url="openapi.json">' in response.body
+
+
+@pytest.mark.parametrize("path", ["/docs/index.html", "/docs/..%2Fopenapi.json", "/redoc/x.js"])
+def test_only_the_pages_files_are_served(path: str) -> None:
+    assert Client("health").get(path).status == 404
+
+
+def test_the_document_names_the_prefix_it_was_served_under() -> None:
+    # API Gateway's raw path keeps a stage (`/dev`) that the route's path has not.
+    handler = load_function("health").handler
+    event = http_event("GET", "/openapi.json")
+    event["rawPath"] = "/dev/openapi.json"
+    served = json.loads(invoke(handler, event).body)
+    assert served["servers"] == [{"url": "/dev"}]
+    assert served["paths"] == json.loads((HEALTH / "openapi.json").read_text())["paths"]
+    plain = Client("health").get("/openapi.json").json()
+    assert plain["servers"] == [{"url": "/"}]
 
 
 def test_the_health_function_stays_small() -> None:
