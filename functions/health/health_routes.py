@@ -100,10 +100,17 @@ ASSETS = {
     },
     "redoc": {
         "redoc.standalone.js": "redoc/redoc.standalone.js",
+        # The package's script shows its "API docs by Redocly" logo from beside itself.
+        "logo-mini.svg": "redoc/logo-mini.svg",
         "favicon.png": "fastapi/favicon.png",
     },
 }
-MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+MEDIA_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+}
 # The files change only with the package's version, and the pages' URLs with it.
 ASSET_CACHE_CONTROL = "public, max-age=86400"
 
