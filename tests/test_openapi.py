@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from localapi.events import http_event
+from tests.auth_helpers import signup, tokens
 from tests.conftest import ROOT, Client, Database, invoke, load_function, load_module
 from tests.tasks_helpers import make_account
 
@@ -298,7 +299,26 @@ def test_reserved_email_domains_are_refused_as_documented(domain: str, db: Datab
     schema = generator().openapi_document()["components"]["schemas"]["SignupRequest"]
     described = schema["properties"]["email"]["description"]
     assert f".{domain.rsplit('.', 1)[-1]}" in described
+    pattern = schema["properties"]["email"]["pattern"]
+    assert re.search(pattern, f"dev@{domain}") is None
+    assert re.search(pattern, f"dev@{domain.upper()}") is None
+    assert re.search(pattern, f"dev@{domain}.example.com") is not None
     body = {"email": f"dev@{domain}", "name": "Dev", "password": "x" * 8}
     response = Client("auth").post("/api/auth/signup", json_body=body)
     assert response.status == 422
     assert response.json()["detail"][0]["loc"] == ["body", "email"]
+    body["email"] = f"dev@{domain}.example.com"
+    assert Client("auth").post("/api/auth/signup", json_body=body).status == 201
+
+
+def test_logout_takes_an_object_or_nothing_but_not_null(db: Database) -> None:
+    auth = Client("auth")
+    token = tokens(signup(auth, "null-body@example.com"))[0]
+    response = auth.post(
+        "/api/auth/logout", body="null", token=token, headers={"content-type": "application/json"}
+    )
+    assert response.status == 422
+    assert response.json()["detail"][0]["loc"] == ["body"]
+    assert auth.get("/api/auth/me", token=token).status == 200
+    assert auth.post("/api/auth/logout", token=token).status == 200
+    assert auth.get("/api/auth/me", token=token).status == 401

@@ -21,7 +21,8 @@ from auth_service import (
     rotate_refresh_token,
     start_session,
 )
-from fastapi import APIRouter, Body, HTTPException, status
+from fastapi import APIRouter, Body, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 
@@ -171,6 +172,7 @@ async def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
     responses=errors(status.HTTP_401_UNAUTHORIZED),
 )
 async def logout(
+    request: Request,
     user: CurrentUser,
     claims: AccessClaims,
     session: SessionDep,
@@ -178,6 +180,11 @@ async def logout(
     body: Annotated[LogoutRequest | SkipJsonSchema[None], Body()] = None,
 ) -> Detail:
     """End the access token's session (and the refresh token's, if one is given)."""
+    if body is None and (await request.body()).strip() == b"null":
+        # FastAPI reads a JSON `null` as no body; the document allows an object or nothing.
+        raise RequestValidationError(
+            [{"type": "model_type", "loc": ("body",), "msg": "Input should be an object"}]
+        )
     session_ids = {claims.session_id}
     if body is not None and body.refresh_token is not None:
         try:

@@ -5,11 +5,13 @@ responses carry an explicit `+00:00` offset as the contract asks.
 """
 
 import enum
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from pydantic import ConfigDict, EmailStr, StringConstraints, field_validator
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
@@ -38,6 +40,15 @@ DESCRIPTION_MAX_LENGTH = 5000
 # anywhere (PostgreSQL text cannot hold one), and a title with more than whitespace.
 NO_NUL_PATTERN = r"^[^\x00]*$"
 NOT_BLANK_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# email-validator refuses addresses on special-use domains (RFC 6761: `.test`, `.local`,
+# ...); the document says so by name, and as a pattern that generated data can follow
+# (each letter in either case, as domains are compared).
+RESERVED_EMAIL_DOMAINS = sorted(SPECIAL_USE_DOMAIN_NAMES)
+_ANY_CASE = "|".join(
+    "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in name)
+    for name in RESERVED_EMAIL_DOMAINS
+)
+EMAIL_DOMAIN_PATTERN = rf"^[^@]+@(?!(?:[^@]*\.)?(?:{_ANY_CASE})\.?$)"
 
 
 def utcnow() -> datetime:
@@ -130,10 +141,10 @@ class Detail(SQLModel):
 class UserBase(SQLModel):
     email: EmailStr = Field(
         max_length=EMAIL_MAX_LENGTH,
-        description=(
-            "An address on a special-use domain (.arpa, .invalid, .local, .localhost, .onion, "
-            ".test) is refused"
-        ),
+        description="An address on a special-use domain ("
+        + ", ".join(f".{name}" for name in RESERVED_EMAIL_DOMAINS)
+        + ") is refused",
+        schema_extra={"json_schema_extra": {"pattern": EMAIL_DOMAIN_PATTERN}},
     )
     name: str = Field(
         min_length=1,
