@@ -127,6 +127,13 @@ check-clients: venv clients/node_modules/.installed $(CLIENTS_VENV)/.installed  
 	$(BIN)/python tools/check_clients.py 'node clients/build/flow.js' \
 		'env PYTHONPATH=clients/generated $(CLIENTS_VENV)/bin/python clients/flow.py' \
 		'node clients/build/browser.js'
+	@# The same pages under a named stage's prefix (/dev/docs), once the local server can
+	@# serve one (`python -m localapi --stage`).
+	@if { $(BIN)/python -m localapi --help; $(BIN)/python -m localapi serve --help; } 2>/dev/null \
+		| grep -q -- --stage; then \
+		echo "$(BIN)/python tools/check_clients.py --stage dev 'node clients/build/browser.js'"; \
+		$(BIN)/python tools/check_clients.py --stage dev 'node clients/build/browser.js'; \
+	else echo "check-clients: python -m localapi has no --stage option: the staged run is skipped"; fi
 
 # --- SAM: validate and build without Docker (template.yaml, shared/Makefile) -----------
 # The SAM CLI lives in its own virtualenv: it pins boto3, pydantic and click versions that

@@ -2,10 +2,13 @@
 TypeScript and Python clients' flows and the browser test of /docs and /redoc this way.
 
     python tools/check_clients.py 'node clients/build/flow.js' '.venv-clients/bin/python ...'
+    python tools/check_clients.py --stage dev 'node clients/build/browser.js'
 
-Each command gets the server's base URL as its last argument. The server is
-`python -m localapi` on a free port with a fresh, migrated SQLite database in a temporary
-folder (no developer's `.env` is read there); it stops when the commands are done.
+Each command gets the server's base URL as its last argument (with `--stage`, the server
+serves the API under that stage's prefix, as API Gateway does, and the URL ends in it).
+The server is `python -m localapi` on a free port with a fresh, migrated SQLite database
+in a temporary folder (no developer's `.env` is read there); it stops when the commands
+are done.
 Screenshots go to SCREENSHOT_DIR (default: a folder in the system's temporary directory).
 """
 
@@ -48,7 +51,7 @@ def wait_until_up(base_url: str, server: subprocess.Popen[bytes], log: Path) -> 
             time.sleep(0.2)
 
 
-def main(commands: list[str]) -> int:
+def main(commands: list[str], *, stage: str | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="check-clients-") as folder:
         env = {
             **os.environ,
@@ -80,9 +83,13 @@ def main(commands: list[str]) -> int:
         log = Path(folder) / "server.log"
         serve = [sys.executable, "-m", "localapi", "--template", str(ROOT / "template.yaml")]
         serve += ["--port", str(port), "--log-level", "warning"]
+        if stage:
+            serve += ["--stage", stage]
         with log.open("wb") as output:
             server = subprocess.Popen(serve, cwd=folder, env=env, stdout=output, stderr=output)  # noqa: S603
         try:
+            if stage:
+                base_url = f"{base_url}/{stage}"
             wait_until_up(base_url, server, log)
             for command in commands:
                 print(f"$ {command} {base_url}", flush=True)
@@ -98,4 +105,8 @@ def main(commands: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    arguments = sys.argv[1:]
+    chosen_stage = None
+    if arguments[:1] == ["--stage"]:
+        chosen_stage, arguments = arguments[1], arguments[2:]
+    sys.exit(main(arguments, stage=chosen_stage))

@@ -60,9 +60,12 @@ _PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)*")
 
 
 def _prefix(request: Request, route_path: str) -> str:
-    """What the client's URL has before the route's own path: `/dev` for `/dev/openapi.json`."""
-    raw_path = (request.scope.get("aws.event") or {}).get("rawPath") or request.url.path
-    prefix = raw_path.removesuffix(route_path) if raw_path.endswith(route_path) else ""
+    """What the client's URL has before the route's own path: `/dev` for `/dev/openapi.json`
+    (the ASGI root path where the factory set one, else read off API Gateway's raw path)."""
+    prefix = request.scope.get("root_path") or ""
+    if not prefix:
+        raw_path = (request.scope.get("aws.event") or {}).get("rawPath") or ""
+        prefix = raw_path.removesuffix(route_path) if raw_path.endswith(route_path) else ""
     return prefix if _PREFIX.fullmatch(prefix) else ""
 
 
