@@ -73,6 +73,7 @@ def auth_response(user: User, pair: TokenPair) -> AuthResponse:
 
 @router.post(
     "/signup",
+    summary="Sign up (and log in)",
     status_code=status.HTTP_201_CREATED,
     response_model=AuthResponse,
     responses=errors(status.HTTP_409_CONFLICT),
@@ -97,6 +98,7 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
 
 @router.post(
     "/login",
+    summary="Log in",
     response_model=AuthResponse,
     responses=errors(
         status.HTTP_401_UNAUTHORIZED,
@@ -141,6 +143,7 @@ async def login(body: LoginRequest, session: SessionDep) -> AuthResponse:
 
 @router.post(
     "/refresh",
+    summary="Exchange a refresh token for a new pair",
     response_model=TokenResponse,
     responses=errors(status.HTTP_401_UNAUTHORIZED),
 )
@@ -168,6 +171,7 @@ async def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
 
 @router.post(
     "/logout",
+    summary="Log out",
     response_model=Detail,
     responses=errors(status.HTTP_401_UNAUTHORIZED),
 )
@@ -205,6 +209,7 @@ async def logout(
 
 @router.get(
     "/me",
+    summary="The current user",
     response_model=UserPublic,
     responses=errors(status.HTTP_401_UNAUTHORIZED),
 )
