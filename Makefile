@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build
+.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -90,7 +90,54 @@ audit: venv  ## Known vulnerabilities in the layer (findings fail unless securit
 	$(BIN)/python tools/audit.py
 
 clean:  ## Remove the virtualenvs, build output and caches
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CLIENTS_VENV) .aws-sam build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf clients/node_modules clients/generated clients/build
+
+# --- What client developers do with the OpenAPI document (clients/) --------------------
+# The npm tools come from clients/package-lock.json; the Python generator has its own
+# virtualenv (its dependencies must not move the application's pins). Generated code is
+# made here, never committed. Screenshots of the browser test go to SCREENSHOT_DIR (default:
+# the system's temporary folder), never into the repository.
+CLIENTS_VENV ?= .venv-clients
+export REDOCLY_NO_WARNINGS := const t = JSON.parse(require("fs").readFileSync(0, "utf8")).totals; \
+	if (t.errors + t.warnings) { console.error(`redocly: $${t.warnings} warnings`); process.exit(1); }
+NPX := cd clients && npx --no-install
+OPENAPI := ../functions/health/openapi.json
+
+clients/node_modules/.installed: clients/package-lock.json
+	cd clients && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+$(CLIENTS_VENV)/.installed: clients/requirements.txt
+	test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet -r clients/requirements.txt
+	touch $@
+
+check-clients: venv clients/node_modules/.installed $(CLIENTS_VENV)/.installed  ## Linters, both generated clients' flows and a browser on /docs, against the local server
+	$(NPX) spectral lint --fail-severity=warn $(OPENAPI)
+	$(NPX) redocly lint --config redocly.yaml $(OPENAPI)
+	@# Redocly fails on errors only; its warnings must be zero too.
+	$(NPX) redocly lint --config redocly.yaml --format=json $(OPENAPI) 2>/dev/null \
+		| node -e "$$REDOCLY_NO_WARNINGS"
+	rm -rf clients/generated
+	$(NPX) openapi-typescript $(OPENAPI) --output generated/api.d.ts
+	$(NPX) tsc --noEmit --strict --project tsconfig.json
+	$(NPX) tsc --project tsconfig.json
+	env -u PYTHONPATH PATH="$(CURDIR)/$(CLIENTS_VENV)/bin:$$PATH" $(CLIENTS_VENV)/bin/openapi-python-client \
+		generate --path functions/health/openapi.json --meta none \
+		--output-path clients/generated/task_api_client
+	cd clients && env -u PYTHONPATH MYPYPATH=generated ../$(CLIENTS_VENV)/bin/mypy --strict flow.py
+	$(BIN)/python tools/check_clients.py 'node clients/build/flow.js' \
+		'env PYTHONPATH=clients/generated $(CLIENTS_VENV)/bin/python clients/flow.py' \
+		'node clients/build/browser.js'
+	@# The same pages under a named stage's prefix (/dev/docs), once the local server can
+	@# serve one (`python -m localapi --stage`).
+	@if { $(BIN)/python -m localapi --help; $(BIN)/python -m localapi serve --help; } 2>/dev/null \
+		| grep -q -- --stage; then \
+		echo "$(BIN)/python tools/check_clients.py --stage dev 'node clients/build/browser.js'"; \
+		$(BIN)/python tools/check_clients.py --stage dev 'node clients/build/browser.js'; \
+	else echo "check-clients: python -m localapi has no --stage option: the staged run is skipped"; fi
 
 # --- SAM: validate and build without Docker (template.yaml, shared/Makefile) -----------
 # The SAM CLI lives in its own virtualenv: it pins boto3, pydantic and click versions that

@@ -469,14 +469,10 @@ def test_logout_ends_only_its_own_session(client: Client, db: Database) -> None:
     assert login(client).status == 200
 
 
-@pytest.mark.parametrize("body", [{}, None], ids=["empty-object", "json-null"])
-def test_logout_takes_an_empty_body(client: Client, body: Any) -> None:
+def test_logout_takes_an_empty_body(client: Client) -> None:
     access, _ = tokens(signup(client))
     response = client.post(
-        LOGOUT,
-        body="null" if body is None else "{}",
-        headers={"content-type": "application/json"},
-        token=access,
+        LOGOUT, body="{}", headers={"content-type": "application/json"}, token=access
     )
     assert (response.status, response.json()) == (200, {"detail": "Logged out"})
     assert_unauthorized(client.get(ME, token=access))

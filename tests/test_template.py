@@ -172,6 +172,9 @@ def test_routes_are_the_contracts(cfn: dict[str, Any]) -> None:
         ("GET", "/health"): "HealthFunction",
         ("GET", "/health/{proxy+}"): "HealthFunction",
         ("GET", "/docs"): "HealthFunction",
+        ("GET", "/docs/{proxy+}"): "HealthFunction",
+        ("GET", "/redoc"): "HealthFunction",
+        ("GET", "/redoc/{proxy+}"): "HealthFunction",
         ("GET", "/openapi.json"): "HealthFunction",
     }
 

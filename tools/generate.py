@@ -39,10 +39,80 @@ def domain_apps() -> dict[str, FastAPI]:
     }
 
 
+# API Gateway answers some requests itself, before or instead of a function, with a body
+# of its own: `{"message": "Not Found"}` for a path no route serves, 413 for a request over
+# its 10 MB limit, 502 when a function fails or answers malformed, 503 when it cannot
+# invoke one, 504 when a function outlives the 30-second integration timeout.
+GATEWAY_MESSAGE = {
+    "type": "object",
+    "title": "GatewayMessage",
+    "description": "An error body that API Gateway writes itself, not the API's functions.",
+    "properties": {"message": {"type": "string", "title": "Message"}},
+    "required": ["message"],
+}
+GATEWAY_RESPONSE = {
+    "description": (
+        'API Gateway\'s own error (`{"message": ...}`): 404 for a path no route serves, '
+        "413 for a request over 10 MB, 502 when the function failed, 503 when it could not "
+        "be invoked, 504 when it ran past the 30-second integration timeout"
+    ),
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/GatewayMessage"}}},
+}
+GATEWAY_STATUSES = ("413", "502", "503", "504")
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def _with_gateway_errors(responses: dict[str, Any]) -> dict[str, Any]:
+    """An operation's answers plus the gateway's own; where the function answers the same
+    status (503), either body."""
+    merged = dict(responses)
+    for code in GATEWAY_STATUSES:
+        own = merged.get(code)
+        if own is None:
+            merged[code] = {"$ref": "#/components/responses/GatewayError"}
+            continue
+        schema = own["content"]["application/json"]["schema"]
+        gateway = {"$ref": "#/components/schemas/GatewayMessage"}
+        merged[code] = {
+            **own,
+            "description": f"{own['description']}; or API Gateway's own {code}",
+            "content": {"application/json": {"schema": {"anyOf": [schema, gateway]}}},
+        }
+    return merged
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    # FastAPI writes an optional parameter (`X | None = None`) as "X or null"; but a query
+    # parameter or header is sent or not, it is never null (clients and fuzzers would send
+    # the text `null`).
+    options = [option for option in schema.get("anyOf", ()) if option != {"type": "null"}]
+    if "anyOf" not in schema or len(options) == len(schema["anyOf"]):
+        return schema
+    rest = {key: value for key, value in schema.items() if key != "anyOf"}
+    return {**options[0], **rest} if len(options) == 1 else {**rest, "anyOf": options}
+
+
+def _documented(operation: dict[str, Any]) -> dict[str, Any]:
+    """One operation as the document states it: public ones say so (`security: []`)."""
+    result = dict(operation)
+    result.setdefault("security", [])
+    if "parameters" in result:
+        result["parameters"] = [
+            {**parameter, "schema": _not_null(parameter["schema"])}
+            for parameter in result["parameters"]
+        ]
+    result["responses"] = _with_gateway_errors(result["responses"])
+    return result
+
+
 def openapi_document() -> dict[str, Any]:
     """The apps' documents merged; a path or a differing schema defined twice is an error."""
     paths: dict[str, Any] = {}
-    components: dict[str, dict[str, Any]] = {}
+    components: dict[str, dict[str, Any]] = {
+        "schemas": {"GatewayMessage": GATEWAY_MESSAGE},
+        "responses": {"GatewayError": GATEWAY_RESPONSE},
+    }
+    tags: dict[str, dict[str, str]] = {}
     version = "3.1.0"
     for domain, app in domain_apps().items():
         part = app.openapi()
@@ -50,7 +120,14 @@ def openapi_document() -> dict[str, Any]:
         for path, operations in part.get("paths", {}).items():
             if path in paths:
                 raise ValueError(f"{path} is served by {domain} and by another function")
-            paths[path] = operations
+            paths[path] = {
+                method: _documented(operation) if method in METHODS else operation
+                for method, operation in operations.items()
+            }
+            for operation in operations.values():
+                for tag in operation.get("tags", ()):
+                    # A function's tag is described by its app's description.
+                    tags.setdefault(tag, {"name": tag, "description": app.description})
         for section, entries in part.get("components", {}).items():
             merged = components.setdefault(section, {})
             for name, entry in entries.items():
@@ -60,6 +137,10 @@ def openapi_document() -> dict[str, Any]:
     document: dict[str, Any] = {
         "openapi": version,
         "info": {"title": "Task API", "version": __version__, "description": DESCRIPTION},
+        # Relative: the document is served by the API itself, under whatever stage or base
+        # path the page that loads it has.
+        "servers": [{"url": "/"}],
+        "tags": list(tags.values()),
         "paths": paths,
     }
     if components:

@@ -20,7 +20,9 @@ from auth_service import (
     rotate_refresh_token,
     start_session,
 )
-from fastapi import APIRouter, Body, HTTPException, status
+from fastapi import APIRouter, Body, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 
 from taskapi.auth import AccessClaims, CurrentUser, SourceIp, unauthorized
@@ -70,6 +72,7 @@ def auth_response(user: User, pair: TokenPair) -> AuthResponse:
 
 @router.post(
     "/signup",
+    summary="Sign up (and log in)",
     status_code=status.HTTP_201_CREATED,
     response_model=AuthResponse,
     responses=errors(status.HTTP_409_CONFLICT),
@@ -94,6 +97,7 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
 
 @router.post(
     "/login",
+    summary="Log in",
     response_model=AuthResponse,
     responses=errors(
         status.HTTP_401_UNAUTHORIZED,
@@ -139,6 +143,7 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
 
 @router.post(
     "/refresh",
+    summary="Exchange a refresh token for a new pair",
     response_model=TokenResponse,
     responses=errors(status.HTTP_401_UNAUTHORIZED),
 )
@@ -166,16 +171,24 @@ async def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
 
 @router.post(
     "/logout",
+    summary="Log out",
     response_model=Detail,
     responses=errors(status.HTTP_401_UNAUTHORIZED),
 )
 async def logout(
+    request: Request,
     user: CurrentUser,
     claims: AccessClaims,
     session: SessionDep,
-    body: Annotated[LogoutRequest | None, Body()] = None,
+    # Optional, so omitted rather than null: the None stays out of the document.
+    body: Annotated[LogoutRequest | SkipJsonSchema[None], Body()] = None,
 ) -> Detail:
     """End the access token's session (and the refresh token's, if one is given)."""
+    if body is None and (await request.body()).strip() == b"null":
+        # FastAPI reads a JSON `null` as no body; the document allows an object or nothing.
+        raise RequestValidationError(
+            [{"type": "model_type", "loc": ("body",), "msg": "Input should be an object"}]
+        )
     session_ids = {claims.session_id}
     if body is not None and body.refresh_token is not None:
         try:
@@ -196,9 +209,10 @@ async def logout(
 
 @router.get(
     "/me",
+    summary="The current user",
     response_model=UserPublic,
     responses=errors(status.HTTP_401_UNAUTHORIZED),
 )
-async def me(user: CurrentUser) -> User:
+async def get_me(user: CurrentUser) -> User:
     """The user the access token belongs to."""
     return user

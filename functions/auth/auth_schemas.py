@@ -2,11 +2,18 @@
 
 from typing import Any, Literal, Self
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from sqlmodel import SQLModel
 
 from taskapi.emails import EMAIL_MAX_LENGTH, normalise_email
-from taskapi.models import UserCreate, UserPublic
+from taskapi.models import (
+    NO_NUL_PATTERN,
+    PASSWORD_MAX_BYTES,
+    RequestModel,
+    UserCreate,
+    UserPublic,
+)
+from taskapi.openapi import RESPONSE_CONFIG
 from taskapi.passwords import password_problem
 from taskapi.tokens import TokenPair
 
@@ -34,11 +41,16 @@ class SignupRequest(UserCreate):
 
 # Body of POST /api/auth/login. The email is not validated as an address: no account can
 # have a malformed one, so it simply fails to log in.
-class LoginRequest(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    email: str = Field(min_length=1, max_length=EMAIL_MAX_LENGTH)
-    password: str
+class LoginRequest(RequestModel):
+    email: str = Field(
+        min_length=1, max_length=EMAIL_MAX_LENGTH, json_schema_extra={"pattern": NO_NUL_PATTERN}
+    )
+    password: str = Field(
+        # A character is at least one byte: 72 characters is the most that can fit.
+        max_length=PASSWORD_MAX_BYTES,
+        description="At most 72 bytes in UTF-8; no NUL character",
+        json_schema_extra={"pattern": NO_NUL_PATTERN},
+    )
 
     @field_validator("email")
     @classmethod
@@ -50,21 +62,19 @@ class LoginRequest(SQLModel):
 
 
 # Body of POST /api/auth/refresh.
-class RefreshRequest(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
+class RefreshRequest(RequestModel):
     refresh_token: str
 
 
 # Optional body of POST /api/auth/logout: a refresh token whose session ends too.
-class LogoutRequest(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
+class LogoutRequest(RequestModel):
     refresh_token: str | None = None
 
 
 # The token pair that signup, login and refresh return.
 class TokenResponse(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
     access_token: str
     refresh_token: str
     token_type: Literal["bearer"]

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Literal
 from health_migration_head import MIGRATION_HEAD
 from pydantic import BaseModel
 
+from taskapi.openapi import RESPONSE_CONFIG
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
@@ -20,6 +22,8 @@ logger = logging.getLogger("taskapi.health")
 
 # Body of GET /health.
 class Health(BaseModel):
+    model_config = RESPONSE_CONFIG
+
     status: Literal["ok"] = "ok"
     version: str
     timestamp: datetime
@@ -27,6 +31,8 @@ class Health(BaseModel):
 
 # The schema revision in the database against the newest one shipped with the code.
 class Migrations(BaseModel):
+    model_config = RESPONSE_CONFIG
+
     current: str | None
     head: str | None
     up_to_date: bool
@@ -34,6 +40,8 @@ class Migrations(BaseModel):
 
 # Body of GET /health/db when the database answers; also the scheduled check's summary.
 class DatabaseHealth(BaseModel):
+    model_config = RESPONSE_CONFIG
+
     status: Literal["ok"] = "ok"
     database: Literal["ok"] = "ok"
     latency_ms: float
@@ -42,6 +50,8 @@ class DatabaseHealth(BaseModel):
 
 # Body of a failed check (503), and the scheduled check's summary then.
 class HealthError(BaseModel):
+    model_config = RESPONSE_CONFIG
+
     status: Literal["error"] = "error"
     detail: str
 

@@ -1,11 +1,14 @@
 """The health function's HTTP surface: liveness, the database check, and the API's docs."""
 
 import functools
+import importlib.util
+import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from health_check import (
     DatabaseHealth,
@@ -30,6 +33,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=Health, summary="Liveness, without touching the database")
 async def health() -> Health:
+    """Answers while the function runs; never touches the database."""
     return Health(version=__version__, timestamp=datetime.now(UTC))
 
 
@@ -40,6 +44,7 @@ async def health() -> Health:
     summary="A database round trip and the migration status",
 )
 async def health_db() -> DatabaseHealth | JSONResponse:
+    """A round trip to the database, and whether its schema is at the newest migration."""
     try:
         return check_database()
     except DatabaseUnavailableError as error:
@@ -50,18 +55,124 @@ async def health_db() -> DatabaseHealth | JSONResponse:
         )
 
 
-@functools.cache
-def _openapi_document() -> bytes:
-    return OPENAPI_FILE.read_bytes()
+# A stage or base path in front of the API (`/dev`), as API Gateway's raw path shows it.
+_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)*")
+
+
+def _prefix(request: Request, route_path: str) -> str:
+    """What the client's URL has before the route's own path: `/dev` for `/dev/openapi.json`
+    (the ASGI root path where the factory set one, else read off API Gateway's raw path)."""
+    prefix = request.scope.get("root_path") or ""
+    if not prefix:
+        raw_path = (request.scope.get("aws.event") or {}).get("rawPath") or ""
+        prefix = raw_path.removesuffix(route_path) if raw_path.endswith(route_path) else ""
+    return prefix if _PREFIX.fullmatch(prefix) else ""
+
+
+@functools.lru_cache(maxsize=8)
+def _openapi_document(prefix: str) -> bytes:
+    document = OPENAPI_FILE.read_bytes()
+    if not prefix:
+        return document
+    # The document's server is `/`; served under a prefix, "Try it out" and generated
+    # clients that read the server from it must call the prefixed paths.
+    parsed = json.loads(document)
+    parsed["servers"] = [{"url": prefix}]
+    return json.dumps(parsed, separators=(",", ":")).encode()
 
 
 @router.get("/openapi.json", include_in_schema=False)
-async def openapi() -> Response:
-    return Response(content=_openapi_document(), media_type="application/json")
+async def openapi(request: Request) -> Response:
+    document = _openapi_document(_prefix(request, "/openapi.json"))
+    return Response(content=document, media_type="application/json")
+
+
+# ---------------------------------------------------------------------------------------
+# The pages that browse the document, with Swagger UI's and ReDoc's files served from here
+# (the layer ships them, from the pinned `fastapi-standalone-docs` package), so that both
+# work with no internet. All their URLs are relative, so they also work under a stage
+# prefix: `/dev/docs` loads `/dev/docs/swagger-ui-bundle.js` and `/dev/openapi.json`.
+
+TITLE = "Task API"
+# The files each page loads, by the name it asks for, in the package's `static/` folder.
+ASSETS = {
+    "docs": {
+        "swagger-ui-bundle.js": "swagger/swagger-ui-bundle.js",
+        "swagger-ui.css": "swagger/swagger-ui.css",
+        "favicon.png": "fastapi/favicon.png",
+    },
+    "redoc": {
+        "redoc.standalone.js": "redoc/redoc.standalone.js",
+        # The package's script shows its "API docs by Redocly" logo from beside itself.
+        "logo-mini.svg": "redoc/logo-mini.svg",
+        "favicon.png": "fastapi/favicon.png",
+    },
+}
+MEDIA_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+}
+# The files change only with the package's version, and the pages' URLs with it.
+ASSET_CACHE_CONTROL = "public, max-age=86400"
+
+
+@functools.cache
+def _static_folder() -> Path:
+    # Found without importing the package: its module imports parts of FastAPI this
+    # function never needs.
+    spec = importlib.util.find_spec("fastapi_standalone_docs")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("fastapi-standalone-docs is missing: it ships in the layer")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+@functools.cache
+def _asset(page: str, name: str) -> bytes:
+    return (_static_folder() / ASSETS[page][name]).read_bytes()
+
+
+def _asset_response(page: str, name: str) -> Response:
+    if name not in ASSETS[page]:
+        raise HTTPException(status_code=404, detail="Not Found")
+    return Response(
+        content=_asset(page, name),
+        media_type=MEDIA_TYPES[Path(name).suffix],
+        headers={"Cache-Control": ASSET_CACHE_CONTROL},
+    )
 
 
 @router.get("/docs", include_in_schema=False)
 async def docs() -> HTMLResponse:
-    # Relative, so that the page also works under an API Gateway stage prefix (/dev/docs).
-    # Swagger UI's script and styles come from a CDN, as FastAPI's own /docs does.
-    return get_swagger_ui_html(openapi_url="openapi.json", title="Task API")
+    return get_swagger_ui_html(
+        openapi_url="openapi.json",
+        title=TITLE,
+        swagger_js_url="docs/swagger-ui-bundle.js",
+        swagger_css_url="docs/swagger-ui.css",
+        swagger_favicon_url="docs/favicon.png",
+        # No online validator badge: it would send the document to a public service.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+
+
+@router.get("/docs/{name}", include_in_schema=False)
+async def docs_asset(name: str) -> Response:
+    return _asset_response("docs", name)
+
+
+@router.get("/redoc", include_in_schema=False)
+async def redoc() -> HTMLResponse:
+    return get_redoc_html(
+        openapi_url="openapi.json",
+        title=TITLE,
+        redoc_js_url="redoc/redoc.standalone.js",
+        redoc_favicon_url="redoc/favicon.png",
+        # The fonts would come from a public CDN; the page falls back to system fonts.
+        with_google_fonts=False,
+    )
+
+
+@router.get("/redoc/{name}", include_in_schema=False)
+async def redoc_asset(name: str) -> Response:
+    return _asset_response("redoc", name)

@@ -1,12 +1,15 @@
 """Data access for tasks: the list page and the conditional writes behind ETags."""
 
+import enum
 import functools
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import TypeAdapter
+from pydantic import GetJsonSchemaHandler, TypeAdapter
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 from sqlmodel import Session, col, func
 
 from taskapi.models import Task, TaskPage, TaskPriority, TaskPublic, TaskStatus
@@ -15,19 +18,33 @@ from taskapi.models import Task, TaskPage, TaskPriority, TaskPublic, TaskStatus
 # make the database raise instead of answering "no such row".
 MAX_INT32 = 2**31 - 1
 
-SortKey = Literal[
-    "created_at",
-    "-created_at",
-    "updated_at",
-    "-updated_at",
-    "title",
-    "-title",
-    "priority",
-    "-priority",
-    "status",
-    "-status",
-]
-DEFAULT_SORT: SortKey = "-created_at"
+
+class TaskSort(enum.StrEnum):
+    """A sort field of the task list; `-` in front sorts in descending order."""
+
+    CREATED_AT = "created_at"
+    CREATED_AT_DESC = "-created_at"
+    UPDATED_AT = "updated_at"
+    UPDATED_AT_DESC = "-updated_at"
+    TITLE = "title"
+    TITLE_DESC = "-title"
+    PRIORITY = "priority"
+    PRIORITY_DESC = "-priority"
+    STATUS = "status"
+    STATUS_DESC = "-status"
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # Member names for generated clients, which would otherwise number the values
+        # (`VALUE_1`...): `-created_at` is no identifier.
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        schema["x-enum-varnames"] = [member.name for member in cls]
+        return schema
+
+
+DEFAULT_SORT = TaskSort.CREATED_AT_DESC
 
 # Natural order rather than alphabetical ("High" < "Low" < "Medium" helps nobody).
 # Keyed by the stored strings: the CASE compares the column with plain string literals.
@@ -52,7 +69,7 @@ _SORT_EXPRESSIONS: dict[str, Any] = {
 }
 
 
-def _order_by(sort: SortKey) -> tuple[sa.ColumnElement[Any], ...]:
+def _order_by(sort: TaskSort) -> tuple[sa.ColumnElement[Any], ...]:
     descending = sort.startswith("-")
     expression = _SORT_EXPRESSIONS[sort.removeprefix("-")]
     # The id breaks ties in the same direction, so pages never overlap or skip a row.
@@ -72,7 +89,7 @@ _LIKE_ESCAPE = "/"
 
 @functools.cache
 def _list_statements(
-    sort: SortKey, *, by_status: bool, by_priority: bool, by_text: bool
+    sort: TaskSort, *, by_status: bool, by_priority: bool, by_text: bool
 ) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The page and the count statements for one combination of filters, built once with
     bound parameters (at most 80 of them): building and cache-keying the expressions cost
@@ -119,7 +136,7 @@ def list_tasks(
     status: TaskStatus | None,
     priority: TaskPriority | None,
     q: str | None,
-    sort: SortKey,
+    sort: TaskSort,
     skip: int,
     limit: int,
 ) -> TaskPage:

@@ -2,18 +2,12 @@
 
 from typing import Annotated, Any
 
+import tasks_queries
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
 from pydantic import BaseModel
-from tasks_queries import (
-    DEFAULT_SORT,
-    MAX_INT32,
-    SortKey,
-    first_completion,
-    list_tasks,
-    soft_delete_task,
-    update_task,
-)
+from pydantic.json_schema import SkipJsonSchema
+from tasks_queries import DEFAULT_SORT, MAX_INT32, TaskSort, first_completion, soft_delete_task
 
 from taskapi.auth import CurrentUser
 from taskapi.db import SessionDep
@@ -65,8 +59,9 @@ def etag(task: Task) -> str:
     return f'"{task.id}-{task.version}"'
 
 
+# Optional, so omitted rather than null: the None stays out of the document.
 IfMatch = Annotated[
-    str | None,
+    str | SkipJsonSchema[None],
     Header(description="Write only if the task still has one of these ETags (`*`: any version)"),
 ]
 
@@ -155,7 +150,7 @@ def _written(task: Task | None, if_match: str | None) -> Task:
     responses={**UNAUTHORIZED, **UNAVAILABLE},
     summary="List the caller's tasks",
 )
-async def list_my_tasks(
+async def list_tasks(
     user: CurrentUser,
     session: SessionDep,
     skip: Annotated[int, Query(ge=0, le=MAX_INT32, description="Tasks to skip")] = 0,
@@ -171,11 +166,12 @@ async def list_my_tasks(
         ),
     ] = None,
     sort: Annotated[
-        SortKey,
+        TaskSort,
         Query(description="Sort field, `-` for descending; ties are broken by id"),
     ] = DEFAULT_SORT,
 ) -> Response:
-    page = list_tasks(
+    """One page of the caller's tasks that are not deleted, filtered and sorted."""
+    page = tasks_queries.list_tasks(
         session,
         user_id=user.id,
         status=status,
@@ -205,6 +201,7 @@ async def list_my_tasks(
     summary="Create a task",
 )
 async def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) -> Response:
+    """A new task of the caller's; its URL is in `Location`, its version in `ETag`."""
     now = utcnow()
     task = Task.model_validate(
         body,
@@ -226,7 +223,8 @@ async def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) 
     responses={200: {"headers": ETAG_HEADER}, **BY_ID},
     summary="Read a task",
 )
-async def read_task(task: OwnedTask) -> Response:
+async def get_task(task: OwnedTask) -> Response:
+    """One of the caller's tasks, with its version in `ETag`."""
     return task_response(task)
 
 
@@ -236,9 +234,10 @@ async def read_task(task: OwnedTask) -> Response:
     responses={200: {"headers": ETAG_HEADER}, **BY_ID, **PRECONDITION},
     summary="Change some fields of a task",
 )
-async def update_my_task(
+async def update_task(
     task: OwnedTask, body: TaskUpdate, session: SessionDep, if_match: IfMatch = None
 ) -> Response:
+    """Change the fields sent and keep the others; with `If-Match`, only if unchanged since."""
     version = expected_version(task, if_match)
     changes = {
         field: value
@@ -254,7 +253,7 @@ async def update_my_task(
         values["completed_at"] = (
             first_completion(now) if changes["status"] is TaskStatus.COMPLETED else None
         )
-    written = update_task(session, task=task, expected_version=version, values=values)
+    written = tasks_queries.update_task(session, task=task, expected_version=version, values=values)
     return task_response(_written(written, if_match))
 
 
@@ -266,6 +265,7 @@ async def update_my_task(
     summary="Delete a task (it stays in the database, marked deleted)",
 )
 async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
+    """Move a task out of every list and read; the row stays, marked deleted."""
     version = expected_version(task, if_match)
     deleted = soft_delete_task(session, task=task, expected_version=version, now=utcnow())
     if not deleted:
@@ -280,11 +280,12 @@ async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = 
     summary="Mark a task completed (idempotent)",
 )
 async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
+    """Set the status to `Completed`; completing again keeps the first `completed_at`."""
     version = expected_version(task, if_match)
     if task.status is TaskStatus.COMPLETED:
         return task_response(task)
     now = utcnow()
-    written = update_task(
+    written = tasks_queries.update_task(
         session,
         task=task,
         expected_version=version,

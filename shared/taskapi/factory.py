@@ -16,10 +16,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from mangum import Mangum
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskapi import __version__
 from taskapi.logs import configure_logging, invocation_fields, log_context
+from taskapi.openapi import operation_id
 from taskapi.settings import get_database_url, get_jwt_keys, get_settings
 
 logger = logging.getLogger("taskapi.request")
@@ -140,14 +142,38 @@ _UNREADABLE_BODY = {
 }
 
 
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method that some route of the app serves at the request's path.
+
+    Each method is tried against the routes as the router would (`matches`): included
+    routers keep their routes to themselves, so their methods cannot simply be read.
+    """
+    routes = [route for route in request.app.router.routes if isinstance(route, BaseRoute)]
+    return ", ".join(
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
+
+
 async def http_error(request: Request, error: Exception) -> Response:
-    """FastAPI's own answer, except for a JSON body it could not even decode.
+    """FastAPI's own answer, except for a JSON body it could not even decode, and a 405's
+    `Allow` header, which lists every method of the path.
 
     A body that is not UTF-8, nested too deeply for the JSON parser, or holding an integer
     too long for it, gets a bare 400 from FastAPI; it becomes the documented 422
     `json_invalid`, so clients see one shape for every unreadable body.
     """
     assert isinstance(error, HTTPException)
+    if error.status_code == 405:
+        # Starlette's `Allow` names the methods of the first route that matched the path
+        # alone; RFC 9110 wants every method the path serves.
+        error = HTTPException(405, error.detail, headers={"Allow": allowed_methods(request)})
     cause = error.__cause__
     if error.status_code == 400 and isinstance(cause, (ValueError, RecursionError)):
         reason = next(text for kind, text in _UNREADABLE_BODY.items() if isinstance(cause, kind))
@@ -185,10 +211,12 @@ def create_app(
     """A FastAPI app with the project's error format, CORS, security headers and request
     logging.
 
-    `database=False` keeps SQLAlchemy out of the import path (the health function's
-    `GET /health` must not pay for it); such an app maps database errors itself.
-    `private=True` marks every response `Cache-Control: no-store` (responses to requests
-    with an `Authorization` header always are).
+    Each operation's id is its route function's name in camelCase; `description` also
+    describes the app's tag in the OpenAPI document. `database=False` keeps SQLAlchemy out
+    of the import path (the health function's `GET /health` must not pay for it); such an
+    app maps database errors itself. `private=True` marks every response
+    `Cache-Control: no-store` (responses to requests with an `Authorization` header always
+    are).
     """
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -196,6 +224,7 @@ def create_app(
         title=title,
         description=description,
         version=__version__,
+        generate_unique_id_function=operation_id,
         # The health function serves one document for the whole API.
         openapi_url=None,
         docs_url=None,

@@ -5,15 +5,20 @@ responses carry an explicit `+00:00` offset as the contract asks.
 """
 
 import enum
+import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import ConfigDict, field_validator
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
+from pydantic import ConfigDict, StringConstraints, field_validator
+from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Field, SQLModel
 
 from taskapi.emails import EMAIL_MAX_LENGTH, signup_email
+from taskapi.openapi import RESPONSE_CONFIG
 
 # Every constraint and index gets a predictable name, so migrations can refer to them.
 SQLModel.metadata.naming_convention = {
@@ -29,6 +34,21 @@ PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores everything past 72 bytes; refuse rather than truncate
 TITLE_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 5000
+
+# How the OpenAPI document states the text rules that the validators below enforce (the
+# validators give the clearer message, so the patterns only document): no NUL character
+# anywhere (PostgreSQL text cannot hold one), and a title with more than whitespace.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+NOT_BLANK_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# email-validator refuses addresses on special-use domains (RFC 6761: `.test`, `.local`,
+# ...); the document says so by name, and as a pattern that generated data can follow
+# (each letter in either case, as domains are compared).
+RESERVED_EMAIL_DOMAINS = sorted(SPECIAL_USE_DOMAIN_NAMES)
+_ANY_CASE = "|".join(
+    "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in name)
+    for name in RESERVED_EMAIL_DOMAINS
+)
+EMAIL_DOMAIN_PATTERN = rf"^[^@]+@(?!(?:[^@]*\.)?(?:{_ANY_CASE})\.?$)"
 
 
 def utcnow() -> datetime:
@@ -82,9 +102,34 @@ def _string_enum(enum_cls: type[enum.StrEnum], name: str) -> sa.Enum:
     )
 
 
+def _document_request_defaults(schema: JsonDict) -> None:
+    # A request field's default is what the server fills in, not something the client must
+    # send; openapi-typescript (default settings) types every property with a `default` as
+    # required, so the default is said in the description instead.
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return
+    for prop in properties.values():
+        if not isinstance(prop, dict) or "default" not in prop:
+            continue
+        default = prop.pop("default")
+        if default is not None:
+            said = f"Default: `{default}`."
+            prop["description"] = f"{prop['description']} {said}" if "description" in prop else said
+
+
+# The base of every request body: unknown fields are refused (422), defaults documented.
+class RequestModel(SQLModel):
+    model_config = ConfigDict(  # type: ignore[assignment]
+        extra="forbid", json_schema_extra=_document_request_defaults
+    )
+
+
 # The body of every answer that is only a message: errors other than request validation
 # (`{"detail": "..."}`, as the contract has them) and confirmations such as logout's.
 class Detail(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
     detail: str
 
 
@@ -95,9 +140,19 @@ class Detail(SQLModel):
 # Fields a client may see and set at sign-up.
 class UserBase(SQLModel):
     email: str = Field(
-        max_length=EMAIL_MAX_LENGTH, schema_extra={"json_schema_extra": {"format": "email"}}
+        max_length=EMAIL_MAX_LENGTH,
+        description="A bare address (no display name), stored trimmed, NFC and lower-cased. "
+        "An address on a special-use domain ("
+        + ", ".join(f".{name}" for name in RESERVED_EMAIL_DOMAINS)
+        + ") is refused",
+        schema_extra={"json_schema_extra": {"format": "email", "pattern": EMAIL_DOMAIN_PATTERN}},
     )
-    name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH)
+    name: str = Field(
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        description="Trimmed; 1 to 100 characters, no NUL character",
+        schema_extra={"json_schema_extra": {"pattern": NOT_BLANK_PATTERN}},
+    )
 
 
 # The `user` table.
@@ -112,10 +167,14 @@ class User(UserBase, table=True):
 
 
 # Body of POST /api/auth/signup.
-class UserCreate(UserBase):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    password: str = Field(min_length=PASSWORD_MIN_LENGTH)
+class UserCreate(UserBase, RequestModel):
+    password: str = Field(
+        min_length=PASSWORD_MIN_LENGTH,
+        # A character is at least one byte: 72 characters is the most that can fit.
+        max_length=PASSWORD_MAX_BYTES,
+        description="At least 8 characters and at most 72 bytes in UTF-8; no NUL character",
+        schema_extra={"json_schema_extra": {"pattern": NO_NUL_PATTERN}},
+    )
 
     # A bare address, normalised as every email is (taskapi.emails).
     _email = field_validator("email")(signup_email)
@@ -135,6 +194,8 @@ class UserCreate(UserBase):
 
 # What the API returns for a user: never the password hash.
 class UserPublic(UserBase):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
     email: str
     id: uuid.UUID
     is_active: bool
@@ -197,8 +258,18 @@ def _storable_text(value: str | None) -> str | None:
 
 # Fields a client may set on a task.
 class TaskBase(SQLModel):
-    title: str = Field(min_length=1, max_length=TITLE_MAX_LENGTH)
-    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_LENGTH)
+    title: str = Field(
+        min_length=1,
+        max_length=TITLE_MAX_LENGTH,
+        description="Trimmed; 1 to 200 characters, not only whitespace, no NUL character",
+        schema_extra={"json_schema_extra": {"pattern": NOT_BLANK_PATTERN}},
+    )
+    description: str | None = Field(
+        default=None,
+        max_length=DESCRIPTION_MAX_LENGTH,
+        description="At most 5000 characters, no NUL character",
+        schema_extra={"json_schema_extra": {"pattern": NO_NUL_PATTERN}},
+    )
     status: TaskStatus = Field(default=TaskStatus.PENDING)
     priority: TaskPriority = Field(default=TaskPriority.MEDIUM)
 
@@ -238,21 +309,32 @@ class Task(TaskBase, table=True):
 
 
 # Body of POST /api/tasks.
-class TaskCreate(TaskBase):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
+class TaskCreate(TaskBase, RequestModel):
     _strip = field_validator("title", mode="before")(_strip_title)
     _storable = field_validator("title", "description")(_storable_text)
 
 
-# Body of PUT /api/tasks/{id}: any subset of the create fields; `title` may not be null.
-class TaskUpdate(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX_LENGTH)
-    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_LENGTH)
-    status: TaskStatus | None = None
-    priority: TaskPriority | None = None
+# Body of PUT /api/tasks/{id}: any subset of the create fields. `title`, `status` and
+# `priority` may be omitted but not null: `SkipJsonSchema[None]` keeps the None that means
+# "absent" out of the document, and `not_null` refuses an explicit null.
+class TaskUpdate(RequestModel):
+    # The length limits go on `str` itself: on the union they would also meet the None.
+    title: (
+        Annotated[str, StringConstraints(min_length=1, max_length=TITLE_MAX_LENGTH)]
+        | SkipJsonSchema[None]
+    ) = Field(
+        default=None,
+        description=TaskBase.model_fields["title"].description,
+        schema_extra={"json_schema_extra": {"pattern": NOT_BLANK_PATTERN}},
+    )
+    description: str | None = Field(
+        default=None,
+        max_length=DESCRIPTION_MAX_LENGTH,
+        description="At most 5000 characters, no NUL character; null clears it",
+        schema_extra={"json_schema_extra": {"pattern": NO_NUL_PATTERN}},
+    )
+    status: TaskStatus | SkipJsonSchema[None] = None
+    priority: TaskPriority | SkipJsonSchema[None] = None
 
     _strip = field_validator("title", mode="before")(_strip_title)
     _storable = field_validator("title", "description")(_storable_text)
@@ -268,6 +350,8 @@ class TaskUpdate(SQLModel):
 
 # What the API returns for a task.
 class TaskPublic(TaskBase):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
     id: int
     user_id: uuid.UUID
     created_at: datetime
@@ -277,6 +361,8 @@ class TaskPublic(TaskBase):
 
 # The page that GET /api/tasks returns.
 class TaskPage(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
     items: list[TaskPublic]
     total: int
     skip: int

@@ -1,0 +1,143 @@
+"""A client developer's flow through the API with the client that openapi-python-client
+generates from the document (default settings): `mypy --strict` checks it against the
+document, and running it against the local server checks the document against the API.
+
+Usage: python clients/flow.py http://127.0.0.1:PORT (with clients/generated on the path).
+"""
+
+import sys
+import time
+import uuid
+from http import HTTPStatus
+from typing import TypeVar
+
+from task_api_client import AuthenticatedClient, Client
+from task_api_client.api.auth import get_me, login, logout, refresh, signup
+from task_api_client.api.tasks import (
+    complete_task,
+    create_task,
+    delete_task,
+    get_task,
+    list_tasks,
+    update_task,
+)
+from task_api_client.models import (
+    AuthResponse,
+    LoginRequest,
+    RefreshRequest,
+    SignupRequest,
+    TaskCreate,
+    TaskPage,
+    TaskPriority,
+    TaskPublic,
+    TaskSort,
+    TaskStatus,
+    TaskUpdate,
+    TokenResponse,
+)
+from task_api_client.types import Response
+
+T = TypeVar("T")
+R = TypeVar("R")
+PASSWORD = "correct horse battery"  # noqa: S105 (a test account on a throwaway database)
+
+
+def expect(step: str, response: Response[R], status: int) -> None:
+    if response.status_code != status:
+        raise SystemExit(f"{step}: status {response.status_code}, expected {status}")
+    print(f"py  {step}: {int(response.status_code)}")
+
+
+def body(step: str, response: Response[R], kind: type[T]) -> T:
+    parsed = response.parsed
+    if not isinstance(parsed, kind):
+        raise SystemExit(f"{step}: body {parsed!r}, expected {kind.__name__}")
+    return parsed
+
+
+def main(base_url: str) -> None:
+    public = Client(base_url=base_url, raise_on_unexpected_status=True)
+    email = f"py-{int(time.time())}-{uuid.uuid4().hex[:6]}@example.com"
+
+    signed_up = signup.sync_detailed(
+        client=public, body=SignupRequest(email=email, name="Python", password=PASSWORD)
+    )
+    expect("signup", signed_up, HTTPStatus.CREATED)
+
+    logged_in = login.sync_detailed(
+        client=public, body=LoginRequest(email=email, password=PASSWORD)
+    )
+    expect("login", logged_in, HTTPStatus.OK)
+    tokens = body("login", logged_in, AuthResponse)
+    # Every response field is required: no `Unset` to rule out before using them.
+    if tokens.user.last_login_at is None or not tokens.user.is_active:
+        raise SystemExit("login: the user's last_login_at is not set")
+    client = AuthenticatedClient(base_url=base_url, token=tokens.access_token)
+
+    created = create_task.sync_detailed(
+        client=client, body=TaskCreate(title="Write the client", priority=TaskPriority.HIGH)
+    )
+    expect("create", created, HTTPStatus.CREATED)
+    task = body("create", created, TaskPublic)
+    if task.status.value != "Pending" or task.priority is not TaskPriority.HIGH:
+        raise SystemExit(f"create: unexpected task {task!r}")
+    if task.description is not None:
+        raise SystemExit(f"create: unexpected description {task.description!r}")
+
+    listed = list_tasks.sync_detailed(
+        client=client,
+        status=TaskStatus.PENDING,
+        priority=TaskPriority.HIGH,
+        q="client",
+        sort=TaskSort.CREATED_AT_DESC,
+        limit=5,
+    )
+    expect("list", listed, HTTPStatus.OK)
+    page = body("list", listed, TaskPage)
+    if page.total != 1 or [item.id for item in page.items] != [task.id]:
+        raise SystemExit(f"list: unexpected page {page!r}")
+
+    got = get_task.sync_detailed(task.id, client=client)
+    expect("get", got, HTTPStatus.OK)
+    etag = got.headers["etag"]
+
+    updated = update_task.sync_detailed(
+        task.id,
+        client=client,
+        body=TaskUpdate(title="Write the typed client", status=TaskStatus.IN_PROGRESS),
+        if_match=etag,
+    )
+    expect("update with If-Match", updated, HTTPStatus.OK)
+    if body("update", updated, TaskPublic).title != "Write the typed client":
+        raise SystemExit("update: title unchanged")
+    stale = update_task.sync_detailed(
+        task.id, client=client, body=TaskUpdate(title="Too late"), if_match=etag
+    )
+    expect("update with a stale If-Match", stale, HTTPStatus.PRECONDITION_FAILED)
+
+    completed = complete_task.sync_detailed(task.id, client=client)
+    expect("complete", completed, HTTPStatus.OK)
+    done = body("complete", completed, TaskPublic)
+    if done.status is not TaskStatus.COMPLETED or done.completed_at is None:
+        raise SystemExit(f"complete: unexpected task {done!r}")
+
+    expect("delete", delete_task.sync_detailed(task.id, client=client), HTTPStatus.NO_CONTENT)
+    expect("get after delete", get_task.sync_detailed(task.id, client=client), HTTPStatus.NOT_FOUND)
+
+    refreshed = refresh.sync_detailed(
+        client=public, body=RefreshRequest(refresh_token=tokens.refresh_token)
+    )
+    expect("refresh", refreshed, HTTPStatus.OK)
+    fresh = body("refresh", refreshed, TokenResponse)
+
+    # Logout's body is optional: none is sent.
+    fresh_client = AuthenticatedClient(base_url=base_url, token=fresh.access_token)
+    expect("logout", logout.sync_detailed(client=fresh_client), HTTPStatus.OK)
+    expect("me after logout", get_me.sync_detailed(client=fresh_client), HTTPStatus.UNAUTHORIZED)
+    print("py  flow complete")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python clients/flow.py BASE_URL")
+    main(sys.argv[1])

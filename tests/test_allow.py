@@ -1,0 +1,32 @@
+"""405 answers list, in `Allow`, every method their path serves (RFC 9110), not only the
+methods of the first route that matched the path."""
+
+import pytest
+
+from tests.conftest import Client, Database
+
+CASES = [
+    ("tasks", "OPTIONS", "/api/tasks", "GET, POST"),
+    ("tasks", "PUT", "/api/tasks", "GET, POST"),
+    ("tasks", "POST", "/api/tasks/1", "DELETE, GET, PUT"),
+    ("tasks", "GET", "/api/tasks/1/complete", "PATCH"),
+    ("auth", "GET", "/api/auth/signup", "POST"),
+    ("auth", "DELETE", "/api/auth/me", "GET"),
+    ("health", "POST", "/health", "GET"),
+]
+
+
+@pytest.mark.parametrize(("domain", "method", "path", "allow"), CASES)
+def test_a_405_lists_every_method_of_the_path(
+    domain: str, method: str, path: str, allow: str, db: Database
+) -> None:
+    response = Client(domain).request(method, path)
+    assert response.status == 405
+    assert response.json() == {"detail": "Method Not Allowed"}
+    assert response.headers["allow"] == allow
+
+
+def test_an_unknown_path_is_still_404(db: Database) -> None:
+    response = Client("tasks").request("PUT", "/api/tasks/1/nothing")
+    assert response.status == 404
+    assert "allow" not in response.headers
