@@ -1,10 +1,11 @@
 """The health function's HTTP surface: liveness, the database check, and the API's docs."""
 
 import functools
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from health_check import (
@@ -51,13 +52,20 @@ async def health_db() -> DatabaseHealth | JSONResponse:
 
 
 @functools.cache
-def _openapi_document() -> bytes:
-    return OPENAPI_FILE.read_bytes()
+def _openapi_document(root_path: str) -> bytes:
+    document = OPENAPI_FILE.read_bytes()
+    if not root_path:
+        return document
+    # Behind a named stage or a base path, Swagger UI's "Try it out" must call the API
+    # under the same prefix: the document names it as its server, as FastAPI's would.
+    return json.dumps({**json.loads(document), "servers": [{"url": root_path}]}).encode()
 
 
 @router.get("/openapi.json", include_in_schema=False)
-async def openapi() -> Response:
-    return Response(content=_openapi_document(), media_type="application/json")
+async def openapi(request: Request) -> Response:
+    # At most two prefixes per deployment (its stage, its base path): the cache stays small.
+    document = _openapi_document(request.scope.get("root_path", ""))
+    return Response(content=document, media_type="application/json")
 
 
 @router.get("/docs", include_in_schema=False)

@@ -10,7 +10,7 @@ import functools
 import json
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_STAGES = frozenset({"local", "test"})
@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     login_max_attempts: int = Field(default=5, ge=1)
     login_lockout_minutes: int = Field(default=15, ge=1)
     log_level: str = "INFO"
+    # The base path of a custom domain's API mapping (`/v1`): API Gateway leaves it in the
+    # path it sends, and every function strips it (see `taskapi.factory`).
+    api_base_path: str = ""
+
+    @field_validator("api_base_path")
+    @classmethod
+    def _normalise_base_path(cls, value: str) -> str:
+        # `v1`, `/v1` and `/v1/` all mean the same mapping; `/` means none.
+        segments = value.strip().strip("/")
+        return f"/{segments}" if segments else ""
 
     @property
     def is_local(self) -> bool:
