@@ -46,7 +46,8 @@ class RequestLogMiddleware:
             await send(message)
 
         # Every log line of this request carries its ids, not only the request line.
-        fields = {**_request_ids(scope), **invocation_fields(scope.get("aws.context"))}
+        headers = (scope.get("aws.event") or {}).get("headers") or {}
+        fields = {**_request_ids(scope), **invocation_fields(scope.get("aws.context"), headers)}
         with log_context(**fields):
             try:
                 await self.app(scope, receive, send_and_record)
