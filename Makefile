@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load bench bench-smoke validate build test-layer check-build
+.PHONY: check-arm64 help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load bench bench-smoke validate build test-layer check-build
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -115,3 +115,8 @@ test-layer:  ## Build the layer for this machine (x86_64) into build/ for tests/
 		ARTIFACTS_DIR=$(CURDIR)/$(TEST_LAYER) PLATFORM=x86_64
 
 check-build: validate build test-layer  ## What CI runs before the tests
+
+# Needs root (debootstrap), qemu-user-static and debootstrap; the arm64 root is cached in
+# ARM64_ROOT (default /var/cache/taskapi-arm64/trixie) and made when missing.
+check-arm64: build  ## The arm64 artifacts served under emulation; their glibc needs at most 2.34
+	$(BIN)/python tools/check_arm64.py
