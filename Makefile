@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients
+.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 emulator-deploy
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -90,7 +90,7 @@ audit: venv  ## Known vulnerabilities in the layer (findings fail unless securit
 	$(BIN)/python tools/audit.py
 
 clean:  ## Remove the virtualenvs, build output and caches
-	rm -rf $(VENV) $(SAM_VENV) $(CLIENTS_VENV) .aws-sam build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CLIENTS_VENV) $(EMULATOR_VENV) .aws-sam build .pytest_cache .mypy_cache .ruff_cache
 	rm -rf clients/node_modules clients/generated clients/build
 
 # --- What client developers do with the OpenAPI document (clients/) --------------------
@@ -166,3 +166,18 @@ test-layer:  ## Build the layer for this machine (x86_64) into build/ for tests/
 		ARTIFACTS_DIR=$(CURDIR)/$(TEST_LAYER) PLATFORM=x86_64
 
 check-build: validate build test-layer  ## What CI runs before the tests
+
+# Needs root (debootstrap), qemu-user-static and debootstrap; the arm64 root is cached in
+# ARM64_ROOT (default /var/cache/taskapi-arm64/trixie) and made when missing.
+check-arm64: build  ## The arm64 artifacts served under emulation; their glibc needs at most 2.34
+	$(BIN)/python tools/check_arm64.py
+
+EMULATOR_VENV ?= .venv-emulator
+
+$(EMULATOR_VENV)/.installed: requirements-emulator.txt
+	test -x $(EMULATOR_VENV)/bin/python || $(PYTHON) -m venv $(EMULATOR_VENV)
+	$(EMULATOR_VENV)/bin/python -m pip install --quiet -r requirements-emulator.txt
+	touch $@
+
+emulator-deploy: build $(EMULATOR_VENV)/.installed  ## Create the stack on moto's server (docs/DEPLOY.md: how far it gets)
+	env -u PYTHONPATH AWS_DEFAULT_REGION=us-east-1 $(EMULATOR_VENV)/bin/python tools/emulator_deploy.py

@@ -1,7 +1,7 @@
 """`python -m localapi`: serve template.yaml's HTTP API without Docker, or invoke one
 function with an event file (the Docker-free `sam local start-api` / `sam local invoke`).
 
-    python -m localapi [--port 3000] [--reload]
+    python -m localapi [--port 3000] [--reload] [--stage dev]
     python -m localapi invoke HealthFunction events/scheduled.json
 """
 
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--threads", type=int, default=16, help="handler worker threads")
         command.add_argument("--reload", action="store_true", help="restart when code changes")
         command.add_argument(
+            "--stage", help="serve under /STAGE, as API Gateway serves a named stage"
+        )
+        command.add_argument(
             "--log-level",
             default="info",
             choices=["critical", "error", "warning", "info", "debug", "trace"],
@@ -48,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "invoke":
             return _invoke(args.template, args.function, args.event)
         return _serve(
-            args.template, args.host, args.port, args.threads, args.reload, args.log_level
+            args.template,
+            args.host,
+            args.port,
+            args.threads,
+            args.reload,
+            args.log_level,
+            args.stage,
         )
     except TemplateError as exc:
         logger.error("%s", exc)
@@ -56,17 +65,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(
-    template_path: str, host: str, port: int, threads: int, reload: bool, log_level: str
+    template_path: str,
+    host: str,
+    port: int,
+    threads: int,
+    reload: bool,
+    log_level: str,
+    stage: str | None,
 ) -> int:
     template = load_template(template_path)
-    _print_banner(template, host, port)
+    _print_banner(template, host, port, stage)
     if not reload:
-        app = create_app(template_path, threads=threads)
+        app = create_app(template_path, threads=threads, stage=stage)
         uvicorn.run(app, host=host, port=port, log_level=log_level)
         return 0
     # The reloader runs the app in a child process, which builds it from these variables.
     os.environ["LOCALAPI_TEMPLATE"] = str(template.path)
     os.environ["LOCALAPI_THREADS"] = str(threads)
+    os.environ["LOCALAPI_STAGE"] = stage or ""
     config = uvicorn.Config(
         "localapi.server:app_from_environment",
         factory=True,
@@ -115,8 +131,8 @@ def _invoke(template_path: str, name: str, event_path: str | None) -> int:
     return 0
 
 
-def _print_banner(template: Template, host: str, port: int) -> None:
-    url = f"http://{host}:{port}"
+def _print_banner(template: Template, host: str, port: int, stage: str | None) -> None:
+    url = f"http://{host}:{port}" + (f"/{stage}" if stage else "")
     lines = [f"Task API at {url}   docs: {url}/docs", "Routes:"]
     for route in template.routes:
         lines.append(f"  {route.key:<32} -> {route.function}")

@@ -103,10 +103,12 @@ def stop_process(process: "subprocess.Popen[Any]", *, grace: float = 10) -> None
 class LocalApi:
     """The ASGI application: `uvicorn` serves it (see `localapi.__main__`)."""
 
-    def __init__(self, template: Template, *, threads: int = 16) -> None:
+    def __init__(self, template: Template, *, threads: int = 16, stage: str | None = None) -> None:
         self.template = template
         self.routes = template.routes
         self.runtime = Runtime(template, threads=threads)
+        # A named stage (`--stage dev`): served under `/dev`, as API Gateway serves one.
+        self.stage = stage
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         for route in self.routes:
@@ -151,14 +153,21 @@ class LocalApi:
         return status, [*kept, *_cors_headers(cors, origin)], body
 
     async def _forward(self, scope: Scope, receive: Receive) -> tuple[int, Headers, bytes]:
-        found = self.match(scope["method"], scope["path"])
+        path = scope["path"]
+        if self.stage:
+            # The stage picks the routes; the function still gets the whole path.
+            prefix = f"/{self.stage}"
+            if not path.startswith(f"{prefix}/"):
+                return gateway_error(404, "Not Found")
+            path = path[len(prefix) :]
+        found = self.match(scope["method"], path)
         if found is None:
             return gateway_error(404, "Not Found")
         route, parameters = found
         body = await _read_body(scope, receive)
         if body is None:
             return gateway_error(413, "Request Entity Too Large")
-        event = _event(scope, body, route, parameters)
+        event = _event(scope, body, route, parameters, stage=self.stage or "$default")
         request_id = event["requestContext"]["requestId"]
         function = self.template.functions[route.function]
         try:
@@ -229,7 +238,9 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
     return b"".join(chunks)
 
 
-def _event(scope: Scope, body: bytes, route: Route, parameters: dict[str, str]) -> dict[str, Any]:
+def _event(
+    scope: Scope, body: bytes, route: Route, parameters: dict[str, str], *, stage: str
+) -> dict[str, Any]:
     client_ip = (scope.get("client") or ("127.0.0.1", 0))[0]
     server_port = (scope.get("server") or ("127.0.0.1", 80))[1]
     headers = [
@@ -250,14 +261,17 @@ def _event(scope: Scope, body: bytes, route: Route, parameters: dict[str, str]) 
         route_key=route.key,
         path_parameters=parameters,
         source_ip=client_ip,
+        stage=stage,
     )
 
 
-def create_app(template_path: Path | str = "template.yaml", *, threads: int = 16) -> LocalApi:
+def create_app(
+    template_path: Path | str = "template.yaml", *, threads: int = 16, stage: str | None = None
+) -> LocalApi:
     """The app for a template, after setting the functions' environment in this process."""
     template = load_template(template_path)
     apply_environment(template, threads=threads)
-    return LocalApi(template, threads=threads)
+    return LocalApi(template, threads=threads, stage=stage)
 
 
 def app_from_environment() -> LocalApi:
@@ -266,6 +280,7 @@ def app_from_environment() -> LocalApi:
     return create_app(
         os.environ.get("LOCALAPI_TEMPLATE", "template.yaml"),
         threads=int(os.environ.get("LOCALAPI_THREADS", "16")),
+        stage=os.environ.get("LOCALAPI_STAGE") or None,
     )
 
 

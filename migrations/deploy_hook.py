@@ -11,10 +11,17 @@ During a rollback CloudFormation sends an Update that carries the previous prope
 still has the new code at that moment) and leave the stack stuck in UPDATE_ROLLBACK_FAILED.
 Such an Update is answered SUCCESS without migrating: on PostgreSQL the failed migration was
 rolled back with its transaction.
+
+The response is the one call that leaves the VPC for S3: without a NAT gateway or an S3
+gateway endpoint it connects to nothing. Each attempt gets a few seconds and there are a
+few, so the function gives up (logging why) within `RESPONSE_BUDGET_SECONDS` instead of
+its whole timeout; CloudFormation then fails the resource at its `ServiceTimeout`.
 """
 
 import json
 import logging
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeGuard
@@ -23,7 +30,13 @@ logger = logging.getLogger("taskapi.migrate")
 
 # CloudFormation rejects response bodies over 4096 bytes; the reason is the only long field.
 MAX_REASON = 1000
-RESPONSE_TIMEOUT_SECONDS = 30
+# A PUT of under 4 KB to S3 takes well under a second; each attempt may take this long
+# to connect and again for each read, then the next one starts after a pause.
+RESPONSE_TIMEOUT_SECONDS = 2.0
+RESPONSE_RETRY_PAUSES = (0.5, 1.0)
+RESPONSE_BUDGET_SECONDS = RESPONSE_TIMEOUT_SECONDS * (len(RESPONSE_RETRY_PAUSES) + 1) + sum(
+    RESPONSE_RETRY_PAUSES
+)
 
 Migrate = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -74,18 +87,50 @@ def response_body(
     }
 
 
-def send_response(url: str, body: dict[str, Any]) -> None:
-    """PUT the outcome to the pre-signed S3 URL that CloudFormation handed us."""
+class ResponseNotDeliveredError(Exception):
+    """Every attempt to PUT the response failed; the message says what to check."""
+
+
+def send_response(url: str, body: dict[str, Any]) -> int:
+    """PUT the outcome to the pre-signed S3 URL that CloudFormation handed us.
+
+    Retries timeouts, connection errors and S3's 5xx answers; a 4xx (an expired or altered
+    signature) would only repeat. Returns the number of attempts it took.
+    """
     payload = json.dumps(body).encode()
-    # The URL is signed without a content type, so the request must not send one.
-    request = urllib.request.Request(  # noqa: S310 (CloudFormation's https URL)
-        url,
-        data=payload,
-        method="PUT",
-        headers={"Content-Type": "", "Content-Length": str(len(payload))},
+    attempts = len(RESPONSE_RETRY_PAUSES) + 1
+    for attempt in range(1, attempts + 1):
+        # The URL is signed without a content type, so the request must not send one.
+        request = urllib.request.Request(  # noqa: S310 (CloudFormation's https URL)
+            url,
+            data=payload,
+            method="PUT",
+            headers={"Content-Type": "", "Content-Length": str(len(payload))},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=RESPONSE_TIMEOUT_SECONDS) as response:  # noqa: S310
+                response.read()
+            return attempt
+        except urllib.error.HTTPError as error:
+            if error.code < 500:
+                raise ResponseNotDeliveredError(
+                    f"S3 refused the response with {error.code}: the pre-signed URL is "
+                    "expired or was altered"
+                ) from error
+            failure: Exception = error
+        except (OSError, TimeoutError) as error:  # URLError, refused, reset, timed out
+            failure = error
+        logger.warning(
+            "custom resource response not delivered",
+            extra={"attempt": attempt, "error": str(failure)},
+        )
+        if attempt < attempts:
+            time.sleep(RESPONSE_RETRY_PAUSES[attempt - 1])
+    raise ResponseNotDeliveredError(
+        f"S3 did not take the response in {attempts} attempts of "
+        f"{RESPONSE_TIMEOUT_SECONDS:g} s ({failure}). A function in a VPC reaches S3 through "
+        "an S3 gateway endpoint (the template's CreateVpcEndpoints) or a NAT gateway."
     )
-    with urllib.request.urlopen(request, timeout=RESPONSE_TIMEOUT_SECONDS) as response:  # noqa: S310
-        response.read()
 
 
 def handle(event: dict[str, Any], migrate: Migrate) -> dict[str, Any]:
@@ -110,5 +155,15 @@ def handle(event: dict[str, Any], migrate: Migrate) -> dict[str, Any]:
         status, reason, data = "FAILED", f"Migration failed: {error}", {}
     body = response_body(event, status=status, reason=reason, data=data)
     logger.info("custom resource response", extra={"status": status, "reason": body["Reason"]})
-    send_response(event["ResponseURL"], body)
+    try:
+        send_response(event["ResponseURL"], body)
+    except ResponseNotDeliveredError as error:
+        # Not raised: CloudFormation invokes asynchronously, so Lambda would run the whole
+        # request twice more, minutes apart, and hit the same wall. CloudFormation fails
+        # the resource when its ServiceTimeout passes.
+        logger.error(
+            "custom resource response lost; CloudFormation fails this resource at its "
+            "ServiceTimeout",
+            extra={"error": str(error), "status": status},
+        )
     return body

@@ -238,7 +238,8 @@ def invoke(
     if result.get("isBase64Encoded"):
         import base64
 
-        body = base64.b64decode(body).decode()
+        # Binary bodies (the docs pages' images) are only checked for their status.
+        body = base64.b64decode(body).decode(errors="replace")
     return Response(
         status=result["statusCode"],
         headers={k.lower(): v for k, v in (result.get("headers") or {}).items()},

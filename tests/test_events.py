@@ -4,12 +4,15 @@ handler on SQLite and PostgreSQL, gets the status its route promises (never a 5x
 
 import json
 import re
+from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 
 from localapi.events import LambdaContext
 from localapi.template import Route, load_template
+from taskapi.factory import path_prefix
 from tests.conftest import ROOT, Client, Database, configure, invoke, load_function, load_module
 
 EVENTS = ROOT / "events"
@@ -31,6 +34,17 @@ EXPECTED_STATUS = {
     "tasks-update.json": 200,
     "tasks-complete.json": 200,
     "tasks-delete.json": 204,
+    "stage-tasks-list.json": 200,
+    "base-path-tasks-list.json": 200,
+}
+# The custom domain's API mapping that base-path-*.json were sent through (events/README.md).
+EVENT_BASE_PATH = "/v1"
+# How a client reaches the API: at the $default stage, at a named stage's execute-api URL,
+# and through a custom domain mapped at a base path.
+ADDRESSES = {
+    "default": ("", "$default"),
+    "stage": ("/dev", "dev"),
+    "base-path": ("/v1", "$default"),
 }
 
 
@@ -52,6 +66,24 @@ def kind_of(event: dict[str, Any]) -> str:
     if "action" in event:
         return "migrate"
     return "unknown"
+
+
+def prefix_of(event: dict[str, Any]) -> str:
+    """The stage or base path in front of the event's route, as the functions strip it."""
+    stage = event["requestContext"]["stage"]
+    return path_prefix(event["rawPath"], stage=stage, base_path=EVENT_BASE_PATH)
+
+
+def addressed(event: dict[str, Any], address: str) -> dict[str, Any]:
+    """The event as API Gateway sends it when the client called the API at `address`."""
+    if address == "as-sent":
+        return event
+    prefix, stage = ADDRESSES[address]
+    moved: dict[str, Any] = json.loads(json.dumps(event))
+    moved["rawPath"] = prefix + event["rawPath"]
+    moved["requestContext"]["http"]["path"] = moved["rawPath"]
+    moved["requestContext"]["stage"] = stage
+    return moved
 
 
 def route_of(event: dict[str, Any]) -> Route:
@@ -86,7 +118,11 @@ def test_http_events_are_shaped_as_api_gateway_sends_them(name: str) -> None:
     method, path = context["http"]["method"], event["rawPath"]
     assert context["routeKey"] == event["routeKey"]
     assert context["http"]["path"] == path
-    assert context["stage"] == "$default"
+    # Only the stage- and base-path events carry a prefix; the route matches what follows.
+    prefix = prefix_of(event)
+    assert bool(prefix) == name.startswith(("stage-", "base-path-")), (name, prefix)
+    assert (context["stage"] != "$default") == name.startswith("stage-")
+    path = path.removeprefix(prefix)
     assert {"requestId", "time", "timeEpoch", "accountId", "apiId"} <= set(context)
     assert context["http"]["sourceIp"]
     parameters = route.match(method, path)
@@ -125,7 +161,9 @@ def filled_in(event: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     text = text.replace(ACCESS_TOKEN, user["access_token"])
     text = text.replace(REFRESH_TOKEN, user["refresh_token"])
     filled: dict[str, Any] = json.loads(text)
-    if filled["rawPath"].startswith(f"/api/tasks/{EVENT_TASK_ID}"):
+    if filled["rawPath"].startswith(f"/api/tasks/{EVENT_TASK_ID}/") or filled["rawPath"] == (
+        f"/api/tasks/{EVENT_TASK_ID}"
+    ):
         task = f"/api/tasks/{user['task_id']}"
         old = f"/api/tasks/{EVENT_TASK_ID}"
         filled["rawPath"] = filled["rawPath"].replace(old, task, 1)
@@ -135,14 +173,29 @@ def filled_in(event: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     return filled
 
 
-@pytest.mark.parametrize("name", event_files("http"))
-def test_http_events_replay_through_their_function(db: Database, name: str) -> None:
+def replays() -> list[tuple[str, str]]:
+    """Every HTTP event at every address; the prefixed sample events as they are."""
+    return [
+        (name, address)
+        for name in event_files("http")
+        for address in (ADDRESSES if not prefix_of(load(name)) else ["as-sent"])
+    ]
+
+
+@pytest.mark.parametrize(("name", "address"), replays())
+def test_http_events_replay_through_their_function(
+    db: Database, monkeypatch: pytest.MonkeyPatch, name: str, address: str
+) -> None:
+    """Every route of every function answers alike at the $default stage, at a named stage
+    (`/dev/...`) and behind a custom domain's base path (`API_BASE_PATH=/v1`)."""
+    configure(monkeypatch, api_base_path=EVENT_BASE_PATH)
     event = load(name)
     function = route_of(event).function
     domain = domain_of(function)
     # A new account for signup; every other event acts as that account.
     if name != "auth-signup.json":
         event = filled_in(event, signed_up_user())
+    event = addressed(event, address)
 
     response = invoke(load_function(domain).handler, event)
 
@@ -154,6 +207,56 @@ def test_http_events_replay_through_their_function(db: Database, name: str) -> N
         assert response.status == expected, (name, response.status, response.body)
     if response.status != 204:
         assert response.headers["content-type"].startswith(("application/json", "text/html"))
+    if "location" in response.headers:
+        # A new resource's address keeps the prefix the client called the API with.
+        assert response.headers["location"].startswith(f"{prefix_of(event)}/api/")
+
+
+class _Links(HTMLParser):
+    """Every address a page loads: scripts, styles, and the quoted URLs in its scripts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value for key, value in attrs if key in ("src", "href") and value]
+
+    def handle_data(self, data: str) -> None:
+        self.urls += re.findall(r"""url:\s*['"]([^'"]+)['"]""", data)
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_docs_find_their_document_at_every_address(
+    monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    """Swagger UI at /dev/docs or /v1/docs loads /dev/openapi.json or /v1/openapi.json, and
+    the document names that prefix as its server, so that "Try it out" calls it too."""
+    configure(monkeypatch, api_base_path=EVENT_BASE_PATH)
+    handler = load_function("health").handler
+    page_event = addressed(load("health-docs.json"), address)
+    page = invoke(handler, page_event)
+    assert page.status == 200, page.body
+    links = _Links()
+    links.feed(page.body)
+    page_url = f"https://{page_event['headers']['host']}{page_event['rawPath']}"
+    own = [urljoin(page_url, url) for url in links.urls]
+    own = [url for url in own if urlsplit(url).netloc == urlsplit(page_url).netloc]
+    documents = [url for url in own if url.endswith("/openapi.json")]
+    assert documents, links.urls
+    prefix = ADDRESSES[address][0]
+    for url in own:
+        # Whatever the page loads from the API itself, it finds under the same prefix.
+        path = urlsplit(url).path
+        assert path.startswith(f"{prefix}/"), (url, page_url)
+        route_event = addressed(load("health-openapi.json"), address)
+        route_event["rawPath"] = route_event["requestContext"]["http"]["path"] = path
+        loaded = invoke(handler, route_event)
+        assert loaded.status == 200, (path, loaded.body)
+    document = invoke(handler, addressed(load("health-openapi.json"), address)).json()
+    assert "/api/tasks" in document["paths"]
+    # At the API's root the document's server is the relative `/`.
+    assert document["servers"] == [{"url": prefix or "/"}]
 
 
 def test_the_replayed_events_change_what_they_say(db: Database) -> None:

@@ -142,3 +142,23 @@ def test_validation_errors_do_not_echo_the_input(db: Database) -> None:
         assert error["loc"] == ["body", "password"]
         assert "input" not in error
         assert "hunter2" not in response.body
+
+
+def test_log_lines_carry_the_trace_header(
+    db: Database, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With tracing on, Lambda sets `_X_AMZN_TRACE_ID` for each invocation; without it,
+    API Gateway's `X-Amzn-Trace-Id` request header still ties the line to the request."""
+    handler = build_handler()
+    header = "Root=1-6745b9c0-0a1b2c3d4e5f6a7b8c9d0e07"
+    lambdas = f"{header};Parent=53995c3f42cd8ad8;Sampled=1"
+    monkeypatch.delenv("_X_AMZN_TRACE_ID", raising=False)
+    capsys.readouterr()
+    invoke(handler, http_event("GET", "/users", headers={"X-Amzn-Trace-Id": header}))
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", lambdas)
+    invoke(handler, http_event("GET", "/users", headers={"X-Amzn-Trace-Id": header}))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    requests = [line for line in lines if line["message"] == "request"]
+    assert [line["trace_id"] for line in requests] == [header, lambdas]
+    # Every line of the invocation, not only the request line.
+    assert all(line.get("trace_id") for line in lines if "lambda_request_id" in line)

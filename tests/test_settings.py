@@ -1,6 +1,7 @@
 """Settings: environment variables, and secrets from Secrets Manager under moto."""
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,8 @@ from taskapi.settings import (
     get_jwt_keys,
     get_settings,
 )
-from tests.conftest import configure
+from tests.conftest import configure, load_module
+from tests.silent_server import silent_server
 
 
 @pytest.fixture
@@ -126,3 +128,49 @@ def test_a_function_does_not_start_without_its_secrets(
     configure(monkeypatch, stage="prod", jwt_secret_key="x")
     with pytest.raises(ConfigurationError, match="DATABASE_SECRET_ARN or DATABASE_URL"):
         create_app(title="needs a database")
+
+
+def test_an_unreachable_secrets_manager_fails_the_cold_start_fast(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Secrets Manager endpoint that accepts and never answers (a function in a VPC
+    without an interface endpoint or NAT): the function's start fails within seconds, not
+    minutes, and says which secret and what to check."""
+    from taskapi.aws import MAX_ATTEMPTS
+
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:taskapi/db-AbCdEf"
+    with silent_server() as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint.url)
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+        configure(monkeypatch, stage="prod", database_secret_arn=arn, jwt_secret_key="x")
+        started = time.monotonic()
+        with pytest.raises(ConfigurationError) as raised:
+            # A module name of its own: a cold start, even where another test loaded it.
+            load_module("functions/tasks/app.py", "tasks_app_cold_start")
+        elapsed = time.monotonic() - started
+        accepted = endpoint.accepted
+    assert elapsed < 5, f"the cold start took {elapsed:.1f} s to fail"
+    message = str(raised.value)
+    assert arn in message
+    assert "VPC" in message
+    assert "NAT" in message
+    assert endpoint.url in message
+    # Bounded retries: the first attempt and one retry, no more.
+    assert accepted == MAX_ATTEMPTS
+
+
+def test_the_secrets_client_is_built_once_per_container(
+    secretsmanager: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskapi.aws import CONNECT_TIMEOUT, READ_TIMEOUT, aws_client
+
+    database = secretsmanager.create_secret(Name="once/db", SecretString="sqlite:///x.db")
+    jwt = secretsmanager.create_secret(Name="once/jwt", SecretString="key")
+    configure(monkeypatch, stage="prod", database_secret_arn=database["ARN"])
+    configure(monkeypatch, jwt_secret_arn=jwt["ARN"])
+    client = aws_client("secretsmanager")
+    assert (get_database_url(), get_jwt_keys().current.key) == ("sqlite:///x.db", "key")
+    assert aws_client("secretsmanager") is client
+    config = client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (CONNECT_TIMEOUT, READ_TIMEOUT)
+    assert config.retries["total_max_attempts"] == 2

@@ -338,10 +338,13 @@ def readable_secrets(role: dict[str, Any]) -> set[str]:
             if not any(action.startswith("secretsmanager:") for action in actions):
                 continue
             assert actions == ["secretsmanager:GetSecretValue"], actions
-            resource = statement["Resource"]
-            # The SAM policy template renders `SecretArn` as `Fn::Sub: [${secretArn}, ...]`.
-            reference = resource["Fn::Sub"][1]["secretArn"]
-            secrets.add(reference["Ref"])
+            resources = statement["Resource"]
+            for resource in resources if isinstance(resources, list) else [resources]:
+                # A SAM policy template renders `SecretArn` as `Fn::Sub: [${secretArn}, ...]`.
+                reference = (
+                    resource["Fn::Sub"][1]["secretArn"] if "Fn::Sub" in resource else resource
+                )
+                secrets.add(reference["Ref"])
     return secrets
 
 

@@ -3,6 +3,7 @@ custom-resource requests, with a local HTTP server standing in for the ResponseU
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 
 from localapi.events import LambdaContext
 from tests.conftest import Database, configure, load_module
+from tests.silent_server import silent_server
 
 STACK_ID = "arn:aws:cloudformation:us-east-1:123456789012:stack/taskapi-dev/0a1b2c3d"
 VERSION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:taskapi-dev-MigrateFunction:{}"
@@ -275,3 +277,60 @@ def test_migrate_events_still_work_through_the_same_handler(
 ) -> None:
     result = migrate.handler({"action": "upgrade"}, None)
     assert result == {"action": "upgrade", "before": None, "after": head(migrate)}
+
+
+# ---------------------------------------------------------------------------------------
+# A ResponseURL that cannot be reached (a VPC without an S3 gateway endpoint or NAT)
+
+
+def test_a_silent_response_url_is_given_up_within_the_budget(
+    hook: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    """S3 accepts and never answers: the function retries a few times, then logs why and
+    returns, well inside its own timeout, rather than raising (Lambda would run the whole
+    request again twice)."""
+    with silent_server() as s3:
+        url = f"{s3.url}/response?signature=abc"
+        started = time.monotonic()
+        result = hook.handle(request(url, "Delete"), lambda event: pytest.fail("migrated"))
+        elapsed = time.monotonic() - started
+        attempts = s3.accepted
+    assert result["Status"] == "SUCCESS"
+    assert elapsed <= hook.RESPONSE_BUDGET_SECONDS + 1, elapsed
+    assert elapsed >= hook.RESPONSE_TIMEOUT_SECONDS * attempts
+    assert attempts == len(hook.RESPONSE_RETRY_PAUSES) + 1
+    (lost,) = [
+        r for r in caplog.records if r.getMessage().startswith("custom resource response lost")
+    ]
+    assert lost.levelname == "ERROR"
+    assert "S3 gateway endpoint" in lost.__dict__["error"]
+    assert "NAT" in lost.__dict__["error"]
+
+
+def test_a_response_that_fails_once_is_sent_again(hook: ModuleType) -> None:
+    """A transient 5xx from S3 is retried; the second PUT carries the same body."""
+    received: list[dict[str, Any]] = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append(body)
+            self.send_response(503 if len(received) == 1 else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        body = {"Status": "SUCCESS"}
+        assert hook.send_response(f"http://{host!s}:{port}/r", body) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert received == [body, body]

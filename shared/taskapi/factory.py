@@ -48,7 +48,8 @@ class RequestLogMiddleware:
             await send(message)
 
         # Every log line of this request carries its ids, not only the request line.
-        fields = {**_request_ids(scope), **invocation_fields(scope.get("aws.context"))}
+        headers = (scope.get("aws.event") or {}).get("headers") or {}
+        fields = {**_request_ids(scope), **invocation_fields(scope.get("aws.context"), headers)}
         with log_context(**fields):
             try:
                 await self.app(scope, receive, send_and_record)
@@ -109,6 +110,62 @@ def security_headers(
     names = {NOSNIFF[0]} | ({NO_STORE[0]} if no_store else set())
     kept = [(name, value) for name, value in headers if name.lower() not in names]
     return [*kept, NOSNIFF, *([NO_STORE] if no_store else [])]
+
+
+def path_prefix(path: str, *, stage: str | None, base_path: str) -> str:
+    """The part of `path` in front of the app's own routes: a base path or a stage name.
+
+    A custom domain's API mapping (`API_BASE_PATH`, e.g. `/v1`) stays in the path API
+    Gateway sends; so does a named stage's `/{stage}` when the API is called at its
+    execute-api URL, but not through a custom domain (whose mapping names the stage). So
+    each is removed only where the path starts with it, as a whole segment.
+    """
+    candidates = [base_path]
+    if stage and stage != "$default":
+        candidates.append(f"/{stage}")
+    for prefix in candidates:
+        if prefix and (path == prefix or path.startswith(f"{prefix}/")):
+            return prefix
+    return ""
+
+
+class PathPrefixMiddleware:
+    """Serve the routes behind a named stage or a custom domain's base path.
+
+    The prefix becomes the ASGI `root_path`: Starlette routes on the path without it, and
+    `request.url` keeps the address the client used. Routes write `Location` as a path from
+    the API's root (`/api/tasks/7`); like a reverse proxy, this puts the prefix in front.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        stage = ((scope.get("aws.event") or {}).get("requestContext") or {}).get("stage")
+        # Read per request (the settings are cached): tests change it after the app is built.
+        base_path = get_settings().api_base_path
+        prefix = path_prefix(scope["path"], stage=stage, base_path=base_path)
+        if not prefix:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_prefix(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [
+                        (name, prefix.encode() + value)
+                        if name.lower() == b"location" and value.startswith(b"/")
+                        else (name, value)
+                        for name, value in message.get("headers", [])
+                    ],
+                }
+            await send(message)
+
+        await self.app({**scope, "root_path": prefix}, receive, send_with_prefix)
 
 
 def _request_ids(scope: Scope) -> dict[str, Any]:
@@ -251,6 +308,8 @@ def create_app(
         )
     # Outside CORS, so that its preflight answers carry the headers too.
     app.add_middleware(SecurityHeadersMiddleware, private=private)
+    app.add_middleware(PathPrefixMiddleware)
+    # Added last, so outermost: it logs the path as the client sent it, prefix included.
     app.add_middleware(RequestLogMiddleware)
     return app
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -37,15 +38,31 @@ def log_context(**fields: Any) -> Iterator[None]:
         _log_context.reset(token)
 
 
-def invocation_fields(context: Any) -> dict[str, Any]:
-    """The Lambda request id, and whether this is the container's first invocation."""
+def trace_id(headers: Mapping[str, str] | None = None) -> str | None:
+    """The X-Ray trace header of this invocation: what Lambda sets in `_X_AMZN_TRACE_ID`
+    for each invocation (with tracing on, or passed through), else the request's own
+    `X-Amzn-Trace-Id` header (API Gateway adds one to every request)."""
+    return os.environ.get("_X_AMZN_TRACE_ID") or (headers or {}).get("x-amzn-trace-id")
+
+
+def invocation_fields(context: Any, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Lambda request id, the trace id, and whether this is the container's first
+    invocation."""
     global _cold_start
     request_id = getattr(context, "aws_request_id", None)
     if request_id is not None and _log_context.get().get("lambda_request_id") == request_id:
         # Already bound further out (by a handler that wraps Mangum): keep its flag.
-        return {"lambda_request_id": request_id, "cold_start": _log_context.get().get("cold_start")}
+        return {
+            "lambda_request_id": request_id,
+            "cold_start": _log_context.get().get("cold_start"),
+            "trace_id": trace_id(headers) or _log_context.get().get("trace_id"),
+        }
     cold_start, _cold_start = _cold_start, False
-    return {"lambda_request_id": request_id, "cold_start": cold_start}
+    return {
+        "lambda_request_id": request_id,
+        "cold_start": cold_start,
+        "trace_id": trace_id(headers),
+    }
 
 
 class JsonFormatter(logging.Formatter):

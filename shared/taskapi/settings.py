@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from taskapi.aws import aws_client, clear_clients, describe_limits
 
 LOCAL_STAGES = frozenset({"local", "test"})
 LOCAL_DATABASE_URL = "sqlite:///./taskapi.db"
@@ -70,6 +72,16 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Seconds a value read from Secrets Manager is used before it is read again.
     secret_cache_seconds: int = Field(default=300, ge=1)
+    # The base path of a custom domain's API mapping (`/v1`): API Gateway leaves it in the
+    # path it sends, and every function strips it (see `taskapi.factory`).
+    api_base_path: str = ""
+
+    @field_validator("api_base_path")
+    @classmethod
+    def _normalise_base_path(cls, value: str) -> str:
+        # `v1`, `/v1` and `/v1/` all mean the same mapping; `/` means none.
+        segments = value.strip().strip("/")
+        return f"/{segments}" if segments else ""
 
     @property
     def is_local(self) -> bool:
@@ -81,14 +93,23 @@ class Settings(BaseSettings):
 
 
 def _read_secret(arn: str) -> str:
-    # boto3 is imported here so that containers without secrets never pay for it.
-    import boto3
+    client = aws_client("secretsmanager")
+    # botocore is loaded by now (the client); importing it earlier would cost every container.
+    from botocore.exceptions import ConnectionError, HTTPClientError
 
-    client = boto3.client("secretsmanager")
     try:
         response = client.get_secret_value(SecretId=arn)
     except client.exceptions.ResourceNotFoundException as exc:
         raise ConfigurationError(f"Secret {arn} does not exist") from exc
+    except (ConnectionError, HTTPClientError) as exc:
+        # Inside a VPC this is nearly always the network, not Secrets Manager.
+        raise ConfigurationError(
+            f"Secret {arn} could not be read: Secrets Manager at "
+            f"{client.meta.endpoint_url} did not answer ({describe_limits()}: {exc}). "
+            "A function in a VPC needs a Secrets Manager interface endpoint "
+            "(com.amazonaws.<region>.secretsmanager, the template's CreateVpcEndpoints) "
+            "or a NAT gateway; check the subnets' routes and the endpoint's security group."
+        ) from exc
     secret = response.get("SecretString")
     if not secret:
         raise ConfigurationError(f"Secret {arn} has no SecretString")
@@ -267,3 +288,4 @@ def clear_settings_cache() -> None:
     get_settings.cache_clear()
     get_database_url.cache_clear()
     get_jwt_keys.cache_clear()
+    clear_clients()
