@@ -112,6 +112,7 @@ def send_response(url: str, body: dict[str, Any]) -> int:
                 response.read()
             return attempt
         except urllib.error.HTTPError as error:
+            error.close()  # it holds the response's socket
             if error.code < 500:
                 raise ResponseNotDeliveredError(
                     f"S3 refused the response with {error.code}: the pre-signed URL is "

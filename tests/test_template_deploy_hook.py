@@ -27,6 +27,8 @@ class ResponseUrl:
 
     url: str
     requests: list[dict[str, Any]] = field(default_factory=list)
+    # The statuses of the next answers (then 200): S3 failing for a while.
+    statuses: list[int] = field(default_factory=list)
 
     @property
     def body(self) -> dict[str, Any]:
@@ -38,6 +40,7 @@ class ResponseUrl:
 @pytest.fixture
 def response_url() -> Iterator[ResponseUrl]:
     received: list[dict[str, Any]] = []
+    statuses: list[int] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_PUT(self) -> None:
@@ -49,7 +52,7 @@ def response_url() -> Iterator[ResponseUrl]:
                     "body": json.loads(self.rfile.read(length)),
                 }
             )
-            self.send_response(200)
+            self.send_response(statuses.pop(0) if statuses else 200)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -61,7 +64,8 @@ def response_url() -> Iterator[ResponseUrl]:
     thread.start()
     try:
         host, port = server.server_address[:2]
-        yield ResponseUrl(f"http://{host!s}:{port}/response?signature=abc", received)
+        url = f"http://{host!s}:{port}/response?signature=abc"
+        yield ResponseUrl(url, received, statuses)
     finally:
         server.shutdown()
         server.server_close()
@@ -307,30 +311,19 @@ def test_a_silent_response_url_is_given_up_within_the_budget(
     assert "NAT" in lost.__dict__["error"]
 
 
-def test_a_response_that_fails_once_is_sent_again(hook: ModuleType) -> None:
+def test_a_response_that_fails_once_is_sent_again(
+    hook: ModuleType, response_url: ResponseUrl
+) -> None:
     """A transient 5xx from S3 is retried; the second PUT carries the same body."""
-    received: list[dict[str, Any]] = []
+    response_url.statuses.append(503)
+    body = {"Status": "SUCCESS"}
+    assert hook.send_response(response_url.url, body) == 2
+    assert [request["body"] for request in response_url.requests] == [body, body]
 
-    class Flaky(BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            received.append(body)
-            self.send_response(503 if len(received) == 1 else 200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Flaky)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        host, port = server.server_address[:2]
-        body = {"Status": "SUCCESS"}
-        assert hook.send_response(f"http://{host!s}:{port}/r", body) == 2
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-    assert received == [body, body]
+def test_a_refused_response_is_not_sent_again(hook: ModuleType, response_url: ResponseUrl) -> None:
+    """A 403 (an expired or altered signature) would only repeat."""
+    response_url.statuses.append(403)
+    with pytest.raises(hook.ResponseNotDeliveredError, match="403"):
+        hook.send_response(response_url.url, {"Status": "SUCCESS"})
+    assert len(response_url.requests) == 1
