@@ -2,6 +2,7 @@
 
 import functools
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -9,7 +10,14 @@ import sqlalchemy as sa
 from pydantic import TypeAdapter
 from sqlmodel import Session, col, func
 
-from taskapi.models import Task, TaskPage, TaskPriority, TaskPublic, TaskStatus
+from taskapi.models import (
+    Task,
+    TaskPage,
+    TaskPriority,
+    TaskPublic,
+    TaskStatus,
+    UTCDateTime,
+)
 
 # PostgreSQL's `integer`: ids and offsets beyond it cannot exist, and binding them would
 # make the database raise instead of answering "no such row".
@@ -26,6 +34,8 @@ SortKey = Literal[
     "-priority",
     "status",
     "-status",
+    "due_at",
+    "-due_at",
 ]
 DEFAULT_SORT: SortKey = "-created_at"
 
@@ -49,16 +59,22 @@ _SORT_EXPRESSIONS: dict[str, Any] = {
     "title": func.lower(col(Task.title)),
     "priority": sa.case(PRIORITY_RANK, value=col(Task.priority)),
     "status": sa.case(STATUS_RANK, value=col(Task.status)),
+    "due_at": col(Task.due_at),
 }
+# Columns that may be null: their rows come last in either direction, on both databases
+# (PostgreSQL puts nulls last ascending but first descending, SQLite first ascending).
+_NULLS_LAST = frozenset({"due_at"})
 
 
 def _order_by(sort: SortKey) -> tuple[sa.ColumnElement[Any], ...]:
     descending = sort.startswith("-")
-    expression = _SORT_EXPRESSIONS[sort.removeprefix("-")]
+    field = sort.removeprefix("-")
+    expression = _SORT_EXPRESSIONS[field]
+    ordered = expression.desc() if descending else expression.asc()
+    if field in _NULLS_LAST:
+        ordered = ordered.nulls_last()
     # The id breaks ties in the same direction, so pages never overlap or skip a row.
-    if descending:
-        return expression.desc(), col(Task.id).desc()
-    return expression.asc(), col(Task.id).asc()
+    return ordered, col(Task.id).desc() if descending else col(Task.id).asc()
 
 
 # The columns of a task that clients see, selected as plain rows: loading ORM objects only
@@ -70,22 +86,66 @@ _PAGE = TypeAdapter(TaskPage)
 _LIKE_ESCAPE = "/"
 
 
-@functools.cache
-def _list_statements(
-    sort: SortKey, *, by_status: bool, by_priority: bool, by_text: bool
-) -> tuple[sa.Select[Any], sa.Select[Any]]:
+@dataclass(frozen=True)
+class TaskFilter:
+    """What the list keeps, beyond "the user's live tasks". Empty tuples and None filter
+    nothing; several statuses (or priorities) mean any of them."""
+
+    statuses: tuple[TaskStatus, ...] = ()
+    priorities: tuple[TaskPriority, ...] = ()
+    q: str | None = None
+    # due_after <= due_at < due_before: adjacent windows share no task.
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    # True: due in the past and not completed; False: every other task.
+    overdue: bool | None = None
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Which filters a statement has: the key under which it is built once."""
+
+    sort: SortKey
+    by_status: bool
+    by_priority: bool
+    by_text: bool
+    by_due_before: bool
+    by_due_after: bool
+    overdue: bool | None
+
+
+def _overdue() -> sa.ColumnElement[bool]:
+    return sa.and_(
+        col(Task.due_at) < sa.bindparam("now", type_=UTCDateTime),
+        col(Task.status) != TaskStatus.COMPLETED,
+    )
+
+
+# Bounded: every combination of filters and sort is a statement, about 1,000 in all.
+@functools.lru_cache(maxsize=256)
+def _list_statements(shape: _Shape) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The page and the count statements for one combination of filters, built once with
-    bound parameters (at most 80 of them): building and cache-keying the expressions cost
-    about as much as running them (docs/PERFORMANCE.md)."""
+    bound parameters: building and cache-keying the expressions cost about as much as
+    running them (docs/PERFORMANCE.md)."""
     conditions: list[sa.ColumnElement[bool]] = [
         col(Task.user_id) == sa.bindparam("user_id"),
         col(Task.deleted_at).is_(None),
     ]
-    if by_status:
-        conditions.append(col(Task.status) == sa.bindparam("status"))
-    if by_priority:
-        conditions.append(col(Task.priority) == sa.bindparam("priority"))
-    if by_text:
+    if shape.by_status:
+        conditions.append(col(Task.status).in_(sa.bindparam("statuses", expanding=True)))
+    if shape.by_priority:
+        conditions.append(col(Task.priority).in_(sa.bindparam("priorities", expanding=True)))
+    if shape.by_due_before:
+        conditions.append(col(Task.due_at) < sa.bindparam("due_before", type_=UTCDateTime))
+    if shape.by_due_after:
+        conditions.append(col(Task.due_at) >= sa.bindparam("due_after", type_=UTCDateTime))
+    if shape.overdue is True:
+        conditions.append(_overdue())
+    elif shape.overdue is False:
+        # Not overdue: tasks without a due date count too (NOT of a NULL comparison would
+        # drop them).
+        conditions.append(sa.or_(col(Task.due_at).is_(None), sa.not_(_overdue())))
+    if shape.by_text:
         text = sa.bindparam("text", type_=sa.String)
         conditions.append(
             sa.or_(
@@ -98,7 +158,7 @@ def _list_statements(
     page = (
         sa.select(*_PUBLIC_COLUMNS, count.scalar_subquery().label("total"))
         .where(*conditions)
-        .order_by(*_order_by(sort))
+        .order_by(*_order_by(shape.sort))
         .offset(sa.bindparam("skip", type_=sa.Integer))
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
@@ -116,12 +176,11 @@ def list_tasks(
     session: Session,
     *,
     user_id: uuid.UUID,
-    status: TaskStatus | None,
-    priority: TaskPriority | None,
-    q: str | None,
+    where: TaskFilter,
     sort: SortKey,
     skip: int,
     limit: int,
+    now: datetime,
 ) -> TaskPage:
     """One page of the user's live tasks and the number of all that match, in one statement.
 
@@ -134,13 +193,24 @@ def list_tasks(
     second statement.
     """
     page, count = _list_statements(
-        sort, by_status=status is not None, by_priority=priority is not None, by_text=bool(q)
+        _Shape(
+            sort=sort,
+            by_status=bool(where.statuses),
+            by_priority=bool(where.priorities),
+            by_text=bool(where.q),
+            by_due_before=where.due_before is not None,
+            by_due_after=where.due_after is not None,
+            overdue=where.overdue,
+        )
     )
     parameters = {
         "user_id": user_id,
-        "status": status,
-        "priority": priority,
-        "text": _escape_like(q) if q else None,
+        "statuses": sorted(set(where.statuses)),
+        "priorities": sorted(set(where.priorities)),
+        "text": _escape_like(where.q) if where.q else None,
+        "due_before": where.due_before,
+        "due_after": where.due_after,
+        "now": now,
         "skip": skip,
         "limit": limit,
     }

@@ -9,6 +9,7 @@ from tasks_queries import (
     DEFAULT_SORT,
     MAX_INT32,
     SortKey,
+    TaskFilter,
     first_completion,
     list_tasks,
     soft_delete_task,
@@ -18,7 +19,7 @@ from tasks_queries import (
 from taskapi.auth import CurrentUser
 from taskapi.db import SessionDep
 from taskapi.models import (
-    DESCRIPTION_MAX_LENGTH,
+    SEARCH_MAX_LENGTH,
     Detail,
     Task,
     TaskCreate,
@@ -27,6 +28,7 @@ from taskapi.models import (
     TaskPublic,
     TaskStatus,
     TaskUpdate,
+    Timestamp,
     utcnow,
 )
 
@@ -160,30 +162,53 @@ async def list_my_tasks(
     session: SessionDep,
     skip: Annotated[int, Query(ge=0, le=MAX_INT32, description="Tasks to skip")] = 0,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
-    status: Annotated[TaskStatus | None, Query(description="Only this status")] = None,
-    priority: Annotated[TaskPriority | None, Query(description="Only this priority")] = None,
+    status: Annotated[
+        list[TaskStatus] | None,
+        Query(description="Only these statuses (repeat the parameter: any of them)"),
+    ] = None,
+    priority: Annotated[
+        list[TaskPriority] | None,
+        Query(description="Only these priorities (repeat the parameter: any of them)"),
+    ] = None,
     q: Annotated[
         str | None,
         Query(
-            max_length=DESCRIPTION_MAX_LENGTH,
+            max_length=SEARCH_MAX_LENGTH,
             pattern=r"^[^\x00]*$",
             description="Case-insensitive text in the title or description",
         ),
     ] = None,
+    due_before: Annotated[
+        Timestamp | None, Query(description="Only tasks due before this time (with an offset)")
+    ] = None,
+    due_after: Annotated[
+        Timestamp | None,
+        Query(description="Only tasks due at or after this time (with an offset)"),
+    ] = None,
+    overdue: Annotated[
+        bool | None,
+        Query(description="true: only tasks due in the past and not completed; false: all others"),
+    ] = None,
     sort: Annotated[
         SortKey,
-        Query(description="Sort field, `-` for descending; ties are broken by id"),
+        Query(
+            description=(
+                "Sort field, `-` for descending; ties are broken by id; "
+                "tasks without a due date come last in either `due_at` order"
+            )
+        ),
     ] = DEFAULT_SORT,
 ) -> Response:
-    page = list_tasks(
-        session,
-        user_id=user.id,
-        status=status,
-        priority=priority,
+    where = TaskFilter(
+        statuses=tuple(status or ()),
+        priorities=tuple(priority or ()),
         q=q,
-        sort=sort,
-        skip=skip,
-        limit=limit,
+        due_before=due_before,
+        due_after=due_after,
+        overdue=overdue,
+    )
+    page = list_tasks(
+        session, user_id=user.id, where=where, sort=sort, skip=skip, limit=limit, now=utcnow()
     )
     return json_response(page)
 

@@ -5,12 +5,20 @@ responses carry an explicit `+00:00` offset as the contract asks.
 """
 
 import enum
+import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import ConfigDict, EmailStr, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    field_validator,
+)
 from sqlmodel import Field, SQLModel
 
 # Every constraint and index gets a predictable name, so migrations can refer to them.
@@ -28,6 +36,7 @@ PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores everything past 72 bytes; refuse rather than truncate
 TITLE_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 5000
+SEARCH_MAX_LENGTH = 200  # the list's `q`
 
 
 def utcnow() -> datetime:
@@ -185,17 +194,47 @@ def _storable_text(value: str | None) -> str | None:
     return value
 
 
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
+
+
+def _iso_8601_text(value: Any) -> Any:
+    # pydantic would also read a number, or a string of digits, as Unix time.
+    if isinstance(value, datetime) or (isinstance(value, str) and not _NUMBER.fullmatch(value)):
+        return value
+    raise ValueError("must be an ISO 8601 timestamp with an offset, such as 2026-12-01T09:00:00Z")
+
+
+def _as_utc(value: datetime) -> datetime:
+    # In UTC, as every answer writes it. One that UTC cannot hold
+    # (`0001-01-01T00:00:00+01:00` is in year 0 there) is bad input, not a 500.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as error:
+        raise ValueError("is outside the years 1 to 9999 once converted to UTC") from error
+
+
+# A timestamp a client sends (`due_at`, the list's due-date filters): ISO 8601 with an
+# offset, as the contract asks; without one it is 422 rather than a guess at a zone.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_8601_text), AfterValidator(_as_utc)]
+
+
 # Fields a client may set on a task.
 class TaskBase(SQLModel):
     title: str = Field(min_length=1, max_length=TITLE_MAX_LENGTH)
     description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_LENGTH)
     status: TaskStatus = Field(default=TaskStatus.PENDING)
     priority: TaskPriority = Field(default=TaskPriority.MEDIUM)
+    due_at: Timestamp | None = Field(default=None)
 
 
 # The `task` table; `deleted_at` marks a soft delete and `version` backs the ETag.
 class Task(TaskBase, table=True):
-    __table_args__ = (sa.Index("ix_task_user_status", "user_id", "status"),)
+    __table_args__ = (
+        sa.Index("ix_task_user_status", "user_id", "status"),
+        # One user's tasks by due date (and id, the sort's tie-break): the overdue view's
+        # range and the `due_at` sort read it in order and stop at the page (docs/API.md).
+        sa.Index("ix_task_user_due_at", "user_id", "due_at", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE", index=True)
@@ -209,6 +248,7 @@ class Task(TaskBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     version: int = Field(default=1)
 
@@ -229,6 +269,8 @@ class TaskUpdate(SQLModel):
     description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_LENGTH)
     status: TaskStatus | None = None
     priority: TaskPriority | None = None
+    # null clears the due date.
+    due_at: Timestamp | None = None
 
     _strip = field_validator("title", mode="before")(_strip_title)
     _storable = field_validator("title", "description")(_storable_text)
