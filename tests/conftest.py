@@ -32,7 +32,7 @@ BACKENDS = ("sqlite", "postgresql")
 # The tests' own engines open a connection per check, never competing for the app's pool.
 CHECK_SETTINGS = Settings(database_null_pool=True)
 # Tables emptied between tests, children first.
-TABLES = ("task", "auth_session", "login_attempt", "user")
+TABLES = ("idempotency_key", "task", "auth_session", "login_attempt", "user")
 
 
 # ---------------------------------------------------------------------------------------

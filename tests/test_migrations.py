@@ -20,7 +20,9 @@ EXPECTED_INDEXES = {
         "ix_task_status",
         "ix_task_created_at",
         "ix_task_user_status",
+        "ix_task_user_due_at",
     },
+    "idempotency_key": {"ix_idempotency_key_created_at"},
 }
 
 
@@ -40,7 +42,13 @@ def table_names(database: Database) -> set[str]:
 @pytest.mark.parametrize("empty_database", BACKENDS, indirect=True)
 def test_upgrade_check_downgrade_upgrade(empty_database: Database) -> None:
     run_alembic(empty_database, "upgrade", "head")
-    assert table_names(empty_database) == {"user", "task", "auth_session", "login_attempt"}
+    assert table_names(empty_database) == {
+        "user",
+        "task",
+        "auth_session",
+        "login_attempt",
+        "idempotency_key",
+    }
     inspector = sa.inspect(empty_database.engine)
     for table, expected in EXPECTED_INDEXES.items():
         assert expected <= {index["name"] for index in inspector.get_indexes(table)}

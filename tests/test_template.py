@@ -189,8 +189,10 @@ def test_the_api_has_cors_throttling_and_access_logs(cfn: dict[str, Any]) -> Non
     # The parameter, resolved to its default ("*") by the transform; empty turns CORS off.
     assert (condition, otherwise) == ("HasCors", {"Ref": "AWS::NoValue"})
     assert cors["allowOrigins"] == {"Fn::Split": [",", "*"]}
-    assert {"authorization", "content-type", "if-match"} <= set(cors["allowHeaders"])
-    assert {"etag", "location", "retry-after"} <= set(cors["exposeHeaders"])
+    assert {"authorization", "content-type", "if-match", "idempotency-key"} <= set(
+        cors["allowHeaders"]
+    )
+    assert {"etag", "location", "retry-after", "idempotent-replayed"} <= set(cors["exposeHeaders"])
     assert {"GET", "POST", "PUT", "PATCH", "DELETE"} <= set(cors["allowMethods"])
     (stage,) = resources_of_type(cfn, "AWS::ApiGatewayV2::Stage").values()
     properties = stage["Properties"]

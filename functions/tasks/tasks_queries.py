@@ -11,11 +11,14 @@ from pydantic import TypeAdapter
 from sqlmodel import Session, col, func
 
 from taskapi.models import (
+    IDEMPOTENCY_KEY_LIFETIME,
+    IdempotencyKey,
     Task,
     TaskPage,
     TaskPriority,
     TaskPublic,
     TaskStatus,
+    User,
     UTCDateTime,
 )
 
@@ -226,6 +229,63 @@ def list_tasks(
     return _PAGE.validate_python(
         {"items": [row._mapping for row in rows], "total": total, "skip": skip, "limit": limit}
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Creating: the quota and idempotency keys
+
+
+class QuotaExceededError(Exception):
+    """The user already holds the most tasks allowed; nothing was written."""
+
+
+def lock_user_tasks(session: Session, *, user_id: uuid.UUID) -> None:
+    """Hold the user's row until the transaction ends, so that the user's creates run one
+    at a time: each one counts (and looks up its key) after the previous one committed.
+
+    PostgreSQL: `FOR NO KEY UPDATE`, which leaves alone the key-share locks that other
+    tables' foreign keys take (a login inserting a session does not wait). SQLite has no
+    row locks and needs none: its one writer at a time does the same.
+    """
+    statement = sa.select(col(User.id)).where(col(User.id) == user_id)
+    session.execute(statement.with_for_update(key_share=True))
+
+
+_TASKS_HELD = (
+    sa.select(func.count()).select_from(Task).where(col(Task.user_id) == sa.bindparam("user_id"))
+)
+
+
+def add_task_within_quota(session: Session, *, task: Task, max_tasks: int) -> Task:
+    """Insert the task (flushed, not committed) unless the user would hold more than
+    `max_tasks`, trash included; then roll back and raise QuotaExceededError.
+
+    The count comes after the INSERT, in the same transaction: on SQLite the INSERT takes
+    the database's write lock, so the count sees every create committed before it; on
+    PostgreSQL `lock_user_tasks` must come first (a statement's snapshot predates any
+    wait for a lock inside it, so the lock cannot ride in the count).
+    """
+    session.add(task)
+    session.flush()
+    held = session.connection().execute(_TASKS_HELD, {"user_id": task.user_id}).scalar_one()
+    if held > max_tasks:
+        session.rollback()
+        raise QuotaExceededError(max_tasks)
+    return task
+
+
+def find_idempotency_record(
+    session: Session, *, user_id: uuid.UUID, key: str, now: datetime
+) -> IdempotencyKey | None:
+    """The stored answer for the user's key, if it is younger than its lifetime. An older
+    one that the maintenance run has not removed yet is deleted here, so the key can be
+    used afresh."""
+    record = session.get(IdempotencyKey, (user_id, key))
+    if record is not None and record.created_at <= now - IDEMPOTENCY_KEY_LIFETIME:
+        session.delete(record)
+        session.flush()
+        return None
+    return record
 
 
 def first_completion(now: datetime) -> sa.ColumnElement[datetime]:

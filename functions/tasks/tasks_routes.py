@@ -1,17 +1,24 @@
 """`/api/tasks`: the caller's tasks, with ETags for optimistic concurrency."""
 
+import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from tasks_queries import (
     DEFAULT_SORT,
     MAX_INT32,
+    QuotaExceededError,
     SortKey,
     TaskFilter,
+    add_task_within_quota,
+    find_idempotency_record,
     first_completion,
     list_tasks,
+    lock_user_tasks,
     soft_delete_task,
     update_task,
 )
@@ -19,8 +26,10 @@ from tasks_queries import (
 from taskapi.auth import CurrentUser
 from taskapi.db import SessionDep
 from taskapi.models import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
     SEARCH_MAX_LENGTH,
     Detail,
+    IdempotencyKey,
     Task,
     TaskCreate,
     TaskPage,
@@ -31,6 +40,7 @@ from taskapi.models import (
     Timestamp,
     utcnow,
 )
+from taskapi.settings import get_settings
 
 router = APIRouter(tags=["tasks"])
 
@@ -213,24 +223,93 @@ async def list_my_tasks(
     return json_response(page)
 
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        pattern=r"^[\x20-\x7e]+$",
+        description=(
+            "Makes the create safe to retry: the same key (1 to 255 printable ASCII "
+            "characters) within 24 hours gets the first answer again, with "
+            "`Idempotent-Replayed: true`, and creates no second task"
+        ),
+    ),
+]
+CONFLICT: Responses = {
+    409: _error(
+        "The caller holds the most tasks allowed, or a request with the same "
+        "Idempotency-Key is still in progress"
+    )
+}
+CREATED_HEADERS = {
+    **ETAG_HEADER,
+    "Location": {"description": "The new task", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored answer to an earlier request with "
+        "the same Idempotency-Key",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
+
+
+def fingerprint(body: TaskCreate) -> str:
+    """The same task asked for twice hashes alike, however its JSON was spelled."""
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+def replay(record: IdempotencyKey, body_fingerprint: str) -> Response:
+    if record.fingerprint != body_fingerprint:
+        # A 422 shaped as FastAPI's own: the header is valid, but not with this body.
+        raise RequestValidationError(
+            [
+                {
+                    "type": "idempotency_key_reused",
+                    "loc": ("header", "Idempotency-Key"),
+                    "msg": "This Idempotency-Key was used with a different body; "
+                    "send a new key for a new task",
+                }
+            ]
+        )
+    return Response(
+        record.body,
+        status_code=record.status_code,
+        headers={"ETag": record.etag, "Location": record.location, "Idempotent-Replayed": "true"},
+        media_type="application/json",
+    )
+
+
+def quota_exceeded(max_tasks: int) -> HTTPException:
+    return HTTPException(
+        status_code=http.HTTP_409_CONFLICT,
+        detail=(
+            f"You hold {max_tasks} tasks, the most allowed; tasks in the trash count too "
+            f"until they are removed for good. Delete tasks you no longer need."
+        ),
+    )
+
+
 @router.post(
     "/api/tasks",
     response_model=TaskPublic,
     status_code=http.HTTP_201_CREATED,
-    responses={
-        201: {
-            "headers": {
-                **ETAG_HEADER,
-                "Location": {"description": "The new task", "schema": {"type": "string"}},
-            }
-        },
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
-    },
+    responses={201: {"headers": CREATED_HEADERS}, **UNAUTHORIZED, **CONFLICT, **UNAVAILABLE},
     summary="Create a task",
 )
-async def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) -> Response:
+async def create_task(
+    body: TaskCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
     now = utcnow()
+    lock_user_tasks(session, user_id=user.id)
+    body_fingerprint = fingerprint(body) if idempotency_key is not None else ""
+    if idempotency_key is not None:
+        found = find_idempotency_record(session, user_id=user.id, key=idempotency_key, now=now)
+        if found is not None:
+            return replay(found, body_fingerprint)
     task = Task.model_validate(
         body,
         update={
@@ -240,9 +319,42 @@ async def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) 
             "completed_at": now if body.status is TaskStatus.COMPLETED else None,
         },
     )
-    session.add(task)
-    session.commit()
-    return task_response(task, status_code=http.HTTP_201_CREATED, Location=f"/api/tasks/{task.id}")
+    max_tasks = get_settings().max_tasks_per_user
+    try:
+        add_task_within_quota(session, task=task, max_tasks=max_tasks)
+    except QuotaExceededError:
+        raise quota_exceeded(max_tasks) from None
+    location = f"/api/tasks/{task.id}"
+    response = task_response(task, status_code=http.HTTP_201_CREATED, Location=location)
+    if idempotency_key is None:
+        session.commit()
+        return response
+    session.add(
+        IdempotencyKey(
+            user_id=user.id,
+            key=idempotency_key,
+            fingerprint=body_fingerprint,
+            status_code=response.status_code,
+            body=bytes(response.body).decode(),
+            location=location,
+            etag=etag(task),
+            created_at=now,
+        )
+    )
+    try:
+        session.commit()
+    except IntegrityError:
+        # A simultaneous request with the same key committed first (SQLite; on PostgreSQL
+        # the user's lock makes this one wait and find that answer above): its answer.
+        session.rollback()
+        found = find_idempotency_record(session, user_id=user.id, key=idempotency_key, now=now)
+        if found is not None:
+            return replay(found, body_fingerprint)
+        raise HTTPException(
+            status_code=http.HTTP_409_CONFLICT,
+            detail="A request with this Idempotency-Key is still in progress; retry it",
+        ) from None
+    return response
 
 
 @router.get(

@@ -1,4 +1,4 @@
-"""Tasks, version 2: due dates.
+"""Tasks, version 2: due dates, idempotent creates.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,8 +24,31 @@ def upgrade() -> None:
     op.add_column("task", sa.Column("due_at", TIMESTAMP, nullable=True))
     op.create_index("ix_task_user_due_at", "task", ["user_id", "due_at", "id"])
 
+    op.create_table(
+        "idempotency_key",
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("location", sa.String(length=64), nullable=False),
+        sa.Column("etag", sa.String(length=64), nullable=False),
+        sa.Column("created_at", TIMESTAMP, nullable=False),
+        # Account deletion removes a user's keys with the user.
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["user.id"],
+            name=op.f("fk_idempotency_key_user_id_user"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("user_id", "key", name=op.f("pk_idempotency_key")),
+    )
+    # The maintenance run deletes records past their lifetime, oldest first.
+    op.create_index(op.f("ix_idempotency_key_created_at"), "idempotency_key", ["created_at"])
+
 
 def downgrade() -> None:
+    op.drop_table("idempotency_key")
     op.drop_index("ix_task_user_due_at", table_name="task")
     # Batch mode: SQLite rebuilds the table where it cannot drop a column in place.
     with op.batch_alter_table("task") as batch:

@@ -151,8 +151,8 @@ def create_app(*, title: str, description: str = "", database: bool = True) -> F
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["*"],
-            allow_headers=["Authorization", "Content-Type", "If-Match"],
-            expose_headers=["ETag", "Location", "Retry-After"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key"],
+            expose_headers=["ETag", "Location", "Retry-After", "Idempotent-Replayed"],
         )
     app.add_middleware(RequestLogMiddleware)
     return app

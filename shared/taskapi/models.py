@@ -7,7 +7,7 @@ responses carry an explicit `+00:00` offset as the contract asks.
 import enum
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -299,3 +299,28 @@ class TaskPage(SQLModel):
     total: int
     skip: int
     limit: int
+
+
+# ---------------------------------------------------------------------------------------
+# Idempotent creates (the `Idempotency-Key` header of POST /api/tasks)
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# How long a key's first answer is replayed; the maintenance run deletes older records.
+IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
+
+
+# The first answer to a create sent with an Idempotency-Key, written in the transaction
+# that inserts the task. The primary key makes keys per user and lets only one of
+# simultaneous requests with the same key commit.
+class IdempotencyKey(SQLModel, table=True):
+    __tablename__ = "idempotency_key"
+
+    user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE", primary_key=True)
+    key: str = Field(max_length=IDEMPOTENCY_KEY_MAX_LENGTH, primary_key=True)
+    # SHA-256 of the validated body: the same key with another body is refused.
+    fingerprint: str = Field(max_length=64)
+    status_code: int
+    body: str = Field(sa_type=sa.Text)
+    location: str = Field(max_length=64)
+    etag: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     login_max_attempts: int = Field(default=5, ge=1)
     login_lockout_minutes: int = Field(default=15, ge=1)
     log_level: str = "INFO"
+    # Tasks per user, deleted ones in the trash included (a create past it is 409).
+    max_tasks_per_user: int = Field(default=10000, ge=1)
+    # Days a deleted task stays in the trash before the maintenance run removes it.
+    trash_retention_days: int = Field(default=30, ge=1)
 
     @property
     def is_local(self) -> bool:
