@@ -21,6 +21,7 @@ EXPECTED_INDEXES = {
         "ix_task_created_at",
         "ix_task_user_status",
         "ix_task_user_due_at",
+        "ix_task_user_deleted_at",
     },
     "idempotency_key": {"ix_idempotency_key_created_at"},
 }

@@ -146,6 +146,16 @@ EXPECTED_RESPONSES = {
     ("/api/tasks/{task_id}", "get"): {"200", "401", "403", "404", "422", "503"},
     ("/api/tasks/{task_id}", "put"): {"200", "401", "403", "404", "412", "422", "503"},
     ("/api/tasks/{task_id}", "delete"): {"204", "401", "403", "404", "412", "422", "503"},
+    ("/api/tasks/trash", "get"): {"200", "401", "422", "503"},
+    ("/api/tasks/{task_id}/restore", "post"): {
+        "200",
+        "401",
+        "403",
+        "404",
+        "412",
+        "422",
+        "503",
+    },
     ("/api/tasks/{task_id}/complete", "patch"): {
         "200",
         "401",

@@ -18,6 +18,7 @@ from taskapi.models import (
     TaskPriority,
     TaskPublic,
     TaskStatus,
+    TrashPage,
     User,
     UTCDateTime,
 )
@@ -217,18 +218,87 @@ def list_tasks(
         "skip": skip,
         "limit": limit,
     }
-    # Core rows, not ORM objects: nothing here is written back.
-    connection = session.connection()
-    rows = connection.execute(page, parameters).all()
-    if rows:
-        total = rows[0].total
-    elif skip:
-        total = connection.execute(count, parameters).scalar_one()
-    else:
-        total = 0
+    rows, total = _page_and_total(session, page, count, parameters)
     return _PAGE.validate_python(
         {"items": [row._mapping for row in rows], "total": total, "skip": skip, "limit": limit}
     )
+
+
+def _page_and_total(
+    session: Session, page: sa.Select[Any], count: sa.Select[Any], parameters: dict[str, Any]
+) -> tuple[list[sa.Row[Any]], int]:
+    """The page's rows and the total they carry; only a page past the end, which has no
+    row to carry it, needs the count on its own."""
+    # Core rows, not ORM objects: nothing here is written back.
+    connection = session.connection()
+    rows = list(connection.execute(page, parameters).all())
+    if rows:
+        return rows, int(rows[0].total)
+    if parameters["skip"]:
+        return rows, int(connection.execute(count, parameters).scalar_one())
+    return rows, 0
+
+
+def etag_of(task_id: int | None, version: int) -> str:
+    """A task's strong ETag: its id and version, which every write bumps."""
+    return f'"{task_id}-{version}"'
+
+
+# ---------------------------------------------------------------------------------------
+# The trash
+
+
+def _trash_statements() -> tuple[sa.Select[Any], sa.Select[Any]]:
+    conditions = (
+        col(Task.user_id) == sa.bindparam("user_id"),
+        col(Task.deleted_at).is_not(None),
+    )
+    count = sa.select(func.count()).select_from(Task).where(*conditions).correlate(None)
+    page = (
+        sa.select(
+            *_PUBLIC_COLUMNS,
+            col(Task.deleted_at),
+            col(Task.version),
+            count.scalar_subquery().label("total"),
+        )
+        .where(*conditions)
+        # Newest deletion first; the id breaks ties, so pages never overlap.
+        .order_by(col(Task.deleted_at).desc(), col(Task.id).desc())
+        .offset(sa.bindparam("skip", type_=sa.Integer))
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+    return page, count
+
+
+_TRASH_PAGE, _TRASH_COUNT = _trash_statements()
+_TRASH = TypeAdapter(TrashPage)
+
+
+def list_trash_page(session: Session, *, user_id: uuid.UUID, skip: int, limit: int) -> TrashPage:
+    """One page of the user's deleted tasks, newest deletion first, and their number."""
+    parameters = {"user_id": user_id, "skip": skip, "limit": limit}
+    rows, total = _page_and_total(session, _TRASH_PAGE, _TRASH_COUNT, parameters)
+    items = [{**row._mapping, "etag": etag_of(row.id, row.version)} for row in rows]
+    return _TRASH.validate_python({"items": items, "total": total, "skip": skip, "limit": limit})
+
+
+def restore_from_trash(
+    session: Session, *, task: Task, expected_version: int | None, now: datetime
+) -> Task | None:
+    """Take the task out of the trash, as a write (new version, new `updated_at`); None
+    if it is no longer in the trash, or (with `expected_version`) has another version."""
+    statement = (
+        sa.update(Task)
+        .where(col(Task.id) == task.id, col(Task.deleted_at).is_not(None))
+        .values(deleted_at=None, updated_at=now, version=col(Task.version) + 1)
+        .returning(Task)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    if expected_version is not None:
+        statement = statement.where(col(Task.version) == expected_version)
+    restored = session.scalars(statement).one_or_none()
+    session.commit()
+    return restored
 
 
 # ---------------------------------------------------------------------------------------

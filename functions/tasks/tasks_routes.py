@@ -15,10 +15,13 @@ from tasks_queries import (
     SortKey,
     TaskFilter,
     add_task_within_quota,
+    etag_of,
     find_idempotency_record,
     first_completion,
     list_tasks,
+    list_trash_page,
     lock_user_tasks,
+    restore_from_trash,
     soft_delete_task,
     update_task,
 )
@@ -38,6 +41,8 @@ from taskapi.models import (
     TaskStatus,
     TaskUpdate,
     Timestamp,
+    TrashPage,
+    User,
     utcnow,
 )
 from taskapi.settings import get_settings
@@ -74,7 +79,7 @@ ETAG_HEADER = {"ETag": {"description": "The task's version", "schema": {"type": 
 
 
 def etag(task: Task) -> str:
-    return f'"{task.id}-{task.version}"'
+    return etag_of(task.id, task.version)
 
 
 IfMatch = Annotated[
@@ -108,10 +113,11 @@ TaskId = Annotated[
 ]
 
 
-async def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
-    task = session.get(Task, task_id)
-    if task is None or task.deleted_at is not None:
-        raise HTTPException(status_code=http.HTTP_404_NOT_FOUND, detail="Task not found")
+def owned_task(task: Task | None, user: User, *, in_trash: bool) -> Task:
+    """The task if it exists, is (or is not) in the trash, and is the user's: else 404/403."""
+    if task is None or (task.deleted_at is not None) != in_trash:
+        detail = "Task not found in the trash" if in_trash else "Task not found"
+        raise HTTPException(status_code=http.HTTP_404_NOT_FOUND, detail=detail)
     if task.user_id != user.id:
         raise HTTPException(
             status_code=http.HTTP_403_FORBIDDEN, detail="This task belongs to another user"
@@ -119,7 +125,16 @@ async def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep
     return task
 
 
+async def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+    return owned_task(session.get(Task, task_id), user, in_trash=False)
+
+
+async def get_trashed_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+    return owned_task(session.get(Task, task_id), user, in_trash=True)
+
+
 OwnedTask = Annotated[Task, Depends(get_owned_task)]
+TrashedTaskDep = Annotated[Task, Depends(get_trashed_task)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,6 +175,9 @@ def _written(task: Task | None, if_match: str | None) -> Task:
 # ---------------------------------------------------------------------------------------
 # Routes
 
+Skip = Annotated[int, Query(ge=0, le=MAX_INT32, description="Tasks to skip")]
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
+
 
 @router.get(
     "/api/tasks",
@@ -170,8 +188,8 @@ def _written(task: Task | None, if_match: str | None) -> Task:
 async def list_my_tasks(
     user: CurrentUser,
     session: SessionDep,
-    skip: Annotated[int, Query(ge=0, le=MAX_INT32, description="Tasks to skip")] = 0,
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+    skip: Skip = 0,
+    limit: Limit = 20,
     status: Annotated[
         list[TaskStatus] | None,
         Query(description="Only these statuses (repeat the parameter: any of them)"),
@@ -355,6 +373,45 @@ async def create_task(
             detail="A request with this Idempotency-Key is still in progress; retry it",
         ) from None
     return response
+
+
+# Before `/api/tasks/{task_id}`: routes match in order, and `trash` is no task id.
+@router.get(
+    "/api/tasks/trash",
+    response_model=TrashPage,
+    responses={**UNAUTHORIZED, **UNAVAILABLE},
+    summary="List the caller's deleted tasks, newest deletion first",
+)
+async def list_trash(
+    user: CurrentUser, session: SessionDep, skip: Skip = 0, limit: Limit = 20
+) -> Response:
+    return json_response(list_trash_page(session, user_id=user.id, skip=skip, limit=limit))
+
+
+@router.post(
+    "/api/tasks/{task_id}/restore",
+    response_model=TaskPublic,
+    responses={
+        200: {"headers": ETAG_HEADER},
+        **UNAUTHORIZED,
+        403: _error("The task belongs to another user"),
+        404: _error("No such task, or it is not in the trash"),
+        **PRECONDITION,
+        **UNAVAILABLE,
+    },
+    summary="Take a deleted task out of the trash",
+)
+async def restore_task(
+    task: TrashedTaskDep, session: SessionDep, if_match: IfMatch = None
+) -> Response:
+    version = expected_version(task, if_match)
+    restored = restore_from_trash(session, task=task, expected_version=version, now=utcnow())
+    if restored is None and if_match is None:
+        # Restored (or purged) by someone else since it was read.
+        raise HTTPException(
+            status_code=http.HTTP_404_NOT_FOUND, detail="Task not found in the trash"
+        )
+    return task_response(_written(restored, if_match))
 
 
 @router.get(

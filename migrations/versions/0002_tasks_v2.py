@@ -1,4 +1,4 @@
-"""Tasks, version 2: due dates, idempotent creates.
+"""Tasks, version 2: due dates, the trash's index, idempotent creates.
 
 Revision ID: 0002
 Revises: 0001
@@ -23,6 +23,15 @@ def upgrade() -> None:
     # Nullable, no default: on PostgreSQL adding it rewrites nothing, however big the table.
     op.add_column("task", sa.Column("due_at", TIMESTAMP, nullable=True))
     op.create_index("ix_task_user_due_at", "task", ["user_id", "due_at", "id"])
+    # Partial: only trashed rows, so it stays small however many live tasks there are.
+    trashed = sa.text("deleted_at IS NOT NULL")
+    op.create_index(
+        "ix_task_user_deleted_at",
+        "task",
+        ["user_id", "deleted_at"],
+        postgresql_where=trashed,
+        sqlite_where=trashed,
+    )
 
     op.create_table(
         "idempotency_key",
@@ -49,6 +58,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("idempotency_key")
+    op.drop_index("ix_task_user_deleted_at", table_name="task")
     op.drop_index("ix_task_user_due_at", table_name="task")
     # Batch mode: SQLite rebuilds the table where it cannot drop a column in place.
     with op.batch_alter_table("task") as batch:

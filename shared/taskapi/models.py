@@ -234,6 +234,15 @@ class Task(TaskBase, table=True):
         # One user's tasks by due date (and id, the sort's tie-break): the overdue view's
         # range and the `due_at` sort read it in order and stop at the page (docs/API.md).
         sa.Index("ix_task_user_due_at", "user_id", "due_at", "id"),
+        # The trash, and nothing else: one user's newest deletions first, and the whole
+        # (small) index for the maintenance run's purge of tasks past the retention.
+        sa.Index(
+            "ix_task_user_deleted_at",
+            "user_id",
+            "deleted_at",
+            postgresql_where=sa.text("deleted_at IS NOT NULL"),
+            sqlite_where=sa.text("deleted_at IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -296,6 +305,21 @@ class TaskPublic(TaskBase):
 # The page that GET /api/tasks returns.
 class TaskPage(SQLModel):
     items: list[TaskPublic]
+    total: int
+    skip: int
+    limit: int
+
+
+# A task in the trash: when it was deleted, and the ETag that `If-Match` on its restore
+# takes (deleting changed the version, and a DELETE answers with no ETag).
+class TrashedTask(TaskPublic):
+    deleted_at: datetime
+    etag: str
+
+
+# The page that GET /api/tasks/trash returns.
+class TrashPage(SQLModel):
+    items: list[TrashedTask]
     total: int
     skip: int
     limit: int
