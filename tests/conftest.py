@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
@@ -25,6 +25,9 @@ from localapi.runtime import import_file
 from taskapi.db import build_engine, reset_engine
 from taskapi.passwords import clear_password_cache
 from taskapi.settings import Settings, clear_settings_cache
+
+if TYPE_CHECKING:  # tasks_helpers imports this module
+    from tests.tasks_helpers import Account
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
@@ -288,3 +291,26 @@ class Client:
 
     def delete(self, path: str, **kwargs: Any) -> Response:
         return self.request("DELETE", path, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# The tasks function and two of its users (a module's own fixture of the same name wins)
+
+
+@pytest.fixture
+def client(db: Database) -> Client:
+    return Client("tasks")
+
+
+@pytest.fixture
+def ada(db: Database) -> "Account":
+    from tests.tasks_helpers import make_account
+
+    return make_account("ada@example.com")
+
+
+@pytest.fixture
+def bob(db: Database) -> "Account":
+    from tests.tasks_helpers import make_account
+
+    return make_account("bob@example.com")

@@ -12,22 +12,7 @@ import sqlalchemy as sa
 
 from taskapi.models import utcnow
 from tests.conftest import Client, Database, Response, configure
-from tests.tasks_helpers import Account, create, insert_task, make_account, responses_together
-
-
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("tasks")
-
-
-@pytest.fixture
-def ada(db: Database) -> Account:
-    return make_account("ada@example.com")
-
-
-@pytest.fixture
-def bob(db: Database) -> Account:
-    return make_account("bob@example.com")
+from tests.tasks_helpers import Account, create, insert_task, responses_together
 
 
 def post(

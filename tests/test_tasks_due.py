@@ -8,22 +8,7 @@ import pytest
 
 from taskapi.models import utcnow
 from tests.conftest import Client, Database, Response, load_function
-from tests.tasks_helpers import Account, create, insert_task, make_account
-
-
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("tasks")
-
-
-@pytest.fixture
-def ada(db: Database) -> Account:
-    return make_account("ada@example.com")
-
-
-@pytest.fixture
-def bob(db: Database) -> Account:
-    return make_account("bob@example.com")
+from tests.tasks_helpers import Account, create, insert_task
 
 
 def ids(response: Response) -> list[int]:

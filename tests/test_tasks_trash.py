@@ -7,22 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Client, Database, Response
-from tests.tasks_helpers import Account, create, insert_task, make_account
-
-
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("tasks")
-
-
-@pytest.fixture
-def ada(db: Database) -> Account:
-    return make_account("ada@example.com")
-
-
-@pytest.fixture
-def bob(db: Database) -> Account:
-    return make_account("bob@example.com")
+from tests.tasks_helpers import Account, create, insert_task
 
 
 def trash(client: Client, owner: Account, **query: Any) -> dict[str, Any]:

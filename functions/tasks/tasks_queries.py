@@ -282,25 +282,6 @@ def list_trash_page(session: Session, *, user_id: uuid.UUID, skip: int, limit: i
     return _TRASH.validate_python({"items": items, "total": total, "skip": skip, "limit": limit})
 
 
-def restore_from_trash(
-    session: Session, *, task: Task, expected_version: int | None, now: datetime
-) -> Task | None:
-    """Take the task out of the trash, as a write (new version, new `updated_at`); None
-    if it is no longer in the trash, or (with `expected_version`) has another version."""
-    statement = (
-        sa.update(Task)
-        .where(col(Task.id) == task.id, col(Task.deleted_at).is_not(None))
-        .values(deleted_at=None, updated_at=now, version=col(Task.version) + 1)
-        .returning(Task)
-        .execution_options(populate_existing=True, synchronize_session=False)
-    )
-    if expected_version is not None:
-        statement = statement.where(col(Task.version) == expected_version)
-    restored = session.scalars(statement).one_or_none()
-    session.commit()
-    return restored
-
-
 # ---------------------------------------------------------------------------------------
 # Creating: the quota and idempotency keys
 
@@ -370,16 +351,19 @@ def update_task(
     task: Task,
     expected_version: int | None,
     values: dict[str, Any],
+    in_trash: bool = False,
 ) -> Task | None:
-    """Apply `values` and bump the version in one UPDATE; None if no live row matched.
+    """Apply `values` and bump the version in one UPDATE; None if no live row (with
+    `in_trash`, no trashed row) matched.
 
     With `expected_version`, the row must still carry that version: of concurrent writers
     that read the same version, exactly one wins. RETURNING hands back the row as it now
     is, including what other writers changed in the columns this one left alone.
     """
+    deleted = col(Task.deleted_at)
     statement = (
         sa.update(Task)
-        .where(col(Task.id) == task.id, col(Task.deleted_at).is_(None))
+        .where(col(Task.id) == task.id, deleted.is_not(None) if in_trash else deleted.is_(None))
         .values(**values, version=col(Task.version) + 1)
         .returning(Task)
         .execution_options(populate_existing=True, synchronize_session=False)

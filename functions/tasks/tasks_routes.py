@@ -21,7 +21,6 @@ from tasks_queries import (
     list_tasks,
     list_trash_page,
     lock_user_tasks,
-    restore_from_trash,
     soft_delete_task,
     update_task,
 )
@@ -405,7 +404,14 @@ async def restore_task(
     task: TrashedTaskDep, session: SessionDep, if_match: IfMatch = None
 ) -> Response:
     version = expected_version(task, if_match)
-    restored = restore_from_trash(session, task=task, expected_version=version, now=utcnow())
+    now = utcnow()
+    restored = update_task(
+        session,
+        task=task,
+        expected_version=version,
+        values={"deleted_at": None, "updated_at": now},
+        in_trash=True,
+    )
     if restored is None and if_match is None:
         # Restored (or purged) by someone else since it was read.
         raise HTTPException(
