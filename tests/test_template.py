@@ -492,3 +492,16 @@ def test_the_template_is_what_the_local_server_reads() -> None:
     assert "ANY /api/auth/{proxy+}" in keys
     assert "GET /openapi.json" in keys
     assert Path(template.functions["MigrateFunction"].code_uri) == ROOT / "migrations"
+
+
+def test_an_alarm_watches_the_maintenance_runs_failures(cfn: dict[str, Any]) -> None:
+    alarm = cfn["Resources"]["MaintenanceFailureAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("TaskApi", "MaintenanceFailures")
+    assert alarm["Dimensions"] == [{"Name": "Stage", "Value": {"Ref": "Stage"}}]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == (
+        "GreaterThanOrEqualToThreshold",
+        1,
+    )
+    # The metric is the one the run writes (tests/test_maintenance.py reads the EMF line).
+    source = (ROOT / "functions" / "maintenance" / "maintenance_jobs.py").read_text()
+    assert '"MaintenanceFailures"' in source
