@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from taskapi.models import utcnow
+from taskapi.models import IdempotencyKey, utcnow
 from tests.conftest import Client, Database, Response, configure
 from tests.tasks_helpers import Account, create, insert_task, responses_together
 
@@ -107,9 +107,9 @@ def test_a_key_older_than_24_hours_creates_afresh(
 ) -> None:
     first = post(client, ada, {"title": "Daily"}, key="daily")
     with db.engine.begin() as connection:
+        # Through the model's column type: Python 3.12+ deprecates sqlite3's own adapter.
         connection.execute(
-            sa.text("UPDATE idempotency_key SET created_at = :t"),
-            {"t": utcnow() - timedelta(hours=24, seconds=1)},
+            sa.update(IdempotencyKey).values(created_at=utcnow() - timedelta(hours=24, seconds=1))
         )
     # Even with another body: the old record no longer holds the key.
     second = post(client, ada, {"title": "Daily, again"}, key="daily")
@@ -232,3 +232,15 @@ def test_twenty_simultaneous_creates_one_below_the_quota_let_exactly_one_through
     statuses = Counter(response.status for response in responses)
     assert statuses == {201: 1, 409: 19}, [json.loads(r.body) for r in responses]
     assert tasks_of(db, ada) == 5
+
+
+def test_a_users_keys_go_with_the_user(
+    client: Client, ada: Account, bob: Account, db: Database
+) -> None:
+    """Account deletion relies on the foreign key's ON DELETE CASCADE."""
+    post(client, ada, {"title": "Ada's"}, key="k")
+    post(client, bob, {"title": "Bob's"}, key="k")
+    with db.engine.begin() as connection:
+        connection.execute(sa.text('DELETE FROM "user" WHERE id = :id'), {"id": ada.user_id.hex})
+    assert db.scalar("SELECT count(*) FROM idempotency_key") == 1
+    assert db.scalar("SELECT count(*) FROM task") == 1
