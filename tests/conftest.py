@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
@@ -26,13 +26,16 @@ from taskapi.db import build_engine, reset_engine
 from taskapi.passwords import clear_password_cache
 from taskapi.settings import Settings, clear_settings_cache
 
+if TYPE_CHECKING:  # tasks_helpers imports this module
+    from tests.tasks_helpers import Account
+
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
 BACKENDS = ("sqlite", "postgresql")
 # The tests' own engines open a connection per check, never competing for the app's pool.
 CHECK_SETTINGS = Settings(database_null_pool=True)
 # Tables emptied between tests, children first.
-TABLES = ("task", "auth_session", "login_attempt", "user")
+TABLES = ("idempotency_key", "task", "auth_session", "login_attempt", "user")
 
 
 # ---------------------------------------------------------------------------------------
@@ -289,3 +292,26 @@ class Client:
 
     def delete(self, path: str, **kwargs: Any) -> Response:
         return self.request("DELETE", path, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# The tasks function and two of its users (a module's own fixture of the same name wins)
+
+
+@pytest.fixture
+def client(db: Database) -> Client:
+    return Client("tasks")
+
+
+@pytest.fixture
+def ada(db: Database) -> "Account":
+    from tests.tasks_helpers import make_account
+
+    return make_account("ada@example.com")
+
+
+@pytest.fixture
+def bob(db: Database) -> "Account":
+    from tests.tasks_helpers import make_account
+
+    return make_account("bob@example.com")

@@ -29,6 +29,7 @@ FUNCTIONS = {
     "AuthFunction": ROOT / "functions" / "auth",
     "TasksFunction": ROOT / "functions" / "tasks",
     "HealthFunction": ROOT / "functions" / "health",
+    "MaintenanceFunction": ROOT / "functions" / "maintenance",
     "MigrateFunction": ROOT / "migrations",
 }
 MAX_LAYER_ZIP = 20 * 1024 * 1024
@@ -375,6 +376,13 @@ def test_the_built_functions_serve_requests_under_python_3_13(
     assert json.loads(health["body"])["status"] == "ok"
     assert database["statusCode"] == 200, database
     assert json.loads(database["body"])["migrations"]["up_to_date"] is True
+
+    (maintenance,) = run(
+        "MaintenanceFunction",
+        "app.handler",
+        [json.loads((ROOT / "events" / "schedule-maintenance.json").read_text())],
+    )
+    assert (maintenance["failed"], maintenance["complete"]) == ([], True), maintenance
 
 
 def test_the_layer_build_says_so_when_python_3_13_is_missing(tmp_path: Path) -> None:

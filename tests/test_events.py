@@ -36,6 +36,10 @@ EXPECTED_STATUS = {
     "tasks-delete.json": 204,
     "stage-tasks-list.json": 200,
     "base-path-tasks-list.json": 200,
+    "tasks-create-idempotent.json": 201,
+    "tasks-list-overdue.json": 200,
+    "tasks-trash.json": 200,
+    "tasks-restore.json": 200,
 }
 # The custom domain's API mapping that base-path-*.json were sent through (events/README.md).
 EVENT_BASE_PATH = "/v1"
@@ -46,6 +50,8 @@ ADDRESSES = {
     "stage": ("/dev", "dev"),
     "base-path": ("/v1", "$default"),
 }
+# Events whose task must be in the trash first.
+NEEDS_TRASHED_TASK = {"tasks-restore.json"}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -194,7 +200,12 @@ def test_http_events_replay_through_their_function(
     domain = domain_of(function)
     # A new account for signup; every other event acts as that account.
     if name != "auth-signup.json":
-        event = filled_in(event, signed_up_user())
+        user = signed_up_user()
+        event = filled_in(event, user)
+        if name in NEEDS_TRASHED_TASK:
+            path = f"/api/tasks/{user['task_id']}"
+            deleted = Client("tasks").delete(path, token=user["access_token"])
+            assert deleted.status == 204, deleted.body
     event = addressed(event, address)
 
     response = invoke(load_function(domain).handler, event)
@@ -274,12 +285,24 @@ def test_the_replayed_events_change_what_they_say(db: Database) -> None:
     assert me.json()["email"] == json.loads(load("auth-signup.json")["body"])["email"]
 
 
+# Each scheduled event's function: the part of its name after `schedule-`.
+SCHEDULED = {"schedule-health.json": "health", "schedule-maintenance.json": "maintenance"}
+
+
+def test_every_scheduled_event_names_its_function() -> None:
+    assert set(event_files("schedule")) == set(SCHEDULED)
+
+
 @pytest.mark.parametrize("name", event_files("schedule"))
-def test_scheduled_events_replay_through_the_health_function(db: Database, name: str) -> None:
-    handler = load_function("health").handler
+def test_scheduled_events_replay_through_their_function(db: Database, name: str) -> None:
+    handler = load_function(SCHEDULED[name]).handler
     result = handler(load(name), LambdaContext())
-    assert result["status"] == "ok"
-    assert result["database"] == "ok"
+    if SCHEDULED[name] == "health":
+        assert result["status"] == "ok"
+        assert result["database"] == "ok"
+    else:
+        assert (result["failed"], result["complete"]) == ([], True)
+        assert set(result["deleted"]) == {"sessions", "login_attempts", "idempotency_keys", "trash"}
 
 
 @pytest.mark.parametrize("empty_database", ["sqlite", "postgresql"], indirect=True)

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.transport import requests as schemathesis_requests
 
+from taskapi.models import utcnow
 from tests.conftest import ROOT, Database
 from tests.hardening_helpers import LambdaAdapter, lambda_session
 from tests.tasks_helpers import Account, insert_task, make_account
@@ -66,10 +67,13 @@ GENERATED: Counter[str] = Counter()
 
 @pytest.fixture
 def account(db: Database) -> Account:
-    """A signed-up user with three tasks, whose token every authenticated case carries."""
+    """A signed-up user with three tasks and one in the trash, whose token every
+    authenticated case carries."""
     owner = make_account(f"fuzz-{uuid.uuid4().hex[:8]}@example.com")
     for title in ("alpha", "beta", "gamma"):
         insert_task(owner, title)
+    # One in the trash, so that generated restores can find it.
+    insert_task(owner, "trashed", deleted_at=utcnow())
     return owner
 
 

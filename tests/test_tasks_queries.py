@@ -3,7 +3,6 @@
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -12,7 +11,7 @@ import sqlalchemy as sa
 
 from taskapi.db import get_engine
 from tests.conftest import Client, Database, configure, load_function
-from tests.tasks_helpers import Account, create, insert_task, make_account
+from tests.tasks_helpers import Account, create, insert_task, make_account, responses_together
 
 
 @pytest.fixture
@@ -74,15 +73,7 @@ def test_reading_a_task_costs_two_statements(client: Client, ada: Account) -> No
 
 def run_together(count: int, call: Any) -> list[int]:
     """Run `call` from `count` threads released at the same moment; their statuses."""
-    barrier = threading.Barrier(count)
-
-    def one(_: int) -> int:
-        barrier.wait()
-        status: int = call().status
-        return status
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(one, range(count)))
+    return [response.status for response in responses_together(count, call)]
 
 
 @pytest.mark.postgres_only
@@ -151,10 +142,20 @@ def test_concurrent_deletes_with_the_same_if_match_have_one_winner(
 
 EXPECTED_RESPONSES = {
     ("/api/tasks", "get"): {"200", "401", "422", "503"},
-    ("/api/tasks", "post"): {"201", "401", "422", "503"},
+    ("/api/tasks", "post"): {"201", "401", "409", "422", "503"},
     ("/api/tasks/{task_id}", "get"): {"200", "401", "403", "404", "422", "503"},
     ("/api/tasks/{task_id}", "put"): {"200", "401", "403", "404", "412", "422", "503"},
     ("/api/tasks/{task_id}", "delete"): {"204", "401", "403", "404", "412", "422", "503"},
+    ("/api/tasks/trash", "get"): {"200", "401", "422", "503"},
+    ("/api/tasks/{task_id}/restore", "post"): {
+        "200",
+        "401",
+        "403",
+        "404",
+        "412",
+        "422",
+        "503",
+    },
     ("/api/tasks/{task_id}/complete", "patch"): {
         "200",
         "401",
@@ -185,6 +186,7 @@ def test_openapi_declares_every_status_and_header(db: Database) -> None:
     assert set(operations[("/api/tasks", "post")]["responses"]["201"]["headers"]) == {
         "ETag",
         "Location",
+        "Idempotent-Replayed",
     }
     for key in (("/api/tasks/{task_id}", "get"), ("/api/tasks/{task_id}", "put")):
         assert set(operations[key]["responses"]["200"]["headers"]) == {"ETag"}

@@ -20,12 +20,15 @@ from tests.conftest import ROOT, configure, load_function
 TEMPLATE = ROOT / "template.yaml"
 DATABASE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:taskapi-db-AbCdEf"
 HTTP_FUNCTIONS = {"AuthFunction": "auth", "TasksFunction": "tasks", "HealthFunction": "health"}
-ALL_FUNCTIONS = (*HTTP_FUNCTIONS, "MigrateFunction")
+# Invoked by EventBridge or by hand, not through the API.
+EVENT_FUNCTIONS = {"MaintenanceFunction": "maintenance"}
+ALL_FUNCTIONS = (*HTTP_FUNCTIONS, *EVENT_FUNCTIONS, "MigrateFunction")
 # Which secrets each function may read: no function gets a secret it does not use.
 SECRETS = {
     "AuthFunction": {"DatabaseSecretArn", "JwtSecret"},
     "TasksFunction": {"DatabaseSecretArn", "JwtSecret"},
     "HealthFunction": {"DatabaseSecretArn"},
+    "MaintenanceFunction": {"DatabaseSecretArn"},
     "MigrateFunction": {"DatabaseSecretArn"},
 }
 # The contract's settings (docs/API.md "Configuration") that the deployed functions get.
@@ -193,8 +196,10 @@ def test_the_api_has_cors_throttling_and_access_logs(cfn: dict[str, Any]) -> Non
     # The parameter, resolved to its default ("*") by the transform; empty turns CORS off.
     assert (condition, otherwise) == ("HasCors", {"Ref": "AWS::NoValue"})
     assert cors["allowOrigins"] == {"Fn::Split": [",", "*"]}
-    assert {"authorization", "content-type", "if-match"} <= set(cors["allowHeaders"])
-    assert {"etag", "location", "retry-after"} <= set(cors["exposeHeaders"])
+    assert {"authorization", "content-type", "if-match", "idempotency-key"} <= set(
+        cors["allowHeaders"]
+    )
+    assert {"etag", "location", "retry-after", "idempotent-replayed"} <= set(cors["exposeHeaders"])
     assert {"GET", "POST", "PUT", "PATCH", "DELETE"} <= set(cors["allowMethods"])
     (stage,) = resources_of_type(cfn, "AWS::ApiGatewayV2::Stage").values()
     properties = stage["Properties"]
@@ -236,7 +241,7 @@ def test_every_function_runs_python_3_13_on_arm64_with_the_layer(cfn: dict[str, 
 
 def test_handlers_and_code_folders() -> None:
     resources = sam_template()["Resources"]
-    for function, domain in HTTP_FUNCTIONS.items():
+    for function, domain in {**HTTP_FUNCTIONS, **EVENT_FUNCTIONS}.items():
         properties = resources[function]["Properties"]
         assert properties["Handler"] == "app.handler"
         assert properties["CodeUri"] == f"s3://artifacts/{function}.zip"
@@ -279,8 +284,8 @@ def test_functions_get_the_contracts_settings(cfn: dict[str, Any]) -> None:
 def test_timeouts_stay_inside_the_http_apis_limit(cfn: dict[str, Any]) -> None:
     for name, function in functions(cfn).items():
         timeout = function["Properties"]["Timeout"]
-        if name == "MigrateFunction":
-            assert timeout >= 60
+        if name not in HTTP_FUNCTIONS:
+            assert timeout >= 60, name
         else:
             assert timeout <= 29, name
 
@@ -289,17 +294,50 @@ def test_timeouts_stay_inside_the_http_apis_limit(cfn: dict[str, Any]) -> None:
 # Schedule, migrations on deploy, secrets and policies
 
 
-def test_the_schedule_targets_the_health_function(cfn: dict[str, Any]) -> None:
-    (rule,) = resources_of_type(cfn, "AWS::Events::Rule").values()
-    properties = rule["Properties"]
-    assert properties["ScheduleExpression"] == {"Ref": "HealthCheckSchedule"}
+@pytest.mark.parametrize(
+    ("function", "schedule", "default"),
+    [
+        ("HealthFunction", "HealthCheckSchedule", "rate(5 minutes)"),
+        ("MaintenanceFunction", "MaintenanceSchedule", "rate(1 hour)"),
+    ],
+)
+def test_each_schedule_targets_its_function(
+    cfn: dict[str, Any], function: str, schedule: str, default: str
+) -> None:
+    rules = [
+        rule["Properties"]
+        for rule in resources_of_type(cfn, "AWS::Events::Rule").values()
+        if rule["Properties"]["ScheduleExpression"] == {"Ref": schedule}
+    ]
+    (properties,) = rules
+    assert sam_template()["Parameters"][schedule]["Default"] == default
     assert properties["State"] == "ENABLED"
-    assert [t["Arn"] for t in properties["Targets"]] == [{"Fn::GetAtt": ["HealthFunction", "Arn"]}]
+    assert [t["Arn"] for t in properties["Targets"]] == [{"Fn::GetAtt": [function, "Arn"]}]
     permissions = resources_of_type(cfn, "AWS::Lambda::Permission").values()
     assert any(
         p["Properties"]["Principal"] == "events.amazonaws.com"
-        and p["Properties"]["FunctionName"] == {"Ref": "HealthFunction"}
+        and p["Properties"]["FunctionName"] == {"Ref": function}
         for p in permissions
+    )
+
+
+def test_the_maintenance_run_is_not_retried_and_gets_the_retention(cfn: dict[str, Any]) -> None:
+    (config,) = resources_of_type(cfn, "AWS::Lambda::EventInvokeConfig").values()
+    assert config["Properties"]["FunctionName"] == {"Ref": "MaintenanceFunction"}
+    assert config["Properties"]["MaximumRetryAttempts"] == 0
+    env = functions(cfn)["MaintenanceFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["TRASH_RETENTION_DAYS"] == {"Ref": "TrashRetentionDays"}
+    budget = float(env["MAINTENANCE_TIME_BUDGET_SECONDS"])
+    assert budget < functions(cfn)["MaintenanceFunction"]["Properties"]["Timeout"]
+    tasks_env = functions(cfn)["TasksFunction"]["Properties"]["Environment"]["Variables"]
+    assert tasks_env["MAX_TASKS_PER_USER"] == {"Ref": "MaxTasksPerUser"}
+    parameters = sam_template()["Parameters"]
+    assert (
+        parameters["TrashRetentionDays"]["Default"],
+        parameters["MaxTasksPerUser"]["Default"],
+    ) == (
+        30,
+        10000,
     )
 
 
@@ -461,3 +499,16 @@ def test_the_template_is_what_the_local_server_reads() -> None:
     assert "ANY /api/auth/{proxy+}" in keys
     assert "GET /openapi.json" in keys
     assert Path(template.functions["MigrateFunction"].code_uri) == ROOT / "migrations"
+
+
+def test_an_alarm_watches_the_maintenance_runs_failures(cfn: dict[str, Any]) -> None:
+    alarm = cfn["Resources"]["MaintenanceFailureAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("TaskApi", "MaintenanceFailures")
+    assert alarm["Dimensions"] == [{"Name": "Stage", "Value": {"Ref": "Stage"}}]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == (
+        "GreaterThanOrEqualToThreshold",
+        1,
+    )
+    # The metric is the one the run writes (tests/test_maintenance.py reads the EMF line).
+    source = (ROOT / "functions" / "maintenance" / "maintenance_jobs.py").read_text()
+    assert '"MaintenanceFailures"' in source

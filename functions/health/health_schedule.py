@@ -10,12 +10,10 @@ from typing import Any
 from health_check import DatabaseUnavailableError, HealthError, check_database
 
 from taskapi.logs import invocation_fields, log_context
-from taskapi.metrics import Unit, put_metrics
+from taskapi.metrics import METRICS_NAMESPACE, Unit, put_metrics
 from taskapi.settings import get_settings
 
 logger = logging.getLogger("taskapi.health")
-
-METRICS_NAMESPACE = "TaskApi"
 
 
 def is_scheduled_event(event: Any) -> bool:

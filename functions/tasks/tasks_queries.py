@@ -3,6 +3,7 @@
 import enum
 import functools
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,18 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 from sqlmodel import Session, col, func
 
-from taskapi.models import Task, TaskPage, TaskPriority, TaskPublic, TaskStatus
+from taskapi.models import (
+    IDEMPOTENCY_KEY_LIFETIME,
+    IdempotencyKey,
+    Task,
+    TaskPage,
+    TaskPriority,
+    TaskPublic,
+    TaskStatus,
+    TrashPage,
+    User,
+    UTCDateTime,
+)
 
 # PostgreSQL's `integer`: ids and offsets beyond it cannot exist, and binding them would
 # make the database raise instead of answering "no such row".
@@ -32,6 +44,8 @@ class TaskSort(enum.StrEnum):
     PRIORITY_DESC = "-priority"
     STATUS = "status"
     STATUS_DESC = "-status"
+    DUE_AT = "due_at"
+    DUE_AT_DESC = "-due_at"
 
     @classmethod
     def __get_pydantic_json_schema__(
@@ -66,16 +80,22 @@ _SORT_EXPRESSIONS: dict[str, Any] = {
     "title": func.lower(col(Task.title)),
     "priority": sa.case(PRIORITY_RANK, value=col(Task.priority)),
     "status": sa.case(STATUS_RANK, value=col(Task.status)),
+    "due_at": col(Task.due_at),
 }
+# Columns that may be null: their rows come last in either direction, on both databases
+# (PostgreSQL puts nulls last ascending but first descending, SQLite first ascending).
+_NULLS_LAST = frozenset({"due_at"})
 
 
 def _order_by(sort: TaskSort) -> tuple[sa.ColumnElement[Any], ...]:
     descending = sort.startswith("-")
-    expression = _SORT_EXPRESSIONS[sort.removeprefix("-")]
+    field = sort.removeprefix("-")
+    expression = _SORT_EXPRESSIONS[field]
+    ordered = expression.desc() if descending else expression.asc()
+    if field in _NULLS_LAST:
+        ordered = ordered.nulls_last()
     # The id breaks ties in the same direction, so pages never overlap or skip a row.
-    if descending:
-        return expression.desc(), col(Task.id).desc()
-    return expression.asc(), col(Task.id).asc()
+    return ordered, col(Task.id).desc() if descending else col(Task.id).asc()
 
 
 # The columns of a task that clients see, selected as plain rows: loading ORM objects only
@@ -87,22 +107,66 @@ _PAGE = TypeAdapter(TaskPage)
 _LIKE_ESCAPE = "/"
 
 
-@functools.cache
-def _list_statements(
-    sort: TaskSort, *, by_status: bool, by_priority: bool, by_text: bool
-) -> tuple[sa.Select[Any], sa.Select[Any]]:
+@dataclass(frozen=True)
+class TaskFilter:
+    """What the list keeps, beyond "the user's live tasks". Empty tuples and None filter
+    nothing; several statuses (or priorities) mean any of them."""
+
+    statuses: tuple[TaskStatus, ...] = ()
+    priorities: tuple[TaskPriority, ...] = ()
+    q: str | None = None
+    # due_after <= due_at < due_before: adjacent windows share no task.
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    # True: due in the past and not completed; False: every other task.
+    overdue: bool | None = None
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Which filters a statement has: the key under which it is built once."""
+
+    sort: TaskSort
+    by_status: bool
+    by_priority: bool
+    by_text: bool
+    by_due_before: bool
+    by_due_after: bool
+    overdue: bool | None
+
+
+def _overdue() -> sa.ColumnElement[bool]:
+    return sa.and_(
+        col(Task.due_at) < sa.bindparam("now", type_=UTCDateTime),
+        col(Task.status) != TaskStatus.COMPLETED,
+    )
+
+
+# Bounded: every combination of filters and sort is a statement, about 1,000 in all.
+@functools.lru_cache(maxsize=256)
+def _list_statements(shape: _Shape) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The page and the count statements for one combination of filters, built once with
-    bound parameters (at most 80 of them): building and cache-keying the expressions cost
-    about as much as running them (docs/PERFORMANCE.md)."""
+    bound parameters: building and cache-keying the expressions cost about as much as
+    running them (docs/PERFORMANCE.md)."""
     conditions: list[sa.ColumnElement[bool]] = [
         col(Task.user_id) == sa.bindparam("user_id"),
         col(Task.deleted_at).is_(None),
     ]
-    if by_status:
-        conditions.append(col(Task.status) == sa.bindparam("status"))
-    if by_priority:
-        conditions.append(col(Task.priority) == sa.bindparam("priority"))
-    if by_text:
+    if shape.by_status:
+        conditions.append(col(Task.status).in_(sa.bindparam("statuses", expanding=True)))
+    if shape.by_priority:
+        conditions.append(col(Task.priority).in_(sa.bindparam("priorities", expanding=True)))
+    if shape.by_due_before:
+        conditions.append(col(Task.due_at) < sa.bindparam("due_before", type_=UTCDateTime))
+    if shape.by_due_after:
+        conditions.append(col(Task.due_at) >= sa.bindparam("due_after", type_=UTCDateTime))
+    if shape.overdue is True:
+        conditions.append(_overdue())
+    elif shape.overdue is False:
+        # Not overdue: tasks without a due date count too (NOT of a NULL comparison would
+        # drop them).
+        conditions.append(sa.or_(col(Task.due_at).is_(None), sa.not_(_overdue())))
+    if shape.by_text:
         text = sa.bindparam("text", type_=sa.String)
         conditions.append(
             sa.or_(
@@ -115,7 +179,7 @@ def _list_statements(
     page = (
         sa.select(*_PUBLIC_COLUMNS, count.scalar_subquery().label("total"))
         .where(*conditions)
-        .order_by(*_order_by(sort))
+        .order_by(*_order_by(shape.sort))
         .offset(sa.bindparam("skip", type_=sa.Integer))
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
@@ -133,12 +197,11 @@ def list_tasks(
     session: Session,
     *,
     user_id: uuid.UUID,
-    status: TaskStatus | None,
-    priority: TaskPriority | None,
-    q: str | None,
+    where: TaskFilter,
     sort: TaskSort,
     skip: int,
     limit: int,
+    now: datetime,
 ) -> TaskPage:
     """One page of the user's live tasks and the number of all that match, in one statement.
 
@@ -151,28 +214,146 @@ def list_tasks(
     second statement.
     """
     page, count = _list_statements(
-        sort, by_status=status is not None, by_priority=priority is not None, by_text=bool(q)
+        _Shape(
+            sort=sort,
+            by_status=bool(where.statuses),
+            by_priority=bool(where.priorities),
+            by_text=bool(where.q),
+            by_due_before=where.due_before is not None,
+            by_due_after=where.due_after is not None,
+            overdue=where.overdue,
+        )
     )
     parameters = {
         "user_id": user_id,
-        "status": status,
-        "priority": priority,
-        "text": _escape_like(q) if q else None,
+        "statuses": sorted(set(where.statuses)),
+        "priorities": sorted(set(where.priorities)),
+        "text": _escape_like(where.q) if where.q else None,
+        "due_before": where.due_before,
+        "due_after": where.due_after,
+        "now": now,
         "skip": skip,
         "limit": limit,
     }
-    # Core rows, not ORM objects: nothing here is written back.
-    connection = session.connection()
-    rows = connection.execute(page, parameters).all()
-    if rows:
-        total = rows[0].total
-    elif skip:
-        total = connection.execute(count, parameters).scalar_one()
-    else:
-        total = 0
+    rows, total = _page_and_total(session, page, count, parameters)
     return _PAGE.validate_python(
         {"items": [row._mapping for row in rows], "total": total, "skip": skip, "limit": limit}
     )
+
+
+def _page_and_total(
+    session: Session, page: sa.Select[Any], count: sa.Select[Any], parameters: dict[str, Any]
+) -> tuple[list[sa.Row[Any]], int]:
+    """The page's rows and the total they carry; only a page past the end, which has no
+    row to carry it, needs the count on its own."""
+    # Core rows, not ORM objects: nothing here is written back.
+    connection = session.connection()
+    rows = list(connection.execute(page, parameters).all())
+    if rows:
+        return rows, int(rows[0].total)
+    if parameters["skip"]:
+        return rows, int(connection.execute(count, parameters).scalar_one())
+    return rows, 0
+
+
+def etag_of(task_id: int | None, version: int) -> str:
+    """A task's strong ETag: its id and version, which every write bumps."""
+    return f'"{task_id}-{version}"'
+
+
+# ---------------------------------------------------------------------------------------
+# The trash
+
+
+def _trash_statements() -> tuple[sa.Select[Any], sa.Select[Any]]:
+    conditions = (
+        col(Task.user_id) == sa.bindparam("user_id"),
+        col(Task.deleted_at).is_not(None),
+    )
+    count = sa.select(func.count()).select_from(Task).where(*conditions).correlate(None)
+    page = (
+        sa.select(
+            *_PUBLIC_COLUMNS,
+            col(Task.deleted_at),
+            col(Task.version),
+            count.scalar_subquery().label("total"),
+        )
+        .where(*conditions)
+        # Newest deletion first; the id breaks ties, so pages never overlap.
+        .order_by(col(Task.deleted_at).desc(), col(Task.id).desc())
+        .offset(sa.bindparam("skip", type_=sa.Integer))
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+    return page, count
+
+
+_TRASH_PAGE, _TRASH_COUNT = _trash_statements()
+_TRASH = TypeAdapter(TrashPage)
+
+
+def list_trash_page(session: Session, *, user_id: uuid.UUID, skip: int, limit: int) -> TrashPage:
+    """One page of the user's deleted tasks, newest deletion first, and their number."""
+    parameters = {"user_id": user_id, "skip": skip, "limit": limit}
+    rows, total = _page_and_total(session, _TRASH_PAGE, _TRASH_COUNT, parameters)
+    items = [{**row._mapping, "etag": etag_of(row.id, row.version)} for row in rows]
+    return _TRASH.validate_python({"items": items, "total": total, "skip": skip, "limit": limit})
+
+
+# ---------------------------------------------------------------------------------------
+# Creating: the quota and idempotency keys
+
+
+class QuotaExceededError(Exception):
+    """The user already holds the most tasks allowed; nothing was written."""
+
+
+def lock_user_tasks(session: Session, *, user_id: uuid.UUID) -> None:
+    """Hold the user's row until the transaction ends, so that the user's creates run one
+    at a time: each one counts (and looks up its key) after the previous one committed.
+
+    PostgreSQL: `FOR NO KEY UPDATE`, which leaves alone the key-share locks that other
+    tables' foreign keys take (a login inserting a session does not wait). SQLite has no
+    row locks and needs none: its one writer at a time does the same.
+    """
+    statement = sa.select(col(User.id)).where(col(User.id) == user_id)
+    session.execute(statement.with_for_update(key_share=True))
+
+
+_TASKS_HELD = (
+    sa.select(func.count()).select_from(Task).where(col(Task.user_id) == sa.bindparam("user_id"))
+)
+
+
+def add_task_within_quota(session: Session, *, task: Task, max_tasks: int) -> Task:
+    """Insert the task (flushed, not committed) unless the user would hold more than
+    `max_tasks`, trash included; then roll back and raise QuotaExceededError.
+
+    The count comes after the INSERT, in the same transaction: on SQLite the INSERT takes
+    the database's write lock, so the count sees every create committed before it; on
+    PostgreSQL `lock_user_tasks` must come first (a statement's snapshot predates any
+    wait for a lock inside it, so the lock cannot ride in the count).
+    """
+    session.add(task)
+    session.flush()
+    held = session.connection().execute(_TASKS_HELD, {"user_id": task.user_id}).scalar_one()
+    if held > max_tasks:
+        session.rollback()
+        raise QuotaExceededError(max_tasks)
+    return task
+
+
+def find_idempotency_record(
+    session: Session, *, user_id: uuid.UUID, key: str, now: datetime
+) -> IdempotencyKey | None:
+    """The stored answer for the user's key, if it is younger than its lifetime. An older
+    one that the maintenance run has not removed yet is deleted here, so the key can be
+    used afresh."""
+    record = session.get(IdempotencyKey, (user_id, key))
+    if record is not None and record.created_at <= now - IDEMPOTENCY_KEY_LIFETIME:
+        session.delete(record)
+        session.flush()
+        return None
+    return record
 
 
 def first_completion(now: datetime) -> sa.ColumnElement[datetime]:
@@ -187,16 +368,19 @@ def update_task(
     task: Task,
     expected_version: int | None,
     values: dict[str, Any],
+    in_trash: bool = False,
 ) -> Task | None:
-    """Apply `values` and bump the version in one UPDATE; None if no live row matched.
+    """Apply `values` and bump the version in one UPDATE; None if no live row (with
+    `in_trash`, no trashed row) matched.
 
     With `expected_version`, the row must still carry that version: of concurrent writers
     that read the same version, exactly one wins. RETURNING hands back the row as it now
     is, including what other writers changed in the columns this one left alone.
     """
+    deleted = col(Task.deleted_at)
     statement = (
         sa.update(Task)
-        .where(col(Task.id) == task.id, col(Task.deleted_at).is_(None))
+        .where(col(Task.id) == task.id, deleted.is_not(None) if in_trash else deleted.is_(None))
         .values(**values, version=col(Task.version) + 1)
         .returning(Task)
         .execution_options(populate_existing=True, synchronize_session=False)

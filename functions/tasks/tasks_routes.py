@@ -1,19 +1,37 @@
 """`/api/tasks`: the caller's tasks, with ETags for optimistic concurrency."""
 
+import hashlib
 from typing import Annotated, Any
 
 import tasks_queries
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
-from tasks_queries import DEFAULT_SORT, MAX_INT32, TaskSort, first_completion, soft_delete_task
+from sqlalchemy.exc import IntegrityError
+from tasks_queries import (
+    DEFAULT_SORT,
+    MAX_INT32,
+    QuotaExceededError,
+    TaskFilter,
+    TaskSort,
+    add_task_within_quota,
+    etag_of,
+    find_idempotency_record,
+    first_completion,
+    list_trash_page,
+    lock_user_tasks,
+    soft_delete_task,
+)
 
 from taskapi.auth import CurrentUser
 from taskapi.db import SessionDep
 from taskapi.models import (
-    DESCRIPTION_MAX_LENGTH,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    SEARCH_MAX_LENGTH,
     Detail,
+    IdempotencyKey,
     Task,
     TaskCreate,
     TaskPage,
@@ -21,8 +39,12 @@ from taskapi.models import (
     TaskPublic,
     TaskStatus,
     TaskUpdate,
+    Timestamp,
+    TrashPage,
+    User,
     utcnow,
 )
+from taskapi.settings import get_settings
 
 router = APIRouter(tags=["tasks"])
 
@@ -56,7 +78,7 @@ ETAG_HEADER = {"ETag": {"description": "The task's version", "schema": {"type": 
 
 
 def etag(task: Task) -> str:
-    return f'"{task.id}-{task.version}"'
+    return etag_of(task.id, task.version)
 
 
 # Optional, so omitted rather than null: the None stays out of the document.
@@ -91,10 +113,11 @@ TaskId = Annotated[
 ]
 
 
-async def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
-    task = session.get(Task, task_id)
-    if task is None or task.deleted_at is not None:
-        raise HTTPException(status_code=http.HTTP_404_NOT_FOUND, detail="Task not found")
+def owned_task(task: Task | None, user: User, *, in_trash: bool) -> Task:
+    """The task if it exists, is (or is not) in the trash, and is the user's: else 404/403."""
+    if task is None or (task.deleted_at is not None) != in_trash:
+        detail = "Task not found in the trash" if in_trash else "Task not found"
+        raise HTTPException(status_code=http.HTTP_404_NOT_FOUND, detail=detail)
     if task.user_id != user.id:
         raise HTTPException(
             status_code=http.HTTP_403_FORBIDDEN, detail="This task belongs to another user"
@@ -102,7 +125,16 @@ async def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep
     return task
 
 
+async def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+    return owned_task(session.get(Task, task_id), user, in_trash=False)
+
+
+async def get_trashed_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+    return owned_task(session.get(Task, task_id), user, in_trash=True)
+
+
 OwnedTask = Annotated[Task, Depends(get_owned_task)]
+TrashedTaskDep = Annotated[Task, Depends(get_trashed_task)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,6 +175,9 @@ def _written(task: Task | None, if_match: str | None) -> Task:
 # ---------------------------------------------------------------------------------------
 # Routes
 
+Skip = Annotated[int, Query(ge=0, le=MAX_INT32, description="Tasks to skip")]
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
+
 
 @router.get(
     "/api/tasks",
@@ -153,56 +188,152 @@ def _written(task: Task | None, if_match: str | None) -> Task:
 async def list_tasks(
     user: CurrentUser,
     session: SessionDep,
-    skip: Annotated[int, Query(ge=0, le=MAX_INT32, description="Tasks to skip")] = 0,
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
-    status: Annotated[TaskStatus | None, Query(description="Only this status")] = None,
-    priority: Annotated[TaskPriority | None, Query(description="Only this priority")] = None,
+    skip: Skip = 0,
+    limit: Limit = 20,
+    status: Annotated[
+        list[TaskStatus] | None,
+        Query(description="Only these statuses (repeat the parameter: any of them)"),
+    ] = None,
+    priority: Annotated[
+        list[TaskPriority] | None,
+        Query(description="Only these priorities (repeat the parameter: any of them)"),
+    ] = None,
     q: Annotated[
         str | None,
         Query(
-            max_length=DESCRIPTION_MAX_LENGTH,
+            max_length=SEARCH_MAX_LENGTH,
             pattern=r"^[^\x00]*$",
             description="Case-insensitive text in the title or description",
         ),
     ] = None,
+    due_before: Annotated[
+        Timestamp | None, Query(description="Only tasks due before this time (with an offset)")
+    ] = None,
+    due_after: Annotated[
+        Timestamp | None,
+        Query(description="Only tasks due at or after this time (with an offset)"),
+    ] = None,
+    overdue: Annotated[
+        bool | None,
+        Query(description="true: only tasks due in the past and not completed; false: all others"),
+    ] = None,
     sort: Annotated[
         TaskSort,
-        Query(description="Sort field, `-` for descending; ties are broken by id"),
+        Query(
+            description=(
+                "Sort field, `-` for descending; ties are broken by id; "
+                "tasks without a due date come last in either `due_at` order"
+            )
+        ),
     ] = DEFAULT_SORT,
 ) -> Response:
     """One page of the caller's tasks that are not deleted, filtered and sorted."""
-    page = tasks_queries.list_tasks(
-        session,
-        user_id=user.id,
-        status=status,
-        priority=priority,
+    where = TaskFilter(
+        statuses=tuple(status or ()),
+        priorities=tuple(priority or ()),
         q=q,
-        sort=sort,
-        skip=skip,
-        limit=limit,
+        due_before=due_before,
+        due_after=due_after,
+        overdue=overdue,
+    )
+    page = tasks_queries.list_tasks(
+        session, user_id=user.id, where=where, sort=sort, skip=skip, limit=limit, now=utcnow()
     )
     return json_response(page)
+
+
+IdempotencyKeyHeader = Annotated[
+    str | SkipJsonSchema[None],
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        pattern=r"^[\x20-\x7e]+$",
+        description=(
+            "Makes the create safe to retry: the same key (1 to 255 printable ASCII "
+            "characters) within 24 hours gets the first answer again, with "
+            "`Idempotent-Replayed: true`, and creates no second task"
+        ),
+    ),
+]
+CONFLICT: Responses = {
+    409: _error(
+        "The caller holds the most tasks allowed, or a request with the same "
+        "Idempotency-Key is still in progress"
+    )
+}
+CREATED_HEADERS = {
+    **ETAG_HEADER,
+    "Location": {"description": "The new task", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored answer to an earlier request with "
+        "the same Idempotency-Key",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
+
+
+def fingerprint(body: TaskCreate) -> str:
+    """The same task asked for twice hashes alike, however its JSON was spelled."""
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+def replay(record: IdempotencyKey, body_fingerprint: str) -> Response:
+    if record.fingerprint != body_fingerprint:
+        # A 422 shaped as FastAPI's own: the header is valid, but not with this body.
+        raise RequestValidationError(
+            [
+                {
+                    "type": "idempotency_key_reused",
+                    "loc": ("header", "Idempotency-Key"),
+                    "msg": "This Idempotency-Key was used with a different body; "
+                    "send a new key for a new task",
+                }
+            ]
+        )
+    return Response(
+        record.body,
+        status_code=record.status_code,
+        headers={"ETag": record.etag, "Location": record.location, "Idempotent-Replayed": "true"},
+        media_type="application/json",
+    )
+
+
+def quota_exceeded(max_tasks: int) -> HTTPException:
+    return HTTPException(
+        status_code=http.HTTP_409_CONFLICT,
+        detail=(
+            f"You hold {max_tasks} tasks, the most allowed; tasks in the trash count too "
+            f"until they are removed for good. Delete tasks you no longer need."
+        ),
+    )
 
 
 @router.post(
     "/api/tasks",
     response_model=TaskPublic,
     status_code=http.HTTP_201_CREATED,
-    responses={
-        201: {
-            "headers": {
-                **ETAG_HEADER,
-                "Location": {"description": "The new task", "schema": {"type": "string"}},
-            }
-        },
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
-    },
+    responses={201: {"headers": CREATED_HEADERS}, **UNAUTHORIZED, **CONFLICT, **UNAVAILABLE},
     summary="Create a task",
 )
-async def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) -> Response:
-    """A new task of the caller's; its URL is in `Location`, its version in `ETag`."""
+async def create_task(
+    body: TaskCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """A new task of the caller's; its URL is in `Location`, its version in `ETag`.
+
+    With an `Idempotency-Key`, a retry within 24 hours gets the first answer again
+    (`Idempotent-Replayed: true`) instead of a second task.
+    """
     now = utcnow()
+    lock_user_tasks(session, user_id=user.id)
+    body_fingerprint = fingerprint(body) if idempotency_key is not None else ""
+    if idempotency_key is not None:
+        found = find_idempotency_record(session, user_id=user.id, key=idempotency_key, now=now)
+        if found is not None:
+            return replay(found, body_fingerprint)
     task = Task.model_validate(
         body,
         update={
@@ -212,9 +343,91 @@ async def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) 
             "completed_at": now if body.status is TaskStatus.COMPLETED else None,
         },
     )
-    session.add(task)
-    session.commit()
-    return task_response(task, status_code=http.HTTP_201_CREATED, Location=f"/api/tasks/{task.id}")
+    max_tasks = get_settings().max_tasks_per_user
+    try:
+        add_task_within_quota(session, task=task, max_tasks=max_tasks)
+    except QuotaExceededError:
+        raise quota_exceeded(max_tasks) from None
+    location = f"/api/tasks/{task.id}"
+    response = task_response(task, status_code=http.HTTP_201_CREATED, Location=location)
+    if idempotency_key is None:
+        session.commit()
+        return response
+    session.add(
+        IdempotencyKey(
+            user_id=user.id,
+            key=idempotency_key,
+            fingerprint=body_fingerprint,
+            status_code=response.status_code,
+            body=bytes(response.body).decode(),
+            location=location,
+            etag=etag(task),
+            created_at=now,
+        )
+    )
+    try:
+        session.commit()
+    except IntegrityError:
+        # A simultaneous request with the same key committed first (SQLite; on PostgreSQL
+        # the user's lock makes this one wait and find that answer above): its answer.
+        session.rollback()
+        found = find_idempotency_record(session, user_id=user.id, key=idempotency_key, now=now)
+        if found is not None:
+            return replay(found, body_fingerprint)
+        raise HTTPException(
+            status_code=http.HTTP_409_CONFLICT,
+            detail="A request with this Idempotency-Key is still in progress; retry it",
+        ) from None
+    return response
+
+
+# Before `/api/tasks/{task_id}`: routes match in order, and `trash` is no task id.
+@router.get(
+    "/api/tasks/trash",
+    response_model=TrashPage,
+    responses={**UNAUTHORIZED, **UNAVAILABLE},
+    summary="List the caller's deleted tasks, newest deletion first",
+)
+async def list_trash(
+    user: CurrentUser, session: SessionDep, skip: Skip = 0, limit: Limit = 20
+) -> Response:
+    """The caller's deleted tasks, each with its `deleted_at`; they are removed for good
+    `TRASH_RETENTION_DAYS` after deletion."""
+    return json_response(list_trash_page(session, user_id=user.id, skip=skip, limit=limit))
+
+
+@router.post(
+    "/api/tasks/{task_id}/restore",
+    response_model=TaskPublic,
+    responses={
+        200: {"headers": ETAG_HEADER},
+        **UNAUTHORIZED,
+        403: _error("The task belongs to another user"),
+        404: _error("No such task, or it is not in the trash"),
+        **PRECONDITION,
+        **UNAVAILABLE,
+    },
+    summary="Take a deleted task out of the trash",
+)
+async def restore_task(
+    task: TrashedTaskDep, session: SessionDep, if_match: IfMatch = None
+) -> Response:
+    """Put a deleted task back in the list, as a new version with a new `ETag`."""
+    version = expected_version(task, if_match)
+    now = utcnow()
+    restored = tasks_queries.update_task(
+        session,
+        task=task,
+        expected_version=version,
+        values={"deleted_at": None, "updated_at": now},
+        in_trash=True,
+    )
+    if restored is None and if_match is None:
+        # Restored (or purged) by someone else since it was read.
+        raise HTTPException(
+            status_code=http.HTTP_404_NOT_FOUND, detail="Task not found in the trash"
+        )
+    return task_response(_written(restored, if_match))
 
 
 @router.get(

@@ -303,8 +303,8 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["*"],
-            allow_headers=["Authorization", "Content-Type", "If-Match"],
-            expose_headers=["ETag", "Location", "Retry-After"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key"],
+            expose_headers=["ETag", "Location", "Retry-After", "Idempotent-Replayed"],
         )
     # Outside CORS, so that its preflight answers carry the headers too.
     app.add_middleware(SecurityHeadersMiddleware, private=private)

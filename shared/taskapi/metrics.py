@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 Unit = Literal["Count", "Milliseconds", "Seconds", "Percent", "None"]
 
+# Every function's metrics, under the one `Stage` dimension that template.yaml's alarms watch.
+METRICS_NAMESPACE = "TaskApi"
+
 
 def emf_record(
     *,

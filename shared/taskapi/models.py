@@ -7,12 +7,19 @@ responses carry an explicit `+00:00` offset as the contract asks.
 import enum
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
-from pydantic import ConfigDict, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    field_validator,
+)
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Field, SQLModel
@@ -34,6 +41,7 @@ PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores everything past 72 bytes; refuse rather than truncate
 TITLE_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 5000
+SEARCH_MAX_LENGTH = 200  # the list's `q`
 
 # How the OpenAPI document states the text rules that the validators below enforce (the
 # validators give the clearer message, so the patterns only document): no NUL character
@@ -256,6 +264,30 @@ def _storable_text(value: str | None) -> str | None:
     return value
 
 
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
+
+
+def _iso_8601_text(value: Any) -> Any:
+    # pydantic would also read a number, or a string of digits, as Unix time.
+    if isinstance(value, datetime) or (isinstance(value, str) and not _NUMBER.fullmatch(value)):
+        return value
+    raise ValueError("must be an ISO 8601 timestamp with an offset, such as 2026-12-01T09:00:00Z")
+
+
+def _as_utc(value: datetime) -> datetime:
+    # In UTC, as every answer writes it. One that UTC cannot hold
+    # (`0001-01-01T00:00:00+01:00` is in year 0 there) is bad input, not a 500.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as error:
+        raise ValueError("is outside the years 1 to 9999 once converted to UTC") from error
+
+
+# A timestamp a client sends (`due_at`, the list's due-date filters): ISO 8601 with an
+# offset, as the contract asks; without one it is 422 rather than a guess at a zone.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_8601_text), AfterValidator(_as_utc)]
+
+
 # Fields a client may set on a task.
 class TaskBase(SQLModel):
     title: str = Field(
@@ -272,6 +304,7 @@ class TaskBase(SQLModel):
     )
     status: TaskStatus = Field(default=TaskStatus.PENDING)
     priority: TaskPriority = Field(default=TaskPriority.MEDIUM)
+    due_at: Timestamp | None = Field(default=None)
 
 
 # PostgreSQL's pg_trgm index for the list's `ILIKE '%text%'` search (migration 0003 says
@@ -290,7 +323,22 @@ TASK_SEARCH_INDEX = sa.Index(
 
 # The `task` table; `deleted_at` marks a soft delete and `version` backs the ETag.
 class Task(TaskBase, table=True):
-    __table_args__ = (sa.Index("ix_task_user_status", "user_id", "status"), TASK_SEARCH_INDEX)
+    __table_args__ = (
+        sa.Index("ix_task_user_status", "user_id", "status"),
+        # One user's tasks by due date (and id, the sort's tie-break): the overdue view's
+        # range and the `due_at` sort read it in order and stop at the page (docs/API.md).
+        sa.Index("ix_task_user_due_at", "user_id", "due_at", "id"),
+        # The trash, and nothing else: one user's newest deletions first, and the whole
+        # (small) index for the maintenance run's purge of tasks past the retention.
+        sa.Index(
+            "ix_task_user_deleted_at",
+            "user_id",
+            "deleted_at",
+            postgresql_where=sa.text("deleted_at IS NOT NULL"),
+            sqlite_where=sa.text("deleted_at IS NOT NULL"),
+        ),
+        TASK_SEARCH_INDEX,
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE", index=True)
@@ -304,6 +352,7 @@ class Task(TaskBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     version: int = Field(default=1)
 
@@ -335,6 +384,9 @@ class TaskUpdate(RequestModel):
     )
     status: TaskStatus | SkipJsonSchema[None] = None
     priority: TaskPriority | SkipJsonSchema[None] = None
+    due_at: Timestamp | None = Field(
+        default=None, description="ISO 8601 with an offset; null clears the due date"
+    )
 
     _strip = field_validator("title", mode="before")(_strip_title)
     _storable = field_validator("title", "description")(_storable_text)
@@ -367,3 +419,43 @@ class TaskPage(SQLModel):
     total: int
     skip: int
     limit: int
+
+
+# A task in the trash: when it was deleted, and the ETag that `If-Match` on its restore
+# takes (deleting changed the version, and a DELETE answers with no ETag).
+class TrashedTask(TaskPublic):
+    deleted_at: datetime
+    etag: str
+
+
+# The page that GET /api/tasks/trash returns.
+class TrashPage(SQLModel):
+    items: list[TrashedTask]
+    total: int
+    skip: int
+    limit: int
+
+
+# ---------------------------------------------------------------------------------------
+# Idempotent creates (the `Idempotency-Key` header of POST /api/tasks)
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# How long a key's first answer is replayed; the maintenance run deletes older records.
+IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
+
+
+# The first answer to a create sent with an Idempotency-Key, written in the transaction
+# that inserts the task. The primary key makes keys per user and lets only one of
+# simultaneous requests with the same key commit.
+class IdempotencyKey(SQLModel, table=True):
+    __tablename__ = "idempotency_key"
+
+    user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE", primary_key=True)
+    key: str = Field(max_length=IDEMPOTENCY_KEY_MAX_LENGTH, primary_key=True)
+    # SHA-256 of the validated body: the same key with another body is refused.
+    fingerprint: str = Field(max_length=64)
+    status_code: int
+    body: str = Field(sa_type=sa.Text)
+    location: str = Field(max_length=64)
+    etag: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

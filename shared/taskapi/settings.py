@@ -83,6 +83,15 @@ class Settings(BaseSettings):
         segments = value.strip().strip("/")
         return f"/{segments}" if segments else ""
 
+    # Tasks per user, deleted ones in the trash included (a create past it is 409).
+    max_tasks_per_user: int = Field(default=10000, ge=1)
+    # Days a deleted task stays in the trash before the maintenance run removes it.
+    trash_retention_days: int = Field(default=30, ge=1)
+    # The maintenance run: rows deleted per transaction, and seconds it may spend (it also
+    # stops 5 s before the function's own timeout).
+    maintenance_batch_size: int = Field(default=500, ge=1)
+    maintenance_time_budget_seconds: float = Field(default=240.0, ge=0)
+
     @property
     def is_local(self) -> bool:
         return self.stage in LOCAL_STAGES

@@ -1,0 +1,39 @@
+"""MaintenanceFunction: the hourly clean-up that EventBridge invokes (no HTTP routes).
+
+A function of its own rather than a second schedule on HealthFunction: the health
+function keeps SQLAlchemy out of `GET /health`'s cold start and answers within the API's
+10-second timeout, while a clean-up needs the models, may run for minutes, and must not
+run twice at once (reserved concurrency 1 in template.yaml). Its errors and duration
+are its own, too, not the health check's.
+"""
+
+import logging
+from typing import Any
+
+from maintenance_jobs import publish_metrics, run_maintenance
+
+from taskapi.db import get_engine
+from taskapi.logs import configure_logging, invocation_fields, log_context
+from taskapi.settings import get_database_url, get_settings
+
+logger = logging.getLogger("taskapi.maintenance")
+
+configure_logging(get_settings().log_level)
+# Resolve the database secret while the container starts: a missing one stops it here.
+get_database_url()
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Run every purge; the counts are returned, logged and written as EMF metrics."""
+    with log_context(**invocation_fields(context), trigger="schedule"):
+        settings = get_settings()
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        result = run_maintenance(
+            get_engine(),
+            settings,
+            remaining_seconds=remaining() / 1000 if remaining is not None else None,
+        )
+        summary = result.summary()
+        logger.info("maintenance run", extra={"maintenance": summary})
+        publish_metrics(result, stage=settings.stage)
+    return summary

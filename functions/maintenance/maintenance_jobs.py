@@ -1,0 +1,183 @@
+"""The scheduled clean-up: rows that only grow, deleted in bounded batches.
+
+Each purge deletes at most `MAINTENANCE_BATCH_SIZE` rows per transaction, so no batch
+holds locks for long or outlives the statement timeout, and stops starting batches once
+the run's time budget is spent (the next hourly run carries on). A purge whose batch
+fails is logged and counted, and the run goes on with the next one.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel, col
+
+from taskapi.metrics import METRICS_NAMESPACE, Unit, put_metrics
+from taskapi.models import (
+    IDEMPOTENCY_KEY_LIFETIME,
+    AuthSession,
+    IdempotencyKey,
+    LoginAttempt,
+    Task,
+    utcnow,
+)
+from taskapi.settings import Settings
+
+logger = logging.getLogger("taskapi.maintenance")
+
+# Sessions stay this long after they expire or are revoked (a support question about
+# "why was I logged out" can still be answered), then go.
+SESSION_GRACE = timedelta(days=1)
+# Stop starting batches this long before the function's own timeout.
+TIMEOUT_MARGIN_SECONDS = 5.0
+
+
+# ---------------------------------------------------------------------------------------
+# What each purge deletes: one function per kind of row, given the run's clock.
+
+
+def ended_sessions(now: datetime, settings: Settings) -> sa.ColumnElement[bool]:
+    """Sessions that expired, or were revoked, more than a day ago."""
+    cutoff = now - SESSION_GRACE
+    return sa.or_(col(AuthSession.expires_at) < cutoff, col(AuthSession.revoked_at) < cutoff)
+
+
+def login_failures_past_their_window(now: datetime, settings: Settings) -> sa.ColumnElement[bool]:
+    """Failed-login rows that can no longer lock anyone out: the run's last failure is more
+    than LOGIN_LOCKOUT_MINUTES old, so its window and any lockout it started have passed
+    (a lockout starts at a failure and lasts that long; a failure after the window
+    starts a new run). The one place that knows which column says when a window ends."""
+    window = timedelta(minutes=settings.login_lockout_minutes)
+    return col(LoginAttempt.last_failed_at) < now - window
+
+
+def idempotency_keys_past_their_lifetime(
+    now: datetime, settings: Settings
+) -> sa.ColumnElement[bool]:
+    """Stored answers older than 24 hours: their keys are free again."""
+    return col(IdempotencyKey.created_at) <= now - IDEMPOTENCY_KEY_LIFETIME
+
+
+def trash_past_retention(now: datetime, settings: Settings) -> sa.ColumnElement[bool]:
+    """Deleted tasks whose TRASH_RETENTION_DAYS have run out: removed for good."""
+    cutoff = now - timedelta(days=settings.trash_retention_days)
+    return sa.and_(col(Task.deleted_at).is_not(None), col(Task.deleted_at) < cutoff)
+
+
+@dataclass(frozen=True)
+class Purge:
+    name: str  # the key in the run's counts
+    metric: str  # the EMF metric of its count
+    table: sa.Table
+    condition: Callable[[datetime, Settings], sa.ColumnElement[bool]]
+
+
+def table_of(model: type[SQLModel]) -> sa.Table:
+    return cast(sa.Table, sa.inspect(model).local_table)
+
+
+PURGES = (
+    Purge("sessions", "SessionsDeleted", table_of(AuthSession), ended_sessions),
+    Purge(
+        "login_attempts",
+        "LoginAttemptsDeleted",
+        table_of(LoginAttempt),
+        login_failures_past_their_window,
+    ),
+    Purge(
+        "idempotency_keys",
+        "IdempotencyKeysDeleted",
+        table_of(IdempotencyKey),
+        idempotency_keys_past_their_lifetime,
+    ),
+    Purge("trash", "TrashedTasksDeleted", table_of(Task), trash_past_retention),
+)
+
+
+# ---------------------------------------------------------------------------------------
+# Running them
+
+
+def batch_delete(table: sa.Table, condition: sa.ColumnElement[bool], batch_size: int) -> sa.Delete:
+    """DELETE at most `batch_size` rows that match, chosen by primary key (however many
+    columns it has). The condition is repeated outside the subquery: on PostgreSQL a row
+    changed meanwhile (a task restored from the trash) is checked again before it goes."""
+    key_columns = list(table.primary_key.columns)
+    key: Any = key_columns[0] if len(key_columns) == 1 else sa.tuple_(*key_columns)
+    chosen = sa.select(*key_columns).where(condition).limit(batch_size)
+    return sa.delete(table).where(key.in_(chosen), condition)
+
+
+@dataclass
+class MaintenanceResult:
+    deleted: dict[str, int] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+    # False when the time budget ran out before every purge had deleted all it could.
+    complete: bool = True
+    duration_ms: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "deleted": self.deleted,
+            "failed": self.failed,
+            "complete": self.complete,
+            "duration_ms": self.duration_ms,
+        }
+
+
+def run_maintenance(
+    engine: Engine,
+    settings: Settings,
+    *,
+    remaining_seconds: float | None = None,
+    now: datetime | None = None,
+) -> MaintenanceResult:
+    """Every purge in turn, within the time budget; never raises for a database error."""
+    started = time.monotonic()
+    budget = settings.maintenance_time_budget_seconds
+    if remaining_seconds is not None:
+        budget = min(budget, remaining_seconds - TIMEOUT_MARGIN_SECONDS)
+    deadline = started + budget
+    now = now or utcnow()
+    result = MaintenanceResult()
+    for purge in PURGES:
+        statement = batch_delete(
+            purge.table, purge.condition(now, settings), settings.maintenance_batch_size
+        )
+        deleted = 0
+        try:
+            while True:
+                if time.monotonic() >= deadline:
+                    result.complete = False
+                    break
+                with engine.begin() as connection:
+                    count = connection.execute(statement).rowcount
+                deleted += count
+                if count < settings.maintenance_batch_size:
+                    break
+        except sa.exc.SQLAlchemyError as error:
+            # What was deleted before the failure stays deleted (each batch commits).
+            logger.error(
+                "maintenance purge failed",
+                extra={"purge": purge.name, "error": type(error).__name__, "deleted": deleted},
+                exc_info=error,
+            )
+            result.failed.append(purge.name)
+        result.deleted[purge.name] = deleted
+    result.duration_ms = round((time.monotonic() - started) * 1000, 2)
+    return result
+
+
+def publish_metrics(result: MaintenanceResult, *, stage: str) -> None:
+    """One EMF line: the rows each purge deleted, the purges that failed, the duration."""
+    metrics: dict[str, tuple[float, Unit]] = {
+        purge.metric: (result.deleted.get(purge.name, 0), "Count") for purge in PURGES
+    }
+    metrics["MaintenanceFailures"] = (len(result.failed), "Count")
+    metrics["MaintenanceDuration"] = (result.duration_ms, "Milliseconds")
+    put_metrics(namespace=METRICS_NAMESPACE, dimensions={"Stage": stage}, metrics=metrics)
