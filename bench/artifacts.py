@@ -213,6 +213,23 @@ def build(*, smoke: bool, log: Log) -> Artifacts:
     return artifacts
 
 
+def last_build() -> Artifacts:
+    """What the last `make bench` built (build/bench), or the sources in place without one:
+    for the tools that examine one subject (bench/profile_list.py, bench/import_times.py)."""
+    python = find_python313()
+    if python is None or not (BUILD / "layer-x86_64" / "python").exists():
+        return _sources_in_place()
+    return Artifacts(
+        python=python,
+        layer=BUILD / "layer-x86_64" / "python",
+        layer_sources=BUILD / "layer-sources" / "python",
+        task_roots={name: BUILD / "functions" / name for name in FUNCTIONS},
+        source_roots={name: BUILD / "functions-sources" / name for name in FUNCTIONS},
+        built=True,
+        baselines_layer=BUILD / "baselines" / "python",
+    )
+
+
 def _sources_in_place() -> Artifacts:
     roots = {name: folder for name, (folder, _) in FUNCTIONS.items()}
     _install_baselines(BUILD / "baselines" / "python", python=None)

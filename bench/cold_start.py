@@ -86,7 +86,14 @@ def _event(request: str, database: BenchDatabase) -> dict[str, Any]:
     return events[request]
 
 
-def run_once(artifacts: Artifacts, subject: Subject, database: BenchDatabase) -> dict[str, Any]:
+def run_once(
+    artifacts: Artifacts,
+    subject: Subject,
+    database: BenchDatabase,
+    *,
+    python_options: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One cold start; with `python_options` (`-X importtime`) its stderr comes back too."""
     roots = artifacts.source_roots if subject.sources else artifacts.task_roots
     layer = str(artifacts.layer_sources if subject.sources else artifacts.layer)
     if subject.function in BASELINES:
@@ -101,13 +108,14 @@ def run_once(artifacts: Artifacts, subject: Subject, database: BenchDatabase) ->
         "DATABASE_URL": database.url,
         "BENCH_HANDLER": subject.handler,
         "BENCH_EVENT": json.dumps(_event(subject.request, database)),
+        **({"BENCH_MARK_IMPORTED": "1"} if python_options else {}),
     }
     read_end, write_end = os.pipe()
     env["BENCH_FD"] = str(write_end)
     with tempfile.TemporaryFile() as stderr:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [artifacts.python, "-c", CHILD],
+            [artifacts.python, *python_options, "-c", CHILD],
             cwd=roots[subject.function],
             env=env,
             pass_fds=(write_end,),
@@ -122,10 +130,12 @@ def run_once(artifacts: Artifacts, subject: Subject, database: BenchDatabase) ->
         if not line:
             stderr.seek(0)
             raise RuntimeError(f"{subject.name} failed:\n{stderr.read().decode()[-3000:]}")
+        stderr.seek(0)
+        errors = stderr.read().decode() if python_options else ""
     report: dict[str, Any] = json.loads(line)
     if report["status"] != 200:
         raise RuntimeError(f"{subject.name} answered {report['status']}")
-    return {**report, "wall_ms": wall_ms}
+    return {**report, "wall_ms": wall_ms, **({"stderr": errors} if python_options else {})}
 
 
 def measure(
