@@ -165,6 +165,14 @@ def test_the_layer_leaves_out_what_lambda_never_reads(built: Path) -> None:
     assert not (layer / "botocore").exists()
 
 
+def test_the_snapstart_hooks_library_costs_the_layer_a_few_kib(built: Path) -> None:
+    # snapshot-restore-py (taskapi.snapstart): one module, against the 20 MiB budget.
+    layer = built / "SharedLayer" / "python"
+    shipped = [path for path in layer.glob("snapshot_restore_py*/**/*") if path.is_file()]
+    assert any(path.name == "__init__.pyc" for path in shipped)
+    assert sum(path.stat().st_size for path in shipped) <= 16 * 1024
+
+
 def elf_machine(path: Path) -> int:
     header = path.read_bytes()[:20]
     assert header[:4] == b"\x7fELF", path
