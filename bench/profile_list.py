@@ -87,6 +87,8 @@ def main() -> None:
                 "TZ": ":UTC",
                 **SUBJECT_SETTINGS,
                 "DATABASE_URL": database.url,
+                # The stages' own session holds one connection while the requests use another.
+                "DATABASE_POOL_SIZE": "2",
                 # PyJWT, for one candidate, if installed there (never in the layer).
                 "PYTHONPATH": os.pathsep.join(
                     str(path) for path in (subject.layer, subject.baselines_layer, EXPERIMENTS)
