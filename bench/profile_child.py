@@ -160,21 +160,14 @@ def request_log() -> None:
 
 # Candidates for the recommendations in docs/PERFORMANCE.md, timed beside the stages they
 # would replace; and the lean FastAPI + Core route (issue 19's baseline c) for scale.
-import sqlalchemy as sa  # noqa: E402
 from sqlmodel import col  # noqa: E402
 
-from taskapi.models import AuthSession, User  # noqa: E402
+from taskapi.models import User  # noqa: E402
 from taskapi.settings import get_jwt_secret  # noqa: E402
 
-_LIVE_SESSION_USER_ROW = (
-    sa.select(col(User.id), col(User.is_active))
-    .join(AuthSession, col(AuthSession.user_id) == col(User.id))
-    .where(
-        col(User.id) == sa.bindparam("user_id"),
-        col(AuthSession.id) == sa.bindparam("session_id"),
-        col(AuthSession.revoked_at).is_(None),
-        col(AuthSession.expires_at) > sa.bindparam("now"),
-    )
+# The same statement, the two columns the routes read instead of a whole ORM `User`.
+_LIVE_SESSION_USER_ROW = auth._LIVE_SESSION_USER.with_only_columns(
+    col(User.id), col(User.is_active)
 )
 
 

@@ -44,12 +44,19 @@ class Hooks:
             snapshot_restore_py.get_after_restore(),
         )
         known_before, known_after = len(before), len(after)
+        self.domain = domain
         # A fresh import each time: the warm-up and the flags it uses up belong to one app.
         self.module = load_module(f"functions/{domain}/app.py", f"{domain}_app_{next(_loads)}")
         self.before: list[Hook] = before[known_before:]
         self.after: list[Hook] = after[known_after:]
         assert self.before
         assert self.after
+
+    def client(self) -> Client:
+        """A client of this import's handler."""
+        client = Client(self.domain)
+        client.handler = self.module.handler
+        return client
 
     def snapshot(self) -> None:
         for function, args, kwargs in reversed(self.before):
@@ -131,8 +138,7 @@ def test_no_connection_from_before_the_snapshot_is_used_after_restore(
     db: Database, pool_events: dict[str, list[Any]]
 ) -> None:
     hooks = Hooks("tasks")
-    client = Client("tasks")
-    client.handler = hooks.module.handler
+    client = hooks.client()
     account = make_account("snap@example.com")
     hooks.snapshot()
     # A connection the pool still holds when the snapshot is taken (init code that
@@ -168,8 +174,7 @@ def test_the_first_request_after_a_restore_is_logged_as_the_cold_start(
     db: Database, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hooks = Hooks("tasks")
-    client = Client("tasks")
-    client.handler = hooks.module.handler
+    client = hooks.client()
     account = make_account("cold@example.com")
     hooks.snapshot()
     hooks.restore()
@@ -204,8 +209,7 @@ def test_a_secret_rotated_while_the_snapshot_was_cached_is_read_again_after_rest
     client.put_secret_value(SecretId=arn, SecretString="key-after-the-rotation-" + "y" * 20)
     hooks.restore()
     assert get_jwt_secret().startswith("key-after-the-rotation")
-    api = Client("tasks")
-    api.handler = hooks.module.handler
+    api = hooks.client()
     assert api.get("/api/tasks", token=old_token).status == 401
     pair = issue_token_pair(user_id=account.user_id, session_id=account.session_id)
     assert api.get("/api/tasks", token=pair.access.token).status == 200
