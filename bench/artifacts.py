@@ -35,7 +35,16 @@ FUNCTIONS = {
     # Baselines, built by the same Makefile target as a function.
     "minimal": (ROOT / "bench" / "apps" / "minimal", "build-TasksFunction"),
     "bare": (ROOT / "bench" / "apps" / "bare", "build-TasksFunction"),
+    # The peer baselines of issue 19, on their own layer as well (BASELINES below).
+    "lean": (ROOT / "bench" / "apps" / "lean", "build-TasksFunction"),
+    "powertools": (ROOT / "bench" / "apps" / "powertools", "build-TasksFunction"),
+    "chalice": (ROOT / "bench" / "apps" / "chalice", "build-TasksFunction"),
 }
+# Subjects whose code also needs the baselines' layer: Powertools, Chalice's runtime and
+# `bench_core` (the Core data access the three share), from bench/requirements.txt.
+BASELINES = frozenset({"lean", "powertools", "chalice"})
+BASELINE_REQUIREMENTS = ROOT / "bench" / "requirements.txt"
+BASELINE_CORE = ROOT / "bench" / "baseline_layer" / "bench_core.py"
 WHEEL_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 MIB = 1024 * 1024
 
@@ -50,6 +59,8 @@ class Artifacts:
     task_roots: dict[str, Path]
     source_roots: dict[str, Path]
     built: bool
+    # The baselines' own layer, on PYTHONPATH after the project's for BASELINES only.
+    baselines_layer: Path
     zip_bytes: dict[str, int] = field(default_factory=dict)
 
 
@@ -105,6 +116,37 @@ def _install_sources(python: str, target: Path) -> None:
     _copy_sources(ROOT / "shared" / "taskapi", target / "taskapi")
 
 
+def _install_baselines(target: Path, *, python: str | None) -> None:
+    """The baselines' layer: their pinned packages (pure Python wheels) and `bench_core`,
+    compiled by the subjects' interpreter as the project's layer is (`python`; None in
+    smoke mode, where nothing is compiled). Installed again only when the requirements
+    change, by this virtualenv's pip: the test virtualenv itself is never touched."""
+    stamp = target / ".requirements"
+    wanted = BASELINE_REQUIREMENTS.read_text()
+    if not (stamp.exists() and stamp.read_text() == wanted):
+        if target.exists():
+            shutil.rmtree(target)
+        _quiet(
+            [
+                *(sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"),
+                *("--no-deps", "--no-compile", "--target", str(target)),
+                *("-r", str(BASELINE_REQUIREMENTS)),
+            ]
+        )
+        # What `chalice package` ships of Chalice: its runtime, not its CLI.
+        for path in (target / "chalice").iterdir():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.name not in ("__init__.py", "app.py"):
+                path.unlink()
+        shutil.rmtree(target / "bin", ignore_errors=True)
+        stamp.write_text(wanted)
+    shutil.copy2(BASELINE_CORE, target / BASELINE_CORE.name)
+    if python is not None:
+        compile_options = ("-q", "-j", "0", "--invalidation-mode", "unchecked-hash")
+        _quiet([python, "-m", "compileall", *compile_options, str(target)])
+
+
 def _copy_sources(source: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
@@ -143,6 +185,8 @@ def build(*, smoke: bool, log: Log) -> Artifacts:
     _make("build-SharedLayer", BUILD / "layer-x86_64", ROOT / "shared", python, "x86_64")
     log("building the arm64 layer (the deployable one, for its size)")
     _make("build-SharedLayer", BUILD / "layer-arm64", ROOT / "shared", python, "arm64")
+    log("installing the baselines' layer (bench/requirements.txt)")
+    _install_baselines(BUILD / "baselines" / "python", python=python)
     log("installing the layer's packages without bytecode")
     _install_sources(python, BUILD / "layer-sources" / "python")
     task_roots, source_roots = {}, {}
@@ -158,6 +202,7 @@ def build(*, smoke: bool, log: Log) -> Artifacts:
         task_roots=task_roots,
         source_roots=source_roots,
         built=True,
+        baselines_layer=BUILD / "baselines" / "python",
     )
     artifacts.zip_bytes["layer (arm64, deployed)"] = zipped_size(
         BUILD / "layer-arm64" / "python", prefix="python"
@@ -168,8 +213,26 @@ def build(*, smoke: bool, log: Log) -> Artifacts:
     return artifacts
 
 
+def last_build() -> Artifacts:
+    """What the last `make bench` built (build/bench), or the sources in place without one:
+    for the tools that examine one subject (bench/profile_list.py, bench/import_times.py)."""
+    python = find_python313()
+    if python is None or not (BUILD / "layer-x86_64" / "python").exists():
+        return _sources_in_place()
+    return Artifacts(
+        python=python,
+        layer=BUILD / "layer-x86_64" / "python",
+        layer_sources=BUILD / "layer-sources" / "python",
+        task_roots={name: BUILD / "functions" / name for name in FUNCTIONS},
+        source_roots={name: BUILD / "functions-sources" / name for name in FUNCTIONS},
+        built=True,
+        baselines_layer=BUILD / "baselines" / "python",
+    )
+
+
 def _sources_in_place() -> Artifacts:
     roots = {name: folder for name, (folder, _) in FUNCTIONS.items()}
+    _install_baselines(BUILD / "baselines" / "python", python=None)
     artifacts = Artifacts(
         python=sys.executable,
         layer=ROOT / "shared",
@@ -177,6 +240,7 @@ def _sources_in_place() -> Artifacts:
         task_roots=roots,
         source_roots=roots,
         built=False,
+        baselines_layer=BUILD / "baselines" / "python",
     )
     artifacts.zip_bytes["layer (sources only)"] = zipped_size(
         ROOT / "shared" / "taskapi", skip_caches=True
@@ -198,7 +262,7 @@ def run_child(
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONPATH": str(artifacts.layer),
+        "PYTHONPATH": os.pathsep.join((str(artifacts.layer), str(artifacts.baselines_layer))),
         **env,
     }
     with tempfile.TemporaryDirectory() as folder:

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.artifacts import Artifacts, Log
+from bench.artifacts import BASELINES, Artifacts, Log
 from bench.database import SUBJECT_SETTINGS, BenchDatabase
+from bench.events import rest_event
 from localapi.events import http_event
 
 CHILD = (Path(__file__).resolve().parent / "cold_start_child.py").read_text()
@@ -33,6 +34,15 @@ class Subject:
     handler: str
     request: str
     sources: bool = False  # the same code without shipped bytecode
+
+
+# What a user would pick instead (issue 19): each lists the same page as the tasks
+# function, without authentication, on SQLAlchemy Core.
+PEERS = (
+    Subject("baseline: lean FastAPI + Core", "lean", "app:handler", "GET /api/tasks?user_id"),
+    Subject("baseline: Powertools", "powertools", "app:handler", "GET /api/tasks?user_id"),
+    Subject("baseline: Chalice", "chalice", "app:handler", "REST GET /api/tasks?user_id"),
+)
 
 
 def subjects(*, smoke: bool = False) -> list[Subject]:
@@ -50,6 +60,7 @@ def subjects(*, smoke: bool = False) -> list[Subject]:
     baselines = [
         Subject("baseline: minimal app", "minimal", "app:handler", "GET /api/tasks?user_id"),
         Subject("baseline: bare app", "bare", "app:handler", "GET /health"),
+        *PEERS,
     ]
     if smoke:
         # One of each kind, enough to show the code works.
@@ -67,31 +78,44 @@ def _event(request: str, database: BenchDatabase) -> dict[str, Any]:
         "GET /api/tasks?user_id": http_event(
             "GET", "/api/tasks", query={"user_id": str(database.user_id)}
         ),
+        "REST GET /api/tasks?user_id": rest_event(
+            "GET", "/api/tasks", query={"user_id": str(database.user_id)}
+        ),
         "current": {"action": "current"},
     }
     return events[request]
 
 
-def run_once(artifacts: Artifacts, subject: Subject, database: BenchDatabase) -> dict[str, Any]:
+def run_once(
+    artifacts: Artifacts,
+    subject: Subject,
+    database: BenchDatabase,
+    *,
+    python_options: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One cold start; with `python_options` (`-X importtime`) its stderr comes back too."""
     roots = artifacts.source_roots if subject.sources else artifacts.task_roots
-    layer = artifacts.layer_sources if subject.sources else artifacts.layer
+    layer = str(artifacts.layer_sources if subject.sources else artifacts.layer)
+    if subject.function in BASELINES:
+        layer += os.pathsep + str(artifacts.baselines_layer)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
         "TZ": ":UTC",
         "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONPATH": str(layer),
+        "PYTHONPATH": layer,
         **SUBJECT_SETTINGS,
         "DATABASE_URL": database.url,
         "BENCH_HANDLER": subject.handler,
         "BENCH_EVENT": json.dumps(_event(subject.request, database)),
+        **({"BENCH_MARK_IMPORTED": "1"} if python_options else {}),
     }
     read_end, write_end = os.pipe()
     env["BENCH_FD"] = str(write_end)
     with tempfile.TemporaryFile() as stderr:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [artifacts.python, "-c", CHILD],
+            [artifacts.python, *python_options, "-c", CHILD],
             cwd=roots[subject.function],
             env=env,
             pass_fds=(write_end,),
@@ -106,10 +130,12 @@ def run_once(artifacts: Artifacts, subject: Subject, database: BenchDatabase) ->
         if not line:
             stderr.seek(0)
             raise RuntimeError(f"{subject.name} failed:\n{stderr.read().decode()[-3000:]}")
+        stderr.seek(0)
+        errors = stderr.read().decode() if python_options else ""
     report: dict[str, Any] = json.loads(line)
     if report["status"] != 200:
         raise RuntimeError(f"{subject.name} answered {report['status']}")
-    return {**report, "wall_ms": wall_ms}
+    return {**report, "wall_ms": wall_ms, **({"stderr": errors} if python_options else {})}
 
 
 def measure(

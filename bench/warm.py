@@ -1,6 +1,8 @@
 """Warm latency: thousands of `handler(event, context)` calls in one warm process, per
-backend, against a minimal unauthenticated FastAPI + Mangum + SQLModel route doing the
-same page query and against the plain driver plus `json.dumps` (the floor)."""
+backend, against unauthenticated routes doing the same page query: the tutorial-style
+FastAPI + Mangum + SQLModel app, and what a user would pick instead (a lean FastAPI route
+on SQLAlchemy Core, Powertools' resolver, Chalice), and against the plain driver plus
+`json.dumps` (the floor)."""
 
 import json
 import statistics
@@ -9,6 +11,7 @@ from typing import Any
 
 from bench.artifacts import Artifacts, run_child
 from bench.database import SUBJECT_SETTINGS, BenchDatabase
+from bench.events import rest_event
 from localapi.events import http_event
 
 CHILD = (Path(__file__).resolve().parent / "warm_child.py").read_text()
@@ -39,7 +42,8 @@ def measure(
         "invocations": invocations,
         "warmup": warmup,
         "roots": {
-            name: str(artifacts.task_roots[name]) for name in ("tasks", "health", "minimal", "bare")
+            name: str(artifacts.task_roots[name])
+            for name in ("tasks", "health", "minimal", "bare", "lean", "powertools", "chalice")
         },
         "events": {
             "list": http_event("GET", "/api/tasks", headers=auth),
@@ -52,6 +56,7 @@ def measure(
             ),
             "health": http_event("GET", "/health"),
             "minimal": http_event("GET", "/api/tasks", query={"user_id": str(database.user_id)}),
+            "chalice": rest_event("GET", "/api/tasks", query={"user_id": str(database.user_id)}),
         },
     }
     samples: dict[str, list[float]] = run_child(

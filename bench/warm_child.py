@@ -93,6 +93,13 @@ subjects: dict[str, Callable[[], None]] = {
     "GET /health": invocation(apps["health"].handler, events["health"], 200),
     "baseline: minimal GET /api/tasks": invocation(apps["minimal"].handler, events["minimal"], 200),
     "baseline: bare GET /health": invocation(apps["bare"].handler, events["health"], 200),
+    "baseline: lean FastAPI + Core GET /api/tasks": invocation(
+        apps["lean"].handler, events["minimal"], 200
+    ),
+    "baseline: Powertools GET /api/tasks": invocation(
+        apps["powertools"].handler, events["minimal"], 200
+    ),
+    "baseline: Chalice GET /api/tasks": invocation(apps["chalice"].handler, events["chalice"], 200),
     "floor: driver + json.dumps": floor(config["backend"], config["raw_url"], config["user_id"]),
 }
 for call in subjects.values():

@@ -7,7 +7,9 @@ from typing import Any
 from bench.report import table, targets
 
 
-def results(*, tasks_cold: float, list_p50: float, local_rps: float) -> dict[str, Any]:
+def results(
+    *, tasks_cold: float, list_p50: float, local_rps: float, lean_p50: float = 1.6
+) -> dict[str, Any]:
     def cold(wall: float) -> dict[str, Any]:
         return {
             "request": "GET /",
@@ -36,6 +38,9 @@ def results(*, tasks_cold: float, list_p50: float, local_rps: float) -> dict[str
         "tasks": cold(tasks_cold),
         "health": cold(520),
         "tasks (sources)": cold(tasks_cold * 2.5),
+        "baseline: lean FastAPI + Core": cold(900),
+        "baseline: Powertools": cold(950),
+        "baseline: Chalice": cold(700),
     }
     return {
         "mode": "full",
@@ -52,6 +57,9 @@ def results(*, tasks_cold: float, list_p50: float, local_rps: float) -> dict[str
                     "GET /health": warm(1.0, 2.0),
                     "baseline: minimal GET /api/tasks": warm(2.0, 4.0),
                     "baseline: bare GET /health": warm(1.0, 2.0),
+                    "baseline: lean FastAPI + Core GET /api/tasks": warm(lean_p50, 2.0),
+                    "baseline: Powertools GET /api/tasks": warm(1.5, 2.0),
+                    "baseline: Chalice GET /api/tasks": warm(1.2, 2.0),
                 },
             }
         },
@@ -77,23 +85,38 @@ def verdicts(checks: list[dict[str, Any]]) -> dict[str, tuple[float, bool]]:
 
 
 def test_targets_are_ratios_against_their_baselines() -> None:
-    checks = verdicts(targets(results(tasks_cold=1150, list_p50=1.8, local_rps=85)))
-    assert checks["cold start tasks / minimal app"] == (1.15, True)
+    checks = verdicts(targets(results(tasks_cold=1050, list_p50=1.8, local_rps=85)))
+    assert checks["cold start tasks / minimal app"] == (1.05, True)
     assert checks["cold start GET /health / bare FastAPI + Mangum"] == (1.04, True)
     assert checks["bytecode speed-up, tasks (sources / shipped bytecode)"] == (2.5, True)
     assert checks["warm GET /api/tasks p50 / minimal route p50 (sqlite)"] == (0.9, True)
     assert checks["warm GET /api/tasks p99 / its p50 (sqlite)"] == (4.0, False)
+    assert checks["warm GET /api/tasks p50 / lean FastAPI + Core p50 (sqlite)"] == (1.125, True)
+    assert checks["warm GET /api/tasks p50 / Powertools p50 (sqlite)"] == (1.2, True)
     assert checks["local server req/s at 8 clients / uvicorn"] == (0.85, True)
     assert checks["layer (arm64, deployed) zip, MiB / 20 MiB"] == (0.975, True)
 
 
 def test_missed_targets_are_reported_as_missed() -> None:
-    run = results(tasks_cold=1300, list_p50=2.2, local_rps=70)
+    run = results(tasks_cold=1150, list_p50=2.2, local_rps=70, lean_p50=1.1)
     checks = verdicts(targets(run))
-    assert checks["cold start tasks / minimal app"] == (1.3, False)
+    # Issue 19's limit for the tasks function is 1.1; the others keep 1.2.
+    assert checks["cold start tasks / minimal app"] == (1.15, False)
+    assert checks["warm GET /api/tasks p50 / lean FastAPI + Core p50 (sqlite)"] == (2.0, False)
     assert checks["warm GET /api/tasks p50 / minimal route p50 (sqlite)"] == (1.1, False)
     assert checks["local server req/s at 8 clients / uvicorn"] == (0.7, False)
     run["targets"] = targets(run)
     verdict_lines = table(run).split("\nTargets\n", 1)[1].splitlines()
     row = next(line for line in verdict_lines if line.startswith("cold start tasks"))
-    assert row.split()[-3:] == ["<=", "1.2", "NO"]
+    assert row.split()[-3:] == ["<=", "1.1", "NO"]
+
+
+def test_the_peers_stand_beside_the_list() -> None:
+    run = results(tasks_cold=1000, list_p50=2.4, local_rps=90)
+    run["targets"] = targets(run)
+    side = table(run).split("beside the peers", 1)[1].split("\n\n", 1)[0].splitlines()
+    chalice = next(line for line in side if line.startswith("baseline: Chalice"))
+    # cold ms, sqlite p50, p99, p50 x lean
+    assert chalice.split()[-4:] == ["700", "1.20", "2.00", "0.75"]
+    listing = next(line for line in side if line.startswith("GET /api/tasks"))
+    assert listing.split()[-4:] == ["1000", "2.40", "9.60", "1.50"]

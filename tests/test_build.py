@@ -169,6 +169,20 @@ def test_the_layer_leaves_out_what_lambda_never_reads(built: Path) -> None:
         assert not (layer / heavy).exists(), heavy
 
 
+def test_the_snapstart_hooks_library_costs_the_layer_a_few_kib(built: Path) -> None:
+    # snapshot-restore-py (taskapi.snapstart): one module and its metadata, against the
+    # 20 MiB budget.
+    layer = built / "SharedLayer" / "python"
+    assert (layer / "snapshot_restore_py.pyc").is_file()
+    shipped = [
+        path
+        for top in layer.glob("snapshot_restore_py*")
+        for path in (top.rglob("*") if top.is_dir() else [top])
+        if path.is_file()
+    ]
+    assert sum(path.stat().st_size for path in shipped) <= 16 * 1024
+
+
 def elf_machine(path: Path) -> int:
     header = path.read_bytes()[:20]
     assert header[:4] == b"\x7fELF", path

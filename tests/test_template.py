@@ -99,7 +99,8 @@ def api_routes(cfn: dict[str, Any]) -> dict[tuple[str, str], str]:
             integration = operation["x-amazon-apigateway-integration"]
             assert integration["payloadFormatVersion"] == "2.0", (method, path)
             uri = integration["uri"]["Fn::Sub"]
-            function = re.search(r"\$\{(\w+)\.Arn\}", uri)
+            # Each function's alias `live` (AutoPublishAlias), never its unpublished $LATEST.
+            function = re.search(r"\$\{(\w+)Aliaslive\}", uri)
             assert function is not None, uri
             verb = "ANY" if method == "x-amazon-apigateway-any-method" else method.upper()
             routes[(verb, path)] = function.group(1)
@@ -312,11 +313,17 @@ def test_each_schedule_targets_its_function(
     (properties,) = rules
     assert sam_template()["Parameters"][schedule]["Default"] == default
     assert properties["State"] == "ENABLED"
-    assert [t["Arn"] for t in properties["Targets"]] == [{"Fn::GetAtt": [function, "Arn"]}]
+    # The health function's alias `live`, as the API's routes (AutoPublishAlias); the
+    # maintenance function has no alias (no SnapStart), so the function itself.
+    if function == "HealthFunction":
+        target = invoked = {"Ref": f"{function}Aliaslive"}
+    else:
+        target, invoked = {"Fn::GetAtt": [function, "Arn"]}, {"Ref": function}
+    assert [t["Arn"] for t in properties["Targets"]] == [target]
     permissions = resources_of_type(cfn, "AWS::Lambda::Permission").values()
     assert any(
         p["Properties"]["Principal"] == "events.amazonaws.com"
-        and p["Properties"]["FunctionName"] == {"Ref": function}
+        and p["Properties"]["FunctionName"] == invoked
         for p in permissions
     )
 
@@ -351,7 +358,11 @@ def test_migrations_run_on_deploy_through_the_migrate_function(cfn: dict[str, An
     assert properties["ServiceToken"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
     # A property that changes with every new version of the code or the layer: that is
     # what makes CloudFormation send an Update, and so run the migrations.
-    (version,) = resources_of_type(cfn, "AWS::Lambda::Version")
+    (version,) = [
+        name
+        for name, resource in resources_of_type(cfn, "AWS::Lambda::Version").items()
+        if resource["Properties"]["FunctionName"] == {"Ref": "MigrateFunction"}
+    ]
     assert properties["FunctionVersion"] == {"Ref": version}
     assert properties["ServiceTimeout"] > functions(cfn)["MigrateFunction"]["Properties"]["Timeout"]
     assert sam_template()["Parameters"]["RunMigrationsOnDeploy"]["Default"] == "true"

@@ -4,6 +4,7 @@ from auth_routes import router
 
 from taskapi.factory import create_app, make_handler
 from taskapi.passwords import prepare_password_checks
+from taskapi.snapstart import prepare_for_snapshot
 
 app = create_app(
     title="Task API: auth",
@@ -15,3 +16,6 @@ app.include_router(router)
 prepare_password_checks()
 
 handler = make_handler(app)
+# SnapStart (EnableSnapStart): a login refused by validation warms the path before the
+# snapshot; the dummy hash (and passlib's self-test) is already made above.
+prepare_for_snapshot(app, handler, requests=[("POST", "/api/auth/login", "{}")])

@@ -3,6 +3,7 @@
 from tasks_routes import router
 
 from taskapi.factory import create_app, make_handler
+from taskapi.snapstart import prepare_for_snapshot
 
 app = create_app(
     title="Task API: tasks",
@@ -11,3 +12,6 @@ app = create_app(
 app.include_router(router)
 
 handler = make_handler(app)
+# SnapStart (EnableSnapStart): a request that is refused before any database work warms
+# the whole path before the snapshot.
+prepare_for_snapshot(app, handler, requests=[("POST", "/api/tasks", "{}")])

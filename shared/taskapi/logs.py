@@ -65,6 +65,13 @@ def invocation_fields(context: Any, headers: Mapping[str, str] | None = None) ->
     }
 
 
+def mark_cold_start() -> None:
+    """Make the next invocation count as the container's first again: after a SnapStart
+    restore it is, although the warm-up before the snapshot came first."""
+    global _cold_start
+    _cold_start = True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {

@@ -258,6 +258,11 @@ class Refreshed(Generic[T]):
         self._value, self._loaded_at = value, time.monotonic()
         return value
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the value has been loaded (and not cleared since)."""
+        return self._value is not None
+
     def cache_clear(self) -> None:
         with self._lock:
             self._value, self._loaded_at = None, 0.0

@@ -1,0 +1,274 @@
+"""Run by `bench/profile_list.py` in a warm Python 3.13 on the built layer: where the
+authenticated `GET /api/tasks` spends its time. Each stage is timed on its own, with the
+same arguments the request gives it, interleaved with the whole invocation, so that each
+is a share of the same total:
+
+- Mangum: the handler against the FastAPI app called directly with the ASGI scope that
+  Mangum builds from the event (the difference is Mangum's event and response work);
+- token decoding (`taskapi.tokens.decode_token`), the user/session query (`CurrentUser`'s
+  statement on an open session), opening and closing the read-only session (the pool's
+  checkout and check-in), the page query (the list's statement, rows fetched), the page's
+  validation into `TaskPage` and its serialisation (`json_response`), the request log line;
+- FastAPI and Starlette: whatever the ASGI call costs beyond all of those (routing,
+  dependency resolution, query parameter validation, middleware, exception handling).
+
+Then a cProfile of the same invocations, for the functions behind each share.
+"""
+
+import asyncio
+import cProfile
+import gc
+import importlib.util
+import io
+import json
+import logging
+import os
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+config: dict[str, Any] = json.loads(open(sys.argv[1]).read())  # noqa: SIM115
+root = config["root"]
+sys.path.insert(0, root)
+spec = importlib.util.spec_from_file_location("app", os.path.join(root, "app.py"))
+assert spec is not None
+assert spec.loader is not None
+app_module = importlib.util.module_from_spec(spec)
+sys.modules["app"] = app_module
+spec.loader.exec_module(app_module)
+
+import tasks_queries  # noqa: E402
+import tasks_routes  # noqa: E402
+from mangum.handlers.api_gateway import HTTPGateway  # noqa: E402
+
+from taskapi import auth, db  # noqa: E402
+from taskapi.tokens import decode_token  # noqa: E402
+
+
+class LambdaContext:
+    function_name = "bench"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    aws_request_id = "00000000-0000-0000-0000-000000000001"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    log_group_name = "/aws/lambda/bench"
+    log_stream_name = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+event = config["event"]
+context = LambdaContext()
+token = config["token"]
+handler = app_module.handler
+fastapi_app = app_module.app
+loop = asyncio.get_event_loop()
+scope = HTTPGateway(event, context, {"api_gateway_base_path": "/"}).scope
+
+
+def invocation() -> None:
+    response = handler(event, context)
+    assert response["statusCode"] == 200, response
+
+
+def asgi() -> None:
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    loop.run_until_complete(fastapi_app(dict(scope), receive, send))
+    assert sent[0]["status"] == 200, sent
+
+
+claims = decode_token(token, expected_type="access")
+user_params = {"user_id": claims.user_id, "session_id": claims.session_id}
+page_statement, _ = tasks_queries._list_statements(
+    tasks_queries.DEFAULT_SORT, by_status=False, by_priority=False, by_text=False
+)
+page_params = {
+    "user_id": claims.user_id,
+    "status": None,
+    "priority": None,
+    "text": None,
+    "skip": 0,
+    "limit": 20,
+}
+# One session kept open for the query stages, as the request's own is while they run.
+session = db.open_session(read_only=True)
+rows = session.connection().execute(page_statement, page_params).all()
+page_data = {
+    "items": [row._mapping for row in rows],
+    "total": rows[0].total,
+    "skip": 0,
+    "limit": 20,
+}
+page = tasks_queries._PAGE.validate_python(page_data)
+request_logger = logging.getLogger("taskapi.request")
+
+
+def token_decoding() -> None:
+    decode_token(token, expected_type="access")
+
+
+def user_query() -> None:
+    user = session.exec(
+        auth._LIVE_SESSION_USER, params={**user_params, "now": datetime.now(UTC)}
+    ).first()
+    assert user is not None
+
+
+def session_open_close() -> None:
+    with db.open_session(read_only=True) as fresh:
+        fresh.connection()
+
+
+def page_query() -> None:
+    session.connection().execute(page_statement, page_params).all()
+
+
+def page_validation() -> None:
+    tasks_queries._PAGE.validate_python(
+        {"items": [row._mapping for row in rows], "total": rows[0].total, "skip": 0, "limit": 20}
+    )
+
+
+def serialisation() -> None:
+    tasks_routes.json_response(page)
+
+
+def request_log() -> None:
+    request_logger.info(
+        "request",
+        extra={
+            "method": "GET",
+            "path": "/api/tasks",
+            "status": 200,
+            "duration_ms": 1.23,
+            "cold_start": False,
+        },
+    )
+
+
+# Candidates for the recommendations in docs/PERFORMANCE.md, timed beside the stages they
+# would replace; and the lean FastAPI + Core route (issue 19's baseline c) for scale.
+from sqlmodel import col  # noqa: E402
+
+from taskapi.models import User  # noqa: E402
+from taskapi.settings import get_jwt_secret  # noqa: E402
+
+# The same statement, the two columns the routes read instead of a whole ORM `User`.
+_LIVE_SESSION_USER_ROW = auth._LIVE_SESSION_USER.with_only_columns(
+    col(User.id), col(User.is_active)
+)
+
+
+def user_query_core_row() -> None:
+    row = (
+        session.connection()
+        .execute(_LIVE_SESSION_USER_ROW, {**user_params, "now": datetime.now(UTC)})
+        .first()
+    )
+    assert row is not None
+
+
+def connection_open_close() -> None:
+    with db.get_engine().connect():
+        pass
+
+
+candidates: dict[str, Callable[[], None]] = {
+    "candidate: user/session query as a Core row (id, is_active)": user_query_core_row,
+    "candidate: engine.connect() instead of a Session": connection_open_close,
+}
+try:
+    import jwt as pyjwt  # build/bench/experiments, when installed there
+except ImportError:
+    pass
+else:
+    secret = get_jwt_secret()
+
+    def pyjwt_decode() -> None:
+        pyjwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            options={"require": ["sub", "jti", "iat", "exp"]},
+        )
+
+    candidates["candidate: PyJWT decode (HS256, same required claims)"] = pyjwt_decode
+lean_root = config.get("lean_root")
+if lean_root:
+    sys.path.insert(0, lean_root)
+    lean_spec = importlib.util.spec_from_file_location("lean_app", f"{lean_root}/app.py")
+    assert lean_spec is not None
+    assert lean_spec.loader is not None
+    lean_module = importlib.util.module_from_spec(lean_spec)
+    lean_spec.loader.exec_module(lean_module)
+    lean_event = config["lean_event"]
+
+    def lean_invocation() -> None:
+        response = lean_module.handler(lean_event, context)
+        assert response["statusCode"] == 200, response
+
+    candidates["reference: lean FastAPI + Core route, whole invocation"] = lean_invocation
+
+stages: dict[str, Callable[[], None]] = {
+    "invocation": invocation,
+    "asgi app": asgi,
+    "token decoding": token_decoding,
+    "user/session query": user_query,
+    "session open/close": session_open_close,
+    "page query": page_query,
+    "page validation": page_validation,
+    "serialisation": serialisation,
+    "request log line": request_log,
+    **candidates,
+}
+for _ in range(config["warmup"]):
+    for call in stages.values():
+        call()
+# Wall time, and the thread's CPU time: on a loaded machine a 2 ms call is far likelier to
+# be preempted than a 0.2 ms one, which would inflate the long stages' wall medians; CPU
+# time leaves that out (and leaves out waiting for PostgreSQL, which wall time shows).
+wall: dict[str, list[float]] = {name: [] for name in stages}
+cpu: dict[str, list[float]] = {name: [] for name in stages}
+gc.collect()
+for _ in range(config["invocations"]):
+    for name, call in stages.items():
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        call()
+        cpu[name].append((time.thread_time() - started_cpu) * 1000)
+        wall[name].append((time.perf_counter() - started) * 1000)
+medians = {name: statistics.median(values) for name, values in wall.items()}
+cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
+
+profiler = cProfile.Profile()
+profiler.enable()
+for _ in range(config["invocations"]):
+    invocation()
+profiler.disable()
+listing = io.StringIO()
+stats = pstats.Stats(profiler, stream=listing)
+stats.sort_stats("cumulative").print_stats(45)
+tottime = io.StringIO()
+pstats.Stats(profiler, stream=tottime).sort_stats("tottime").print_stats(25)
+session.close()
+with open(sys.argv[2], "w") as result:
+    json.dump(
+        {
+            "medians_ms": medians,
+            "cpu_medians_ms": cpu_medians,
+            "cprofile_cumulative": listing.getvalue(),
+            "cprofile_tottime": tottime.getvalue(),
+        },
+        result,
+    )

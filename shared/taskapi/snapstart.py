@@ -1,0 +1,160 @@
+"""Lambda SnapStart runtime hooks (template parameter `EnableSnapStart`).
+
+With SnapStart, Lambda runs a function's initialisation once, when a version is
+published, snapshots the memory of the initialised environment, and starts every later
+environment of that version from the snapshot (docs/PERFORMANCE.md). So:
+
+- before the snapshot, whatever a first request would still load or build is loaded and
+  built now, while it costs nothing at restore: the engine (SQLAlchemy's dialect and
+  psycopg2, no connection), one request through the whole handler that is refused before
+  any database work, and each function's own warm-ups (passlib's backend self-test);
+  nothing here touches the database, which a snapshot could not keep a connection to;
+- after a restore, state that must not be shared between the environments restored from
+  one snapshot, or that went stale while it sat in the cache, is renewed: pooled
+  connections are dropped, secrets whose cache expired are read again, the `random`
+  module is reseeded, and the first request is logged as the cold start it is.
+
+The hooks are registered with `snapshot-restore-py`, which the Lambda runtime calls; it
+never calls them without SnapStart, and nothing else does, so this costs a function that
+runs without it two registrations at import.
+"""
+
+import gc
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fastapi import FastAPI
+from snapshot_restore_py import register_after_restore, register_before_snapshot
+
+from taskapi import logs, settings
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+# When the before-snapshot hook ran (wall clock: a restore may come days later).
+_snapshot_taken_at: float | None = None
+
+
+class _SnapshotContext:
+    """The Lambda context of the warm-up invocation: there is no real request."""
+
+    function_name = "snapstart-warm-up"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 0
+    aws_request_id = "snapstart-warm-up"
+    invoked_function_arn = "arn:aws:lambda:::function:snapstart-warm-up"
+    log_group_name = ""
+    log_stream_name = ""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def _warm_up_event(method: str, path: str, body: str | None) -> dict[str, Any]:
+    # An HTTP API payload 2.0 event as API Gateway sends it, for the warm-up alone.
+    return {
+        "version": "2.0",
+        "routeKey": f"{method} {path}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "snapstart.invalid"},
+        "requestContext": {
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+            },
+            "requestId": "snapstart-warm-up",
+            "routeKey": f"{method} {path}",
+            "stage": "$default",
+            "timeEpoch": int(time.time() * 1000),
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def prepare_for_snapshot(
+    app: FastAPI,
+    handler: Handler,
+    *,
+    requests: Iterable[tuple[str, str, str | None]] = (),
+    warm: Iterable[Callable[[], object]] = (),
+    database: bool = True,
+) -> None:
+    """Register the function's hooks: `requests` are (method, path, body) sent through
+    `handler` before the snapshot, each one the app refuses before it would use the
+    database; `warm` are other callables to run then; `database` builds the engine."""
+    register_before_snapshot(before_snapshot, handler, tuple(requests), tuple(warm), database)
+    register_after_restore(after_restore, app)
+
+
+def before_snapshot(
+    handler: Handler,
+    requests: tuple[tuple[str, str, str | None], ...],
+    warm: tuple[Callable[[], object], ...],
+    database: bool,
+) -> None:
+    global _snapshot_taken_at
+    if database:
+        from taskapi.db import get_engine
+
+        # Imports the dialect and psycopg2 and builds the pool; connects nowhere.
+        get_engine()
+    with logs.log_context(snapstart_warm_up=True):
+        for method, path, body in requests:
+            response = handler(_warm_up_event(method, path, body), _SnapshotContext())
+            logger.info("snapstart warm-up", extra={"path": path, "status": response["statusCode"]})
+        for call in warm:
+            call()
+    # Everything alive now lives as long as the environment: out of the collector's way,
+    # so that no collection after a restore walks the import-time objects again.
+    gc.collect()
+    gc.freeze()
+    _snapshot_taken_at = time.time()
+
+
+def after_restore(app: FastAPI) -> None:
+    # One snapshot starts many environments: each needs random state of its own. (The
+    # `secrets` module, uuid4 and bcrypt's salts read the kernel's generator each time.)
+    random.seed()
+    _renew_database_and_secrets()
+    _mark_cold_start(app)
+
+
+def _renew_database_and_secrets() -> None:
+    from taskapi.db import reset_engine
+
+    age = time.time() - (_snapshot_taken_at or 0.0)
+    if age >= settings.get_settings().secret_cache_seconds:
+        # Read again exactly the secrets this function had read before the snapshot. The
+        # settings' cache also holds the AWS clients, whose pooled sockets date from
+        # before the snapshot: they are built again too.
+        getters = (settings.get_database_url, settings.get_jwt_keys)
+        reread = [getter for getter in getters if getter.loaded]
+        settings.clear_settings_cache()
+        for getter in reread:
+            getter()
+    # Sockets cannot outlive a snapshot either: Secrets Manager's client connects anew.
+    from taskapi.aws import clear_clients
+
+    clear_clients()
+    # Connections cannot outlive a snapshot, and the engine holds the database URL (its
+    # password) it was built with: the next request builds it again, imports done.
+    reset_engine()
+
+
+def _mark_cold_start(app: FastAPI) -> None:
+    """The warm-up used up the cold-start flags; the first request after a restore is the
+    environment's first (`taskapi.logs` and the request-log middleware each keep one)."""
+    logs.mark_cold_start()
+    layer: Any = app.middleware_stack
+    while layer is not None:
+        if hasattr(layer, "cold_start"):
+            layer.cold_start = True
+        layer = getattr(layer, "app", None)
