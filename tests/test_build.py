@@ -373,7 +373,7 @@ def test_the_built_functions_serve_requests_under_python_3_13(
     assert listed["statusCode"] == 200, listed
     assert [task["title"] for task in json.loads(listed["body"])["items"]] == ["Built"]
 
-    health, database = run(
+    health, database, swagger_ui, redoc = run(
         "HealthFunction",
         "app.handler",
         [
@@ -384,12 +384,28 @@ def test_the_built_functions_serve_requests_under_python_3_13(
                 route_key="GET /health/{proxy+}",
                 path_parameters={"proxy": "db"},
             ),
+            # The docs pages' own files come from the layer (no CDN).
+            http_event(
+                "GET",
+                "/docs/swagger-ui-bundle.js",
+                route_key="GET /docs/{proxy+}",
+                path_parameters={"proxy": "swagger-ui-bundle.js"},
+            ),
+            http_event(
+                "GET",
+                "/redoc/redoc.standalone.js",
+                route_key="GET /redoc/{proxy+}",
+                path_parameters={"proxy": "redoc.standalone.js"},
+            ),
         ],
     )
     assert health["statusCode"] == 200, health
     assert json.loads(health["body"])["status"] == "ok"
     assert database["statusCode"] == 200, database
     assert json.loads(database["body"])["migrations"]["up_to_date"] is True
+    assert swagger_ui["statusCode"] == 200, swagger_ui["body"][:300]
+    assert "SwaggerUIBundle" in swagger_ui["body"]
+    assert redoc["statusCode"] == 200, redoc["body"][:300]
 
     (maintenance,) = run(
         "MaintenanceFunction",

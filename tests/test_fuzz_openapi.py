@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.transport import requests as schemathesis_requests
 
-from taskapi.models import utcnow
+from taskapi.models import PASSWORD_MAX_BYTES, utcnow
 from tests.conftest import ROOT, Database
 from tests.hardening_helpers import LambdaAdapter, lambda_session
 from tests.tasks_helpers import Account, insert_task, make_account
@@ -65,6 +65,30 @@ def probes_reach_the_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
 GENERATED: Counter[str] = Counter()
 
 
+def over_bcrypt_limit(case: Any) -> bool:
+    """A valid case with a password over 72 bytes in UTF-8. The document says so in the
+    description, but JSON Schema counts characters, not bytes (its `maxLength` 72 is the
+    character bound), so schemathesis would call such a password valid."""
+    meta, body = case.meta, case.body
+    if meta is None or not meta.generation.mode.is_positive or not isinstance(body, dict):
+        return False
+    return any(
+        "password" in name and isinstance(value, str) and len(value.encode()) > PASSWORD_MAX_BYTES
+        for name, value in body.items()
+    )
+
+
+def drops_authorization(case: Any) -> bool:
+    """A negative case made by leaving out the token: the test must not add it back."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_negative:
+        return False
+    data = meta.phase.data
+    names = {getattr(data, "parameter", None)}
+    names.update(mutation.parameter for mutation in getattr(data, "mutations", ()))
+    return "Authorization" in names
+
+
 @pytest.fixture
 def account(db: Database) -> Account:
     """A signed-up user with three tasks and one in the trash, whose token every
@@ -88,9 +112,10 @@ def account(db: Database) -> Account:
 def test_generated_requests_get_documented_answers(
     case: Any, account: Account, db: Database
 ) -> None:
+    assume(not over_bcrypt_limit(case))
     session, adapter = lambda_session()
     headers: dict[str, str] = {}
-    if case.operation.definition.raw.get("security"):
+    if case.operation.definition.raw.get("security") and not drops_authorization(case):
         token = account.token
         if case.operation.path == "/api/auth/logout":
             # Logging out ends the session; each logout gets a session of its own.
