@@ -1,6 +1,8 @@
-"""AuthFunction: `/api/auth/*` (sign-up, login, refresh, logout, the current user)."""
+"""AuthFunction: `/api/auth/*` (sign-up, login, refresh, logout, the current user, and the
+account: password, sessions, deletion)."""
 
-from auth_routes import router
+import account_routes
+import auth_routes
 
 from taskapi.factory import create_app, make_handler
 
@@ -8,6 +10,7 @@ app = create_app(
     title="Task API: auth",
     description="Accounts, login sessions and JWT access and refresh tokens.",
 )
-app.include_router(router)
+app.include_router(auth_routes.router)
+app.include_router(account_routes.router)
 
 handler = make_handler(app)

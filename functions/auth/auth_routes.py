@@ -1,7 +1,7 @@
 """`/api/auth/*`: sign-up, login, token refresh, logout and the current user."""
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from auth_schemas import (
     AuthResponse,
@@ -65,6 +65,16 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+def too_many_attempts(retry_after: int) -> NoReturn:
+    """429 for an email locked out by failed logins (login and the password checks)."""
+    logger.warning("refused: locked out", extra={"retry_after": retry_after})
+    raise HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        "Too many failed login attempts; try again later",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def auth_response(user: User, pair: TokenPair) -> AuthResponse:
     return AuthResponse.from_pair(pair, user=UserPublic.model_validate(user))
 
@@ -108,12 +118,7 @@ async def login(body: LoginRequest, session: SessionDep) -> AuthResponse:
     user, attempt = find_login(session, email=body.email)
     retry_after = lockout_seconds(attempt, now=now)
     if retry_after:
-        logger.warning("login refused: locked out", extra={"retry_after": retry_after})
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "Too many failed login attempts; try again later",
-            headers={"Retry-After": str(retry_after)},
-        )
+        too_many_attempts(retry_after)
     # An unknown email is checked against a dummy hash, so it takes as long as a wrong
     # password, and both count towards the lockout: neither reveals whether it exists.
     password_ok = verify_password(body.password, user.hashed_password if user else None)

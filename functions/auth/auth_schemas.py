@@ -1,11 +1,13 @@
 """Request and response bodies of `/api/auth/*` (the user schemas are in the layer)."""
 
-from typing import Any, Literal, Self
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator
 from sqlmodel import SQLModel
 
-from taskapi.models import EMAIL_MAX_LENGTH, UserCreate, UserPublic
+from taskapi.models import EMAIL_MAX_LENGTH, PASSWORD_MIN_LENGTH, UserCreate, UserPublic
 from taskapi.passwords import password_problem
 from taskapi.tokens import TokenPair
 
@@ -25,9 +27,16 @@ def _storable(value: str) -> str:
     return value
 
 
+# A password that a body sets (sign-up, password change): the sign-up rules, in one place.
+NewPassword = Annotated[str, Field(min_length=PASSWORD_MIN_LENGTH), AfterValidator(_fits_bcrypt)]
+# A password that a body presents to be checked: anything bcrypt can take. One that
+# could never have been set is refused as input rather than checked.
+GivenPassword = Annotated[str, AfterValidator(_fits_bcrypt)]
+
+
 # Body of POST /api/auth/signup: the layer's `UserCreate`, made safe for bcrypt and PostgreSQL.
 class SignupRequest(UserCreate):
-    _password = field_validator("password")(_fits_bcrypt)
+    password: NewPassword
     _name = field_validator("name")(_storable)
 
 
@@ -59,6 +68,35 @@ class LogoutRequest(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     refresh_token: str | None = None
+
+
+# Body of POST /api/auth/password.
+class PasswordChangeRequest(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    current_password: GivenPassword
+    new_password: NewPassword
+
+
+# Body of DELETE /api/auth/me: the password, so that a stolen access token alone
+# cannot delete the account.
+class AccountDeletionRequest(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    password: GivenPassword
+
+
+# One of the caller's live sessions (a login, or the sign-up's session).
+class SessionPublic(SQLModel):
+    id: uuid.UUID
+    created_at: datetime
+    expires_at: datetime = Field(description="When it ends unless refreshed again")
+    current: bool = Field(description="Whether this request's access token belongs to it")
+
+
+# What GET /api/auth/sessions returns: the caller's live sessions, newest first.
+class SessionList(SQLModel):
+    items: list[SessionPublic]
 
 
 # The token pair that signup, login and refresh return.
