@@ -2,8 +2,9 @@
 the real handlers, as concurrent Lambda containers would. (SQLite has one writer at a
 time; tests/test_account.py covers the one interleaving that matters there.)"""
 
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -67,3 +68,61 @@ def test_simultaneous_password_changes_let_one_session_win(pg: Database) -> None
 def next_change(queue: Iterator[tuple[str, str]]) -> tuple[str, str, str]:
     token, new_password = next(queue)
     return token, PASSWORD, new_password
+
+
+WRITES: dict[str, Callable[[Client, str, int], Response]] = {
+    "update": lambda tasks, token, task: tasks.put(
+        f"/api/tasks/{task}", json_body={"title": "renamed"}, token=token
+    ),
+    "complete": lambda tasks, token, task: tasks.patch(f"/api/tasks/{task}/complete", token=token),
+    "delete": lambda tasks, token, task: tasks.delete(f"/api/tasks/{task}", token=token),
+    "list": lambda tasks, token, task: tasks.get("/api/tasks", token=token),
+}
+
+
+@pytest.mark.parametrize("kind", WRITES)
+def test_task_requests_racing_a_deletion_complete_first_or_get_401(
+    pg: Database,  # noqa: F811
+    kind: str,
+) -> None:
+    """Never a 404 for a task that the deletion removed under a request that had already
+    passed the token check: such a request finishes before the deletion, or waits for it."""
+    auth, tasks = Client("auth"), Client("tasks")
+    statuses: Counter[int] = Counter()
+    for round_number in range(ROUNDS):
+        email = f"{kind}{round_number}@example.com"
+        access, _ = tokens(signup(auth, email=email))
+        ids = [
+            tasks.post("/api/tasks", json_body={"title": "t"}, token=access).json()["id"]
+            for _ in range(CREATES)
+        ]
+        user = user_row(pg, email)
+        calls = iter(range(CREATES + 1))
+
+        def request(
+            access: str = access, ids: list[int] = ids, calls: Iterator[int] = calls
+        ) -> Response:
+            call = next(calls)
+            if call == CREATES:
+                return delete_account(auth, access)
+            # Spread over the deletion's few milliseconds, so that some requests start
+            # before it locks the user and some while it holds the lock.
+            time.sleep(call * 0.004)
+            return WRITES[kind](tasks, access, ids[call])
+
+        responses = at_once(CREATES + 1, request)
+
+        others = Counter(r.status for r in responses)
+        others[204] -= 1  # the deletion's
+        assert set(+others) <= {200, 204, 401}, [(r.status, r.body) for r in responses]
+        statuses.update(+others)
+        assert rows_naming(pg, user.id, user.email) == {}
+    print(f"{kind} racing a deletion: {dict(statuses)}")
+
+
+def test_two_deletions_at_once_delete_once(pg: Database) -> None:  # noqa: F811
+    client = Client("auth")
+    access, _ = tokens(signup(client))
+    responses = at_once(2, lambda: delete_account(client, access))
+    assert sorted(r.status for r in responses) == [204, 401], [r.body for r in responses]
+    assert signup(client).status == 201

@@ -17,11 +17,12 @@ from auth_service import (
     record_failed_login,
     revoke_sessions,
     set_password,
+    wait_for_other_deletions,
 )
-from fastapi import APIRouter, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
 from sqlmodel import Session
 
-from taskapi.auth import AccessClaims, CurrentUser, unauthorized
+from taskapi.auth import AccessClaims, CurrentUser, get_current_user, unauthorized
 from taskapi.db import SessionDep
 from taskapi.models import Detail, User, utcnow
 from taskapi.passwords import hash_password, verify_password
@@ -56,6 +57,13 @@ def confirm_password(
         session.commit()
         logger.info("password check failed", extra={"user_id": str(user.id)})
         raise HTTPException(status.HTTP_403_FORBIDDEN, "The password is wrong")
+
+
+async def get_user_to_delete(session: SessionDep, claims: AccessClaims) -> User:
+    """`CurrentUser`, once no other deletion of the account is under way (a second click
+    of "delete" then finds no user: 401)."""
+    wait_for_other_deletions(session, user_id=claims.user_id)
+    return await get_current_user(session, claims)
 
 
 @router.post(
@@ -155,7 +163,10 @@ async def revoke_session(
     },
 )
 async def delete_account(
-    body: AccountDeletionRequest, user: CurrentUser, session: SessionDep, request: Request
+    body: AccountDeletionRequest,
+    user: Annotated[User, Depends(get_user_to_delete)],
+    session: SessionDep,
+    request: Request,
 ) -> Response:
     """Delete the account with its tasks and sessions, for good; the email is free again."""
     confirm_password(session, request, user=user, password=body.password, now=utcnow())

@@ -188,6 +188,23 @@ def set_password(
     return kept is not None
 
 
+# First key of the advisory locks that serialise deletions of one account (the second is
+# a hash of the user id); the two-key form never meets the migrations' one-key lock.
+ACCOUNT_DELETION_LOCK = 17
+
+
+def wait_for_other_deletions(session: Session, *, user_id: uuid.UUID) -> None:
+    """On PostgreSQL, wait (until commit) for any other deletion of this account.
+
+    Taken before the user row's share lock (`CurrentUser`): two deletions that both held
+    it would each wait for the other's to lock the row FOR UPDATE, a deadlock. SQLite
+    has one writer at a time already.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = sa.func.hashtext(str(user_id))
+        session.exec(select(sa.func.pg_advisory_xact_lock(ACCOUNT_DELETION_LOCK, key)))
+
+
 def delete_user(session: Session, *, user_id: uuid.UUID, email: str) -> bool:
     """Delete the user and every row that names them, in the request's transaction;
     False if the user is already gone.
