@@ -106,7 +106,19 @@ async def change_password(
 @router.get(
     "/sessions",
     response_model=SessionList,
-    responses=errors(status.HTTP_401_UNAUTHORIZED),
+    responses={
+        status.HTTP_200_OK: {
+            # For clients and stateful API testing: a listed id is what revoke takes.
+            "links": {
+                "RevokeNewestSession": {
+                    "operationRef": "#/paths/~1api~1auth~1sessions~1{session_id}/delete",
+                    "parameters": {"session_id": "$response.body#/items/0/id"},
+                    "description": "Revoke the newest session (the first listed)",
+                }
+            }
+        },
+        **errors(status.HTTP_401_UNAUTHORIZED),
+    },
 )
 async def list_sessions(
     user: CurrentUser, claims: AccessClaims, session: SessionDep
