@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +32,19 @@ def signup(
 
 def login(client: Client, email: str = "ada@example.com", password: str = PASSWORD) -> Response:
     return client.post("/api/auth/login", json_body={"email": email, "password": password})
+
+
+def assert_unauthorized(response: Response, detail: str | None = None) -> None:
+    assert response.status == 401, response.body
+    assert response.headers["www-authenticate"] == "Bearer"
+    if detail is not None:
+        assert response.json() == {"detail": detail}
+
+
+def parse_time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    assert parsed.utcoffset() == timedelta(0), f"{value} is not explicit UTC"
+    return parsed
 
 
 def tokens(response: Response) -> tuple[str, str]:

@@ -2,7 +2,7 @@
 through the real Lambda handlers on SQLite and PostgreSQL, with the rows behind them."""
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -10,21 +10,25 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlmodel import SQLModel, col
 
+from localapi.server import LocalApi
+from localapi.template import load_template
 from taskapi.db import get_engine
 from taskapi.models import AuthSession, utcnow
 from taskapi.tokens import decode_token
 from tests.auth_helpers import (
     PASSWORD,
+    assert_unauthorized,
     auth_sessions,
     login,
     login_attempt,
+    parse_time,
     rows,
     session_id,
     signup,
     tokens,
     user_row,
 )
-from tests.conftest import Client, Database, Response, configure
+from tests.conftest import ROOT, Client, Database, Response, configure
 
 ME = "/api/auth/me"
 REFRESH = "/api/auth/refresh"
@@ -36,17 +40,6 @@ NEW_PASSWORD = "a new password, longer"
 @pytest.fixture
 def client(db: Database) -> Client:
     return Client("auth")
-
-
-def assert_unauthorized(response: Response) -> None:
-    assert response.status == 401, response.body
-    assert response.headers["www-authenticate"] == "Bearer"
-
-
-def parse_time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    assert parsed.utcoffset() == timedelta(0), f"{value} is not explicit UTC"
-    return parsed
 
 
 def refresh(client: Client, refresh_token: str) -> Response:
@@ -488,3 +481,22 @@ def test_a_task_created_while_its_user_is_deleted_gets_401(client: Client, db: D
     assert response.json() == {"detail": "Session expired or revoked"}
     assert rows_naming(db, user.id, user.email) == {}
     assert db.scalar("SELECT count(*) FROM task") == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", PASSWORD_PATH),
+        ("GET", SESSIONS),
+        ("DELETE", f"{SESSIONS}/{uuid.uuid4()}"),
+        ("DELETE", ME),
+    ],
+)
+def test_the_template_routes_the_account_calls_to_the_auth_function(method: str, path: str) -> None:
+    """Nothing to declare: `ANY /api/auth/{proxy+}` takes them, on AWS and in the local
+    server, which routes by the template."""
+    found = LocalApi(load_template(ROOT / "template.yaml"), threads=1).match(method, path)
+    assert found is not None
+    route, parameters = found
+    assert (route.key, route.function) == ("ANY /api/auth/{proxy+}", "AuthFunction")
+    assert parameters == {"proxy": path.removeprefix("/api/auth/")}
