@@ -35,6 +35,8 @@ REFRESH = "/api/auth/refresh"
 PASSWORD_PATH = "/api/auth/password"
 SESSIONS = "/api/auth/sessions"
 NEW_PASSWORD = "a new password, longer"
+# A session id in test parameters: fixed, as pytest-xdist's workers must collect the same ids.
+SOME_SESSION_ID = "0c0ffee0-0000-4000-8000-000000000000"
 
 
 @pytest.fixture
@@ -212,7 +214,7 @@ def test_password_change_rejects_invalid_bodies(
     [
         ("POST", PASSWORD_PATH, {"current_password": PASSWORD, "new_password": NEW_PASSWORD}),
         ("GET", SESSIONS, None),
-        ("DELETE", f"{SESSIONS}/{uuid.uuid4()}", None),
+        ("DELETE", f"{SESSIONS}/{SOME_SESSION_ID}", None),
         ("DELETE", ME, {"password": PASSWORD}),
     ],
     ids=["password", "sessions", "revoke", "delete"],
@@ -488,7 +490,7 @@ def test_a_task_created_while_its_user_is_deleted_gets_401(client: Client, db: D
     [
         ("POST", PASSWORD_PATH),
         ("GET", SESSIONS),
-        ("DELETE", f"{SESSIONS}/{uuid.uuid4()}"),
+        ("DELETE", f"{SESSIONS}/{SOME_SESSION_ID}"),
         ("DELETE", ME),
     ],
 )

@@ -46,7 +46,8 @@ def confirm_password(
     the email is locked out, as at login; 403 for a wrong one, counted as a failed login.
 
     The only place these routes touch login throttling. `request` is here for the
-    source address that throttling per source keys on (docs/API.md).
+    source address (`requestContext.http.sourceIp`) that throttling per email and
+    source, as version 2 of the contract has it, keys on.
     """
     _, attempt = find_login(session, email=user.email)
     retry_after = lockout_seconds(attempt, now=now)
