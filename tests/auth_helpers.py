@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -50,6 +51,19 @@ def login(
         source_ip=source_ip,
     )
     return invoke(client.handler, event)
+
+
+def assert_unauthorized(response: Response, detail: str | None = None) -> None:
+    assert response.status == 401, response.body
+    assert response.headers["www-authenticate"] == "Bearer"
+    if detail is not None:
+        assert response.json() == {"detail": detail}
+
+
+def parse_time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    assert parsed.utcoffset() == timedelta(0), f"{value} is not explicit UTC"
+    return parsed
 
 
 def tokens(response: Response) -> tuple[str, str]:

@@ -10,10 +10,12 @@ from sqlmodel import select
 from taskapi.models import LoginAttempt
 from tests.auth_helpers import (
     PASSWORD,
+    assert_unauthorized,
     auth_sessions,
     count,
     login,
     login_attempt,
+    parse_time,
     record_bcrypt_checks,
     rows,
     session_id,
@@ -32,19 +34,6 @@ LOGOUT = "/api/auth/logout"
 @pytest.fixture
 def client(db: Database) -> Client:
     return Client("auth")
-
-
-def assert_unauthorized(response: Any, detail: str | None = None) -> None:
-    assert response.status == 401, response.body
-    assert response.headers["www-authenticate"] == "Bearer"
-    if detail is not None:
-        assert response.json() == {"detail": detail}
-
-
-def parse_time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    assert parsed.utcoffset() == timedelta(0), f"{value} is not explicit UTC"
-    return parsed
 
 
 # ---------------------------------------------------------------------------------------

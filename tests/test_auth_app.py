@@ -170,17 +170,24 @@ def test_openapi_declares_the_real_statuses() -> None:
         ("/api/auth/refresh", "post"): {"200", "401", "422", "503"},
         ("/api/auth/logout", "post"): {"200", "401", "422", "503"},
         ("/api/auth/me", "get"): {"200", "401", "503"},
+        ("/api/auth/password", "post"): {"200", "401", "403", "422", "429", "503"},
+        ("/api/auth/sessions", "get"): {"200", "401", "503"},
+        ("/api/auth/sessions/{session_id}", "delete"): {"204", "401", "404", "422", "503"},
+        ("/api/auth/me", "delete"): {"204", "401", "403", "422", "429", "503"},
     }
     assert {path for path, _ in expected} == set(paths)
     for (path, method), statuses in expected.items():
         responses = paths[path][method]["responses"]
         assert set(responses) == statuses, path
-        for status in statuses - {"200", "201", "422"}:
+        for status in statuses - {"200", "201", "204", "422"}:
             schema = responses[status]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/Detail"}
     assert document["components"]["schemas"]["Detail"]["required"] == ["detail"]
     login_429 = paths["/api/auth/login"]["post"]["responses"]["429"]
     assert "Retry-After" in login_429["headers"]
+    for path, method in (("/api/auth/password", "post"), ("/api/auth/me", "delete")):
+        assert "Retry-After" in paths[path][method]["responses"]["429"]["headers"]
+        assert paths[path][method]["security"] == [{"HTTPBearer": []}]
     assert paths["/api/auth/me"]["get"]["security"] == [{"HTTPBearer": []}]
     assert paths["/api/auth/logout"]["post"]["security"] == [{"HTTPBearer": []}]
     user = document["components"]["schemas"]["UserPublic"]["properties"]

@@ -13,6 +13,7 @@ import pytest
 from localapi.events import LambdaContext
 from localapi.template import Route, load_template
 from taskapi.factory import path_prefix
+from taskapi.tokens import decode_token
 from tests.conftest import ROOT, Client, Database, configure, invoke, load_function, load_module
 
 EVENTS = ROOT / "events"
@@ -21,6 +22,8 @@ ACCESS_TOKEN = "<ACCESS_TOKEN>"
 REFRESH_TOKEN = "<REFRESH_TOKEN>"
 # The id the task events address (the first task of a new database).
 EVENT_TASK_ID = "1"
+# The session auth-revoke-session.json revokes: replaced by the signed-up user's session.
+EVENT_SESSION_ID = "5e551011-0000-4000-8000-000000000000"
 # What each of this project's API events must get once replayed (see events/README.md).
 EXPECTED_STATUS = {
     "auth-signup.json": 201,
@@ -28,6 +31,10 @@ EXPECTED_STATUS = {
     "auth-refresh.json": 200,
     "auth-me.json": 200,
     "auth-logout.json": 200,
+    "auth-password.json": 200,
+    "auth-sessions.json": 200,
+    "auth-revoke-session.json": 204,
+    "auth-delete-me.json": 204,
     "tasks-create.json": 201,
     "tasks-list.json": 200,
     "tasks-get.json": 200,
@@ -166,6 +173,8 @@ def filled_in(event: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     text = json.dumps(event)
     text = text.replace(ACCESS_TOKEN, user["access_token"])
     text = text.replace(REFRESH_TOKEN, user["refresh_token"])
+    session_id = decode_token(user["access_token"], expected_type="access").session_id
+    text = text.replace(EVENT_SESSION_ID, str(session_id))
     filled: dict[str, Any] = json.loads(text)
     if filled["rawPath"].startswith(f"/api/tasks/{EVENT_TASK_ID}/") or filled["rawPath"] == (
         f"/api/tasks/{EVENT_TASK_ID}"
@@ -336,3 +345,4 @@ def test_events_readme_documents_the_placeholders() -> None:
     readme = (EVENTS / "README.md").read_text()
     assert ACCESS_TOKEN in readme
     assert REFRESH_TOKEN in readme
+    assert EVENT_SESSION_ID in readme

@@ -12,15 +12,21 @@ generated ids also hit real tasks, not only 404s.
 import os
 import uuid
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import schemathesis
+import sqlalchemy as sa
 from hypothesis import HealthCheck, assume, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.transport import requests as schemathesis_requests
+from sqlmodel import Session, col
 
-from taskapi.models import PASSWORD_MAX_BYTES, utcnow
+from taskapi.db import get_engine
+from taskapi.models import PASSWORD_MAX_BYTES, AuthSession, User, utcnow
+from taskapi.passwords import hash_password
+from tests.auth_helpers import PASSWORD
 from tests.conftest import ROOT, Database
 from tests.hardening_helpers import LambdaAdapter, lambda_session
 from tests.tasks_helpers import Account, insert_task, make_account
@@ -89,15 +95,37 @@ def drops_authorization(case: Any) -> bool:
     return "Authorization" in names
 
 
+# Sessions of the fuzzed user besides the one its token belongs to, all newer: the link
+# from the session list to revoking its first (newest) entry ends these, not the token's.
+EXTRA_SESSIONS = 20
+
+
 @pytest.fixture
 def account(db: Database) -> Account:
-    """A signed-up user with three tasks and one in the trash, whose token every
-    authenticated case carries."""
+    """A signed-up user with three tasks, one in the trash and a password (for the routes
+    that check it), whose token every authenticated case carries."""
     owner = make_account(f"fuzz-{uuid.uuid4().hex[:8]}@example.com")
     for title in ("alpha", "beta", "gamma"):
         insert_task(owner, title)
     # One in the trash, so that generated restores can find it.
     insert_task(owner, "trashed", deleted_at=utcnow())
+    with Session(get_engine()) as session:
+        session.exec(
+            sa.update(User)
+            .where(col(User.id) == owner.user_id)
+            .values(hashed_password=hash_password(PASSWORD))
+        )
+        now = utcnow()
+        session.add_all(
+            AuthSession(
+                user_id=owner.user_id,
+                refresh_jti=uuid.uuid4().hex,
+                created_at=now + timedelta(seconds=number),
+                expires_at=now + timedelta(days=7),
+            )
+            for number in range(1, EXTRA_SESSIONS + 1)
+        )
+        session.commit()
     return owner
 
 
@@ -132,7 +160,8 @@ def test_generated_requests_get_documented_answers(
 
 # ---------------------------------------------------------------------------------------
 # Stateful: sequences that follow the links between operations (a created task's id goes
-# on to get, update, complete and delete), so that generated requests reach live tasks.
+# on to get, update, complete and delete; a listed session's id to revoking it), so that
+# generated requests reach live tasks and sessions.
 
 StatefulBase: Any = schema.as_state_machine()
 STATEFUL_STEPS: Counter[str] = Counter()

@@ -315,6 +315,8 @@ def test_each_schedule_targets_its_function(
     assert properties["State"] == "ENABLED"
     # The health function's alias `live`, as the API's routes (AutoPublishAlias); the
     # maintenance function has no alias (no SnapStart), so the function itself.
+    target: dict[str, Any]
+    invoked: dict[str, Any]
     if function == "HealthFunction":
         target = invoked = {"Ref": f"{function}Aliaslive"}
     else:

@@ -1,6 +1,8 @@
-"""AuthFunction: `/api/auth/*` (sign-up, login, refresh, logout, the current user)."""
+"""AuthFunction: `/api/auth/*` (sign-up, login, refresh, logout, the current user, and the
+account: password, sessions, deletion)."""
 
-from auth_routes import router
+import account_routes
+import auth_routes
 
 from taskapi.factory import create_app, make_handler
 from taskapi.passwords import prepare_password_checks
@@ -12,7 +14,8 @@ app = create_app(
     # Sign-up, login and refresh answer with tokens; every other route is authenticated.
     private=True,
 )
-app.include_router(router)
+app.include_router(auth_routes.router)
+app.include_router(account_routes.router)
 prepare_password_checks()
 
 handler = make_handler(app)

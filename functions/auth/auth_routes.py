@@ -1,7 +1,7 @@
 """`/api/auth/*`: sign-up, login, token refresh, logout and the current user."""
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from auth_schemas import (
     AuthResponse,
@@ -66,6 +66,16 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+def too_many_attempts(retry_after: int) -> NoReturn:
+    """429 for an email locked out by failed logins (login and the password checks)."""
+    logger.warning("refused: locked out", extra={"retry_after": retry_after})
+    raise HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        "Too many failed login attempts; try again later",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def auth_response(user: User, pair: TokenPair) -> AuthResponse:
     return AuthResponse.from_pair(pair, user=UserPublic.model_validate(user))
 
@@ -113,12 +123,7 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
     retry_after = reserve_login_attempt(session, email=body.email, source_ip=source_ip, now=now)
     session.commit()
     if retry_after:
-        logger.warning("login refused: locked out", extra={"retry_after": retry_after})
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "Too many failed login attempts; try again later",
-            headers={"Retry-After": str(retry_after)},
-        )
+        too_many_attempts(retry_after)
     user = find_user(session, email=body.email)
     # An unknown email is checked against a dummy hash, so it takes as long as a wrong
     # password, and both count towards the lockout: neither reveals whether it exists.

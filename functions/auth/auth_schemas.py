@@ -1,14 +1,17 @@
 """Request and response bodies of `/api/auth/*` (the user schemas are in the layer)."""
 
-from typing import Any, Literal, Self
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 from sqlmodel import SQLModel
 
 from taskapi.emails import EMAIL_MAX_LENGTH, normalise_email
 from taskapi.models import (
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
+    PASSWORD_MIN_LENGTH,
     RequestModel,
     UserCreate,
     UserPublic,
@@ -33,9 +36,34 @@ def _storable(value: str) -> str:
     return value
 
 
+# A password that a body sets (sign-up, password change): the sign-up rules, in one place.
+NewPassword = Annotated[
+    str,
+    Field(
+        min_length=PASSWORD_MIN_LENGTH,
+        # A character is at least one byte: 72 characters is the most that can fit.
+        max_length=PASSWORD_MAX_BYTES,
+        description="At least 8 characters and at most 72 bytes in UTF-8; no NUL character",
+        json_schema_extra={"pattern": NO_NUL_PATTERN},
+    ),
+    AfterValidator(_fits_bcrypt),
+]
+# A password that a body presents to be checked: anything bcrypt can take. One that
+# could never have been set is refused as input rather than checked.
+GivenPassword = Annotated[
+    str,
+    Field(
+        max_length=PASSWORD_MAX_BYTES,
+        description="At most 72 bytes in UTF-8; no NUL character",
+        json_schema_extra={"pattern": NO_NUL_PATTERN},
+    ),
+    AfterValidator(_fits_bcrypt),
+]
+
+
 # Body of POST /api/auth/signup: the layer's `UserCreate`, made safe for bcrypt and PostgreSQL.
 class SignupRequest(UserCreate):
-    _password = field_validator("password")(_fits_bcrypt)
+    password: NewPassword
     _name = field_validator("name")(_storable)
 
 
@@ -45,20 +73,13 @@ class LoginRequest(RequestModel):
     email: str = Field(
         min_length=1, max_length=EMAIL_MAX_LENGTH, json_schema_extra={"pattern": NO_NUL_PATTERN}
     )
-    password: str = Field(
-        # A character is at least one byte: 72 characters is the most that can fit.
-        max_length=PASSWORD_MAX_BYTES,
-        description="At most 72 bytes in UTF-8; no NUL character",
-        json_schema_extra={"pattern": NO_NUL_PATTERN},
-    )
+    password: GivenPassword
 
     @field_validator("email")
     @classmethod
     def normalise_email(cls, value: str) -> str:
         # The sign-up rule's normalisation, so the same string finds the same account.
         return normalise_email(_storable(value))
-
-    _password = field_validator("password")(_fits_bcrypt)
 
 
 # Body of POST /api/auth/refresh.
@@ -69,6 +90,35 @@ class RefreshRequest(RequestModel):
 # Optional body of POST /api/auth/logout: a refresh token whose session ends too.
 class LogoutRequest(RequestModel):
     refresh_token: str | None = None
+
+
+# Body of POST /api/auth/password.
+class PasswordChangeRequest(RequestModel):
+    current_password: GivenPassword
+    new_password: NewPassword
+
+
+# Body of DELETE /api/auth/me: the password, so that a stolen access token alone
+# cannot delete the account.
+class AccountDeletionRequest(RequestModel):
+    password: GivenPassword
+
+
+# One of the caller's live sessions (a login, or the sign-up's session).
+class SessionPublic(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
+    id: uuid.UUID
+    created_at: datetime
+    expires_at: datetime = Field(description="When it ends unless refreshed again")
+    current: bool = Field(description="Whether this request's access token belongs to it")
+
+
+# What GET /api/auth/sessions returns: the caller's live sessions, newest first.
+class SessionList(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
+    items: list[SessionPublic]
 
 
 # The token pair that signup, login and refresh return.

@@ -129,11 +129,109 @@ def revoke_sessions(
             col(AuthSession.id).in_(session_ids),
             col(AuthSession.user_id) == user_id,
             col(AuthSession.revoked_at).is_(None),
+            col(AuthSession.expires_at) > now,
         )
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount
+
+
+def live_sessions(session: Session, *, user_id: uuid.UUID, now: datetime) -> list[AuthSession]:
+    """The user's sessions that are neither revoked nor expired, newest first."""
+    return list(
+        session.exec(
+            select(AuthSession)
+            .where(
+                col(AuthSession.user_id) == user_id,
+                col(AuthSession.revoked_at).is_(None),
+                col(AuthSession.expires_at) > now,
+            )
+            .order_by(col(AuthSession.created_at).desc(), col(AuthSession.id).desc())
+        ).all()
+    )
+
+
+def set_password(
+    session: Session,
+    *,
+    user_id: uuid.UUID,
+    hashed_password: str,
+    keep_session_id: uuid.UUID,
+    now: datetime,
+) -> bool:
+    """Store a new hash and revoke every other session of the user, in the request's
+    transaction; False if the user or the kept session ended meanwhile (nothing to commit).
+
+    The UPDATE of the user row comes first: it serialises concurrent changes of one
+    user's password, and the check of the kept session, a statement after it, sees
+    what a change that committed first revoked (READ COMMITTED), so of two sessions
+    changing the password at once the second one finds itself revoked.
+    """
+    updated = session.exec(
+        sa.update(User)
+        .where(col(User.id) == user_id)
+        .values(hashed_password=hashed_password, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if updated.rowcount != 1:
+        return False
+    session.exec(
+        sa.update(AuthSession)
+        .where(
+            col(AuthSession.user_id) == user_id,
+            col(AuthSession.id) != keep_session_id,
+            col(AuthSession.revoked_at).is_(None),
+        )
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    kept = session.exec(
+        select(AuthSession.id).where(
+            col(AuthSession.id) == keep_session_id,
+            col(AuthSession.revoked_at).is_(None),
+            col(AuthSession.expires_at) > now,
+        )
+    ).first()
+    return kept is not None
+
+
+# First key of the advisory locks that serialise deletions of one account (the second is
+# a hash of the user id); the two-key form never meets the migrations' one-key lock.
+ACCOUNT_DELETION_LOCK = 17
+
+
+def wait_for_other_deletions(session: Session, *, user_id: uuid.UUID) -> None:
+    """On PostgreSQL, wait (until commit) for any other deletion of this account.
+
+    Taken before the user row's share lock (`CurrentUser`): two deletions that both held
+    it would each wait for the other's to lock the row FOR UPDATE, a deadlock. SQLite
+    has one writer at a time already.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = sa.func.hashtext(str(user_id))
+        session.exec(select(sa.func.pg_advisory_xact_lock(ACCOUNT_DELETION_LOCK, key)))
+
+
+def delete_user(session: Session, *, user_id: uuid.UUID, email: str) -> bool:
+    """Delete the user and every row that names them, in the request's transaction;
+    False if the user is already gone.
+
+    The user row is locked first (FOR UPDATE on PostgreSQL; SQLite has one writer at a
+    time anyway): a request of the user that already holds it (a task insert's
+    foreign-key check takes a share lock) finishes first and its rows are deleted
+    with the rest; one that comes later waits and then finds no user. Tables that
+    reference the user carry `ON DELETE CASCADE`; rows that name the user without a
+    foreign key (failed logins, keyed by email) are deleted here.
+    """
+    locked = session.exec(select(User.id).where(User.id == user_id).with_for_update()).first()
+    if locked is None:
+        return False
+    session.exec(sa.delete(LoginAttempt).where(col(LoginAttempt.email) == email))
+    session.exec(
+        sa.delete(User).where(col(User.id) == user_id).execution_options(synchronize_session=False)
+    )
+    return True
 
 
 # ---------------------------------------------------------------------------------------

@@ -55,11 +55,22 @@ _LIVE_SESSION_USER = (
         col(AuthSession.expires_at) > sa.bindparam("now"),
     )
 )
+# For a request that writes, the user row is also share-locked (FOR KEY SHARE on
+# PostgreSQL, which blocks only deleting the user or changing its key; SQLite has one
+# writer at a time anyway) until the request commits: an account deletion, which locks
+# the row FOR UPDATE, waits for the user's writes under way, and a write that starts
+# during a deletion waits for it and then finds no user (401). Without it, a write that
+# passed this check just before a deletion would find its task gone (404) or its row
+# refused (foreign key), instead of either completing first or getting 401.
+_LIVE_SESSION_USER_FOR_WRITE = _LIVE_SESSION_USER.with_for_update(
+    read=True, key_share=True, of=User
+)
 
 
 async def get_current_user(session: SessionDep, claims: AccessClaims) -> User:
+    query = _LIVE_SESSION_USER if session.info.get("read_only") else _LIVE_SESSION_USER_FOR_WRITE
     user = session.exec(
-        _LIVE_SESSION_USER,
+        query,
         params={
             "user_id": claims.user_id,
             "session_id": claims.session_id,

@@ -10,6 +10,7 @@ each take their own snapshot anyway.
 """
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncGenerator, Generator
@@ -376,6 +377,34 @@ async def database_unavailable(request: Request, error: Exception) -> JSONRespon
     return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": "5"})
 
 
+# SQLSTATE foreign_key_violation (psycopg2.errorcodes.FOREIGN_KEY_VIOLATION), and SQLite's
+# extended result code for the same (its `sqlite_errorcode`).
+_PG_FOREIGN_KEY_VIOLATION = "23503"
+
+
+def is_missing_reference(error: exc.IntegrityError) -> bool:
+    """Whether a write broke a foreign key: the row it refers to is gone."""
+    original = error.orig
+    if isinstance(original, sqlite3.IntegrityError):
+        return getattr(original, "sqlite_errorcode", None) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+    return getattr(original, "pgcode", None) == _PG_FOREIGN_KEY_VIOLATION
+
+
+async def user_gone(request: Request, error: Exception) -> JSONResponse:
+    """A write that names a user deleted while the request ran (every foreign key of the
+    schema references `user.id`): the caller's account and sessions are gone, so 401, as
+    the request would have got a moment later. Any other integrity error is a bug."""
+    if not (isinstance(error, exc.IntegrityError) and is_missing_reference(error)):
+        raise error
+    logger.info("write refused: the user was deleted meanwhile")
+    return JSONResponse(
+        status_code=401,
+        content={"detail": "Session expired or revoked"},
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 def install_database_error_handlers(app: FastAPI) -> None:
     for error_class in UNAVAILABLE_ERRORS:
         app.add_exception_handler(error_class, database_unavailable)
+    app.add_exception_handler(exc.IntegrityError, user_gone)

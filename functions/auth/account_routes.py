@@ -1,0 +1,192 @@
+"""`/api/auth/*` for a logged-in user's account: change the password, list and revoke
+sessions, delete the account. Routes are `async def` for the reason given in
+auth_routes.py."""
+
+import logging
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from auth_routes import errors, too_many_attempts
+from auth_schemas import AccountDeletionRequest, PasswordChangeRequest, SessionList, SessionPublic
+from auth_service import (
+    delete_user,
+    live_sessions,
+    release_login_attempt,
+    reserve_login_attempt,
+    revoke_sessions,
+    set_password,
+    wait_for_other_deletions,
+)
+from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
+from sqlmodel import Session
+
+from taskapi.auth import AccessClaims, CurrentUser, SourceIp, get_current_user, unauthorized
+from taskapi.db import SessionDep
+from taskapi.models import Detail, User, utcnow
+from taskapi.passwords import hash_password, verify_password
+
+logger = logging.getLogger("taskapi.auth")
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+WRONG_PASSWORD: dict[int | str, dict[str, Any]] = {
+    status.HTTP_403_FORBIDDEN: {
+        "model": Detail,
+        "description": "The password is wrong (it counts as a failed login)",
+    }
+}
+
+
+def confirm_password(
+    session: Session, source_ip: str, *, user: User, password: str, now: datetime
+) -> None:
+    """Refuse a password re-entered for a sensitive change unless it is right: 429 while
+    the email is locked out from this source, as at login; 403 for a wrong one, counted
+    as a failed login. The only place these routes touch login throttling.
+
+    The attempt is reserved as login reserves it (`reserve_login_attempt`), but inside
+    the route's transaction rather than committed before bcrypt: account deletion holds
+    the user's row lock from `get_user_to_delete` until it commits. A wrong password
+    commits the failure before answering; a right one gives the attempt back, committed
+    with the change itself.
+    """
+    retry_after = reserve_login_attempt(session, email=user.email, source_ip=source_ip, now=now)
+    if retry_after:
+        too_many_attempts(retry_after)
+    if not verify_password(password, user.hashed_password):
+        session.commit()
+        logger.info("password check failed", extra={"user_id": str(user.id)})
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "The password is wrong")
+    release_login_attempt(session, email=user.email, source_ip=source_ip)
+
+
+async def get_user_to_delete(session: SessionDep, claims: AccessClaims) -> User:
+    """`CurrentUser`, once no other deletion of the account is under way (a second click
+    of "delete" then finds no user: 401)."""
+    wait_for_other_deletions(session, user_id=claims.user_id)
+    return await get_current_user(session, claims)
+
+
+@router.post(
+    "/password",
+    response_model=Detail,
+    responses={
+        **WRONG_PASSWORD,
+        **errors(status.HTTP_401_UNAUTHORIZED, status.HTTP_429_TOO_MANY_REQUESTS),
+    },
+)
+async def change_password(
+    body: PasswordChangeRequest,
+    user: CurrentUser,
+    claims: AccessClaims,
+    session: SessionDep,
+    source_ip: SourceIp,
+) -> Detail:
+    """Set a new password; every other session of the user ends, this one stays."""
+    now = utcnow()
+    confirm_password(session, source_ip, user=user, password=body.current_password, now=now)
+    changed = set_password(
+        session,
+        user_id=user.id,
+        hashed_password=hash_password(body.new_password),
+        keep_session_id=claims.session_id,
+        now=now,
+    )
+    if not changed:
+        # The account was deleted or this session revoked while the request ran.
+        session.rollback()
+        unauthorized("Session expired or revoked")
+    session.commit()
+    logger.info(
+        "password changed",
+        extra={"user_id": str(user.id), "session_id": str(claims.session_id)},
+    )
+    return Detail(detail="Password changed")
+
+
+@router.get(
+    "/sessions",
+    response_model=SessionList,
+    responses={
+        status.HTTP_200_OK: {
+            # For clients and stateful API testing: a listed id is what revoke takes.
+            "links": {
+                "RevokeNewestSession": {
+                    "operationRef": "#/paths/~1api~1auth~1sessions~1{session_id}/delete",
+                    "parameters": {"session_id": "$response.body#/items/0/id"},
+                    "description": "Revoke the newest session (the first listed)",
+                }
+            }
+        },
+        **errors(status.HTTP_401_UNAUTHORIZED),
+    },
+)
+async def list_sessions(
+    user: CurrentUser, claims: AccessClaims, session: SessionDep
+) -> SessionList:
+    """The caller's live sessions (not revoked, not expired), newest first."""
+    found = live_sessions(session, user_id=user.id, now=utcnow())
+    return SessionList(
+        items=[
+            SessionPublic(
+                id=row.id,
+                created_at=row.created_at,
+                expires_at=row.expires_at,
+                current=row.id == claims.session_id,
+            )
+            for row in found
+        ]
+    )
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={
+        status.HTTP_404_NOT_FOUND: {
+            "model": Detail,
+            "description": "No live session of the caller has this id",
+        },
+        **errors(status.HTTP_401_UNAUTHORIZED),
+    },
+)
+async def revoke_session(
+    session_id: Annotated[uuid.UUID, Path(description="A session id from GET /sessions")],
+    user: CurrentUser,
+    session: SessionDep,
+) -> Response:
+    """End one of the caller's sessions: its tokens get 401 from then on (the current one
+    too: that is a logout)."""
+    # Another user's session is 404 like an unknown one: a session id reveals nothing.
+    if not revoke_sessions(session, user_id=user.id, session_ids={session_id}, now=utcnow()):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Session not found")
+    session.commit()
+    logger.info("session revoked", extra={"user_id": str(user.id), "session_id": str(session_id)})
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={
+        **WRONG_PASSWORD,
+        **errors(status.HTTP_401_UNAUTHORIZED, status.HTTP_429_TOO_MANY_REQUESTS),
+    },
+)
+async def delete_account(
+    body: AccountDeletionRequest,
+    user: Annotated[User, Depends(get_user_to_delete)],
+    session: SessionDep,
+    source_ip: SourceIp,
+) -> Response:
+    """Delete the account with its tasks and sessions, for good; the email is free again."""
+    confirm_password(session, source_ip, user=user, password=body.password, now=utcnow())
+    if not delete_user(session, user_id=user.id, email=user.email):
+        session.rollback()
+        unauthorized("Session expired or revoked")
+    session.commit()
+    logger.info("account deleted", extra={"user_id": str(user.id)})
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
