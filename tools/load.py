@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from localapi.server import free_port, stop_process
+from taskapi.settings import normalize_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(
         requests=args.requests,
         clients=args.clients,
-        admin_url=args.admin_url,
+        admin_url=normalize_database_url(args.admin_url),
         time_limit=args.time_limit,
         log_path=args.log,
         seed=args.seed,
