@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -42,23 +42,38 @@ class InvocationTimeoutError(TimeoutError):
     """The handler ran past its function's Timeout; its thread is abandoned, not killed."""
 
 
-def apply_environment(
-    template: Template, *, threads: int = 1, env_file: Path | str = ".env"
-) -> None:
-    """Set the template's environment variables, except those the developer set.
+class FunctionInitError(RuntimeError):
+    """A function failed to start (its module raised on import): the server does not serve."""
 
-    The shell and `.env` win over the local defaults, which win over the template: STAGE
-    is local whatever stage the template deploys, and the database pool holds a connection
-    per worker thread (a Lambda container serves one request at a time; this process
-    serves `threads`). All functions share this process, so a variable that two functions
-    set differently takes the first value, with a warning.
+    def __init__(self, function: Function, error: BaseException) -> None:
+        super().__init__(f"{function.name} cannot start: {type(error).__name__}: {error}")
+
+
+def developer_settings(env_file: Path | str = ".env") -> dict[str, str]:
+    """What the developer set: the shell's variables, then `.env`'s for the others."""
+    dotenv = {name: value for name, value in dotenv_values(env_file).items() if value is not None}
+    return {**dotenv, **os.environ}
+
+
+def apply_environment(
+    template: Template, *, threads: int = 1, settings: Mapping[str, str] | None = None
+) -> None:
+    """Set the developer's settings, then the template's environment for the rest.
+
+    `settings` (default: `developer_settings()`) win over the local defaults, which win
+    over the template: STAGE is local whatever stage the template deploys, and the
+    database pool holds a connection per worker thread (a Lambda container serves one
+    request at a time; this process serves `threads`). `.env`'s values go into the
+    environment too, so that a function reads them as it reads the shell's. All functions
+    share this process, so a variable that two functions set differently takes the first
+    value, with a warning.
     """
+    settings = developer_settings() if settings is None else settings
     local_defaults = {**LOCAL_DEFAULTS, "DATABASE_POOL_SIZE": str(threads)}
-    protected = set(os.environ) | set(dotenv_values(env_file))
     chosen: dict[str, tuple[str, str]] = {}
     for function in template.functions.values():
         for name, value in function.environment.items():
-            if name in protected or name in local_defaults:
+            if name in settings or name in local_defaults:
                 continue
             if name in chosen and chosen[name][0] != value:
                 logger.warning(
@@ -70,8 +85,8 @@ def apply_environment(
                     chosen[name][0],
                 )
             chosen.setdefault(name, (value, function.name))
-    local = {name: value for name, value in local_defaults.items() if name not in protected}
-    os.environ.update({**{name: value for name, (value, _) in chosen.items()}, **local})
+    local = {name: value for name, value in local_defaults.items() if name not in settings}
+    os.environ.update({**{name: value for name, (value, _) in chosen.items()}, **local, **settings})
 
 
 def _give_thread_an_event_loop() -> None:
@@ -144,12 +159,13 @@ class Runtime:
             raise InvocationTimeoutError(_timeout_message(function)) from None
 
     def warm_up(self) -> None:
-        """Import every function now, so that a broken one is reported at start-up."""
+        """Import every function now, as Lambda's init phase would: FunctionInitError for
+        the first that fails (a missing setting, broken code), before any request."""
         for function in self.template.functions.values():
             try:
                 self._executor.submit(self.handler, function).result()
-            except Exception:
-                logger.exception("%s failed to import; its requests get 502", function.name)
+            except Exception as error:
+                raise FunctionInitError(function, error) from error
 
     def close(self) -> None:
         # Abandoned (timed-out) handlers cannot be stopped: don't wait for them.

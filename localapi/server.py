@@ -6,7 +6,6 @@ over the 10 MB payload limit, 502 when the handler raises or returns something t
 a response, and 504 when it runs past its function's Timeout (see the README).
 """
 
-import asyncio
 import base64
 import json
 import logging
@@ -19,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from localapi.events import http_event
-from localapi.runtime import InvocationTimeoutError, Runtime, apply_environment
+from localapi.runtime import (
+    FunctionInitError,
+    InvocationTimeoutError,
+    Runtime,
+    apply_environment,
+    developer_settings,
+)
 from localapi.template import Cors, Route, Template, load_template
 
 logger = logging.getLogger("localapi")
@@ -175,7 +180,7 @@ class LocalApi:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await asyncio.to_thread(self.runtime.warm_up)
+                # The functions were imported before serving (`start`).
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.runtime.close()
@@ -255,18 +260,45 @@ def _event(scope: Scope, body: bytes, route: Route, parameters: dict[str, str]) 
 
 def create_app(template_path: Path | str = "template.yaml", *, threads: int = 16) -> LocalApi:
     """The app for a template, after setting the functions' environment in this process."""
-    template = load_template(template_path)
-    apply_environment(template, threads=threads)
+    settings = developer_settings()
+    template = load_template(template_path, settings)
+    apply_environment(template, threads=threads, settings=settings)
     return LocalApi(template, threads=threads)
 
 
+def start(template_path: Path | str, *, threads: int) -> LocalApi:
+    """The app with every function imported; FunctionInitError if one cannot start."""
+    api = create_app(template_path, threads=threads)
+    try:
+        api.runtime.warm_up()
+    except FunctionInitError:
+        api.runtime.close()
+        raise
+    return api
+
+
 def app_from_environment() -> LocalApi:
-    """`uvicorn --factory` entry point: the reloader starts a fresh process that calls it."""
+    """`uvicorn --factory` entry point: the reloader starts a fresh process that calls it.
+    A function that cannot start ends that process (status 1) after one line."""
     configure_logging()
-    return create_app(
-        os.environ.get("LOCALAPI_TEMPLATE", "template.yaml"),
-        threads=int(os.environ.get("LOCALAPI_THREADS", "16")),
-    )
+    try:
+        return start(
+            os.environ.get("LOCALAPI_TEMPLATE", "template.yaml"),
+            threads=int(os.environ.get("LOCALAPI_THREADS", "16")),
+        )
+    except FunctionInitError as error:
+        report(error, debug=os.environ.get("LOCALAPI_DEBUG") == "1")
+        raise SystemExit(1) from None
+
+
+def report(error: BaseException, *, debug: bool, traceback: bool = True) -> None:
+    """One line for an error that stops the server; its traceback only when debugging."""
+    if debug:
+        logger.error("%s", error, exc_info=error)
+    elif traceback:
+        logger.error("%s (--debug shows the traceback)", error)
+    else:
+        logger.error("%s", error)
 
 
 def configure_logging() -> None:

@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 
 from localapi.reload import CodeReload
+from localapi.runtime import apply_environment, developer_settings
 from localapi.server import InvalidResponseError, free_port, http_response, stop_process
 from localapi.template import Route, load_template
 
@@ -147,7 +148,8 @@ def handler(event, context):
         "timeout_ms": context.get_remaining_time_in_millis(),
         "function_name": context.function_name,
         "env": {name: os.environ.get(name) for name in (
-            "STAGE", "GREETING", "FROM_SHELL", "FROM_DOTENV", "SECRET_ARN", "ONLY_ECHO"
+            "STAGE", "GREETING", "FROM_SHELL", "FROM_DOTENV", "SECRET_ARN", "ONLY_ECHO",
+            "DATABASE_POOL_SIZE",
         )},
     }
     return {
@@ -269,7 +271,14 @@ def toy_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def toy(toy_template: Path) -> Iterator[tuple[httpx.Client, Path]]:
     env: dict[str, str | None] = {"FROM_SHELL": "shell"}
-    for name in ("STAGE", "FROM_DOTENV", "GREETING", "ONLY_ECHO", "SECRET_ARN"):
+    for name in (
+        "STAGE",
+        "FROM_DOTENV",
+        "GREETING",
+        "ONLY_ECHO",
+        "SECRET_ARN",
+        "DATABASE_POOL_SIZE",
+    ):
         env[name] = None
     with local_server(toy_template, env=env) as running:
         yield running
@@ -573,19 +582,71 @@ def test_bodies_over_10_mb_get_413(client: httpx.Client) -> None:
 
 def test_environment_layers_and_same_named_modules(client: httpx.Client) -> None:
     echo = client.get("/echo/env").json()
-    # The developer's shell and .env win; STAGE is local, whatever the template deploys.
+    # The developer's shell and .env win over the template, and reach the function as
+    # variables; STAGE is local, whatever the template deploys; the pool holds a
+    # connection per worker thread (16); what needs AWS stays unset.
     assert echo["env"] == {
         "STAGE": "local",
         "GREETING": echo["env"]["GREETING"],
         "FROM_SHELL": "shell",
-        "FROM_DOTENV": None,
+        "FROM_DOTENV": "dotenv",
         "SECRET_ARN": None,
         "ONLY_ECHO": "yes-echo",
+        "DATABASE_POOL_SIZE": "16",
     }
     assert echo["env"]["GREETING"].startswith("hello from ")
     assert (echo["function"], echo["layer"]) == ("echo", "toy layer")
     # Both functions are `app.py`: each answers with its own.
     assert client.get("/asgi/identity").json() == {"function": "asgi", "layer": "toy layer"}
+
+
+@pytest.mark.parametrize("layer", ["shell", ".env", "template"])
+def test_every_setting_the_template_sets_takes_the_shell_then_env_then_the_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layer: str
+) -> None:
+    """Each variable of the real template's environment, at each layer of precedence."""
+    # apply_environment writes os.environ: give it a copy that the test throws away.
+    monkeypatch.setattr(os, "environ", os.environ.copy())
+    template = load_template(ROOT / "template.yaml")
+    names = sorted({name for f in template.functions.values() for name in f.environment})
+    assert {"CORS_ORIGINS", "BCRYPT_ROUNDS", "LOG_LEVEL", "STAGE"} <= set(names)
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    if layer != "template":
+        (tmp_path / ".env").write_text("".join(f"{name}=from-dotenv\n" for name in names))
+    if layer == "shell":
+        for name in names:
+            monkeypatch.setenv(name, "from-shell")
+    settings = developer_settings()
+    apply_environment(load_template(ROOT / "template.yaml", settings), threads=3, settings=settings)
+    for name in names:
+        if layer != "template":
+            assert os.environ[name] == ("from-shell" if layer == "shell" else "from-dotenv"), name
+            continue
+        # Neither set: the local defaults, then the template's values.
+        local = {"STAGE": "local", "DATABASE_POOL_SIZE": "3"}
+        expected = local.get(name) or next(
+            f.environment[name] for f in template.functions.values() if name in f.environment
+        )
+        assert os.environ[name] == expected, name
+
+
+def test_a_variable_set_to_a_parameter_gives_the_parameter_the_developers_value() -> None:
+    """CORS_ORIGINS is `!Ref CorsOrigins`: the HttpApi's CORS configuration follows it."""
+    path = ROOT / "template.yaml"
+    default = load_template(path).cors
+    assert default is not None
+    assert default.allow_origins == ("*",)
+    chosen = load_template(path, {"CORS_ORIGINS": "http://a.example,http://b.example"}).cors
+    assert chosen is not None
+    assert chosen.allow_origins == ("http://a.example", "http://b.example")
+    assert chosen.allow_methods == default.allow_methods
+    # Empty: the template's HasCors condition is false, as in a deploy with CorsOrigins "".
+    assert load_template(path, {"CORS_ORIGINS": ""}).cors is None
+    # The variable itself, and the other functions' values of that parameter, agree.
+    template = load_template(path, {"BCRYPT_ROUNDS": "5"})
+    assert {f.environment["BCRYPT_ROUNDS"] for f in template.functions.values()} == {"5"}
 
 
 def test_a_parallel_burst_is_served_concurrently_without_errors(client: httpx.Client) -> None:
