@@ -52,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     for command in (parser, serve):
         command.add_argument("--host", default="127.0.0.1")
         command.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
-        command.add_argument("--threads", type=int, default=16, help="handler worker threads")
+        command.add_argument(
+            "--workers",
+            type=int,
+            default=0,
+            help="worker processes per function, each serving one request (default: one per core)",
+        )
         command.add_argument("--reload", action="store_true", help="restart when code changes")
         command.add_argument(
             "--log-level",
@@ -81,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace, *, debug: bool) -> int:
     template = load_template(args.template, developer_settings())
+    # Read by the reloader's server process and by the workers, which report init errors.
+    os.environ["LOCALAPI_DEBUG"] = "1" if debug else "0"
     # Bound before the banner, so that a busy port is said at once, and said alone.
     listener = _bind(args.host, args.port)
     if not args.reload:
-        app = start(args.template, threads=args.threads)
+        app = start(args.template, workers=args.workers)
         _print_banner(template, args.host, args.port)
         server = uvicorn.Server(
             uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)
@@ -94,8 +101,7 @@ def _serve(args: argparse.Namespace, *, debug: bool) -> int:
     _print_banner(template, args.host, args.port)
     # The reloader runs the app in a child process, which builds it from these variables.
     os.environ["LOCALAPI_TEMPLATE"] = str(template.path)
-    os.environ["LOCALAPI_THREADS"] = str(args.threads)
-    os.environ["LOCALAPI_DEBUG"] = "1" if debug else "0"
+    os.environ["LOCALAPI_WORKERS"] = str(args.workers)
     config = uvicorn.Config(
         "localapi.server:app_from_environment",
         factory=True,

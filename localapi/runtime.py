@@ -45,8 +45,10 @@ class InvocationTimeoutError(TimeoutError):
 class FunctionInitError(RuntimeError):
     """A function failed to start (its module raised on import): the server does not serve."""
 
-    def __init__(self, function: Function, error: BaseException) -> None:
-        super().__init__(f"{function.name} cannot start: {type(error).__name__}: {error}")
+    def __init__(self, function: Function, error: BaseException | str) -> None:
+        # A string: the error as a worker process described it ("Type: message").
+        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        super().__init__(f"{function.name} cannot start: {reason}")
 
 
 def developer_settings(env_file: Path | str = ".env") -> dict[str, str]:

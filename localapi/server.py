@@ -18,14 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from localapi.events import http_event
-from localapi.runtime import (
-    FunctionInitError,
-    InvocationTimeoutError,
-    Runtime,
-    apply_environment,
-    developer_settings,
-)
+from localapi.runtime import FunctionInitError, InvocationTimeoutError, developer_settings
 from localapi.template import Cors, Route, Template, load_template
+from localapi.workers import ProcessRuntime, WorkerError
 
 logger = logging.getLogger("localapi")
 
@@ -108,10 +103,10 @@ def stop_process(process: "subprocess.Popen[Any]", *, grace: float = 10) -> None
 class LocalApi:
     """The ASGI application: `uvicorn` serves it (see `localapi.__main__`)."""
 
-    def __init__(self, template: Template, *, threads: int = 16) -> None:
+    def __init__(self, template: Template, runtime: ProcessRuntime) -> None:
         self.template = template
         self.routes = template.routes
-        self.runtime = Runtime(template, threads=threads)
+        self.runtime = runtime
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         for route in self.routes:
@@ -169,8 +164,14 @@ class LocalApi:
         try:
             status, headers, content = http_response(await self.runtime.invoke(function, event))
         except InvocationTimeoutError as exc:
-            logger.error("%s (request %s); its thread is abandoned, still running", exc, request_id)
+            logger.error("%s (request %s); its worker was killed", exc, request_id)
             status, headers, content = gateway_error(504, "Service Unavailable")
+        except WorkerError as exc:
+            # The worker logged the traceback; this line ties it to the request.
+            logger.error(
+                "%s failed (request %s, %s): %s", function.name, request_id, route.key, exc
+            )
+            status, headers, content = gateway_error(502, "Internal Server Error")
         except Exception:
             logger.exception("%s failed (request %s, %s)", function.name, request_id, route.key)
             status, headers, content = gateway_error(502, "Internal Server Error")
@@ -258,17 +259,21 @@ def _event(scope: Scope, body: bytes, route: Route, parameters: dict[str, str]) 
     )
 
 
-def create_app(template_path: Path | str = "template.yaml", *, threads: int = 16) -> LocalApi:
-    """The app for a template, after setting the functions' environment in this process."""
+def create_app(template_path: Path | str = "template.yaml", *, workers: int = 0) -> LocalApi:
+    """The app for a template: `workers` processes per function (0: one per core)."""
     settings = developer_settings()
     template = load_template(template_path, settings)
-    apply_environment(template, threads=threads, settings=settings)
-    return LocalApi(template, threads=threads)
+    runtime = ProcessRuntime(template, settings, workers=workers or default_workers())
+    return LocalApi(template, runtime)
 
 
-def start(template_path: Path | str, *, threads: int) -> LocalApi:
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def start(template_path: Path | str, *, workers: int) -> LocalApi:
     """The app with every function imported; FunctionInitError if one cannot start."""
-    api = create_app(template_path, threads=threads)
+    api = create_app(template_path, workers=workers)
     try:
         api.runtime.warm_up()
     except FunctionInitError:
@@ -284,7 +289,7 @@ def app_from_environment() -> LocalApi:
     try:
         return start(
             os.environ.get("LOCALAPI_TEMPLATE", "template.yaml"),
-            threads=int(os.environ.get("LOCALAPI_THREADS", "16")),
+            workers=int(os.environ.get("LOCALAPI_WORKERS", "0")),
         )
     except FunctionInitError as error:
         report(error, debug=os.environ.get("LOCALAPI_DEBUG") == "1")

@@ -109,7 +109,7 @@ def make_run(clone: Path, *args: str, **settings: str) -> Iterator[Running]:
         )
     try:
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while True:
             if process.poll() is not None:
                 pytest.fail(f"make run exited with {process.returncode}:\n{log.read_text()}")
