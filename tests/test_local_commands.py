@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +152,8 @@ def bcrypt_cost(clone: Path, client: httpx.Client, email: str) -> int:
     """Sign up, and read the cost the password was hashed at from the SQLite file."""
     body = {"email": email, "name": "Cost", "password": "correct horse battery"}
     assert client.post("/api/auth/signup", json=body).status_code == 201
-    with sqlite3.connect(clone / "taskapi.db") as connection:
+    # closing(): sqlite3's own context manager commits but leaves the file open.
+    with closing(sqlite3.connect(clone / "taskapi.db")) as connection:
         (hashed,) = connection.execute(
             'SELECT hashed_password FROM "user" WHERE email = ?', (email,)
         ).fetchone()
