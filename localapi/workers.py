@@ -103,7 +103,13 @@ class Worker:
         if not self.connection.poll(timeout):
             self.kill()
             raise FunctionInitError(self.function, TimeoutError(f"init past {timeout:g} s"))
-        self._check_ready(self.connection.recv())
+        try:
+            reply = self.connection.recv()
+        except EOFError:
+            self.kill()
+            code = self.process.exitcode
+            raise FunctionInitError(self.function, f"its process exited ({code})") from None
+        self._check_ready(reply)
 
     async def ready(self) -> None:
         reply = await asyncio.wait_for(self.receive(), INIT_TIMEOUT_SECONDS)
