@@ -1,6 +1,7 @@
 """Runs the template's real handlers in this process, as the Lambda runtime would: each
 function imported once (its "container"), called with a Lambda-like context, bounded by
-the function's Timeout."""
+the function's Timeout. `python -m localapi invoke` uses it; the server runs each function
+in worker processes instead (`localapi.workers`), which import it with `_import_handler`."""
 
 import asyncio
 import importlib.util
@@ -8,7 +9,6 @@ import logging
 import os
 import sys
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,15 +27,6 @@ Handler = Callable[[Any, Any], Any]
 
 # The local server is a developer's machine, whatever stage the template deploys.
 LOCAL_DEFAULTS = {"STAGE": "local"}
-
-# How long the server's thread waits for a handler, blocked, before it goes back to its
-# other requests. A thread blocked on a lock leaves the GIL to the handler's thread; one
-# back in its event loop takes the GIL whenever the handler releases it (at each database
-# call), and that trading cost 5 to 15 % of the throughput at 8 clients (bench/
-# localapi_throughput.py). Nearly every invocation ends well within the wait; a slower one
-# (bcrypt in a login, a cold start) holds the other requests up this long at most, then
-# runs alongside them.
-BLOCKING_WAIT_SECONDS = 0.05
 
 
 class InvocationTimeoutError(TimeoutError):
@@ -132,25 +123,6 @@ class Runtime:
     def _call(self, function: Function, event: Any, context: LambdaContext) -> Any:
         return self.handler(function)(event, context)
 
-    async def invoke(self, function: Function, event: Any) -> Any:
-        """The handler's result; its exception; or InvocationTimeoutError past its Timeout.
-
-        Blocks the calling event loop for up to BLOCKING_WAIT_SECONDS, on purpose.
-        """
-        deadline = time.monotonic() + function.timeout
-        future = self.submit(function, event)
-        try:
-            return future.result(timeout=min(BLOCKING_WAIT_SECONDS, function.timeout))
-        except TimeoutError:
-            if future.done():  # it just finished, or raised TimeoutError itself
-                return future.result()
-        waiting = asyncio.wrap_future(future)
-        done, _ = await asyncio.wait([waiting], timeout=max(0, deadline - time.monotonic()))
-        if not done:
-            waiting.cancel()
-            raise InvocationTimeoutError(_timeout_message(function))
-        return future.result()
-
     def invoke_sync(self, function: Function, event: Any) -> Any:
         future = self.submit(function, event)
         try:
@@ -159,15 +131,6 @@ class Runtime:
             if future.done():  # it just finished, or raised TimeoutError itself
                 return future.result()
             raise InvocationTimeoutError(_timeout_message(function)) from None
-
-    def warm_up(self) -> None:
-        """Import every function now, as Lambda's init phase would: FunctionInitError for
-        the first that fails (a missing setting, broken code), before any request."""
-        for function in self.template.functions.values():
-            try:
-                self._executor.submit(self.handler, function).result()
-            except Exception as error:
-                raise FunctionInitError(function, error) from error
 
     def close(self) -> None:
         # Abandoned (timed-out) handlers cannot be stopped: don't wait for them.
