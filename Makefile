@@ -13,7 +13,7 @@ FUNCTION_DIRS := $(wildcard functions/*)
 .PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 emulator-deploy
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(BIN)/.installed: requirements-dev.txt shared/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,32 +40,34 @@ $(PY313_VENV)/.installed: requirements-dev.txt shared/requirements.txt
 test-py313: $(PY313_VENV)/.installed  ## pytest on Python 3.13, the Lambda runtime's version
 	$(PY313_VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-run: venv migrate  ## Serve the whole API at http://127.0.0.1:3000 (PORT changes it)
-	$(BIN)/python -m localapi --port $(PORT) --reload
+# ARGS go to the server: make run ARGS='--log-level warning' (python -m localapi --help).
+run: venv migrate  ## Serve the whole API at http://127.0.0.1:3000 (PORT changes it, ARGS adds options)
+	@$(BIN)/python -m localapi --port $(PORT) --reload $(ARGS)
 
 invoke: venv  ## Call one function with an event: make invoke FUNCTION=HealthFunction EVENT=events/x.json
+	@test -n "$(FUNCTION)" || { echo "Name the function: make invoke FUNCTION=HealthFunction EVENT=events/schedule-health.json (EVENT=- reads stdin; without EVENT the event is {})" >&2; exit 2; }
 	@$(BIN)/python -m localapi invoke $(FUNCTION) $(EVENT)
 
-migrate: venv  ## Upgrade the configured database (local SQLite file by default) to head
-	$(BIN)/alembic upgrade head
+migrate: venv  ## Upgrade the configured database (local SQLite file by default) to head, in one line
+	@$(BIN)/python tools/migrate.py $(filter --debug,$(ARGS))
 
 openapi: venv  ## Regenerate the API's OpenAPI document and migration head that HealthFunction ships
 	$(BIN)/python tools/generate.py
 
 test: lint typecheck pytest  ## ruff, mypy and pytest: what CI runs
 
-lint: venv
+lint: venv  ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: venv
+typecheck: venv  ## mypy --strict: the layer, localapi, migrations, tests, tools, each function
 	$(BIN)/mypy shared/taskapi localapi migrations tests tools
 	@for dir in $(FUNCTION_DIRS); do echo "mypy $$dir"; $(BIN)/mypy $$dir || exit 1; done
 
 # pytest workers: one per core by default; PYTEST_WORKERS=0 runs in this process (pdb, -s).
 PYTEST_WORKERS ?= auto
 
-pytest: venv
+pytest: venv  ## pytest alone (PYTEST_ARGS passes options, PYTEST_WORKERS=0 runs in one process)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 fuzz: venv  ## Generated requests from the OpenAPI document, longer than make test's run (FUZZ_EXAMPLES per operation)

@@ -2,11 +2,14 @@
 
 import contextlib
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
 from uvicorn.supervisors.basereload import BaseReload
 from uvicorn.supervisors.statreload import StatReload
+
+logger = logging.getLogger("localapi")
 
 
 class CodeReload(StatReload):
@@ -23,6 +26,11 @@ class CodeReload(StatReload):
     It also restarts when a module is added or removed, which StatReload ignores.
     """
 
+    # The status `python -m localapi` exits with: 1 when the server's first process failed.
+    exit_code = 0
+    _reloaded = False
+    _reported_exit = False
+
     def startup(self) -> None:
         self.reloader_name = "CodeReload"  # in uvicorn's "Started reloader process" line
         self.mtimes = self.scan()
@@ -30,6 +38,7 @@ class CodeReload(StatReload):
 
     def should_restart(self) -> list[Path] | None:
         self.pause()
+        self._notice_an_exited_server()
         times = self.scan()
         files = times.keys() | self.mtimes.keys()
         changed = sorted(file for file in files if times.get(file) != self.mtimes.get(file))
@@ -41,9 +50,33 @@ class CodeReload(StatReload):
                 os.unlink(importlib.util.cache_from_source(str(file)))
         return changed
 
+    def _notice_an_exited_server(self) -> None:
+        """The server's process ended by itself: it could not start (it said why).
+
+        At the first start that ends the reloader too, with the process's status; after a
+        reload the cause is most likely the code just saved, so the next save restarts it.
+        """
+        if self.process.is_alive() or self._reported_exit:
+            return
+        self._reported_exit = True
+        if not self._reloaded:
+            self.exit_code = self.process.exitcode or 1
+            raise StopIteration
+        logger.warning("The server stopped; it restarts at the next save of its code")
+
     def restart(self) -> None:
+        self._reloaded, self._reported_exit = True, False
         # Past StatReload's own, which would forget the times just taken.
         BaseReload.restart(self)
+
+    def shutdown(self) -> None:
+        if not self.exit_code:
+            super().shutdown()
+            return
+        # Without uvicorn's "Stopping reloader" line: the server's own error stays the last.
+        self.process.join()
+        for sock in self.sockets:
+            sock.close()
 
     def scan(self) -> dict[Path, float]:
         times = {}

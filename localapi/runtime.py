@@ -1,6 +1,7 @@
 """Runs the template's real handlers in this process, as the Lambda runtime would: each
 function imported once (its "container"), called with a Lambda-like context, bounded by
-the function's Timeout."""
+the function's Timeout. `python -m localapi invoke` uses it; the server runs each function
+in worker processes instead (`localapi.workers`), which import it with `_import_handler`."""
 
 import asyncio
 import importlib.util
@@ -8,9 +9,8 @@ import logging
 import os
 import sys
 import threading
-import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -28,37 +28,45 @@ Handler = Callable[[Any, Any], Any]
 # The local server is a developer's machine, whatever stage the template deploys.
 LOCAL_DEFAULTS = {"STAGE": "local"}
 
-# How long the server's thread waits for a handler, blocked, before it goes back to its
-# other requests. A thread blocked on a lock leaves the GIL to the handler's thread; one
-# back in its event loop takes the GIL whenever the handler releases it (at each database
-# call), and that trading cost 5 to 15 % of the throughput at 8 clients (bench/
-# localapi_throughput.py). Nearly every invocation ends well within the wait; a slower one
-# (bcrypt in a login, a cold start) holds the other requests up this long at most, then
-# runs alongside them.
-BLOCKING_WAIT_SECONDS = 0.05
-
 
 class InvocationTimeoutError(TimeoutError):
     """The handler ran past its function's Timeout; its thread is abandoned, not killed."""
 
 
-def apply_environment(
-    template: Template, *, threads: int = 1, env_file: Path | str = ".env"
-) -> None:
-    """Set the template's environment variables, except those the developer set.
+class FunctionInitError(RuntimeError):
+    """A function failed to start (its module raised on import): the server does not serve."""
 
-    The shell and `.env` win over the local defaults, which win over the template: STAGE
-    is local whatever stage the template deploys, and the database pool holds a connection
-    per worker thread (a Lambda container serves one request at a time; this process
-    serves `threads`). All functions share this process, so a variable that two functions
-    set differently takes the first value, with a warning.
+    def __init__(self, function: Function, error: BaseException | str) -> None:
+        # A string: the error as a worker process described it ("Type: message").
+        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        super().__init__(f"{function.name} cannot start: {reason}")
+
+
+def developer_settings(env_file: Path | str = ".env") -> dict[str, str]:
+    """What the developer set: the shell's variables, then `.env`'s for the others."""
+    dotenv = {name: value for name, value in dotenv_values(env_file).items() if value is not None}
+    return {**dotenv, **os.environ}
+
+
+def apply_environment(
+    template: Template, *, threads: int = 1, settings: Mapping[str, str] | None = None
+) -> None:
+    """Set the developer's settings, then the template's environment for the rest.
+
+    `settings` (default: `developer_settings()`) win over the local defaults, which win
+    over the template: STAGE is local whatever stage the template deploys, and the
+    database pool holds a connection per worker thread (a Lambda container serves one
+    request at a time; this process serves `threads`). `.env`'s values go into the
+    environment too, so that a function reads them as it reads the shell's. All functions
+    share this process, so a variable that two functions set differently takes the first
+    value, with a warning.
     """
+    settings = developer_settings() if settings is None else settings
     local_defaults = {**LOCAL_DEFAULTS, "DATABASE_POOL_SIZE": str(threads)}
-    protected = set(os.environ) | set(dotenv_values(env_file))
     chosen: dict[str, tuple[str, str]] = {}
     for function in template.functions.values():
         for name, value in function.environment.items():
-            if name in protected or name in local_defaults:
+            if name in settings or name in local_defaults:
                 continue
             if name in chosen and chosen[name][0] != value:
                 logger.warning(
@@ -70,8 +78,8 @@ def apply_environment(
                     chosen[name][0],
                 )
             chosen.setdefault(name, (value, function.name))
-    local = {name: value for name, value in local_defaults.items() if name not in protected}
-    os.environ.update({**{name: value for name, (value, _) in chosen.items()}, **local})
+    local = {name: value for name, value in local_defaults.items() if name not in settings}
+    os.environ.update({**{name: value for name, (value, _) in chosen.items()}, **local, **settings})
 
 
 def _give_thread_an_event_loop() -> None:
@@ -115,25 +123,6 @@ class Runtime:
     def _call(self, function: Function, event: Any, context: LambdaContext) -> Any:
         return self.handler(function)(event, context)
 
-    async def invoke(self, function: Function, event: Any) -> Any:
-        """The handler's result; its exception; or InvocationTimeoutError past its Timeout.
-
-        Blocks the calling event loop for up to BLOCKING_WAIT_SECONDS, on purpose.
-        """
-        deadline = time.monotonic() + function.timeout
-        future = self.submit(function, event)
-        try:
-            return future.result(timeout=min(BLOCKING_WAIT_SECONDS, function.timeout))
-        except TimeoutError:
-            if future.done():  # it just finished, or raised TimeoutError itself
-                return future.result()
-        waiting = asyncio.wrap_future(future)
-        done, _ = await asyncio.wait([waiting], timeout=max(0, deadline - time.monotonic()))
-        if not done:
-            waiting.cancel()
-            raise InvocationTimeoutError(_timeout_message(function))
-        return future.result()
-
     def invoke_sync(self, function: Function, event: Any) -> Any:
         future = self.submit(function, event)
         try:
@@ -142,14 +131,6 @@ class Runtime:
             if future.done():  # it just finished, or raised TimeoutError itself
                 return future.result()
             raise InvocationTimeoutError(_timeout_message(function)) from None
-
-    def warm_up(self) -> None:
-        """Import every function now, so that a broken one is reported at start-up."""
-        for function in self.template.functions.values():
-            try:
-                self._executor.submit(self.handler, function).result()
-            except Exception:
-                logger.exception("%s failed to import; its requests get 502", function.name)
 
     def close(self) -> None:
         # Abandoned (timed-out) handlers cannot be stopped: don't wait for them.

@@ -6,7 +6,6 @@ over the 10 MB payload limit, 502 when the handler raises or returns something t
 a response, and 504 when it runs past its function's Timeout (see the README).
 """
 
-import asyncio
 import base64
 import json
 import logging
@@ -19,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from localapi.events import http_event
-from localapi.runtime import InvocationTimeoutError, Runtime, apply_environment
+from localapi.runtime import FunctionInitError, InvocationTimeoutError, developer_settings
 from localapi.template import Cors, Route, Template, load_template
+from localapi.workers import ProcessRuntime, WorkerError
 
 logger = logging.getLogger("localapi")
 
@@ -103,10 +103,12 @@ def stop_process(process: "subprocess.Popen[Any]", *, grace: float = 10) -> None
 class LocalApi:
     """The ASGI application: `uvicorn` serves it (see `localapi.__main__`)."""
 
-    def __init__(self, template: Template, *, threads: int = 16, stage: str | None = None) -> None:
+    def __init__(
+        self, template: Template, runtime: ProcessRuntime, *, stage: str | None = None
+    ) -> None:
         self.template = template
         self.routes = template.routes
-        self.runtime = Runtime(template, threads=threads)
+        self.runtime = runtime
         # A named stage (`--stage dev`): served under `/dev`, as API Gateway serves one.
         self.stage = stage
 
@@ -173,8 +175,14 @@ class LocalApi:
         try:
             status, headers, content = http_response(await self.runtime.invoke(function, event))
         except InvocationTimeoutError as exc:
-            logger.error("%s (request %s); its thread is abandoned, still running", exc, request_id)
+            logger.error("%s (request %s); its worker was killed", exc, request_id)
             status, headers, content = gateway_error(504, "Service Unavailable")
+        except WorkerError as exc:
+            # The worker logged the traceback; this line ties it to the request.
+            logger.error(
+                "%s failed (request %s, %s): %s", function.name, request_id, route.key, exc
+            )
+            status, headers, content = gateway_error(502, "Internal Server Error")
         except Exception:
             logger.exception("%s failed (request %s, %s)", function.name, request_id, route.key)
             status, headers, content = gateway_error(502, "Internal Server Error")
@@ -184,7 +192,7 @@ class LocalApi:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await asyncio.to_thread(self.runtime.warm_up)
+                # The functions were imported before serving (`start`).
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.runtime.close()
@@ -266,22 +274,53 @@ def _event(
 
 
 def create_app(
-    template_path: Path | str = "template.yaml", *, threads: int = 16, stage: str | None = None
+    template_path: Path | str = "template.yaml", *, workers: int = 0, stage: str | None = None
 ) -> LocalApi:
-    """The app for a template, after setting the functions' environment in this process."""
-    template = load_template(template_path)
-    apply_environment(template, threads=threads)
-    return LocalApi(template, threads=threads, stage=stage)
+    """The app for a template: `workers` processes per function (0: one per core)."""
+    settings = developer_settings()
+    template = load_template(template_path, settings)
+    runtime = ProcessRuntime(template, settings, workers=workers or default_workers())
+    return LocalApi(template, runtime, stage=stage)
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def start(template_path: Path | str, *, workers: int, stage: str | None = None) -> LocalApi:
+    """The app with every function imported; FunctionInitError if one cannot start."""
+    api = create_app(template_path, workers=workers, stage=stage)
+    try:
+        api.runtime.warm_up()
+    except FunctionInitError:
+        api.runtime.close()
+        raise
+    return api
 
 
 def app_from_environment() -> LocalApi:
-    """`uvicorn --factory` entry point: the reloader starts a fresh process that calls it."""
+    """`uvicorn --factory` entry point: the reloader starts a fresh process that calls it.
+    A function that cannot start ends that process (status 1) after one line."""
     configure_logging()
-    return create_app(
-        os.environ.get("LOCALAPI_TEMPLATE", "template.yaml"),
-        threads=int(os.environ.get("LOCALAPI_THREADS", "16")),
-        stage=os.environ.get("LOCALAPI_STAGE") or None,
-    )
+    try:
+        return start(
+            os.environ.get("LOCALAPI_TEMPLATE", "template.yaml"),
+            workers=int(os.environ.get("LOCALAPI_WORKERS", "0")),
+            stage=os.environ.get("LOCALAPI_STAGE") or None,
+        )
+    except FunctionInitError as error:
+        report(error, debug=os.environ.get("LOCALAPI_DEBUG") == "1")
+        raise SystemExit(1) from None
+
+
+def report(error: BaseException, *, debug: bool, traceback: bool = True) -> None:
+    """One line for an error that stops the server; its traceback only when debugging."""
+    if debug:
+        logger.error("%s", error, exc_info=error)
+    elif traceback:
+        logger.error("%s (--debug shows the traceback)", error)
+    else:
+        logger.error("%s", error)
 
 
 def configure_logging() -> None:

@@ -4,6 +4,7 @@ timeouts, and the HTTP API routes that reach them."""
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,8 @@ class Template:
     path: Path
     functions: dict[str, Function]
     cors: Cors | None = None
+    # Environment variables left unset: their values need AWS (a secret's ARN...).
+    unresolved: tuple[str, ...] = ()
 
     @property
     def routes(self) -> list[Route]:
@@ -173,7 +176,12 @@ class Template:
             raise TemplateError(f"No function {name!r} in {self.path} (known: {known})") from None
 
 
-def load_template(path: Path | str) -> Template:
+def load_template(path: Path | str, settings: Mapping[str, str] | None = None) -> Template:
+    """The template, with its parameters at their defaults, except where `settings` (what
+    the developer set: shell and `.env`) give a value to an environment variable that
+    takes a parameter whole (`CORS_ORIGINS: !Ref CorsOrigins`): that parameter then has the
+    developer's value everywhere it is used, in conditions and the CORS configuration too,
+    as a deploy with that parameter would."""
     path = Path(path).resolve()
     with path.open() as file:
         document = yaml.load(file, Loader=_CloudFormationLoader)  # noqa: S506 (safe loader + tags)
@@ -183,6 +191,8 @@ def load_template(path: Path | str) -> Template:
     parameters: dict[str, Any] = document.get("Parameters") or {}
     defaults: dict[str, Any] = (document.get("Globals") or {}).get("Function") or {}
     resolver = _Resolver(parameters, document.get("Conditions") or {})
+    if settings:
+        resolver.override(_parameters_taken_whole(defaults, resources, parameters), settings)
     functions = {}
     for name, resource in resources.items():
         if resource.get("Type") != "AWS::Serverless::Function":
@@ -206,10 +216,20 @@ def load_template(path: Path | str) -> Template:
             memory=int(resolver.number(properties.get("MemorySize"), DEFAULT_MEMORY)),
             routes=tuple(_routes(name, properties.get("Events") or {})),
         )
-    if resolver.unresolved:
-        names = ", ".join(sorted(resolver.unresolved))
-        logger.info("Not set locally (their values need AWS): %s", names)
-    return Template(path, functions, _cors(resources, resolver))
+    return Template(path, functions, _cors(resources, resolver), tuple(sorted(resolver.unresolved)))
+
+
+def _parameters_taken_whole(
+    defaults: dict[str, Any], resources: dict[str, Any], parameters: dict[str, Any]
+) -> dict[str, str]:
+    """Environment variable -> the parameter it is set to with a bare `!Ref`."""
+    taken = {}
+    functions = [r for r in resources.values() if r.get("Type") == "AWS::Serverless::Function"]
+    for properties in [defaults, *(f.get("Properties") or {} for f in functions)]:
+        for name, value in _variables(properties).items():
+            if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in parameters:
+                taken[name] = str(value["Ref"])
+    return taken
 
 
 def _cors(resources: dict[str, Any], resolver: "_Resolver") -> Cors | None:
@@ -291,6 +311,12 @@ class _Resolver:
                 "AWS::StackName": "local",
             }
         )
+
+    def override(self, taken: dict[str, str], settings: Mapping[str, str]) -> None:
+        """Give each parameter in `taken` the value `settings` has for its variable."""
+        for variable, parameter in taken.items():
+            if variable in settings:
+                self.values[parameter] = settings[variable]
 
     def environment(self, function: str, variables: dict[str, Any]) -> dict[str, str]:
         resolved = {}

@@ -24,7 +24,7 @@ from localapi.events import LambdaContext, http_event
 from localapi.runtime import import_file
 from taskapi.db import build_engine, reset_engine
 from taskapi.passwords import clear_password_cache
-from taskapi.settings import Settings, clear_settings_cache
+from taskapi.settings import Settings, clear_settings_cache, normalize_database_url
 
 if TYPE_CHECKING:  # tasks_helpers imports this module
     from tests.tasks_helpers import Account
@@ -84,7 +84,8 @@ def postgres_admin_url() -> str | None:
         if os.environ.get("REQUIRE_POSTGRES") == "1":
             pytest.fail("REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set")
         pytest.skip("TEST_DATABASE_URL is not set")
-    return url
+    # Any form the functions accept (`postgresql://` included) names the same driver here.
+    return normalize_database_url(url)
 
 
 @dataclass

@@ -162,3 +162,36 @@ def test_log_lines_carry_the_trace_header(
     assert [line["trace_id"] for line in requests] == [header, lambdas]
     # Every line of the invocation, not only the request line.
     assert all(line.get("trace_id") for line in lines if "lambda_request_id" in line)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain; charset=utf-8"]
+)
+def test_a_json_body_sent_with_another_content_type_says_so(
+    db: Database, content_type: str
+) -> None:
+    """`curl -d '{...}'` sends a form content type: the 422 names it, and the fix."""
+    from tests.conftest import Client
+    from tests.tasks_helpers import make_account
+
+    account = make_account("curl@example.com")
+    client = Client("tasks")
+    body = json.dumps({"title": "From curl"})
+    response = client.post(
+        "/api/tasks", body=body, headers={"content-type": content_type}, token=account.token
+    )
+    assert response.status == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body"]
+    assert "Content-Type: application/json" in error["msg"]
+    assert content_type.split(";")[0] in error["msg"]
+    assert error["ctx"] == {"content_type": content_type, "expected": "application/json"}
+    # The same body with the JSON content type is accepted.
+    sent_as_json = client.post(
+        "/api/tasks", body=body, headers={"content-type": "application/json"}, token=account.token
+    )
+    assert sent_as_json.status == 201
+    # Without any content type FastAPI reads JSON anyway; other 422s keep pydantic's words.
+    wrong_field = client.post("/api/tasks", json_body={"title": 5}, token=account.token)
+    assert wrong_field.status == 422
+    assert "Content-Type" not in wrong_field.body

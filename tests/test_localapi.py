@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 
 from localapi.reload import CodeReload
+from localapi.runtime import apply_environment, developer_settings
 from localapi.server import InvalidResponseError, free_port, http_response, stop_process
 from localapi.template import Route, load_template
 
@@ -80,6 +81,7 @@ Resources:
       Environment:
         Variables:
           ONLY_ECHO: yes-echo
+          SAME_NAME: echo's value
       Events:
         Echo:
           Type: HttpApi
@@ -96,6 +98,9 @@ Resources:
       CodeUri: asgi/
       Handler: app.handler
       Timeout: 10
+      Environment:
+        Variables:
+          SAME_NAME: asgi's value
       Events:
         Asgi:
           Type: HttpApi
@@ -122,7 +127,12 @@ PNG = bytes(range(256))
 def handler(event, context):
     mode = (event.get("queryStringParameters") or {}).get("mode")
     if mode == "slow":
+        with open("slow-worker.pid", "w") as file:
+            file.write(str(os.getpid()))
         time.sleep(3)
+    if mode == "remember":
+        toy_layer.STATE.append("echo was here")
+        return {"state": toy_layer.STATE, "pid": os.getpid()}
     if mode == "raise":
         raise RuntimeError("the handler broke")
     if mode == "own-timeout":
@@ -147,7 +157,8 @@ def handler(event, context):
         "timeout_ms": context.get_remaining_time_in_millis(),
         "function_name": context.function_name,
         "env": {name: os.environ.get(name) for name in (
-            "STAGE", "GREETING", "FROM_SHELL", "FROM_DOTENV", "SECRET_ARN", "ONLY_ECHO"
+            "STAGE", "GREETING", "FROM_SHELL", "FROM_DOTENV", "SECRET_ARN", "ONLY_ECHO",
+            "DATABASE_POOL_SIZE", "SAME_NAME",
         )},
     }
     return {
@@ -164,6 +175,7 @@ def handler(event, context):
 
 # A plain Mangum app (not the layer's factory): it needs the worker thread's event loop.
 ASGI_APP = """
+import os
 import threading
 import time
 
@@ -190,12 +202,16 @@ def work(number: int):
     time.sleep(0.1)
     with lock:
         state["running"] -= 1
-    return {"number": number}
+    return {"number": number, "pid": os.getpid(), "most": state["most"]}
 
 
-@app.get("/asgi/most")
-def most():
-    return {"most": state["most"]}
+@app.get("/asgi/env")
+async def env():
+    return {
+        "SAME_NAME": os.environ.get("SAME_NAME"),
+        "ONLY_ECHO": os.environ.get("ONLY_ECHO"),
+        "state": toy_layer.STATE,
+    }
 
 
 handler = Mangum(app, lifespan="off")
@@ -230,7 +246,9 @@ def local_server(
         )
     try:
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        # Every function's first worker imports at start-up, all at once: on a busy machine
+        # (tests in parallel) that takes a while.
+        deadline = time.monotonic() + 90
         while True:
             if process.poll() is not None:
                 pytest.fail(f"The server exited with {process.returncode}:\n{log.read_text()}")
@@ -253,7 +271,7 @@ def toy_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("toy")
     files = {
         "template.yaml": TEMPLATE,
-        "layer/toy_layer.py": 'NAME = "toy layer"\n',
+        "layer/toy_layer.py": 'NAME = "toy layer"\nSTATE = []\n',
         "echo/app.py": ECHO_APP,
         "echo/echo_helpers.py": 'def identity():\n    return "echo"\n',
         "asgi/app.py": ASGI_APP,
@@ -269,9 +287,17 @@ def toy_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def toy(toy_template: Path) -> Iterator[tuple[httpx.Client, Path]]:
     env: dict[str, str | None] = {"FROM_SHELL": "shell"}
-    for name in ("STAGE", "FROM_DOTENV", "GREETING", "ONLY_ECHO", "SECRET_ARN"):
+    for name in (
+        "STAGE",
+        "FROM_DOTENV",
+        "GREETING",
+        "ONLY_ECHO",
+        "SECRET_ARN",
+        "DATABASE_POOL_SIZE",
+        "SAME_NAME",
+    ):
         env[name] = None
-    with local_server(toy_template, env=env) as running:
+    with local_server(toy_template, env=env, options=("--workers", "2")) as running:
         yield running
 
 
@@ -558,6 +584,10 @@ def test_a_handler_past_its_timeout_gives_504_and_the_server_goes_on(
     assert response.status_code == 504
     assert response.json() == {"message": "Service Unavailable"}
     assert "EchoFunction timed out after 1 seconds" in log.read_text()
+    # Its worker was killed, not left running, and the function still answers.
+    slow_pid = int((log.parent / "slow-worker.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(slow_pid, 0)
     assert client.get("/echo/after").status_code == 201
 
 
@@ -573,14 +603,18 @@ def test_bodies_over_10_mb_get_413(client: httpx.Client) -> None:
 
 def test_environment_layers_and_same_named_modules(client: httpx.Client) -> None:
     echo = client.get("/echo/env").json()
-    # The developer's shell and .env win; STAGE is local, whatever the template deploys.
+    # The developer's shell and .env win over the template, and reach the function as
+    # variables; STAGE is local, whatever the template deploys; the pool holds one
+    # connection (a worker serves one request at a time); what needs AWS stays unset.
     assert echo["env"] == {
         "STAGE": "local",
         "GREETING": echo["env"]["GREETING"],
         "FROM_SHELL": "shell",
-        "FROM_DOTENV": None,
+        "FROM_DOTENV": "dotenv",
         "SECRET_ARN": None,
         "ONLY_ECHO": "yes-echo",
+        "DATABASE_POOL_SIZE": "1",
+        "SAME_NAME": "echo's value",
     }
     assert echo["env"]["GREETING"].startswith("hello from ")
     assert (echo["function"], echo["layer"]) == ("echo", "toy layer")
@@ -588,11 +622,60 @@ def test_environment_layers_and_same_named_modules(client: httpx.Client) -> None
     assert client.get("/asgi/identity").json() == {"function": "asgi", "layer": "toy layer"}
 
 
+@pytest.mark.parametrize("layer", ["shell", ".env", "template"])
+def test_every_setting_the_template_sets_takes_the_shell_then_env_then_the_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layer: str
+) -> None:
+    """Each variable of the real template's environment, at each layer of precedence."""
+    # apply_environment writes os.environ: give it a copy that the test throws away.
+    monkeypatch.setattr(os, "environ", os.environ.copy())
+    template = load_template(ROOT / "template.yaml")
+    names = sorted({name for f in template.functions.values() for name in f.environment})
+    assert {"CORS_ORIGINS", "BCRYPT_ROUNDS", "LOG_LEVEL", "STAGE"} <= set(names)
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    if layer != "template":
+        (tmp_path / ".env").write_text("".join(f"{name}=from-dotenv\n" for name in names))
+    if layer == "shell":
+        for name in names:
+            monkeypatch.setenv(name, "from-shell")
+    settings = developer_settings()
+    apply_environment(load_template(ROOT / "template.yaml", settings), threads=3, settings=settings)
+    for name in names:
+        if layer != "template":
+            assert os.environ[name] == ("from-shell" if layer == "shell" else "from-dotenv"), name
+            continue
+        # Neither set: the local defaults, then the template's values.
+        local = {"STAGE": "local", "DATABASE_POOL_SIZE": "3"}
+        expected = local.get(name) or next(
+            f.environment[name] for f in template.functions.values() if name in f.environment
+        )
+        assert os.environ[name] == expected, name
+
+
+def test_a_variable_set_to_a_parameter_gives_the_parameter_the_developers_value() -> None:
+    """CORS_ORIGINS is `!Ref CorsOrigins`: the HttpApi's CORS configuration follows it."""
+    path = ROOT / "template.yaml"
+    default = load_template(path).cors
+    assert default is not None
+    assert default.allow_origins == ("*",)
+    chosen = load_template(path, {"CORS_ORIGINS": "http://a.example,http://b.example"}).cors
+    assert chosen is not None
+    assert chosen.allow_origins == ("http://a.example", "http://b.example")
+    assert chosen.allow_methods == default.allow_methods
+    # Empty: the template's HasCors condition is false, as in a deploy with CorsOrigins "".
+    assert load_template(path, {"CORS_ORIGINS": ""}).cors is None
+    # The variable itself, and the other functions' values of that parameter, agree.
+    template = load_template(path, {"BCRYPT_ROUNDS": "5"})
+    assert {f.environment["BCRYPT_ROUNDS"] for f in template.functions.values()} == {"5"}
+
+
 def test_a_parallel_burst_is_served_concurrently_without_errors(client: httpx.Client) -> None:
     def call(number: int) -> tuple[int, object]:
         if number % 2:
             response = client.get(f"/asgi/work/{number}")
-            return response.status_code, response.json()
+            return response.status_code, {"number": response.json()["number"]}
         response = client.get(f"/echo/burst/{number}")
         return response.status_code, response.json()["event"]["pathParameters"]
 
@@ -603,8 +686,37 @@ def test_a_parallel_burst_is_served_concurrently_without_errors(client: httpx.Cl
             assert (status, body) == (200, {"number": number})
         else:
             assert (status, body) == (201, {"proxy": f"burst/{number}"})
-    # Mangum handlers overlapped on worker threads, each with its own event loop.
-    assert client.get("/asgi/most").json()["most"] > 1
+
+
+def test_each_worker_serves_one_request_at_a_time_and_workers_scale_out(
+    client: httpx.Client,
+) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        bodies = list(pool.map(lambda n: client.get(f"/asgi/work/{n}").json(), range(16)))
+    # Two processes (--workers 2) served the burst, and none ever ran two requests at once.
+    assert len({body["pid"] for body in bodies}) == 2
+    assert {body["most"] for body in bodies} == {1}
+
+
+def test_each_function_sees_its_own_environment_in_a_process_of_its_own(
+    client: httpx.Client,
+) -> None:
+    echo = client.get("/echo/env").json()
+    asgi = client.get("/asgi/env").json()
+    # One variable, two values: each function has its template Environment alone.
+    assert echo["env"]["SAME_NAME"] == "echo's value"
+    assert asgi["SAME_NAME"] == "asgi's value"
+    assert asgi["ONLY_ECHO"] is None
+    # Module state one function leaves in the shared layer's module stays its own.
+    remembered = client.get("/echo/x", params={"mode": "remember"}).json()
+    assert "echo was here" in remembered["state"]
+    assert client.get("/asgi/env").json()["state"] == []
+    assert remembered["pid"] != echo_pid_of(client, "/asgi/work/0")
+
+
+def echo_pid_of(client: httpx.Client, path: str) -> int:
+    pid: int = client.get(path).json()["pid"]
+    return pid
 
 
 def test_reload_picks_up_changed_code(tmp_path: Path) -> None:

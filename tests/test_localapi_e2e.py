@@ -29,7 +29,7 @@ def server_environment(database: Database) -> dict[str, str | None]:
         "DATABASE_URL": database.url,
         "JWT_SECRET_KEY": JWT_KEY,
         "BCRYPT_ROUNDS": "4",
-        "CORS_ORIGINS": "",
+        "CORS_ORIGINS": "http://localhost:5173",
         "LOG_LEVEL": "WARNING",
         "DATABASE_SECRET_ARN": None,
         "JWT_SECRET_ARN": None,
@@ -141,6 +141,8 @@ def test_the_whole_flow_over_http(api: httpx.Client) -> None:
     )
     assert preflight.status_code == 204
     assert "PUT" in preflight.headers["access-control-allow-methods"]
+    # CORS_ORIGINS from the environment, not the template's "*".
+    assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
 
     missing = api.get("/api/nothing-here")
     assert (missing.status_code, missing.json()) == (404, {"message": "Not Found"})

@@ -15,6 +15,7 @@ from taskapi.settings import (
     get_database_url,
     get_jwt_keys,
     get_settings,
+    normalize_database_url,
 )
 from tests.conftest import configure, load_module
 from tests.silent_server import silent_server
@@ -174,3 +175,58 @@ def test_the_secrets_client_is_built_once_per_container(
     config = client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (CONNECT_TIMEOUT, READ_TIMEOUT)
     assert config.retries["total_max_attempts"] == 2
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "postgresql://app:s%40cret@db.internal:5432/tasks",
+        "postgres://app:s%40cret@db.internal:5432/tasks",
+        "postgresql+psycopg2://app:s%40cret@db.internal:5432/tasks",
+    ],
+)
+def test_every_postgresql_url_means_the_shipped_driver(
+    monkeypatch: pytest.MonkeyPatch, written: str
+) -> None:
+    configure(monkeypatch, stage="dev", database_url=written)
+    assert get_database_url() == "postgresql+psycopg2://app:s%40cret@db.internal:5432/tasks"
+    assert normalize_database_url(written) == get_database_url()
+
+
+def test_sqlite_urls_are_kept_as_written() -> None:
+    for url in ("sqlite:///./taskapi.db", "sqlite://", "sqlite+pysqlite:////tmp/x.db"):
+        assert normalize_database_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("mysql://app:pw@db.internal/tasks", "driver 'mysql' is not shipped"),
+        ("postgresql+asyncpg://app@db.internal/tasks", "driver 'postgresql+asyncpg'"),
+        ("postgresql+psycopg://app@db.internal/tasks", "driver 'postgresql+psycopg'"),
+        ("db.internal:5432/tasks", "cannot be parsed"),
+        ("postgresql://app:hunter2@db.internal:port/tasks", "cannot be parsed"),
+    ],
+)
+def test_an_unusable_database_url_is_a_one_line_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, written: str, problem: str
+) -> None:
+    configure(monkeypatch, stage="dev", database_url=written)
+    with pytest.raises(ConfigurationError) as raised:
+        get_database_url()
+    message = str(raised.value)
+    assert problem in message
+    assert "\n" not in message
+    # It names the accepted forms, and never echoes a password.
+    assert "postgresql://user:password@host:5432/dbname" in message
+    assert "postgres://" in message
+    assert "sqlite:///" in message
+    assert "hunter2" not in message
+
+
+def test_a_url_in_the_database_secret_is_normalised_too(
+    secretsmanager: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = secretsmanager.create_secret(Name="heroku", SecretString="postgres://a:b@h:5432/d")
+    configure(monkeypatch, stage="dev", database_secret_arn=secret["ARN"])
+    assert get_database_url() == "postgresql+psycopg2://a:b@h:5432/d"

@@ -49,12 +49,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from localapi.server import free_port, stop_process
+from taskapi.settings import normalize_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 POOL_SIZE = 8
 MAX_OVERFLOW = 4
-SERVER_THREADS = 16
+SERVER_WORKERS = 2
 # The share of each request kind in the mix.
 MIX = {"list": 30, "get": 25, "create": 20, "update": 15, "complete": 10}
 PRIORITIES = ("Low", "Medium", "High")
@@ -168,8 +169,8 @@ def local_server(database_url: str, log_path: Path) -> Iterator[str]:
         "localapi",
         "--port",
         str(port),
-        "--threads",
-        str(SERVER_THREADS),
+        "--workers",
+        str(SERVER_WORKERS),
     ]
     with log_path.open("w") as log:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)  # noqa: S603
@@ -466,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(
         requests=args.requests,
         clients=args.clients,
-        admin_url=args.admin_url,
+        admin_url=normalize_database_url(args.admin_url),
         time_limit=args.time_limit,
         log_path=args.log,
         seed=args.seed,

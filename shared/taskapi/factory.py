@@ -259,7 +259,27 @@ async def validation_error(request: Request, error: Exception) -> JSONResponse:
     """
     assert isinstance(error, RequestValidationError)
     errors = [{key: value for key, value in e.items() if key != "input"} for e in error.errors()]
+    _explain_content_type(request, errors)
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
+
+def _explain_content_type(request: Request, errors: list[dict[str, Any]]) -> None:
+    """Say why a JSON body was not read when it came with another content type.
+
+    FastAPI parses the body as JSON only for `application/json` (or `+json`, or no
+    content type at all); otherwise the model is handed the raw bytes, and pydantic's
+    "Input should be a valid dictionary" hides the cause (`curl -d` sends a form type).
+    """
+    content_type = request.headers.get("content-type")
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    if not content_type or media_type == "application/json" or media_type.endswith("+json"):
+        return
+    for entry in errors:
+        if tuple(entry.get("loc") or ()) == ("body",):
+            entry["msg"] = (
+                f"The body must be JSON sent with Content-Type: application/json, not {media_type}"
+            )
+            entry["ctx"] = {"content_type": content_type, "expected": "application/json"}
 
 
 def create_app(

@@ -108,3 +108,7 @@ def configure_logging(level: str) -> None:
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Alembic announces each of its plugins at INFO whenever it is imported (seven lines per
+    # migrate function cold start): only worth reading when debugging.
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    logging.getLogger("alembic.runtime.plugins").setLevel(quiet)

@@ -23,6 +23,19 @@ from taskapi.aws import aws_client, clear_clients, describe_limits
 
 LOCAL_STAGES = frozenset({"local", "test"})
 LOCAL_DATABASE_URL = "sqlite:///./taskapi.db"
+# The drivers the layer ships: every way of writing a PostgreSQL URL means psycopg2
+# (SQLAlchemy 2.1 reads a bare `postgresql://` as psycopg 3, which is not shipped).
+_DATABASE_DRIVERS = {
+    "postgresql": "postgresql+psycopg2",
+    "postgres": "postgresql+psycopg2",
+    "postgresql+psycopg2": "postgresql+psycopg2",
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+}
+ACCEPTED_DATABASE_URLS = (
+    "postgresql://user:password@host:5432/dbname (or postgres://, postgresql+psycopg2://)"
+    " or sqlite:///path/to/file.db"
+)
 # Good enough for a laptop; any other stage must supply a real key.
 LOCAL_JWT_SECRET_KEY = "local-development-only-not-a-secret"  # noqa: S105
 
@@ -37,7 +50,7 @@ SECRET_REREAD_MIN_SECONDS = 5.0
 
 
 class ConfigurationError(RuntimeError):
-    """A required setting or secret is missing: the container must not start serving."""
+    """A required setting or secret is missing or unusable: the container must not start serving."""
 
 
 class Settings(BaseSettings):
@@ -123,6 +136,33 @@ def _read_secret(arn: str) -> str:
     if not secret:
         raise ConfigurationError(f"Secret {arn} has no SecretString")
     return str(secret)
+
+
+def normalize_database_url(url: str) -> str:
+    """The URL with its driver spelled as the layer ships it; ConfigurationError otherwise.
+
+    Every reader of the database URL goes through here: the functions, Alembic, the
+    migrate function and the tests' TEST_DATABASE_URL.
+    """
+    # Imported here: the health function's `GET /health` does not load SQLAlchemy.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    text = url.strip()
+    try:
+        scheme = make_url(text).drivername
+    except (ArgumentError, ValueError):
+        # The URL itself is left out of the message: it may hold a password.
+        raise ConfigurationError(
+            f"The database URL cannot be parsed; write it as {ACCEPTED_DATABASE_URLS}"
+        ) from None
+    driver = _DATABASE_DRIVERS.get(scheme)
+    if driver is None:
+        raise ConfigurationError(
+            f"The database URL's driver {scheme!r} is not shipped; write it as"
+            f" {ACCEPTED_DATABASE_URLS}"
+        )
+    return driver + text[len(scheme) :]
 
 
 def database_url_from_secret(secret: str) -> str:
@@ -271,9 +311,11 @@ class Refreshed(Generic[T]):
 def _load_database_url() -> str:
     settings = get_settings()
     if settings.database_secret_arn:
-        return database_url_from_secret(_read_secret(settings.database_secret_arn))
+        return normalize_database_url(
+            database_url_from_secret(_read_secret(settings.database_secret_arn))
+        )
     if settings.database_url:
-        return settings.database_url
+        return normalize_database_url(settings.database_url)
     if settings.is_local:
         return LOCAL_DATABASE_URL
     raise ConfigurationError(f"Stage {settings.stage!r} needs DATABASE_SECRET_ARN or DATABASE_URL")

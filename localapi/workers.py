@@ -1,0 +1,242 @@
+"""The server's runtime: each function in worker processes of its own, as Lambda runs it in
+execution environments. A worker imports its function once (the cold start), then serves
+one request at a time and keeps its warm state; it sees the developer's settings and its
+own function's `Environment` alone. A handler past its function's Timeout has its worker
+killed; the next request starts a new one. Up to `workers` processes per function serve
+concurrent requests, so throughput scales with cores rather than sharing one GIL.
+
+`python -m localapi invoke` keeps the in-process runtime (`localapi.runtime.Runtime`).
+"""
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import traceback
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+from localapi.events import LambdaContext
+from localapi.runtime import (
+    LOCAL_DEFAULTS,
+    FunctionInitError,
+    InvocationTimeoutError,
+    _import_handler,
+    _timeout_message,
+)
+from localapi.template import Function, Template
+
+logger = logging.getLogger("localapi")
+
+# A fresh interpreter per worker: forking the server would copy its event loop and threads.
+_SPAWN = multiprocessing.get_context("spawn")
+# Lambda gives a function's init phase 10 seconds, apart from its Timeout; locally every
+# function imports at once at start-up, on a developer's cores, so it gets longer.
+INIT_TIMEOUT_SECONDS = 30.0
+
+
+class WorkerError(RuntimeError):
+    """The handler raised, or its worker died: the gateway answers 502."""
+
+
+def function_environment(
+    function: Function, settings: Mapping[str, str], *, pool_size: int = 1
+) -> dict[str, str]:
+    """A worker's whole environment: the developer's settings (shell, then `.env`), then the
+    local defaults, then this function's own `Environment` from the template."""
+    local = {**LOCAL_DEFAULTS, "DATABASE_POOL_SIZE": str(pool_size)}
+    return {**function.environment, **local, **settings}
+
+
+def _serve(connection: Connection, function: Function, environment: dict[str, str]) -> None:
+    """A worker process's life: init, then one invocation at a time until the pipe closes."""
+    from localapi.server import configure_logging  # the server's module imports this one
+
+    os.environ.clear()
+    os.environ.update(environment)
+    configure_logging()
+    try:
+        handler = _import_handler(function)
+    except BaseException as error:  # SystemExit too: the server reports it, and stops
+        if os.environ.get("LOCALAPI_DEBUG") == "1":
+            traceback.print_exc()
+        connection.send(("init_error", f"{type(error).__name__}: {error}"))
+        return
+    connection.send(("ready", os.getpid()))
+    while True:
+        try:
+            event = connection.recv()
+        except (EOFError, OSError):  # the server went away
+            return
+        context = LambdaContext(
+            function_name=function.name,
+            timeout_seconds=function.timeout,
+            memory_limit_in_mb=function.memory,
+        )
+        try:
+            result = handler(event, context)
+            connection.send(("ok", result))
+        except Exception as error:
+            # The traceback is logged here, in the worker, as Lambda logs it.
+            logger.exception("%s raised", function.name)
+            connection.send(("error", f"{type(error).__name__}: {error}"))
+
+
+class Worker:
+    """One execution environment: a process, and the pipe to it."""
+
+    def __init__(self, function: Function, environment: dict[str, str]) -> None:
+        self.function = function
+        self.connection, child = _SPAWN.Pipe()
+        self.process = _SPAWN.Process(
+            target=_serve,
+            args=(child, function, environment),
+            name=f"localapi-{function.name}",
+            daemon=True,  # never outlives the server
+        )
+        self.process.start()
+        child.close()
+
+    def wait_ready(self, timeout: float = INIT_TIMEOUT_SECONDS) -> None:
+        """Block until the function is imported; FunctionInitError if it cannot be."""
+        if not self.connection.poll(timeout):
+            self.kill()
+            raise FunctionInitError(self.function, TimeoutError(f"init past {timeout:g} s"))
+        try:
+            reply = self.connection.recv()
+        except EOFError:
+            self.kill()
+            code = self.process.exitcode
+            raise FunctionInitError(self.function, f"its process exited ({code})") from None
+        self._check_ready(reply)
+
+    async def ready(self) -> None:
+        reply = await asyncio.wait_for(self.receive(), INIT_TIMEOUT_SECONDS)
+        self._check_ready(reply)
+
+    def _check_ready(self, reply: tuple[Any, ...]) -> None:
+        if reply[0] != "ready":
+            self.kill()
+            raise FunctionInitError(self.function, str(reply[1]))
+
+    async def receive(self) -> Any:
+        """The worker's next message, read when the pipe is readable (never blocking the loop)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        descriptor = self.connection.fileno()
+
+        def readable() -> None:
+            loop.remove_reader(descriptor)
+            if future.done():
+                return
+            try:
+                future.set_result(self.connection.recv())
+            except (EOFError, OSError) as error:
+                future.set_exception(WorkerError(f"{self.function.name}'s worker died: {error}"))
+
+        loop.add_reader(descriptor, readable)
+        try:
+            return await future
+        finally:
+            loop.remove_reader(descriptor)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.connection.close()
+
+
+class FunctionPool:
+    """A function's workers: started on demand up to `size`, each serving one request."""
+
+    def __init__(self, function: Function, environment: dict[str, str], size: int) -> None:
+        self.function = function
+        self.environment = environment
+        self.size = size
+        self.idle: list[Worker] = []
+        self.workers: set[Worker] = set()
+        self._slots: asyncio.Semaphore | None = None
+
+    def start_one(self) -> None:
+        """Start and import one worker now (the server's start-up check)."""
+        worker = Worker(self.function, self.environment)
+        worker.wait_ready()
+        self.workers.add(worker)
+        self.idle.append(worker)
+
+    async def invoke(self, event: Any) -> Any:
+        if self._slots is None:  # made inside the server's event loop
+            self._slots = asyncio.Semaphore(self.size)
+        async with self._slots:
+            worker = self.idle.pop() if self.idle else await self._start()
+            try:
+                # The Timeout counts from the handler's start, as on Lambda: not the time the
+                # event (up to 10 MB) takes through the pipe.
+                worker.connection.send(event)
+                reply = await asyncio.wait_for(worker.receive(), self.function.timeout)
+            except TimeoutError:
+                self._discard(worker)
+                raise InvocationTimeoutError(_timeout_message(self.function)) from None
+            except (WorkerError, OSError) as error:
+                self._discard(worker)
+                raise WorkerError(str(error)) from error
+            self.idle.append(worker)
+        if reply[0] == "ok":
+            return reply[1]
+        raise WorkerError(reply[1])
+
+    async def _start(self) -> Worker:
+        """A new worker: a cold start, which this request waits for."""
+        worker = Worker(self.function, self.environment)
+        self.workers.add(worker)
+        try:
+            await worker.ready()
+        except (FunctionInitError, TimeoutError, WorkerError) as error:
+            self._discard(worker)
+            raise WorkerError(str(error)) from error
+        return worker
+
+    def _discard(self, worker: Worker) -> None:
+        self.workers.discard(worker)
+        worker.kill()
+
+    def close(self) -> None:
+        for worker in list(self.workers):
+            self._discard(worker)
+        self.idle.clear()
+
+
+class ProcessRuntime:
+    """The template's functions, each in a pool of worker processes."""
+
+    def __init__(self, template: Template, settings: Mapping[str, str], *, workers: int) -> None:
+        self.template = template
+        # A function without an HTTP route (the migrate function) is never called here.
+        self.pools = {
+            name: FunctionPool(function, function_environment(function, settings), workers)
+            for name, function in template.functions.items()
+            if function.routes
+        }
+
+    def warm_up(self) -> None:
+        """Start one worker per function, importing all at once: FunctionInitError for the
+        first that fails, before any request is served."""
+        started = [Worker(pool.function, pool.environment) for pool in self.pools.values()]
+        try:
+            for pool, worker in zip(self.pools.values(), started, strict=True):
+                worker.wait_ready()
+                pool.workers.add(worker)
+                pool.idle.append(worker)
+        except FunctionInitError:
+            for worker in started:
+                worker.kill()
+            raise
+
+    async def invoke(self, function: Function, event: Any) -> Any:
+        """The handler's result; WorkerError; or InvocationTimeoutError past its Timeout."""
+        return await self.pools[function.name].invoke(event)
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()

@@ -1,0 +1,393 @@
+"""The commands a developer types, run as typed: `make run`, `make migrate`, `make invoke`,
+`make help` and `python -m localapi`, each in a subprocess against a free port, from a
+folder laid out as a fresh clone (links to this one's code and virtualenv, a `.env` and a
+SQLite file of its own). Settings precedence, start-up output and failures as one line."""
+
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from alembic.script import ScriptDirectory
+
+from localapi.server import free_port
+from tests.conftest import Database, alembic_config
+
+ROOT = Path(__file__).resolve().parent.parent
+# What a clone holds that the commands read; linked, so that the code is this checkout's.
+CLONE = (
+    "Makefile",
+    "template.yaml",
+    "alembic.ini",
+    "requirements-dev.txt",
+    "functions",
+    "shared",
+    "migrations",
+    "localapi",
+    "tools",
+    "events",
+    ".venv",
+)
+# Settings a developer's shell (or this test run) may hold, that would change the answers.
+SETTINGS = (
+    "STAGE",
+    "DATABASE_URL",
+    "DATABASE_SECRET_ARN",
+    "JWT_SECRET_KEY",
+    "JWT_SECRET_ARN",
+    "CORS_ORIGINS",
+    "BCRYPT_ROUNDS",
+    "LOG_LEVEL",
+    "PORT",
+    "ARGS",
+    "PYTHONPATH",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "MAKELEVEL",
+)
+PREFLIGHT = {"Access-Control-Request-Method": "POST"}
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Path:
+    if not (ROOT / ".venv" / "bin" / ".installed").exists():
+        pytest.skip("needs this checkout's .venv (make venv)")
+    for name in CLONE:
+        (tmp_path / name).symlink_to(ROOT / name)
+    return tmp_path
+
+
+def environment(**settings: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if name not in SETTINGS}
+    return {**env, **settings}
+
+
+def make(clone: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 (make, on our own Makefile)
+        ["make", "--no-print-directory", *args],  # noqa: S607
+        cwd=clone,
+        env=environment(**settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@dataclass
+class Running:
+    client: httpx.Client
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@contextmanager
+def make_run(clone: Path, *args: str, **settings: str) -> Iterator[Running]:
+    """`make run PORT=<free>` until the block ends; its whole process group is stopped."""
+    port = free_port()
+    log = clone / f"make-run-{port}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(  # noqa: S603
+            ["make", "--no-print-directory", "run", f"PORT={port}", *args],  # noqa: S607
+            cwd=clone,
+            env=environment(**settings),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"make run exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                httpx.get(f"{base_url}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"make run did not start:\n{log.read_text()}")
+                time.sleep(0.2)
+        with httpx.Client(base_url=base_url, timeout=15) as client:
+            yield Running(client, log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def failing(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The lines a failed command printed, less make's own "Error N" line."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    lines = (result.stdout + result.stderr).splitlines()
+    return [line for line in lines if not re.match(r"make: \*\*\* .* Error \d+$", line)]
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def allowed_origin(client: httpx.Client, origin: str) -> str | None:
+    response = client.options("/api/tasks", headers={**PREFLIGHT, "Origin": origin})
+    allowed: str | None = response.headers.get("access-control-allow-origin")
+    return allowed
+
+
+def bcrypt_cost(clone: Path, client: httpx.Client, email: str) -> int:
+    """Sign up, and read the cost the password was hashed at from the SQLite file."""
+    body = {"email": email, "name": "Cost", "password": "correct horse battery"}
+    assert client.post("/api/auth/signup", json=body).status_code == 201
+    # closing(): sqlite3's own context manager commits but leaves the file open.
+    with closing(sqlite3.connect(clone / "taskapi.db")) as connection:
+        (hashed,) = connection.execute(
+            'SELECT hashed_password FROM "user" WHERE email = ?', (email,)
+        ).fetchone()
+    return int(hashed.split("$")[2])
+
+
+# ---------------------------------------------------------------------------------------
+# Start-up output
+
+
+def test_make_run_says_once_that_it_migrated_and_nothing_twice(clone: Path) -> None:
+    with make_run(clone) as running:
+        assert running.client.get("/health").status_code == 200
+        output = running.output()
+    lines = [line for line in output.splitlines() if not line.startswith("{")]
+    migrated = [line for line in lines if line.startswith("Database ")]
+    assert migrated == [
+        f"Database sqlite:///./taskapi.db: migrated from an empty database to revision"
+        f" {head_revision()}"
+    ]
+    assert sum("Not set locally" in line for line in lines) == 1
+    assert "alembic" not in output
+    assert "Traceback" not in output
+    uvicorn_lines = [line for line in lines if not line.startswith("  ")]
+    assert len(uvicorn_lines) == len(set(uvicorn_lines)), output
+    # The next start finds nothing to do, and says that.
+    again = make(clone, "migrate")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == (
+        f"Database sqlite:///./taskapi.db: already at revision {head_revision()},"
+        f" nothing to migrate\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Settings precedence: shell, then .env, then the template's environment and parameters
+
+
+def test_the_shell_beats_env_and_env_beats_the_template(clone: Path) -> None:
+    (clone / ".env").write_text("CORS_ORIGINS=http://localhost:5173\nBCRYPT_ROUNDS=5\n")
+    with make_run(clone, CORS_ORIGINS="http://localhost:3000") as running:
+        client = running.client
+        # CORS_ORIGINS: the shell's value, over .env's and the template's "*".
+        assert allowed_origin(client, "http://localhost:3000") == "http://localhost:3000"
+        assert allowed_origin(client, "http://localhost:5173") is None
+        # BCRYPT_ROUNDS: .env's 5, over the template's BcryptRounds default (12).
+        assert bcrypt_cost(clone, client, "env@example.com") == 5
+
+
+def test_the_env_file_beats_the_templates_cors_origins(clone: Path) -> None:
+    (clone / ".env").write_text("CORS_ORIGINS=http://localhost:5173\n")
+    with make_run(clone) as running:
+        assert allowed_origin(running.client, "http://localhost:5173") == "http://localhost:5173"
+        assert allowed_origin(running.client, "http://localhost:3000") is None
+
+
+def test_the_templates_defaults_apply_when_nothing_else_is_set(clone: Path) -> None:
+    """Also: ARGS reaches the server (`--log-level warning` stops the per-request lines)."""
+    with make_run(clone, "ARGS=--log-level warning") as running:
+        client = running.client
+        # The template's CorsOrigins default, "*", and BcryptRounds default, 12.
+        assert allowed_origin(client, "http://anywhere.example") == "*"
+        assert bcrypt_cost(clone, client, "template@example.com") == 12
+        output = running.output()
+    assert '"OPTIONS /api/tasks HTTP/1.1"' not in output
+    assert "Application startup complete" not in output
+
+
+@pytest.mark.parametrize("where", ["shell", ".env"])
+def test_empty_cors_origins_turns_cors_off_as_on_aws(clone: Path, where: str) -> None:
+    settings = {"CORS_ORIGINS": ""} if where == "shell" else {}
+    if where == ".env":
+        (clone / ".env").write_text("CORS_ORIGINS=\n")
+    with make_run(clone, **settings) as running:
+        client = running.client
+        preflight = client.options(
+            "/api/tasks", headers={**PREFLIGHT, "Origin": "http://localhost:5173"}
+        )
+        # No CorsConfiguration: API Gateway passes the OPTIONS request to the function.
+        assert "access-control-allow-origin" not in preflight.headers
+        response = client.get("/health", headers={"Origin": "http://localhost:5173"})
+        assert response.status_code == 200
+        assert "access-control-allow-origin" not in response.headers
+
+
+# ---------------------------------------------------------------------------------------
+# Failures: one line, a non-zero exit, no traceback
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("mysql://app:pw@127.0.0.1/tasks", "driver 'mysql' is not shipped"),
+        ("not a url", "cannot be parsed"),
+    ],
+)
+def test_an_unusable_database_url_stops_make_run_in_one_line(
+    clone: Path, url: str, says: str
+) -> None:
+    lines = failing(make(clone, "run", f"PORT={free_port()}", DATABASE_URL=url))
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("Configuration error: ")
+    assert says in lines[0]
+    assert "postgresql://user:password@host:5432/dbname" in lines[0]
+
+
+def test_a_stage_without_a_database_stops_make_migrate_in_one_line(clone: Path) -> None:
+    [line] = failing(make(clone, "migrate", STAGE="prod"))
+    assert line.startswith("Configuration error: Stage 'prod' needs DATABASE_SECRET_ARN")
+
+
+def test_an_unreachable_database_is_one_line_and_debug_shows_the_traceback(
+    clone: Path,
+) -> None:
+    port = free_port()
+    url = f"postgres://app:hunter2@127.0.0.1:{port}/tasks"
+    [line] = failing(make(clone, "run", f"PORT={free_port()}", DATABASE_URL=url))
+    assert line.startswith(
+        f"Cannot connect to the database at postgresql+psycopg2://app:***@127.0.0.1:{port}/tasks"
+    )
+    assert "Connection refused" in line
+    assert "hunter2" not in line
+    debugged = failing(make(clone, "migrate", "ARGS=--debug", DATABASE_URL=url))
+    assert any(line.startswith("Traceback") for line in debugged)
+    assert "Task API at" not in "\n".join(debugged)
+
+
+def test_a_function_that_cannot_start_stops_make_run_in_one_line(clone: Path) -> None:
+    # Migrating needs only the database; the auth function needs a JWT key too.
+    settings = {"STAGE": "prod", "DATABASE_URL": "sqlite:///./prod.db"}
+    lines = failing(make(clone, "run", f"PORT={free_port()}", **settings))
+    errors = [line for line in lines if "ERROR" in line]
+    assert errors == [
+        "ERROR:     [localapi] AuthFunction cannot start: ConfigurationError: Stage 'prod'"
+        " needs JWT_SECRET_ARN or JWT_SECRET_KEY (--debug shows the traceback)"
+    ]
+    assert not any("Traceback" in line for line in lines)
+
+
+def test_python_m_localapi_reports_a_function_that_cannot_start(clone: Path) -> None:
+    for debug in ((), ("--debug",)):
+        result = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "localapi", "--port", str(free_port()), *debug],
+            cwd=clone,
+            env=environment(STAGE="prod", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'shared'}"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1
+        # Checked before the banner: nothing says the API is served.
+        assert "Task API at" not in result.stdout
+        assert "cannot start: ConfigurationError: Stage 'prod' needs" in result.stderr
+        assert ("Traceback" in result.stderr) == bool(debug)
+
+
+@pytest.mark.parametrize("command", ["make run", "python -m localapi"])
+def test_a_busy_port_is_one_line_before_the_banner(clone: Path, command: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        if command == "make run":
+            result = make(clone, "run", f"PORT={port}")
+        else:
+            result = subprocess.run(  # noqa: S603
+                [sys.executable, "-m", "localapi", "--port", str(port)],
+                cwd=clone,
+                env=environment(PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'shared'}"),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+    lines = [line for line in failing(result) if not line.startswith("Database ")]
+    assert lines == [
+        f"ERROR:     [localapi] Port {port} on 127.0.0.1 is already in use (another server?):"
+        f" stop it, or serve on another port (--port, or PORT=... make run)"
+    ]
+
+
+# ---------------------------------------------------------------------------------------
+# Any PostgreSQL URL
+
+
+@pytest.mark.parametrize("empty_database", ["postgresql"], indirect=True)
+def test_make_run_serves_the_api_from_a_plain_postgresql_url(
+    clone: Path, empty_database: Database
+) -> None:
+    # `postgres://` (Heroku-style) stopped `make migrate` with NoSuchModuleError.
+    heroku_style = empty_database.url.replace("postgresql+psycopg2://", "postgres://", 1)
+    migrated = make(clone, "migrate", DATABASE_URL=heroku_style)
+    assert migrated.returncode == 0, migrated.stderr
+    assert f"migrated from an empty database to revision {head_revision()}" in migrated.stdout
+    # `postgresql://` answered 500 on every database route (psycopg 3 is not shipped).
+    url = empty_database.url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    with make_run(clone, DATABASE_URL=url, BCRYPT_ROUNDS="4") as running:
+        body = {"email": "pg@example.com", "name": "PG", "password": "correct horse battery"}
+        signup = running.client.post("/api/auth/signup", json=body)
+        assert signup.status_code == 201, signup.text
+        token = signup.json()["access_token"]
+        created = running.client.post(
+            "/api/tasks",
+            json={"title": "On PostgreSQL"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert created.status_code == 201
+        assert "already at revision" in running.output()
+    assert empty_database.scalar('SELECT count(*) FROM "user"') == 1
+
+
+# ---------------------------------------------------------------------------------------
+# make help and make invoke
+
+
+def test_make_help_lists_every_target_with_its_description(clone: Path) -> None:
+    targets = re.findall(r"^([a-z0-9-]+):", (ROOT / "Makefile").read_text(), flags=re.M)
+    result = make(clone, "help")
+    assert result.returncode == 0
+    listed = dict(line.split("\t", 1) for line in result.stdout.splitlines())
+    assert "test-py313" in listed
+    assert sorted(listed) == sorted(set(targets))
+    assert all(description.strip() for description in listed.values())
+    # Plain `make` is `make help`.
+    assert make(clone).stdout == result.stdout
+
+
+def test_make_invoke_says_what_to_type(clone: Path) -> None:
+    [line] = failing(make(clone, "invoke"))
+    assert "make invoke FUNCTION=HealthFunction EVENT=events/schedule-health.json" in line
+    [line] = failing(make(clone, "invoke", "FUNCTION=HealthFunction", "EVENT=events/nope.json"))
+    assert "No event file events/nope.json" in line
+    assert "'-' to read the event from stdin" in line
+    [line] = failing(make(clone, "invoke", "FUNCTION=NoSuchFunction"))
+    assert "No function 'NoSuchFunction'" in line
+    assert "HealthFunction" in line
