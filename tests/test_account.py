@@ -2,6 +2,8 @@
 through the real Lambda handlers on SQLite and PostgreSQL, with the rows behind them."""
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -457,40 +459,59 @@ def test_every_foreign_key_references_the_user() -> None:
     assert targets == {"user.id"}
 
 
-# SQLite only: on PostgreSQL a writing request's `CurrentUser` share-locks the user row, so
-# no deletion can come between it and the INSERT (the deletion waits; the race with real
-# threads is in test_account_concurrency.py).
-@pytest.mark.sqlite_only
-def test_a_task_created_while_its_user_is_deleted_gets_401(client: Client, db: Database) -> None:
-    """The user passes the token check, then is deleted (by another connection) just before
-    the create locks the user's row (after that, a deletion waits for the create): the
-    lock finds no row, the foreign key refuses the INSERT, and the client gets 401, not
-    500."""
-    access, _ = tokens(signup(client))
-    user = user_row(db, "ada@example.com")
-    tasks = Client("tasks")
+@contextmanager
+def user_deleted_before(db: Database, email: str, statement_start: str) -> Iterator[None]:
+    """Delete the user, on a connection of its own, just before the app's first statement
+    that starts with `statement_start`: the race with an account deletion, made certain."""
     engine = get_engine()
 
     def delete_user_first(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        # The create's lock of the user row (`lock_user_tasks`); FOR NO KEY UPDATE on
-        # PostgreSQL, a plain SELECT on SQLite.
-        text = " ".join(statement.replace('"', "").split()).upper()
-        if text.startswith("SELECT USER.ID FROM USER WHERE"):
+        if statement.lstrip().upper().startswith(f"{statement_start.upper()} "):
+            # As `delete_user` does: the user, and the failed logins kept by email.
             with db.engine.begin() as connection:
                 connection.execute(
-                    sa.text('DELETE FROM "user" WHERE email = :e'), {"e": user.email}
+                    sa.text("DELETE FROM login_attempt WHERE email = :e"), {"e": email}
                 )
+                connection.execute(sa.text('DELETE FROM "user" WHERE email = :e'), {"e": email})
 
     event.listen(engine, "before_cursor_execute", delete_user_first)
     try:
-        response = tasks.post("/api/tasks", json_body={"title": "orphan?"}, token=access)
+        yield
     finally:
         event.remove(engine, "before_cursor_execute", delete_user_first)
 
-    assert_unauthorized(response)
-    assert response.json() == {"detail": "Session expired or revoked"}
+
+# On PostgreSQL the task route's share lock on the user (CurrentUser) makes a deletion
+# wait for the create instead (tests/test_account_concurrency.py): only SQLite, which
+# takes no such lock, can lose the user between the token check and the INSERT.
+@pytest.mark.sqlite_only
+def test_a_task_created_while_its_user_is_deleted_gets_401(client: Client, db: Database) -> None:
+    """The user passes the token check, then is deleted just before the task's INSERT: the
+    foreign key refuses the row, and the client gets 401, not 500."""
+    access, _ = tokens(signup(client))
+    user = user_row(db, "ada@example.com")
+
+    with user_deleted_before(db, user.email, "INSERT INTO task"):
+        response = Client("tasks").post("/api/tasks", json_body={"title": "orphan?"}, token=access)
+
+    assert_unauthorized(response, "Session expired or revoked")
     assert rows_naming(db, user.id, user.email) == {}
     assert db.scalar("SELECT count(*) FROM task") == 0
+
+
+def test_a_login_while_its_user_is_deleted_gets_401(client: Client, db: Database) -> None:
+    """Login checks the password, then the account is deleted before its session's INSERT:
+    401, not 500, and no session row left behind."""
+    signup(client)
+    user = user_row(db, "ada@example.com")
+
+    # Its first write after bcrypt: giving back the attempt it reserved (on SQLite, later
+    # than that the login holds the database's write lock, and a deletion waits for it).
+    with user_deleted_before(db, user.email, "DELETE FROM login_attempt"):
+        response = login(client)
+
+    assert_unauthorized(response, "Session expired or revoked")
+    assert rows_naming(db, user.id, user.email) == {}
 
 
 @pytest.mark.parametrize(
