@@ -86,8 +86,8 @@ def main(base_url: str) -> None:
 
     listed = list_tasks.sync_detailed(
         client=client,
-        status=TaskStatus.PENDING,
-        priority=TaskPriority.HIGH,
+        status=[TaskStatus.PENDING, TaskStatus.IN_PROGRESS],
+        priority=[TaskPriority.HIGH],
         q="client",
         sort=TaskSort.CREATED_AT_DESC,
         limit=5,

@@ -61,7 +61,14 @@ if (created.response.headers.get("location") !== `/api/tasks/${task.id}`) {
 
 const listed = await api.GET("/api/tasks", {
   params: {
-    query: { status: "Pending", priority: "High", q: "client", sort: "-created_at", limit: 5 },
+    // Repeated filters (any of them), as openapi-fetch sends arrays: status=Pending&status=...
+    query: {
+      status: ["Pending", "In Progress"],
+      priority: ["High"],
+      q: "client",
+      sort: "-created_at",
+      limit: 5,
+    },
   },
   headers: auth,
 });
