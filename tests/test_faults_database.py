@@ -364,23 +364,34 @@ def test_a_create_whose_connection_dies_after_the_insert_is_absent(direct: Direc
 
 
 def test_a_create_killed_while_its_insert_runs_is_absent(direct: Direct) -> None:
-    """The INSERT is on the server, waiting for a lock, when its process is ended: 503 and
-    no row; not run again on another connection."""
+    """An INSERT is on the server, waiting for a lock, when its process is ended: 503 and
+    no row; not run again on another connection.
+
+    The INSERT that waits is the create's second, its idempotency record's, behind
+    another transaction's uncommitted record with the same key (the task's own INSERT
+    has run by then; the user's row locks that come before it are no INSERT)."""
     account = new_account(direct, "ada@example.com")
     user_id = direct.db.scalar('SELECT id FROM "user"')
-    # The foreign key check of the INSERT needs a share lock on the user's row.
     with direct.db.engine.connect() as blocker:
-        blocker.execute(sa.text('SELECT 1 FROM "user" WHERE id = :id FOR UPDATE'), {"id": user_id})
+        blocker.execute(
+            sa.text(
+                "INSERT INTO idempotency_key (user_id, key, fingerprint, status_code, body,"
+                " location, etag, created_at)"
+                " VALUES (:id, 'in-flight', 'x', 201, '{}', '/x', 'x', now())"
+            ),
+            {"id": user_id},
+        )
         with ThreadPoolExecutor(1) as pool:
             future = pool.submit(
                 direct.tasks.post,
                 "/api/tasks",
                 json_body={"title": "in flight"},
                 token=account.access,
+                headers={"Idempotency-Key": "in-flight"},
             )
             waiting = (
-                "SELECT pid FROM pg_stat_activity WHERE query LIKE 'INSERT INTO task%%'"
-                " AND wait_event_type = 'Lock'"
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE query LIKE 'INSERT INTO idempotency_key%%' AND wait_event_type = 'Lock'"
             )
             deadline = time.monotonic() + ANSWER_WITHIN
             while (pid := direct.db.scalar(waiting)) is None:
