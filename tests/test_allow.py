@@ -11,7 +11,7 @@ CASES = [
     ("tasks", "POST", "/api/tasks/1", "DELETE, GET, PUT"),
     ("tasks", "GET", "/api/tasks/1/complete", "PATCH"),
     ("auth", "GET", "/api/auth/signup", "POST"),
-    ("auth", "DELETE", "/api/auth/me", "GET"),
+    ("auth", "PUT", "/api/auth/me", "DELETE, GET"),
     ("health", "POST", "/health", "GET"),
 ]
 
