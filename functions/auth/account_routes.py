@@ -7,6 +7,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
+from sqlmodel import Session
+
 from auth_routes import errors, too_many_attempts
 from auth_schemas import AccountDeletionRequest, PasswordChangeRequest, SessionList, SessionPublic
 from auth_service import (
@@ -18,9 +21,6 @@ from auth_service import (
     set_password,
     wait_for_other_deletions,
 )
-from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
-from sqlmodel import Session
-
 from taskapi.auth import AccessClaims, CurrentUser, SourceIp, get_current_user, unauthorized
 from taskapi.db import SessionDep
 from taskapi.models import Detail, User, utcnow

@@ -3,6 +3,11 @@
 import logging
 from typing import Annotated, Any, NoReturn
 
+from fastapi import APIRouter, Body, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic.json_schema import SkipJsonSchema
+from sqlalchemy.exc import IntegrityError
+
 from auth_schemas import (
     AuthResponse,
     LoginRequest,
@@ -20,11 +25,6 @@ from auth_service import (
     rotate_refresh_token,
     start_session,
 )
-from fastapi import APIRouter, Body, HTTPException, Request, status
-from fastapi.exceptions import RequestValidationError
-from pydantic.json_schema import SkipJsonSchema
-from sqlalchemy.exc import IntegrityError
-
 from taskapi.auth import AccessClaims, CurrentUser, SourceIp, unauthorized
 from taskapi.db import SessionDep
 from taskapi.models import Detail, User, UserPublic, utcnow

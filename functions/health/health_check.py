@@ -9,9 +9,9 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from health_migration_head import MIGRATION_HEAD
 from pydantic import BaseModel
 
+from health_migration_head import MIGRATION_HEAD
 from taskapi.openapi import RESPONSE_CONFIG
 
 if TYPE_CHECKING:

@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+
 from health_check import (
     DatabaseHealth,
     DatabaseUnavailableError,
@@ -17,7 +18,6 @@ from health_check import (
     HealthError,
     check_database,
 )
-
 from taskapi import __version__
 
 # Written by `make openapi` from the auth, tasks and health apps; served as it is, so this

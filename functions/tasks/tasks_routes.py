@@ -3,28 +3,14 @@
 import hashlib
 from typing import Annotated, Any
 
-import tasks_queries
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
-from tasks_queries import (
-    DEFAULT_SORT,
-    MAX_INT32,
-    QuotaExceededError,
-    TaskFilter,
-    TaskSort,
-    add_task_within_quota,
-    etag_of,
-    find_idempotency_record,
-    first_completion,
-    list_trash_page,
-    lock_user_tasks,
-    soft_delete_task,
-)
 
+import tasks_queries
 from taskapi.auth import CurrentUser
 from taskapi.db import SessionDep
 from taskapi.models import (
@@ -45,6 +31,20 @@ from taskapi.models import (
     utcnow,
 )
 from taskapi.settings import get_settings
+from tasks_queries import (
+    DEFAULT_SORT,
+    MAX_INT32,
+    QuotaExceededError,
+    TaskFilter,
+    TaskSort,
+    add_task_within_quota,
+    etag_of,
+    find_idempotency_record,
+    first_completion,
+    list_trash_page,
+    lock_user_tasks,
+    soft_delete_task,
+)
 
 router = APIRouter(tags=["tasks"])
 

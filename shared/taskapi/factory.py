@@ -226,7 +226,8 @@ async def http_error(request: Request, error: Exception) -> Response:
     too long for it, gets a bare 400 from FastAPI; it becomes the documented 422
     `json_invalid`, so clients see one shape for every unreadable body.
     """
-    assert isinstance(error, HTTPException)
+    if not isinstance(error, HTTPException):  # registered for HTTPException alone
+        raise TypeError(error)
     if error.status_code == 405:
         # Starlette's `Allow` names the methods of the first route that matched the path
         # alone; RFC 9110 wants every method the path serves.
@@ -257,7 +258,8 @@ async def validation_error(request: Request, error: Exception) -> JSONResponse:
     too short) and fails outright on text JSON cannot encode (a lone surrogate), which
     would turn bad input into a 500.
     """
-    assert isinstance(error, RequestValidationError)
+    if not isinstance(error, RequestValidationError):  # registered for this class alone
+        raise TypeError(error)
     errors = [{key: value for key, value in e.items() if key != "input"} for e in error.errors()]
     _explain_content_type(request, errors)
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
