@@ -19,6 +19,7 @@ from health_check import (
     check_database,
 )
 from taskapi import __version__
+from taskapi.openapi import RETRY_AFTER, error_responses
 
 # Written by `make openapi` from the auth, tasks and health apps; served as it is, so this
 # function never imports the others.
@@ -40,7 +41,7 @@ async def health() -> Health:
 @router.get(
     "/health/db",
     response_model=DatabaseHealth,
-    responses={503: {"model": HealthError, "description": "The database is unavailable"}},
+    responses=error_responses(HealthError, {}),
     summary="A database round trip and the migration status",
 )
 async def health_db() -> DatabaseHealth | JSONResponse:
@@ -51,7 +52,7 @@ async def health_db() -> DatabaseHealth | JSONResponse:
         return JSONResponse(
             status_code=503,
             content=HealthError(detail=error.detail).model_dump(),
-            headers={"Retry-After": "5"},
+            headers=RETRY_AFTER,
         )
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.pool.base import _ConnectionFairy
 from sqlmodel import Session, create_engine
 
+from taskapi.openapi import DATABASE_UNAVAILABLE_DETAIL, RETRY_AFTER
 from taskapi.settings import Settings, get_database_url, get_settings
 
 logger = logging.getLogger(__name__)
@@ -373,8 +374,8 @@ async def database_unavailable(request: Request, error: Exception) -> JSONRespon
         detail = "The database took too long to answer; try again shortly."
     else:
         logger.warning("database unavailable: %s", type(error).__name__)
-        detail = "The database is unavailable; try again shortly."
-    return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": "5"})
+        detail = DATABASE_UNAVAILABLE_DETAIL
+    return JSONResponse(status_code=503, content={"detail": detail}, headers=RETRY_AFTER)
 
 
 # SQLSTATE foreign_key_violation (psycopg2.errorcodes.FOREIGN_KEY_VIOLATION), and SQLite's
