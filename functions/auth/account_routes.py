@@ -1,6 +1,6 @@
 """`/api/auth/*` for a logged-in user's account: change the password, list and revoke
-sessions, delete the account. Routes are `async def` for the reason given in
-auth_routes.py."""
+sessions, delete the account. Routes are `async def` for the reason in the `taskapi`
+package docstring."""
 
 import logging
 import uuid

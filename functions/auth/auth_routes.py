@@ -36,10 +36,7 @@ logger = logging.getLogger("taskapi.auth")
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
-# Routes are `async def` although they never await: FastAPI runs a plain `def` route in a
-# worker thread, which Mangum's one-task-per-invocation makes anyio start afresh every time
-# (docs/PERFORMANCE.md). A Lambda container serves one request at a time, so blocking on the
-# database (or on bcrypt) holds nothing up.
+# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 
 # What each error status of the auth routes means (their OpenAPI descriptions).
 UNAUTHORIZED = {

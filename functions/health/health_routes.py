@@ -27,9 +27,7 @@ OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
 
 router = APIRouter(tags=["health"])
 
-# Routes are `async def` although they never await: FastAPI runs a plain `def` route in a
-# worker thread, which Mangum's one-task-per-invocation makes anyio start afresh every time
-# (docs/PERFORMANCE.md). A Lambda container serves one request at a time.
+# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 
 
 @router.get("/health", response_model=Health, summary="Liveness, without touching the database")

@@ -49,10 +49,7 @@ from tasks_queries import (
 
 router = APIRouter(tags=["tasks"])
 
-# Routes and the ownership dependency are `async def` although they never await: FastAPI
-# runs a plain `def` in a worker thread, which Mangum's one-task-per-invocation makes anyio
-# start afresh every time (docs/PERFORMANCE.md). A Lambda container serves one request at a
-# time, so blocking on the database holds nothing up.
+# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 
 
 # What each error status of the task routes means (their OpenAPI descriptions).

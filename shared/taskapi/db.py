@@ -346,10 +346,7 @@ async def request_session(request: Request) -> AsyncGenerator[Session, None]:
     """The session of one request, opened and closed on the event loop; read-only (in
     autocommit mode on PostgreSQL) for GET and HEAD.
 
-    FastAPI runs a plain `def` dependency in a worker thread, and under Mangum, which
-    runs every invocation as a task of its own, anyio starts that thread afresh for each
-    one (docs/PERFORMANCE.md). Lambda serves one request per container at a time, so the
-    blocking calls hold nothing up.
+    `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
     """
     with open_session(read_only=request.method in READ_ONLY_METHODS) as session:
         yield session
