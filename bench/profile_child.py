@@ -41,10 +41,10 @@ app_module = importlib.util.module_from_spec(spec)
 sys.modules["app"] = app_module
 spec.loader.exec_module(app_module)
 
-import tasks_queries  # noqa: E402
-import tasks_routes  # noqa: E402
 from mangum.handlers.api_gateway import HTTPGateway  # noqa: E402
 
+import tasks_queries  # noqa: E402
+import tasks_routes  # noqa: E402
 from taskapi import auth, db  # noqa: E402
 from taskapi.tokens import decode_token  # noqa: E402
 

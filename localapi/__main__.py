@@ -31,7 +31,7 @@ from localapi.runtime import (
     apply_environment,
     developer_settings,
 )
-from localapi.server import configure_logging, report, start
+from localapi.server import configure_server_logging, report, start
 from localapi.template import Template, TemplateError, load_template
 
 logger = logging.getLogger("localapi")
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             "--debug", action="store_true", help="tracebacks with errors (as LOG_LEVEL=DEBUG)"
         )
     args = parser.parse_args(argv)
-    configure_logging()
+    configure_server_logging()
     debug = args.debug or developer_settings().get("LOG_LEVEL", "").upper() == "DEBUG"
     try:
         if args.command == "invoke":

@@ -273,7 +273,7 @@ def _event(
     )
 
 
-def create_app(
+def build_local_api(
     template_path: Path | str = "template.yaml", *, workers: int = 0, stage: str | None = None
 ) -> LocalApi:
     """The app for a template: `workers` processes per function (0: one per core)."""
@@ -289,7 +289,7 @@ def default_workers() -> int:
 
 def start(template_path: Path | str, *, workers: int, stage: str | None = None) -> LocalApi:
     """The app with every function imported; FunctionInitError if one cannot start."""
-    api = create_app(template_path, workers=workers, stage=stage)
+    api = build_local_api(template_path, workers=workers, stage=stage)
     try:
         api.runtime.warm_up()
     except FunctionInitError:
@@ -301,7 +301,7 @@ def start(template_path: Path | str, *, workers: int, stage: str | None = None) 
 def app_from_environment() -> LocalApi:
     """`uvicorn --factory` entry point: the reloader starts a fresh process that calls it.
     A function that cannot start ends that process (status 1) after one line."""
-    configure_logging()
+    configure_server_logging()
     try:
         return start(
             os.environ.get("LOCALAPI_TEMPLATE", "template.yaml"),
@@ -323,7 +323,7 @@ def report(error: BaseException, *, debug: bool, traceback: bool = True) -> None
         logger.error("%s", error)
 
 
-def configure_logging() -> None:
+def configure_server_logging() -> None:
     """Give the server's messages a handler of their own: the functions' app factory
     takes over the root logger (JSON lines on stdout)."""
     if logger.handlers:

@@ -51,11 +51,11 @@ def function_environment(
 
 def _serve(connection: Connection, function: Function, environment: dict[str, str]) -> None:
     """A worker process's life: init, then one invocation at a time until the pipe closes."""
-    from localapi.server import configure_logging  # the server's module imports this one
+    from localapi.server import configure_server_logging  # the server's module imports this one
 
     os.environ.clear()
     os.environ.update(environment)
-    configure_logging()
+    configure_server_logging()
     try:
         handler = _import_handler(function)
     except BaseException as error:  # SystemExit too: the server reports it, and stops

@@ -25,8 +25,9 @@ from schemathesis.transport import requests as schemathesis_requests
 from sqlmodel import Session, col
 
 from taskapi.db import get_engine
-from taskapi.models import PASSWORD_MAX_BYTES, AuthSession, User, utcnow
+from taskapi.models import AuthSession, User, utcnow
 from taskapi.passwords import hash_password
+from taskapi.rules import PASSWORD_MAX_BYTES
 from tests.auth_helpers import PASSWORD
 from tests.conftest import ROOT, Database
 from tests.hardening_helpers import LambdaAdapter, lambda_session

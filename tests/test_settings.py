@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from pydantic import ValidationError
 
 from taskapi.settings import (
     LOCAL_DATABASE_URL,
@@ -49,6 +50,14 @@ def test_contract_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cors_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
     configure(monkeypatch, cors_origins="https://a.example, https://b.example,")
     assert get_settings().cors_origin_list == ["https://a.example", "https://b.example"]
+
+
+def test_log_level_is_one_of_the_templates_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, log_level="warning")
+    assert get_settings().log_level == "WARNING"
+    configure(monkeypatch, log_level="LOUD")
+    with pytest.raises(ValidationError, match="log_level"):
+        get_settings()
 
 
 def test_secrets_are_read_once_and_cached(

@@ -1,13 +1,16 @@
 """`/api/auth/*` for a logged-in user's account: change the password, list and revoke
-sessions, delete the account. Routes are `async def` for the reason given in
-auth_routes.py."""
+sessions, delete the account. Routes are `async def` for the reason in the `taskapi`
+package docstring."""
 
 import logging
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from auth_routes import errors, too_many_attempts
+from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
+from sqlmodel import Session
+
+from auth_routes import LOCKED_OUT, LOCKED_OUT_HEADERS, UNAUTHORIZED, too_many_attempts
 from auth_schemas import AccountDeletionRequest, PasswordChangeRequest, SessionList, SessionPublic
 from auth_service import (
     delete_user,
@@ -18,24 +21,17 @@ from auth_service import (
     set_password,
     wait_for_other_deletions,
 )
-from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
-from sqlmodel import Session
-
 from taskapi.auth import AccessClaims, CurrentUser, SourceIp, get_current_user, unauthorized
 from taskapi.db import SessionDep
 from taskapi.models import Detail, User, utcnow
+from taskapi.openapi import error_responses
 from taskapi.passwords import hash_password, verify_password
 
 logger = logging.getLogger("taskapi.auth")
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
-WRONG_PASSWORD: dict[int | str, dict[str, Any]] = {
-    status.HTTP_403_FORBIDDEN: {
-        "model": Detail,
-        "description": "The password is wrong (it counts as a failed login)",
-    }
-}
+WRONG_PASSWORD = {status.HTTP_403_FORBIDDEN: "The password is wrong (it counts as a failed login)"}
 
 
 def confirm_password(
@@ -71,10 +67,9 @@ async def get_user_to_delete(session: SessionDep, claims: AccessClaims) -> User:
 @router.post(
     "/password",
     response_model=Detail,
-    responses={
-        **WRONG_PASSWORD,
-        **errors(status.HTTP_401_UNAUTHORIZED, status.HTTP_429_TOO_MANY_REQUESTS),
-    },
+    responses=error_responses(
+        Detail, WRONG_PASSWORD | UNAUTHORIZED | LOCKED_OUT, headers=LOCKED_OUT_HEADERS
+    ),
 )
 async def change_password(
     body: PasswordChangeRequest,
@@ -121,7 +116,7 @@ async def change_password(
                 }
             }
         },
-        **errors(status.HTTP_401_UNAUTHORIZED),
+        **error_responses(Detail, UNAUTHORIZED),
     },
 )
 async def list_sessions(
@@ -147,11 +142,10 @@ async def list_sessions(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses={
-        status.HTTP_404_NOT_FOUND: {
-            "model": Detail,
-            "description": "No live session of the caller has this id",
-        },
-        **errors(status.HTTP_401_UNAUTHORIZED),
+        **error_responses(
+            Detail,
+            {status.HTTP_404_NOT_FOUND: "No live session of the caller has this id"} | UNAUTHORIZED,
+        ),
     },
 )
 async def revoke_session(
@@ -173,10 +167,9 @@ async def revoke_session(
     "/me",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses={
-        **WRONG_PASSWORD,
-        **errors(status.HTTP_401_UNAUTHORIZED, status.HTTP_429_TOO_MANY_REQUESTS),
-    },
+    responses=error_responses(
+        Detail, WRONG_PASSWORD | UNAUTHORIZED | LOCKED_OUT, headers=LOCKED_OUT_HEADERS
+    ),
 )
 async def delete_account(
     body: AccountDeletionRequest,

@@ -3,7 +3,6 @@ account: password, sessions, deletion)."""
 
 import account_routes
 import auth_routes
-
 from taskapi.factory import create_app, make_handler
 from taskapi.passwords import prepare_password_checks
 from taskapi.snapstart import prepare_for_snapshot

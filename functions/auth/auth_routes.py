@@ -1,7 +1,12 @@
 """`/api/auth/*`: sign-up, login, token refresh, logout and the current user."""
 
 import logging
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
+
+from fastapi import APIRouter, Body, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic.json_schema import SkipJsonSchema
+from sqlalchemy.exc import IntegrityError
 
 from auth_schemas import (
     AuthResponse,
@@ -20,14 +25,10 @@ from auth_service import (
     rotate_refresh_token,
     start_session,
 )
-from fastapi import APIRouter, Body, HTTPException, Request, status
-from fastapi.exceptions import RequestValidationError
-from pydantic.json_schema import SkipJsonSchema
-from sqlalchemy.exc import IntegrityError
-
 from taskapi.auth import AccessClaims, CurrentUser, SourceIp, unauthorized
 from taskapi.db import SessionDep
 from taskapi.models import Detail, User, UserPublic, utcnow
+from taskapi.openapi import error_responses, retry_after_header
 from taskapi.passwords import verify_password
 from taskapi.tokens import InvalidTokenError, TokenPair, decode_token
 
@@ -35,35 +36,18 @@ logger = logging.getLogger("taskapi.auth")
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
-# Routes are `async def` although they never await: FastAPI runs a plain `def` route in a
-# worker thread, which Mangum's one-task-per-invocation makes anyio start afresh every time
-# (docs/PERFORMANCE.md). A Lambda container serves one request at a time, so blocking on the
-# database (or on bcrypt) holds nothing up.
+# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 
-_ERRORS: dict[int, str] = {
-    status.HTTP_401_UNAUTHORIZED: "Missing, invalid, expired or revoked token or credentials",
-    status.HTTP_403_FORBIDDEN: "The account is inactive",
-    status.HTTP_409_CONFLICT: "The email is already registered",
-    status.HTTP_429_TOO_MANY_REQUESTS: "Too many failed logins for this email",
-    status.HTTP_503_SERVICE_UNAVAILABLE: "The database is unavailable",
+# What each error status of the auth routes means (their OpenAPI descriptions).
+UNAUTHORIZED = {
+    status.HTTP_401_UNAUTHORIZED: "Missing, invalid, expired or revoked token or credentials"
 }
-
-
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route really answers (every auth route
-    reads the database, so each can answer 503)."""
-    responses: dict[int | str, dict[str, Any]] = {
-        code: {"model": Detail, "description": _ERRORS[code]}
-        for code in (*codes, status.HTTP_503_SERVICE_UNAVAILABLE)
-    }
-    if status.HTTP_429_TOO_MANY_REQUESTS in responses:
-        responses[status.HTTP_429_TOO_MANY_REQUESTS]["headers"] = {
-            "Retry-After": {
-                "description": "Seconds until the lockout ends",
-                "schema": {"type": "integer"},
-            }
-        }
-    return responses
+INACTIVE = {status.HTTP_403_FORBIDDEN: "The account is inactive"}
+REGISTERED = {status.HTTP_409_CONFLICT: "The email is already registered"}
+LOCKED_OUT = {status.HTTP_429_TOO_MANY_REQUESTS: "Too many failed logins for this email"}
+LOCKED_OUT_HEADERS = {
+    status.HTTP_429_TOO_MANY_REQUESTS: retry_after_header("Seconds until the lockout ends")
+}
 
 
 def too_many_attempts(retry_after: int) -> NoReturn:
@@ -85,7 +69,7 @@ def auth_response(user: User, pair: TokenPair) -> AuthResponse:
     summary="Sign up (and log in)",
     status_code=status.HTTP_201_CREATED,
     response_model=AuthResponse,
-    responses=errors(status.HTTP_409_CONFLICT),
+    responses=error_responses(Detail, REGISTERED),
 )
 async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
     """Create an account and log it in."""
@@ -109,10 +93,8 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
     "/login",
     summary="Log in",
     response_model=AuthResponse,
-    responses=errors(
-        status.HTTP_401_UNAUTHORIZED,
-        status.HTTP_403_FORBIDDEN,
-        status.HTTP_429_TOO_MANY_REQUESTS,
+    responses=error_responses(
+        Detail, UNAUTHORIZED | INACTIVE | LOCKED_OUT, headers=LOCKED_OUT_HEADERS
     ),
 )
 async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) -> AuthResponse:
@@ -150,7 +132,7 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
     "/refresh",
     summary="Exchange a refresh token for a new pair",
     response_model=TokenResponse,
-    responses=errors(status.HTTP_401_UNAUTHORIZED),
+    responses=error_responses(Detail, UNAUTHORIZED),
 )
 async def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
     """Exchange a refresh token for a new pair; the presented token stops working."""
@@ -178,7 +160,7 @@ async def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
     "/logout",
     summary="Log out",
     response_model=Detail,
-    responses=errors(status.HTTP_401_UNAUTHORIZED),
+    responses=error_responses(Detail, UNAUTHORIZED),
 )
 async def logout(
     request: Request,
@@ -216,7 +198,7 @@ async def logout(
     "/me",
     summary="The current user",
     response_model=UserPublic,
-    responses=errors(status.HTTP_401_UNAUTHORIZED),
+    responses=error_responses(Detail, UNAUTHORIZED),
 )
 async def get_me(user: CurrentUser) -> User:
     """The user the access token belongs to."""

@@ -8,33 +8,16 @@ from pydantic import AfterValidator, Field, field_validator
 from sqlmodel import SQLModel
 
 from taskapi.emails import EMAIL_MAX_LENGTH, normalise_email
-from taskapi.models import (
+from taskapi.models import RequestModel, UserCreate, UserPublic
+from taskapi.openapi import RESPONSE_CONFIG
+from taskapi.rules import (
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
     PASSWORD_MIN_LENGTH,
-    RequestModel,
-    UserCreate,
-    UserPublic,
+    fits_bcrypt,
+    storable_text,
 )
-from taskapi.openapi import RESPONSE_CONFIG
-from taskapi.passwords import password_problem
 from taskapi.tokens import TokenPair
-
-
-def _fits_bcrypt(value: str) -> str:
-    problem = password_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _storable(value: str) -> str:
-    # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the driver.
-    # (Lone surrogates never get this far: FastAPI's string validation refuses them.)
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
 
 # A password that a body sets (sign-up, password change): the sign-up rules, in one place.
 NewPassword = Annotated[
@@ -46,7 +29,7 @@ NewPassword = Annotated[
         description="At least 8 characters and at most 72 bytes in UTF-8; no NUL character",
         json_schema_extra={"pattern": NO_NUL_PATTERN},
     ),
-    AfterValidator(_fits_bcrypt),
+    AfterValidator(fits_bcrypt),
 ]
 # A password that a body presents to be checked: anything bcrypt can take. One that
 # could never have been set is refused as input rather than checked.
@@ -57,14 +40,14 @@ GivenPassword = Annotated[
         description="At most 72 bytes in UTF-8; no NUL character",
         json_schema_extra={"pattern": NO_NUL_PATTERN},
     ),
-    AfterValidator(_fits_bcrypt),
+    AfterValidator(fits_bcrypt),
 ]
 
 
-# Body of POST /api/auth/signup: the layer's `UserCreate`, made safe for bcrypt and PostgreSQL.
+# Body of POST /api/auth/signup: the layer's `UserCreate` (its rules are the sign-up's),
+# under the name the API documents.
 class SignupRequest(UserCreate):
-    password: NewPassword
-    _name = field_validator("name")(_storable)
+    pass
 
 
 # Body of POST /api/auth/login. The email is not validated as an address: no account can
@@ -79,7 +62,7 @@ class LoginRequest(RequestModel):
     @classmethod
     def normalise_email(cls, value: str) -> str:
         # The sign-up rule's normalisation, so the same string finds the same account.
-        return normalise_email(_storable(value))
+        return normalise_email(storable_text(value))
 
 
 # Body of POST /api/auth/refresh.

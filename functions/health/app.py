@@ -5,7 +5,6 @@ from typing import Any
 
 from health_routes import router
 from health_schedule import is_scheduled_event, scheduled_check
-
 from taskapi.factory import create_app, make_handler
 from taskapi.snapstart import prepare_for_snapshot
 

@@ -9,10 +9,10 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from health_migration_head import MIGRATION_HEAD
 from pydantic import BaseModel
 
-from taskapi.openapi import RESPONSE_CONFIG
+from health_migration_head import MIGRATION_HEAD
+from taskapi.openapi import DATABASE_UNAVAILABLE, RESPONSE_CONFIG
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -85,7 +85,7 @@ def check_database() -> DatabaseHealth:
     except failures as error:
         logger.warning("database check failed", extra={"error": type(error).__name__})
         raise DatabaseUnavailableError(
-            f"The database is unavailable ({type(error).__name__})"
+            f"{DATABASE_UNAVAILABLE} ({type(error).__name__})"
         ) from error
     except ConfigurationError as error:
         logger.error("database check failed", extra={"error": str(error)})

@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+
 from health_check import (
     DatabaseHealth,
     DatabaseUnavailableError,
@@ -17,8 +18,8 @@ from health_check import (
     HealthError,
     check_database,
 )
-
 from taskapi import __version__
+from taskapi.openapi import RETRY_AFTER, error_responses
 
 # Written by `make openapi` from the auth, tasks and health apps; served as it is, so this
 # function never imports the others.
@@ -26,9 +27,7 @@ OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
 
 router = APIRouter(tags=["health"])
 
-# Routes are `async def` although they never await: FastAPI runs a plain `def` route in a
-# worker thread, which Mangum's one-task-per-invocation makes anyio start afresh every time
-# (docs/PERFORMANCE.md). A Lambda container serves one request at a time.
+# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 
 
 @router.get("/health", response_model=Health, summary="Liveness, without touching the database")
@@ -40,7 +39,7 @@ async def health() -> Health:
 @router.get(
     "/health/db",
     response_model=DatabaseHealth,
-    responses={503: {"model": HealthError, "description": "The database is unavailable"}},
+    responses=error_responses(HealthError, {}),
     summary="A database round trip and the migration status",
 )
 async def health_db() -> DatabaseHealth | JSONResponse:
@@ -51,7 +50,7 @@ async def health_db() -> DatabaseHealth | JSONResponse:
         return JSONResponse(
             status_code=503,
             content=HealthError(detail=error.detail).model_dump(),
-            headers={"Retry-After": "5"},
+            headers=RETRY_AFTER,
         )
 
 

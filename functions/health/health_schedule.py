@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 from health_check import DatabaseUnavailableError, HealthError, check_database
-
 from taskapi.logs import invocation_fields, log_context
 from taskapi.metrics import METRICS_NAMESPACE, Unit, put_metrics
 from taskapi.settings import get_settings

@@ -11,7 +11,6 @@ import logging
 from typing import Any
 
 from maintenance_jobs import publish_metrics, run_maintenance
-
 from taskapi.db import get_engine
 from taskapi.logs import configure_logging, invocation_fields, log_context
 from taskapi.settings import get_database_url, get_settings

@@ -1,9 +1,8 @@
 """TasksFunction: `/api/tasks` and `/api/tasks/*`, the signed-in user's tasks."""
 
-from tasks_routes import router
-
 from taskapi.factory import create_app, make_handler
 from taskapi.snapstart import prepare_for_snapshot
+from tasks_routes import router
 
 app = create_app(
     title="Task API: tasks",

@@ -3,28 +3,14 @@
 import hashlib
 from typing import Annotated, Any
 
-import tasks_queries
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
-from tasks_queries import (
-    DEFAULT_SORT,
-    MAX_INT32,
-    QuotaExceededError,
-    TaskFilter,
-    TaskSort,
-    add_task_within_quota,
-    etag_of,
-    find_idempotency_record,
-    first_completion,
-    list_trash_page,
-    lock_user_tasks,
-    soft_delete_task,
-)
 
+import tasks_queries
 from taskapi.auth import CurrentUser
 from taskapi.db import SessionDep
 from taskapi.models import (
@@ -44,32 +30,35 @@ from taskapi.models import (
     User,
     utcnow,
 )
+from taskapi.openapi import error_responses
 from taskapi.settings import get_settings
+from tasks_queries import (
+    DEFAULT_SORT,
+    MAX_INT32,
+    QuotaExceededError,
+    TaskFilter,
+    TaskSort,
+    add_task_within_quota,
+    etag_of,
+    find_idempotency_record,
+    first_completion,
+    list_trash_page,
+    lock_user_tasks,
+    soft_delete_task,
+)
 
 router = APIRouter(tags=["tasks"])
 
-# Routes and the ownership dependency are `async def` although they never await: FastAPI
-# runs a plain `def` in a worker thread, which Mangum's one-task-per-invocation makes anyio
-# start afresh every time (docs/PERFORMANCE.md). A Lambda container serves one request at a
-# time, so blocking on the database holds nothing up.
+# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 
 
-Responses = dict[int | str, dict[str, Any]]
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"model": Detail, "description": description}
-
-
-UNAUTHORIZED: Responses = {401: _error("Missing, invalid, expired or revoked access token")}
-UNAVAILABLE: Responses = {503: _error("The database is unavailable")}
-BY_ID: Responses = {
-    **UNAUTHORIZED,
-    403: _error("The task belongs to another user"),
-    404: _error("No such task, or it was deleted"),
-    **UNAVAILABLE,
+# What each error status of the task routes means (their OpenAPI descriptions).
+UNAUTHORIZED = {401: "Missing, invalid, expired or revoked access token"}
+BY_ID = UNAUTHORIZED | {
+    403: "The task belongs to another user",
+    404: "No such task, or it was deleted",
 }
-PRECONDITION: Responses = {412: _error("If-Match does not match the task's current ETag")}
+PRECONDITION = {412: "If-Match does not match the task's current ETag"}
 ETAG_HEADER = {"ETag": {"description": "The task's version", "schema": {"type": "string"}}}
 
 
@@ -182,7 +171,7 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 @router.get(
     "/api/tasks",
     response_model=TaskPage,
-    responses={**UNAUTHORIZED, **UNAVAILABLE},
+    responses=error_responses(Detail, UNAUTHORIZED),
     summary="List the caller's tasks",
 )
 async def list_tasks(
@@ -256,11 +245,9 @@ IdempotencyKeyHeader = Annotated[
         ),
     ),
 ]
-CONFLICT: Responses = {
-    409: _error(
-        "The caller holds the most tasks allowed, or a request with the same "
-        "Idempotency-Key is still in progress"
-    )
+CONFLICT = {
+    409: "The caller holds the most tasks allowed, or a request with the same "
+    "Idempotency-Key is still in progress"
 }
 CREATED_HEADERS = {
     **ETAG_HEADER,
@@ -313,7 +300,10 @@ def quota_exceeded(max_tasks: int) -> HTTPException:
     "/api/tasks",
     response_model=TaskPublic,
     status_code=http.HTTP_201_CREATED,
-    responses={201: {"headers": CREATED_HEADERS}, **UNAUTHORIZED, **CONFLICT, **UNAVAILABLE},
+    responses={
+        201: {"headers": CREATED_HEADERS},
+        **error_responses(Detail, UNAUTHORIZED | CONFLICT),
+    },
     summary="Create a task",
 )
 async def create_task(
@@ -385,7 +375,7 @@ async def create_task(
 @router.get(
     "/api/tasks/trash",
     response_model=TrashPage,
-    responses={**UNAUTHORIZED, **UNAVAILABLE},
+    responses=error_responses(Detail, UNAUTHORIZED),
     summary="List the caller's deleted tasks, newest deletion first",
 )
 async def list_trash(
@@ -401,11 +391,15 @@ async def list_trash(
     response_model=TaskPublic,
     responses={
         200: {"headers": ETAG_HEADER},
-        **UNAUTHORIZED,
-        403: _error("The task belongs to another user"),
-        404: _error("No such task, or it is not in the trash"),
-        **PRECONDITION,
-        **UNAVAILABLE,
+        **error_responses(
+            Detail,
+            UNAUTHORIZED
+            | {
+                403: "The task belongs to another user",
+                404: "No such task, or it is not in the trash",
+            }
+            | PRECONDITION,
+        ),
     },
     summary="Take a deleted task out of the trash",
 )
@@ -433,7 +427,7 @@ async def restore_task(
 @router.get(
     "/api/tasks/{task_id}",
     response_model=TaskPublic,
-    responses={200: {"headers": ETAG_HEADER}, **BY_ID},
+    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID)},
     summary="Read a task",
 )
 async def get_task(task: OwnedTask) -> Response:
@@ -444,7 +438,7 @@ async def get_task(task: OwnedTask) -> Response:
 @router.put(
     "/api/tasks/{task_id}",
     response_model=TaskPublic,
-    responses={200: {"headers": ETAG_HEADER}, **BY_ID, **PRECONDITION},
+    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID | PRECONDITION)},
     summary="Change some fields of a task",
 )
 async def update_task(
@@ -474,7 +468,7 @@ async def update_task(
     "/api/tasks/{task_id}",
     status_code=http.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses={**BY_ID, **PRECONDITION},
+    responses=error_responses(Detail, BY_ID | PRECONDITION),
     summary="Delete a task (it stays in the database, marked deleted)",
 )
 async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
@@ -489,7 +483,7 @@ async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = 
 @router.patch(
     "/api/tasks/{task_id}/complete",
     response_model=TaskPublic,
-    responses={200: {"headers": ETAG_HEADER}, **BY_ID, **PRECONDITION},
+    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID | PRECONDITION)},
     summary="Mark a task completed (idempotent)",
 )
 async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:

@@ -27,8 +27,7 @@ def unauthorized(detail: str) -> NoReturn:
     )
 
 
-# `async def` although nothing here awaits: FastAPI would run a plain `def` dependency in
-# a worker thread, which costs more than the work itself (docs/PERFORMANCE.md).
+# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 async def get_access_claims(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> TokenClaims:

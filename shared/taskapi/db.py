@@ -25,6 +25,7 @@ from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.pool.base import _ConnectionFairy
 from sqlmodel import Session, create_engine
 
+from taskapi.openapi import DATABASE_UNAVAILABLE_DETAIL, RETRY_AFTER
 from taskapi.settings import Settings, get_database_url, get_settings
 
 logger = logging.getLogger(__name__)
@@ -345,10 +346,7 @@ async def request_session(request: Request) -> AsyncGenerator[Session, None]:
     """The session of one request, opened and closed on the event loop; read-only (in
     autocommit mode on PostgreSQL) for GET and HEAD.
 
-    FastAPI runs a plain `def` dependency in a worker thread, and under Mangum, which
-    runs every invocation as a task of its own, anyio starts that thread afresh for each
-    one (docs/PERFORMANCE.md). Lambda serves one request per container at a time, so the
-    blocking calls hold nothing up.
+    `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
     """
     with open_session(read_only=request.method in READ_ONLY_METHODS) as session:
         yield session
@@ -373,8 +371,8 @@ async def database_unavailable(request: Request, error: Exception) -> JSONRespon
         detail = "The database took too long to answer; try again shortly."
     else:
         logger.warning("database unavailable: %s", type(error).__name__)
-        detail = "The database is unavailable; try again shortly."
-    return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": "5"})
+        detail = DATABASE_UNAVAILABLE_DETAIL
+    return JSONResponse(status_code=503, content={"detail": detail}, headers=RETRY_AFTER)
 
 
 # SQLSTATE foreign_key_violation (psycopg2.errorcodes.FOREIGN_KEY_VIOLATION), and SQLite's

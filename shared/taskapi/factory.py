@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskapi import __version__
-from taskapi.logs import configure_logging, invocation_fields, log_context
+from taskapi.logs import configure_logging, invocation_fields, log_context, mark_cold_start
 from taskapi.openapi import operation_id
 from taskapi.settings import get_database_url, get_jwt_keys, get_settings
 
@@ -28,11 +28,12 @@ logger = logging.getLogger("taskapi.request")
 
 
 class RequestLogMiddleware:
-    """One JSON line per request: request ids, method, path, status and duration."""
+    """One JSON line per request: request ids, method, path, status and duration (and,
+    from the log context, whether it is the container's first: `taskapi.logs` keeps the
+    one cold-start flag)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.cold_start = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,7 +55,6 @@ class RequestLogMiddleware:
             try:
                 await self.app(scope, receive, send_and_record)
             finally:
-                cold_start, self.cold_start = self.cold_start, False
                 logger.info(
                     "request",
                     extra={
@@ -62,7 +62,6 @@ class RequestLogMiddleware:
                         "path": scope["path"],
                         "status": status,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        "cold_start": cold_start,
                     },
                 )
 
@@ -226,7 +225,8 @@ async def http_error(request: Request, error: Exception) -> Response:
     too long for it, gets a bare 400 from FastAPI; it becomes the documented 422
     `json_invalid`, so clients see one shape for every unreadable body.
     """
-    assert isinstance(error, HTTPException)
+    if not isinstance(error, HTTPException):  # registered for HTTPException alone
+        raise TypeError(error)
     if error.status_code == 405:
         # Starlette's `Allow` names the methods of the first route that matched the path
         # alone; RFC 9110 wants every method the path serves.
@@ -257,7 +257,8 @@ async def validation_error(request: Request, error: Exception) -> JSONResponse:
     too short) and fails outright on text JSON cannot encode (a lone surrogate), which
     would turn bad input into a 500.
     """
-    assert isinstance(error, RequestValidationError)
+    if not isinstance(error, RequestValidationError):  # registered for this class alone
+        raise TypeError(error)
     errors = [{key: value for key, value in e.items() if key != "input"} for e in error.errors()]
     _explain_content_type(request, errors)
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
@@ -297,6 +298,10 @@ def create_app(
     """
     settings = get_settings()
     configure_logging(settings.log_level)
+    # A new app's first request is its container's first: on Lambda one app is built per
+    # container (at import), so this changes nothing there; tests and the local server
+    # build many in one process, and each app's first request is logged as a cold start.
+    mark_cold_start()
     app = FastAPI(
         title=title,
         description=description,

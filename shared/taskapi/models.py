@@ -26,6 +26,14 @@ from sqlmodel import Field, SQLModel
 
 from taskapi.emails import EMAIL_MAX_LENGTH, signup_email
 from taskapi.openapi import RESPONSE_CONFIG
+from taskapi.rules import (
+    NO_NUL_PATTERN,
+    NOT_BLANK_PATTERN,
+    PASSWORD_MAX_BYTES,
+    PASSWORD_MIN_LENGTH,
+    fits_bcrypt,
+    storable_text,
+)
 
 # Every constraint and index gets a predictable name, so migrations can refer to them.
 SQLModel.metadata.naming_convention = {
@@ -37,17 +45,10 @@ SQLModel.metadata.naming_convention = {
 }
 
 NAME_MAX_LENGTH = 100
-PASSWORD_MIN_LENGTH = 8
-PASSWORD_MAX_BYTES = 72  # bcrypt ignores everything past 72 bytes; refuse rather than truncate
 TITLE_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 5000
 SEARCH_MAX_LENGTH = 200  # the list's `q`
 
-# How the OpenAPI document states the text rules that the validators below enforce (the
-# validators give the clearer message, so the patterns only document): no NUL character
-# anywhere (PostgreSQL text cannot hold one), and a title with more than whitespace.
-NO_NUL_PATTERN = r"^[^\x00]*$"
-NOT_BLANK_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 # email-validator refuses addresses on special-use domains (RFC 6761: `.test`, `.local`,
 # ...); the document says so by name, and as a pattern that generated data can follow
 # (each letter in either case, as domains are compared).
@@ -192,12 +193,8 @@ class UserCreate(UserBase, RequestModel):
     def strip_name(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
 
-    @field_validator("password")
-    @classmethod
-    def fits_bcrypt(cls, value: str) -> str:
-        if len(value.encode("utf-8")) > PASSWORD_MAX_BYTES:
-            raise ValueError(f"must be at most {PASSWORD_MAX_BYTES} bytes in UTF-8")
-        return value
+    _password = field_validator("password")(fits_bcrypt)
+    _name = field_validator("name")(storable_text)
 
 
 # What the API returns for a user: never the password hash.
@@ -255,13 +252,6 @@ class LoginAttempt(SQLModel, table=True):
 
 def _strip_title(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
-
-
-def _storable_text(value: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL: refuse it as bad input, not a 500 from the INSERT.
-    if value is not None and "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
 
 
 _NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
@@ -360,7 +350,7 @@ class Task(TaskBase, table=True):
 # Body of POST /api/tasks.
 class TaskCreate(TaskBase, RequestModel):
     _strip = field_validator("title", mode="before")(_strip_title)
-    _storable = field_validator("title", "description")(_storable_text)
+    _storable = field_validator("title", "description")(storable_text)
 
 
 # Body of PUT /api/tasks/{id}: any subset of the create fields. `title`, `status` and
@@ -389,7 +379,7 @@ class TaskUpdate(RequestModel):
     )
 
     _strip = field_validator("title", mode="before")(_strip_title)
-    _storable = field_validator("title", "description")(_storable_text)
+    _storable = field_validator("title", "description")(storable_text)
 
     @field_validator("title", "status", "priority")
     @classmethod

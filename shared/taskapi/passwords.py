@@ -2,8 +2,8 @@
 
 The `passlib` import comes from libpass, the maintained fork: passlib 1.7.4's own bcrypt
 self-test fails on bcrypt 5. Passwords longer than 72 bytes or holding a NUL byte are
-refused by the schemas before they get here (`password_problem`): bcrypt would ignore
-the rest, and bcrypt 5 raises on both.
+refused by the schemas before they get here (`taskapi.rules.fits_bcrypt`): bcrypt would
+ignore the rest, and bcrypt 5 raises on both.
 """
 
 import functools
@@ -11,8 +11,6 @@ import functools
 from passlib.context import CryptContext
 
 from taskapi.settings import get_settings
-
-BCRYPT_MAX_BYTES = 72
 
 
 @functools.cache
@@ -32,15 +30,6 @@ def prepare_password_checks() -> None:
     container starts): made on the first unknown-email login instead, the hash would
     double that login's time, telling an attacker the email has no account."""
     _dummy_hash()
-
-
-def password_problem(password: str) -> str | None:
-    """Why bcrypt cannot take this password, or None if it can (for schema validators)."""
-    if len(password.encode("utf-8")) > BCRYPT_MAX_BYTES:
-        return f"must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8"
-    if "\x00" in password:
-        return "must not contain NUL characters"
-    return None
 
 
 def hash_password(password: str) -> str:

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskapi.aws import aws_client, clear_clients, describe_limits
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LOCAL_STAGES = frozenset({"local", "test"})
 LOCAL_DATABASE_URL = "sqlite:///./taskapi.db"
 # The drivers the layer ships: every way of writing a PostgreSQL URL means psycopg2
@@ -82,12 +83,18 @@ class Settings(BaseSettings):
     login_max_attempts: int = Field(default=5, ge=1)
     login_max_attempts_per_email: int = Field(default=100, ge=1)
     login_lockout_minutes: int = Field(default=15, ge=1)
-    log_level: str = "INFO"
+    # template.yaml's LogLevel allows the same four names; any case is read (`info`).
+    log_level: LogLevel = "INFO"
     # Seconds a value read from Secrets Manager is used before it is read again.
     secret_cache_seconds: int = Field(default=300, ge=1)
     # The base path of a custom domain's API mapping (`/v1`): API Gateway leaves it in the
     # path it sends, and every function strips it (see `taskapi.factory`).
     api_base_path: str = ""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("api_base_path")
     @classmethod

@@ -124,7 +124,9 @@ def after_restore(app: FastAPI) -> None:
     # `secrets` module, uuid4 and bcrypt's salts read the kernel's generator each time.)
     random.seed()
     _renew_database_and_secrets()
-    _mark_cold_start(app)
+    # The warm-up used up the cold-start flag; the first request after a restore is the
+    # environment's first.
+    logs.mark_cold_start()
 
 
 def _renew_database_and_secrets() -> None:
@@ -147,14 +149,3 @@ def _renew_database_and_secrets() -> None:
     # Connections cannot outlive a snapshot, and the engine holds the database URL (its
     # password) it was built with: the next request builds it again, imports done.
     reset_engine()
-
-
-def _mark_cold_start(app: FastAPI) -> None:
-    """The warm-up used up the cold-start flags; the first request after a restore is the
-    environment's first (`taskapi.logs` and the request-log middleware each keep one)."""
-    logs.mark_cold_start()
-    layer: Any = app.middleware_stack
-    while layer is not None:
-        if hasattr(layer, "cold_start"):
-            layer.cold_start = True
-        layer = getattr(layer, "app", None)
