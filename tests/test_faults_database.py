@@ -367,10 +367,10 @@ def test_a_create_killed_while_its_insert_runs_is_absent(direct: Direct) -> None
     """The INSERT is on the server, waiting for a lock, when its process is ended: 503 and
     no row; not run again on another connection."""
     account = new_account(direct, "ada@example.com")
-    user_id = direct.db.scalar('SELECT id FROM "user"')
-    # The foreign key check of the INSERT needs a share lock on the user's row.
+    # SHARE blocks the INSERT (ROW EXCLUSIVE) and nothing the create does before it: a
+    # lock on the user's row would stop it earlier, at CurrentUser's or the quota's lock.
     with direct.db.engine.connect() as blocker:
-        blocker.execute(sa.text('SELECT 1 FROM "user" WHERE id = :id FOR UPDATE'), {"id": user_id})
+        blocker.execute(sa.text("LOCK TABLE task IN SHARE MODE"))
         with ThreadPoolExecutor(1) as pool:
             future = pool.submit(
                 direct.tasks.post,
