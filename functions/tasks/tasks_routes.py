@@ -25,7 +25,7 @@ from tasks_queries import (
     soft_delete_task,
 )
 
-from taskapi.auth import CurrentUser
+from taskapi.auth import CurrentUserRef, UserRef
 from taskapi.db import SessionDep
 from taskapi.models import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
@@ -41,7 +41,6 @@ from taskapi.models import (
     TaskUpdate,
     Timestamp,
     TrashPage,
-    User,
     utcnow,
 )
 from taskapi.settings import get_settings
@@ -113,7 +112,7 @@ TaskId = Annotated[
 ]
 
 
-def owned_task(task: Task | None, user: User, *, in_trash: bool) -> Task:
+def owned_task(task: Task | None, user: UserRef, *, in_trash: bool) -> Task:
     """The task if it exists, is (or is not) in the trash, and is the user's: else 404/403."""
     if task is None or (task.deleted_at is not None) != in_trash:
         detail = "Task not found in the trash" if in_trash else "Task not found"
@@ -125,11 +124,11 @@ def owned_task(task: Task | None, user: User, *, in_trash: bool) -> Task:
     return task
 
 
-async def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+async def get_owned_task(task_id: TaskId, user: CurrentUserRef, session: SessionDep) -> Task:
     return owned_task(session.get(Task, task_id), user, in_trash=False)
 
 
-async def get_trashed_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+async def get_trashed_task(task_id: TaskId, user: CurrentUserRef, session: SessionDep) -> Task:
     return owned_task(session.get(Task, task_id), user, in_trash=True)
 
 
@@ -186,7 +185,7 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
     summary="List the caller's tasks",
 )
 async def list_tasks(
-    user: CurrentUser,
+    user: CurrentUserRef,
     session: SessionDep,
     skip: Skip = 0,
     limit: Limit = 20,
@@ -318,7 +317,7 @@ def quota_exceeded(max_tasks: int) -> HTTPException:
 )
 async def create_task(
     body: TaskCreate,
-    user: CurrentUser,
+    user: CurrentUserRef,
     session: SessionDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
@@ -389,7 +388,7 @@ async def create_task(
     summary="List the caller's deleted tasks, newest deletion first",
 )
 async def list_trash(
-    user: CurrentUser, session: SessionDep, skip: Skip = 0, limit: Limit = 20
+    user: CurrentUserRef, session: SessionDep, skip: Skip = 0, limit: Limit = 20
 ) -> Response:
     """The caller's deleted tasks, each with its `deleted_at`; they are removed for good
     `TRASH_RETENTION_DAYS` after deletion."""
