@@ -92,13 +92,24 @@ def asgi() -> None:
 claims = decode_token(token, expected_type="access")
 user_params = {"user_id": claims.user_id, "session_id": claims.session_id}
 page_statement, _ = tasks_queries._list_statements(
-    tasks_queries.DEFAULT_SORT, by_status=False, by_priority=False, by_text=False
+    tasks_queries._Shape(
+        sort=tasks_queries.DEFAULT_SORT,
+        by_status=False,
+        by_priority=False,
+        by_text=False,
+        by_due_before=False,
+        by_due_after=False,
+        overdue=None,
+    )
 )
 page_params = {
     "user_id": claims.user_id,
-    "status": None,
-    "priority": None,
+    "statuses": [],
+    "priorities": [],
     "text": None,
+    "due_before": None,
+    "due_after": None,
+    "now": datetime.now(UTC),
     "skip": 0,
     "limit": 20,
 }
@@ -120,10 +131,13 @@ def token_decoding() -> None:
 
 
 def user_query() -> None:
-    user = session.exec(
-        auth._LIVE_SESSION_USER, params={**user_params, "now": datetime.now(UTC)}
-    ).first()
-    assert user is not None
+    # The task routes' check (`CurrentUserRef`): a Core row of the user's id.
+    row = (
+        session.connection()
+        .execute(auth._LIVE_SESSION_USER_ID, {**user_params, "now": datetime.now(UTC)})
+        .first()
+    )
+    assert row is not None
 
 
 def session_open_close() -> None:
@@ -160,24 +174,13 @@ def request_log() -> None:
 
 # Candidates for the recommendations in docs/PERFORMANCE.md, timed beside the stages they
 # would replace; and the lean FastAPI + Core route (issue 19's baseline c) for scale.
-from sqlmodel import col  # noqa: E402
-
-from taskapi.models import User  # noqa: E402
-from taskapi.settings import get_jwt_secret  # noqa: E402
-
-# The same statement, the two columns the routes read instead of a whole ORM `User`.
-_LIVE_SESSION_USER_ROW = auth._LIVE_SESSION_USER.with_only_columns(
-    col(User.id), col(User.is_active)
-)
 
 
-def user_query_core_row() -> None:
-    row = (
-        session.connection()
-        .execute(_LIVE_SESSION_USER_ROW, {**user_params, "now": datetime.now(UTC)})
-        .first()
-    )
-    assert row is not None
+def user_query_orm() -> None:
+    user = session.exec(
+        auth._LIVE_SESSION_USER, params={**user_params, "now": datetime.now(UTC)}
+    ).first()
+    assert user is not None
 
 
 def connection_open_close() -> None:
@@ -186,25 +189,9 @@ def connection_open_close() -> None:
 
 
 candidates: dict[str, Callable[[], None]] = {
-    "candidate: user/session query as a Core row (id, is_active)": user_query_core_row,
+    "reference: the whole ORM User (CurrentUser, /me and account routes)": user_query_orm,
     "candidate: engine.connect() instead of a Session": connection_open_close,
 }
-try:
-    import jwt as pyjwt  # build/bench/experiments, when installed there
-except ImportError:
-    pass
-else:
-    secret = get_jwt_secret()
-
-    def pyjwt_decode() -> None:
-        pyjwt.decode(
-            token,
-            secret,
-            algorithms=["HS256"],
-            options={"require": ["sub", "jti", "iat", "exp"]},
-        )
-
-    candidates["candidate: PyJWT decode (HS256, same required claims)"] = pyjwt_decode
 lean_root = config.get("lean_root")
 if lean_root:
     sys.path.insert(0, lean_root)

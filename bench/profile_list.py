@@ -18,8 +18,6 @@ from bench.artifacts import BUILD, last_build, run_child
 from bench.database import SUBJECT_SETTINGS, bench_database
 from localapi.events import http_event
 
-# Packages for the candidates only: `pip install --target build/bench/experiments pyjwt`.
-EXPERIMENTS = BUILD / "experiments"
 CHILD = (Path(__file__).resolve().parent / "profile_child.py").read_text()
 STAGES = (
     "token decoding",
@@ -89,9 +87,8 @@ def main() -> None:
                 "DATABASE_URL": database.url,
                 # The stages' own session holds one connection while the requests use another.
                 "DATABASE_POOL_SIZE": "2",
-                # PyJWT, for one candidate, if installed there (never in the layer).
                 "PYTHONPATH": os.pathsep.join(
-                    str(path) for path in (subject.layer, subject.baselines_layer, EXPERIMENTS)
+                    str(path) for path in (subject.layer, subject.baselines_layer)
                 ),
             },
             what="profile",

@@ -11,7 +11,7 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 
 import tasks_queries
-from taskapi.auth import CurrentUser
+from taskapi.auth import CurrentUserRef, UserRef
 from taskapi.db import SessionDep
 from taskapi.models import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
@@ -27,7 +27,6 @@ from taskapi.models import (
     TaskUpdate,
     Timestamp,
     TrashPage,
-    User,
     utcnow,
 )
 from taskapi.openapi import error_responses
@@ -102,7 +101,7 @@ TaskId = Annotated[
 ]
 
 
-def owned_task(task: Task | None, user: User, *, in_trash: bool) -> Task:
+def owned_task(task: Task | None, user: UserRef, *, in_trash: bool) -> Task:
     """The task if it exists, is (or is not) in the trash, and is the user's: else 404/403."""
     if task is None or (task.deleted_at is not None) != in_trash:
         detail = "Task not found in the trash" if in_trash else "Task not found"
@@ -114,11 +113,11 @@ def owned_task(task: Task | None, user: User, *, in_trash: bool) -> Task:
     return task
 
 
-async def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+async def get_owned_task(task_id: TaskId, user: CurrentUserRef, session: SessionDep) -> Task:
     return owned_task(session.get(Task, task_id), user, in_trash=False)
 
 
-async def get_trashed_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+async def get_trashed_task(task_id: TaskId, user: CurrentUserRef, session: SessionDep) -> Task:
     return owned_task(session.get(Task, task_id), user, in_trash=True)
 
 
@@ -175,7 +174,7 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
     summary="List the caller's tasks",
 )
 async def list_tasks(
-    user: CurrentUser,
+    user: CurrentUserRef,
     session: SessionDep,
     skip: Skip = 0,
     limit: Limit = 20,
@@ -308,7 +307,7 @@ def quota_exceeded(max_tasks: int) -> HTTPException:
 )
 async def create_task(
     body: TaskCreate,
-    user: CurrentUser,
+    user: CurrentUserRef,
     session: SessionDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
@@ -379,7 +378,7 @@ async def create_task(
     summary="List the caller's deleted tasks, newest deletion first",
 )
 async def list_trash(
-    user: CurrentUser, session: SessionDep, skip: Skip = 0, limit: Limit = 20
+    user: CurrentUserRef, session: SessionDep, skip: Skip = 0, limit: Limit = 20
 ) -> Response:
     """The caller's deleted tasks, each with its `deleted_at`; they are removed for good
     `TRASH_RETENTION_DAYS` after deletion."""

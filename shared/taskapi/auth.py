@@ -4,8 +4,9 @@ One query loads the user and checks the session together, so a logged-out sessio
 access token is refused at once, at no extra cost per request.
 """
 
+import uuid
 from datetime import UTC, datetime
-from typing import Annotated, NoReturn
+from typing import Annotated, NamedTuple, NoReturn
 
 import sqlalchemy as sa
 from fastapi import Depends, HTTPException, Request, status
@@ -40,6 +41,7 @@ async def get_access_claims(
 
 
 AccessClaims = Annotated[TokenClaims, Depends(get_access_claims)]
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
 # Built once, with bound parameters: building the statement on every request cost more
@@ -66,7 +68,16 @@ _LIVE_SESSION_USER_FOR_WRITE = _LIVE_SESSION_USER.with_for_update(
 )
 
 
+# What the task routes need of the user, as a Core row: loading an ORM `User` (identity
+# map, instance state, every column) cost more than the query (docs/PERFORMANCE.md).
+_LIVE_SESSION_USER_ID = _LIVE_SESSION_USER.with_only_columns(col(User.id), col(User.is_active))
+_LIVE_SESSION_USER_ID_FOR_WRITE = _LIVE_SESSION_USER_ID.with_for_update(
+    read=True, key_share=True, of=User
+)
+
+
 async def get_current_user(session: SessionDep, claims: AccessClaims) -> User:
+    """The whole `User`, for the routes that show or change it (/me, the account routes)."""
     query = _LIVE_SESSION_USER if session.info.get("read_only") else _LIVE_SESSION_USER_FOR_WRITE
     user = session.exec(
         query,
@@ -84,6 +95,47 @@ async def get_current_user(session: SessionDep, claims: AccessClaims) -> User:
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+class UserRef(NamedTuple):
+    """The user behind a live session, as the task routes need it: its id."""
+
+    id: uuid.UUID
+
+
+async def get_current_user_ref(session: SessionDep, credentials: BearerCredentials) -> UserRef:
+    """`CurrentUser`'s checks (and its share lock for a request that writes), in one
+    dependency that decodes the token itself and reads two columns: each dependency
+    level costs FastAPI a resolution step per request (docs/PERFORMANCE.md)."""
+    if credentials is None:
+        unauthorized("Not authenticated")
+    try:
+        claims = decode_token(credentials.credentials, expected_type="access")
+    except InvalidTokenError:
+        unauthorized("Invalid or expired token")
+    query = (
+        _LIVE_SESSION_USER_ID if session.info.get("read_only") else _LIVE_SESSION_USER_ID_FOR_WRITE
+    )
+    row = (
+        session.connection()
+        .execute(
+            query,
+            {
+                "user_id": claims.user_id,
+                "session_id": claims.session_id,
+                "now": datetime.now(UTC),
+            },
+        )
+        .first()
+    )
+    if row is None:
+        unauthorized("Session expired or revoked")
+    if not row.is_active:
+        unauthorized("Account is inactive")
+    return UserRef(row.id)
+
+
+CurrentUserRef = Annotated[UserRef, Depends(get_current_user_ref)]
 
 
 async def get_source_ip(request: Request) -> str:
