@@ -237,6 +237,9 @@ IdempotencyKeyHeader = Annotated[
         min_length=1,
         max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
         pattern=r"^[\x20-\x7e]+$",
+        # Said again for the document: on the union with the (undocumented) None, FastAPI
+        # leaves the pattern out of it, and fuzzers and clients would send tabs.
+        json_schema_extra={"pattern": r"^[\x20-\x7e]+$"},
         description=(
             "Makes the create safe to retry: the same key (1 to 255 printable ASCII "
             "characters) within 24 hours gets the first answer again, with "
