@@ -13,9 +13,10 @@ belong to them; then the server is stopped and the database dropped.
 
 Pass when: zero errors (any other status than the route's success, or a failed request),
 every created task verified, the run inside its time limit, and the peak number of
-connections within the pool's promise: the local server runs the three functions in one
-process that shares the layer's one engine, so at most DATABASE_POOL_SIZE +
-DATABASE_MAX_OVERFLOW connections.
+connections within DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW (12). The local server runs
+each function in SERVER_WORKERS processes of its own, each with its own engine but serving
+one request at a time, so the API functions hold at most one connection per worker
+process (6 here), under that bound.
 
 `--failover` runs for `--duration` seconds instead of a number of requests, and every
 `--kill-every` seconds ends every server process of the database (`pg_terminate_backend`),
