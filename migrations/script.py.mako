@@ -1,11 +1,7 @@
-"""${message}
-
-Revision ID: ${up_revision}
-Revises: ${down_revision | comma,n}
-Create Date: ${create_date}
-"""
-
-from collections.abc import Sequence
+## The revision ids are the variables below, not repeated in the docstring. Alembic reads
+## branch_labels and depends_on only where a revision sets them, and this project's chain
+## has no branches.
+"""${message}"""
 
 import sqlalchemy as sa
 import sqlmodel
@@ -14,8 +10,6 @@ ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}
-branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
-depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
 
 def upgrade() -> None:

@@ -1,19 +1,10 @@
-"""Initial schema: users, their sessions, login throttling and tasks.
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-26
-"""
-
-from collections.abc import Sequence
+"""Initial schema: users, their sessions, login throttling and tasks."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0001"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 # Frozen here rather than imported from the models: a migration must keep meaning what it
 # meant when it was written.

@@ -1,19 +1,10 @@
-"""Tasks, version 2: due dates, the trash's index, idempotent creates.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-12-01
-"""
-
-from collections.abc import Sequence
+"""Tasks, version 2: due dates, the trash's index, idempotent creates."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002"
 down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 # Frozen here rather than imported from the models (see 0001).
 TIMESTAMP = sa.DateTime(timezone=True)
@@ -35,7 +26,15 @@ def upgrade() -> None:
 
     op.create_table(
         "idempotency_key",
-        sa.Column("user_id", sa.Uuid(), nullable=False),
+        # Account deletion removes a user's keys with the user.
+        sa.Column(
+            "user_id",
+            sa.Uuid(),
+            sa.ForeignKey(
+                "user.id", name=op.f("fk_idempotency_key_user_id_user"), ondelete="CASCADE"
+            ),
+            nullable=False,
+        ),
         sa.Column("key", sa.String(length=255), nullable=False),
         sa.Column("fingerprint", sa.String(length=64), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=False),
@@ -43,13 +42,6 @@ def upgrade() -> None:
         sa.Column("location", sa.String(length=64), nullable=False),
         sa.Column("etag", sa.String(length=64), nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
-        # Account deletion removes a user's keys with the user.
-        sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["user.id"],
-            name=op.f("fk_idempotency_key_user_id_user"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("user_id", "key", name=op.f("pk_idempotency_key")),
     )
     # The maintenance run deletes records past their lifetime, oldest first.

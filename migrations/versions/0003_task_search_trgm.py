@@ -7,20 +7,12 @@ searching user's own rows: a trigram index of title and description alone hands 
 every user's rows that hold the search's trigrams, and PostgreSQL matches each of them
 before it filters by user, so one user's crafted descriptions would slow down the others'
 searches. PostgreSQL only: on SQLite this revision does nothing.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-01
 """
-
-from collections.abc import Sequence
 
 from alembic import op
 
 revision: str = "0003"
 down_revision: str | None = "0002"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 INDEX = "ix_task_search_trgm"
 

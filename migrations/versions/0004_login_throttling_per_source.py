@@ -1,22 +1,14 @@
 """Login throttling per (email, source IP), with a row per email for the cap across sources.
 
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-01
-
 The rows only count failures inside a lockout window (minutes), so the table is
 recreated rather than converted: at worst a lockout in progress ends early, once.
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
 down_revision: str | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 TIMESTAMP = sa.DateTime(timezone=True)
 
