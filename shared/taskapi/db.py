@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, FastAPI, Request
@@ -211,32 +211,18 @@ def _replay_on_a_fresh_connection(engine: Engine) -> None:
             logger.info("database connection lost; statement replayed on a new connection")
             run(fresh)
 
-    @event.listens_for(engine, "do_execute")
-    def do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        execute(
-            lambda c: dialect.do_execute(c, statement, parameters, context),
-            cursor,
-            context,
-        )
-        return True
+    # The three ways SQLAlchemy hands a statement to the driver; each listener returns True
+    # to say that it has sent the statement itself. Every one's last argument is the context.
+    def replaying(send: Callable[..., None]) -> Callable[..., bool]:
+        def listener(cursor: Any, statement: str, *arguments: Any) -> bool:
+            execute(lambda c: send(c, statement, *arguments), cursor, arguments[-1])
+            return True
 
-    @event.listens_for(engine, "do_execute_no_params")
-    def do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
-        execute(
-            lambda c: dialect.do_execute_no_params(c, statement, context),
-            cursor,
-            context,
-        )
-        return True
+        return listener
 
-    @event.listens_for(engine, "do_executemany")
-    def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        execute(
-            lambda c: dialect.do_executemany(c, statement, parameters, context),
-            cursor,
-            context,
-        )
-        return True
+    event.listen(engine, "do_execute", replaying(dialect.do_execute))
+    event.listen(engine, "do_execute_no_params", replaying(dialect.do_execute_no_params))
+    event.listen(engine, "do_executemany", replaying(dialect.do_executemany))
 
 
 def _reconnect(context: DefaultExecutionContext, error: Exception, *, autocommit: bool) -> Any:
