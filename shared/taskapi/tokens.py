@@ -169,22 +169,19 @@ def _claims(payload: dict[str, Any], expected_type: TokenType) -> TokenClaims:
     if not isinstance(sub, str) or not isinstance(sid, str):
         raise InvalidTokenError("malformed sub or sid")
     try:
-        user_id = uuid.UUID(sub)
-        session_id = uuid.UUID(sid)
-        issued_at = datetime.fromtimestamp(iat, UTC)
-        expires_at = datetime.fromtimestamp(exp, UTC)
+        claims = TokenClaims(
+            user_id=uuid.UUID(sub),
+            session_id=uuid.UUID(sid),
+            token_type=expected_type,
+            jti=jti,
+            issued_at=datetime.fromtimestamp(iat, UTC),
+            expires_at=datetime.fromtimestamp(exp, UTC),
+        )
     except (ValueError, OverflowError, OSError) as error:
         raise InvalidTokenError("malformed claims") from error
-    if issued_at > datetime.now(UTC) + CLOCK_SKEW:
+    if claims.issued_at > datetime.now(UTC) + CLOCK_SKEW:
         raise InvalidTokenError("issued in the future")
-    return TokenClaims(
-        user_id=user_id,
-        session_id=session_id,
-        token_type=expected_type,
-        jti=jti,
-        issued_at=issued_at,
-        expires_at=expires_at,
-    )
+    return claims
 
 
 # Seconds since the epoch that a datetime can hold (years 1 to 9999), as an int.
