@@ -132,46 +132,50 @@ def _asset(page: str, name: str) -> bytes:
     return (_static_folder() / ASSETS[page][name]).read_bytes()
 
 
-def _asset_response(page: str, name: str) -> Response:
-    if name not in ASSETS[page]:
-        raise HTTPException(status_code=404, detail="Not Found")
-    return Response(
-        content=_asset(page, name),
-        media_type=MEDIA_TYPES[Path(name).suffix],
-        headers={"Cache-Control": ASSET_CACHE_CONTROL},
-    )
+# Both pages are the same for every request (their URLs are relative), so each is made once.
+SWAGGER_UI_PAGE = get_swagger_ui_html(
+    openapi_url="openapi.json",
+    title=TITLE,
+    swagger_js_url="docs/swagger-ui-bundle.js",
+    swagger_css_url="docs/swagger-ui.css",
+    swagger_favicon_url="docs/favicon.png",
+    # No online validator badge: it would send the document to a public service.
+    swagger_ui_parameters={"validatorUrl": None},
+).body
+REDOC_PAGE = get_redoc_html(
+    openapi_url="openapi.json",
+    title=TITLE,
+    redoc_js_url="redoc/redoc.standalone.js",
+    redoc_favicon_url="redoc/favicon.png",
+    # The fonts would come from a public CDN; the page falls back to system fonts.
+    with_google_fonts=False,
+).body
 
 
 @router.get("/docs", include_in_schema=False)
 async def docs() -> HTMLResponse:
-    return get_swagger_ui_html(
-        openapi_url="openapi.json",
-        title=TITLE,
-        swagger_js_url="docs/swagger-ui-bundle.js",
-        swagger_css_url="docs/swagger-ui.css",
-        swagger_favicon_url="docs/favicon.png",
-        # No online validator badge: it would send the document to a public service.
-        swagger_ui_parameters={"validatorUrl": None},
-    )
-
-
-@router.get("/docs/{name}", include_in_schema=False)
-async def docs_asset(name: str) -> Response:
-    return _asset_response("docs", name)
+    return HTMLResponse(SWAGGER_UI_PAGE)
 
 
 @router.get("/redoc", include_in_schema=False)
 async def redoc() -> HTMLResponse:
-    return get_redoc_html(
-        openapi_url="openapi.json",
-        title=TITLE,
-        redoc_js_url="redoc/redoc.standalone.js",
-        redoc_favicon_url="redoc/favicon.png",
-        # The fonts would come from a public CDN; the page falls back to system fonts.
-        with_google_fonts=False,
-    )
+    return HTMLResponse(REDOC_PAGE)
 
 
-@router.get("/redoc/{name}", include_in_schema=False)
-async def redoc_asset(name: str) -> Response:
-    return _asset_response("redoc", name)
+def _serve_assets(page: str) -> None:
+    """`GET /{page}/{name}`: the files that `page` loads, by the names in `ASSETS`."""
+
+    async def asset(name: str) -> Response:
+        if name not in ASSETS[page]:
+            raise HTTPException(status_code=404, detail="Not Found")
+        return Response(
+            content=_asset(page, name),
+            media_type=MEDIA_TYPES[Path(name).suffix],
+            headers={"Cache-Control": ASSET_CACHE_CONTROL},
+        )
+
+    router.add_api_route(f"/{page}/{{name}}", asset, name=f"{page}_asset", include_in_schema=False)
+
+
+for _page in ASSETS:
+    _serve_assets(_page)
