@@ -2,7 +2,6 @@
 sessions, delete the account. Routes are `async def` for the reason in the `taskapi`
 package docstring."""
 
-import logging
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -10,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 from sqlmodel import Session
 
-from auth_routes import LOCKED_OUT, LOCKED_OUT_HEADERS, UNAUTHORIZED, too_many_attempts
+from auth_routes import LOCKED_OUT, LOCKED_OUT_HEADERS, UNAUTHORIZED, logger, too_many_attempts
 from auth_schemas import AccountDeletionRequest, PasswordChangeRequest, SessionList, SessionPublic
 from auth_service import (
     delete_user,
@@ -26,8 +25,6 @@ from taskapi.db import SessionDep
 from taskapi.models import Detail, User, utcnow
 from taskapi.openapi import error_responses
 from taskapi.passwords import hash_password, verify_password
-
-logger = logging.getLogger("taskapi.auth")
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
