@@ -278,6 +278,16 @@ def _as_utc(value: datetime) -> datetime:
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_8601_text), AfterValidator(_as_utc)]
 
 
+def description_field(description: str) -> Any:
+    """A task's optional `description`, as the create and the update bodies declare it."""
+    return Field(
+        default=None,
+        max_length=DESCRIPTION_MAX_LENGTH,
+        description=description,
+        schema_extra={"json_schema_extra": {"pattern": NO_NUL_PATTERN}},
+    )
+
+
 # Fields a client may set on a task.
 class TaskBase(SQLModel):
     title: str = Field(
@@ -286,12 +296,7 @@ class TaskBase(SQLModel):
         description="Trimmed; 1 to 200 characters, not only whitespace, no NUL character",
         schema_extra={"json_schema_extra": {"pattern": NOT_BLANK_PATTERN}},
     )
-    description: str | None = Field(
-        default=None,
-        max_length=DESCRIPTION_MAX_LENGTH,
-        description="At most 5000 characters, no NUL character",
-        schema_extra={"json_schema_extra": {"pattern": NO_NUL_PATTERN}},
-    )
+    description: str | None = description_field("At most 5000 characters, no NUL character")
     status: TaskStatus = Field(default=TaskStatus.PENDING)
     priority: TaskPriority = Field(default=TaskPriority.MEDIUM)
     due_at: Timestamp | None = Field(default=None)
@@ -366,11 +371,8 @@ class TaskUpdate(RequestModel):
         description=TaskBase.model_fields["title"].description,
         schema_extra={"json_schema_extra": {"pattern": NOT_BLANK_PATTERN}},
     )
-    description: str | None = Field(
-        default=None,
-        max_length=DESCRIPTION_MAX_LENGTH,
-        description="At most 5000 characters, no NUL character; null clears it",
-        schema_extra={"json_schema_extra": {"pattern": NO_NUL_PATTERN}},
+    description: str | None = description_field(
+        "At most 5000 characters, no NUL character; null clears it"
     )
     status: TaskStatus | SkipJsonSchema[None] = None
     priority: TaskPriority | SkipJsonSchema[None] = None
