@@ -40,18 +40,10 @@ _snapshot_taken_at: float | None = None
 
 
 class _SnapshotContext:
-    """The Lambda context of the warm-up invocation: there is no real request."""
+    """The Lambda context of the warm-up invocation: there is no real request. Of a
+    context, the app reads the request id alone (`taskapi.logs`), and Mangum nothing."""
 
-    function_name = "snapstart-warm-up"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 0
     aws_request_id = "snapstart-warm-up"
-    invoked_function_arn = "arn:aws:lambda:::function:snapstart-warm-up"
-    log_group_name = ""
-    log_stream_name = ""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
 
 
 def _warm_up_event(method: str, path: str, body: str | None) -> dict[str, Any]:
