@@ -77,7 +77,7 @@ COVERAGE ?= --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 pytest: venv  ## pytest alone, with coverage (PYTEST_ARGS passes options, PYTEST_WORKERS=0 runs in one process, COVERAGE= skips coverage)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(COVERAGE) $(PYTEST_ARGS)
 
-fuzz: venv  ## Generated requests from the OpenAPI document, longer than make test's run (FUZZ_EXAMPLES per operation)
+fuzz: venv  ## schemathesis, every check, single requests and stateful sequences, longer than make test's run (FUZZ_EXAMPLES per operation)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-150} $(BIN)/pytest tests/test_fuzz_openapi.py $(PYTEST_ARGS)
 
 load: venv  ## 10,000 requests from 32 clients through the local server on a fresh PostgreSQL database

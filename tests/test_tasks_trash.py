@@ -134,6 +134,18 @@ def test_restore_of_what_is_not_in_the_callers_trash(
     assert client.get("/api/tasks/trash").status == 401
 
 
+def test_trash_in_a_longer_path_is_a_non_integer_id(client: Client, ada: Account) -> None:
+    """Only `/api/tasks/trash` itself is the trash (its other methods: tests/test_allow.py);
+    in a longer path `trash` stands where a task id does, and is no integer."""
+    for method, path in (
+        ("POST", "/api/tasks/trash/restore"),
+        ("PATCH", "/api/tasks/trash/complete"),
+    ):
+        response = client.request(method, path, token=ada.token)
+        assert response.status == 422, response.body
+        assert response.json()["detail"][0]["loc"] == ["path", "task_id"]
+
+
 def test_trashed_tasks_cannot_be_changed(client: Client, ada: Account) -> None:
     task_id = insert_task(ada, "trashed", deleted_at=START)
     path = f"/api/tasks/{task_id}"

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
+from starlette.convertors import StringConvertor, register_url_convertor
 
 import tasks_queries
 from taskapi.auth import CurrentUserRef, UserRef
@@ -99,6 +100,18 @@ def expected_version(task: Task, if_match: str | None) -> int | None:
 TaskId = Annotated[
     int, Path(ge=1, le=MAX_INT32, description="The task's id (a positive 32-bit integer)")
 ]
+
+
+class NotTrash(StringConvertor):
+    """The path segment of a task id (`{task_id:not_trash}`): any segment but a whole
+    `trash`, which names the trash, a resource of its own that serves GET alone. So
+    `PUT /api/tasks/trash` is 405 with `Allow: GET`, not a request for task "trash"; other
+    ids that are no integer still reach the route, and its 422."""
+
+    regex = "(?!trash$)[^/]+"
+
+
+register_url_convertor("not_trash", NotTrash())
 
 
 def owned_task(task: Task | None, user: UserRef, *, in_trash: bool) -> Task:
@@ -373,11 +386,22 @@ async def create_task(
     return response
 
 
-# Before `/api/tasks/{task_id}`: routes match in order, and `trash` is no task id.
 @router.get(
     "/api/tasks/trash",
     response_model=TrashPage,
-    responses=error_responses(Detail, UNAUTHORIZED),
+    responses={
+        200: {
+            # For clients and stateful API testing: a listed id is what restore takes.
+            "links": {
+                "RestoreNewestDeletion": {
+                    "operationId": "restoreTask",
+                    "parameters": {"task_id": "$response.body#/items/0/id"},
+                    "description": "Restore the task deleted last (the first listed)",
+                }
+            }
+        },
+        **error_responses(Detail, UNAUTHORIZED),
+    },
     summary="List the caller's deleted tasks, newest deletion first",
 )
 async def list_trash(
@@ -389,7 +413,7 @@ async def list_trash(
 
 
 @router.post(
-    "/api/tasks/{task_id}/restore",
+    "/api/tasks/{task_id:not_trash}/restore",
     response_model=TaskPublic,
     responses={
         200: {"headers": ETAG_HEADER},
@@ -427,7 +451,7 @@ async def restore_task(
 
 
 @router.get(
-    "/api/tasks/{task_id}",
+    "/api/tasks/{task_id:not_trash}",
     response_model=TaskPublic,
     responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID)},
     summary="Read a task",
@@ -438,7 +462,7 @@ async def get_task(task: OwnedTask) -> Response:
 
 
 @router.put(
-    "/api/tasks/{task_id}",
+    "/api/tasks/{task_id:not_trash}",
     response_model=TaskPublic,
     responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID | PRECONDITION)},
     summary="Change some fields of a task",
@@ -467,7 +491,7 @@ async def update_task(
 
 
 @router.delete(
-    "/api/tasks/{task_id}",
+    "/api/tasks/{task_id:not_trash}",
     status_code=http.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(Detail, BY_ID | PRECONDITION),
@@ -483,7 +507,7 @@ async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = 
 
 
 @router.patch(
-    "/api/tasks/{task_id}/complete",
+    "/api/tasks/{task_id:not_trash}/complete",
     response_model=TaskPublic,
     responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID | PRECONDITION)},
     summary="Mark a task completed (idempotent)",
