@@ -19,7 +19,8 @@ from sqlmodel import Session, col, select
 from localapi.events import http_event
 from taskapi.models import AuthSession, LoginAttempt, User
 from taskapi.tokens import decode_token
-from tests.conftest import Client, Database, Response, invoke
+from tests.support.client import Client, Response, invoke
+from tests.support.database import Database
 
 SECRET = "test-secret-key-that-is-long-enough-for-hs256"  # the `db` fixture's JWT_SECRET_KEY
 PASSWORD = "correct horse battery"

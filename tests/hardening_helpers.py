@@ -13,7 +13,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3 import HTTPHeaderDict, HTTPResponse
 
 from localapi.events import LambdaContext, http_event
-from tests.conftest import load_function
+from tests.support.functions import load_function
 
 Handler = Any
 

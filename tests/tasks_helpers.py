@@ -13,7 +13,7 @@ from sqlmodel import Session
 from taskapi.db import get_engine
 from taskapi.models import AuthSession, Task, User, utcnow
 from taskapi.tokens import issue_token
-from tests.conftest import Client, Response
+from tests.support.client import Client, Response
 
 
 @dataclass(frozen=True)

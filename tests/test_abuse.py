@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.auth_helpers import SECRET, forge
-from tests.conftest import Client, Database, Response
+from tests.support.client import Client, Response
+from tests.support.database import Database
 from tests.tasks_helpers import Account, insert_task, make_account
 
 TABLES = {

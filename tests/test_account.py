@@ -29,7 +29,10 @@ from tests.auth_helpers import (
     tokens,
     user_row,
 )
-from tests.conftest import ROOT, Client, Database, Response, configure
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.functions import ROOT
 
 ME = "/api/auth/me"
 REFRESH = "/api/auth/refresh"

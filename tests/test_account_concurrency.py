@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.auth_helpers import PASSWORD, login, signup, tokens, user_row
-from tests.conftest import Client, Database, Response
+from tests.support.client import Client, Response
+from tests.support.database import Database
 from tests.test_account import ME, NEW_PASSWORD, change_password, delete_account, rows_naming
 from tests.test_auth_concurrency import at_once, pg  # noqa: F401 (the `pg` fixture)
 

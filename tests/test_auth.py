@@ -24,7 +24,9 @@ from tests.auth_helpers import (
     tokens,
     user_row,
 )
-from tests.conftest import Client, Database, configure
+from tests.support.client import Client
+from tests.support.database import Database
+from tests.support.environment import configure
 
 ME = "/api/auth/me"
 REFRESH = "/api/auth/refresh"

@@ -22,7 +22,9 @@ from tests.auth_helpers import (
     tokens,
     user_row,
 )
-from tests.conftest import Client, Database, Response, configure
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.environment import configure
 
 pytestmark = pytest.mark.postgres_only
 

@@ -9,7 +9,9 @@ import pytest
 
 from taskapi.tokens import TokenPair, decode_token, issue_token, issue_token_pair
 from tests.auth_helpers import SECRET, forge, payload_of, signup, tokens
-from tests.conftest import Client, Database, configure
+from tests.support.client import Client
+from tests.support.database import Database
+from tests.support.environment import configure
 
 ME = "/api/auth/me"
 REFRESH = "/api/auth/refresh"

@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, create_database, migrate
+from tests.support.database import create_database, migrate
+from tests.support.functions import ROOT
 
 SCRIPT = """
 import importlib.util, json, sys, time

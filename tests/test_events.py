@@ -14,7 +14,10 @@ from localapi.events import LambdaContext
 from localapi.template import Route, load_template
 from taskapi.factory import path_prefix
 from taskapi.tokens import decode_token
-from tests.conftest import ROOT, Client, Database, configure, invoke, load_function, load_module
+from tests.support.client import Client, invoke
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.functions import ROOT, load_function, load_module
 
 EVENTS = ROOT / "events"
 TEMPLATE = load_template(ROOT / "template.yaml")

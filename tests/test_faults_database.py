@@ -25,7 +25,10 @@ from sqlalchemy.engine import Engine, make_url
 
 from taskapi.db import get_engine
 from tests.auth_helpers import PASSWORD, signup, tokens
-from tests.conftest import ROOT, Client, Database, Response, configure
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.functions import ROOT
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres_only

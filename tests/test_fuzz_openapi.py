@@ -29,8 +29,9 @@ from taskapi.models import AuthSession, User, utcnow
 from taskapi.passwords import hash_password
 from taskapi.rules import PASSWORD_MAX_BYTES
 from tests.auth_helpers import PASSWORD
-from tests.conftest import ROOT, Database
 from tests.hardening_helpers import LambdaAdapter, lambda_session
+from tests.support.database import Database
+from tests.support.functions import ROOT
 from tests.tasks_helpers import Account, insert_task, make_account
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))

@@ -9,7 +9,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.auth_helpers import SECRET
-from tests.conftest import Client, Database, Response, configure
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.environment import configure
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres_only

@@ -17,7 +17,9 @@ from sqlalchemy.engine import make_url
 
 from taskapi.settings import get_jwt_keys
 from tests.auth_helpers import forge, login, payload_of, signup, tokens
-from tests.conftest import Client, Database, configure
+from tests.support.client import Client
+from tests.support.database import Database
+from tests.support.environment import configure
 
 OLD_KEY = "old-signing-key-" + "o" * 40
 NEW_KEY = "new-signing-key-" + "n" * 40
@@ -196,7 +198,7 @@ def test_a_rotated_database_password_is_picked_up_by_a_warm_container(
         users = {row[0] for row in db.rows("SELECT usename FROM pg_stat_activity")}
         assert first not in users
     finally:
-        from tests.conftest import reset_caches
+        from tests.support.environment import reset_caches
 
         reset_caches()
         for role in (first, second):

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Client, Database
+from tests.support.client import Client
+from tests.support.database import Database
 from tests.test_localapi import local_server
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,9 @@ import pytest
 
 from taskapi.models import ANY_SOURCE
 from tests.auth_helpers import login, login_attempt, record_bcrypt_checks, signup
-from tests.conftest import Client, Database, Response, configure
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.environment import configure
 
 WRONG = "wrong password"
 MAX_ATTEMPTS = 5

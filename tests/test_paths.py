@@ -10,7 +10,7 @@ import pytest
 
 from taskapi.factory import path_prefix
 from taskapi.settings import Settings
-from tests.conftest import Database
+from tests.support.database import Database
 from tests.test_localapi import local_server
 from tests.test_localapi_e2e import PASSWORD, ROOT, server_environment
 

@@ -20,7 +20,9 @@ import sqlalchemy as sa
 
 from taskapi.db import get_engine
 from taskapi.tokens import issue_token
-from tests.conftest import Client, Database, configure, create_database, drop_database, migrate
+from tests.support.client import Client
+from tests.support.database import Database, create_database, drop_database, migrate
+from tests.support.environment import configure
 from tests.tasks_helpers import Account, make_account
 from tools.search_data import (
     DESCRIPTION_MAX,

@@ -8,7 +8,8 @@ from sqlmodel import Session
 
 from taskapi.db import get_engine
 from taskapi.models import AuthSession, Task, utcnow
-from tests.conftest import Client, Database, Response
+from tests.support.client import Client, Response
+from tests.support.database import Database
 from tests.tasks_helpers import Account, create, insert_task, make_account
 
 

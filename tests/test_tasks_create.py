@@ -11,7 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from taskapi.models import IdempotencyKey, utcnow
-from tests.conftest import Client, Database, Response, configure
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.environment import configure
 from tests.tasks_helpers import Account, create, insert_task, responses_together
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from taskapi.models import utcnow
-from tests.conftest import Client, Database, Response
+from tests.support.client import Client, Response
+from tests.support.database import Database
 from tests.tasks_helpers import Account, create, insert_task
 
 

@@ -10,7 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from taskapi.db import get_engine
-from tests.conftest import Client, Database, configure, load_function
+from tests.support.client import Client
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.functions import load_function
 from tests.tasks_helpers import Account, create, insert_task, make_account, responses_together
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Client, Database, Response
+from tests.support.client import Client, Response
+from tests.support.database import Database
 from tests.tasks_helpers import Account, create, insert_task
 
 

@@ -15,7 +15,8 @@ from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 from taskapi.settings import Settings
-from tests.conftest import ROOT, configure, load_function
+from tests.support.environment import configure
+from tests.support.functions import ROOT, load_function
 
 TEMPLATE = ROOT / "template.yaml"
 DATABASE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:taskapi-db-AbCdEf"

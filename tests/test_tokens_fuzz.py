@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from taskapi.tokens import TOKEN_MAX_LENGTH, InvalidTokenError, TokenClaims, decode_token
 from tests.auth_helpers import SECRET
-from tests.conftest import Client, Database
+from tests.support.client import Client
+from tests.support.database import Database
 
 FUZZ = settings(
     derandomize=True,
