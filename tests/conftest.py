@@ -5,23 +5,13 @@ What they are built from lives in `tests/support/`.
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support.client import Client
-from tests.support.database import (
-    BACKENDS,
-    Database,
-    create_database,
-    drop_database,
-    migrate,
-)
+from tests.support.database import BACKENDS, Database, create_database, drop_database, migrate
 from tests.support.environment import configure, reset_caches
-
-if TYPE_CHECKING:  # tasks_helpers imports tests.support, which this module imports
-    from tests.tasks_helpers import Account
-
+from tests.support.tasks import Account, make_account
 
 # ---------------------------------------------------------------------------------------
 # Environment
@@ -114,14 +104,10 @@ def client(db: Database) -> Client:
 
 
 @pytest.fixture
-def ada(db: Database) -> "Account":
-    from tests.tasks_helpers import make_account
-
+def ada(db: Database) -> Account:
     return make_account("ada@example.com")
 
 
 @pytest.fixture
-def bob(db: Database) -> "Account":
-    from tests.tasks_helpers import make_account
-
+def bob(db: Database) -> Account:
     return make_account("bob@example.com")

@@ -13,10 +13,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.auth_helpers import SECRET, forge
+from tests.support.auth import SECRET, forge
 from tests.support.client import Client, Response
 from tests.support.database import Database
-from tests.tasks_helpers import Account, insert_task, make_account
+from tests.support.tasks import Account, insert_task, make_account
 
 TABLES = {
     "user": 'SELECT id, email, name, hashed_password, is_active FROM "user" ORDER BY id',

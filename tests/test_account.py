@@ -16,7 +16,7 @@ from localapi.template import load_template
 from taskapi.db import get_engine
 from taskapi.models import AuthSession, utcnow
 from taskapi.tokens import decode_token
-from tests.auth_helpers import (
+from tests.support.auth import (
     PASSWORD,
     assert_unauthorized,
     auth_sessions,

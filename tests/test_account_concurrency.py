@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.auth_helpers import PASSWORD, login, signup, tokens, user_row
+from tests.support.auth import PASSWORD, login, signup, tokens, user_row
 from tests.support.client import Client, Response
 from tests.support.database import Database
 from tests.test_account import ME, NEW_PASSWORD, change_password, delete_account, rows_naming

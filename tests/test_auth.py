@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import select
 
 from taskapi.models import LoginAttempt
-from tests.auth_helpers import (
+from tests.support.auth import (
     PASSWORD,
     assert_unauthorized,
     auth_sessions,

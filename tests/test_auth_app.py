@@ -14,7 +14,7 @@ from sqlalchemy import event
 
 from taskapi.db import get_engine
 from taskapi.logs import JsonFormatter
-from tests.auth_helpers import PASSWORD, login, signup, tokens, user_row
+from tests.support.auth import PASSWORD, login, signup, tokens, user_row
 from tests.support.client import Client
 from tests.support.database import Database
 from tests.support.environment import configure

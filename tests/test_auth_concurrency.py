@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.auth_helpers import (
+from tests.support.auth import (
     PASSWORD,
     auth_sessions,
     count,

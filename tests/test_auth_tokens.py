@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from taskapi.tokens import TokenPair, decode_token, issue_token, issue_token_pair
-from tests.auth_helpers import SECRET, forge, payload_of, signup, tokens
+from tests.support.auth import SECRET, forge, payload_of, signup, tokens
 from tests.support.client import Client
 from tests.support.database import Database
 from tests.support.environment import configure

@@ -6,7 +6,7 @@ import unicodedata
 import pytest
 
 from taskapi.emails import normalise_email, signup_email
-from tests.auth_helpers import login, signup, user_row
+from tests.support.auth import login, signup, user_row
 from tests.support.client import Client
 from tests.support.database import Database
 

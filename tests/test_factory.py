@@ -174,7 +174,7 @@ def test_a_json_body_sent_with_another_content_type_says_so(
 ) -> None:
     """`curl -d '{...}'` sends a form content type: the 422 names it, and the fix."""
     from tests.support.client import Client
-    from tests.tasks_helpers import make_account
+    from tests.support.tasks import make_account
 
     account = make_account("curl@example.com")
     client = Client("tasks")

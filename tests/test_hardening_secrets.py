@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.auth_helpers import SECRET
+from tests.support.auth import SECRET
 from tests.support.client import Client, Response
 from tests.support.database import Database
 from tests.support.environment import configure
-from tests.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres_only
 

@@ -16,7 +16,7 @@ from moto import mock_aws
 from sqlalchemy.engine import make_url
 
 from taskapi.settings import get_jwt_keys
-from tests.auth_helpers import forge, login, payload_of, signup, tokens
+from tests.support.auth import forge, login, payload_of, signup, tokens
 from tests.support.client import Client
 from tests.support.database import Database
 from tests.support.environment import configure

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from taskapi.models import ANY_SOURCE
-from tests.auth_helpers import login, login_attempt, record_bcrypt_checks, signup
+from tests.support.auth import login, login_attempt, record_bcrypt_checks, signup
 from tests.support.client import Client, Response
 from tests.support.database import Database
 from tests.support.environment import configure

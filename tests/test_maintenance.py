@@ -21,7 +21,7 @@ from tests.support.client import Client
 from tests.support.database import BACKENDS, Database, create_database, drop_database, migrate
 from tests.support.environment import configure
 from tests.support.functions import ROOT, load_function
-from tests.tasks_helpers import insert_task, make_account
+from tests.support.tasks import insert_task, make_account
 
 SCHEDULED_EVENT = json.loads((ROOT / "events" / "schedule-maintenance.json").read_text())
 BATCH_SIZE = 2

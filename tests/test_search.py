@@ -23,7 +23,7 @@ from taskapi.tokens import issue_token
 from tests.support.client import Client
 from tests.support.database import Database, create_database, drop_database, migrate
 from tests.support.environment import configure
-from tests.tasks_helpers import Account, make_account
+from tests.support.tasks import Account, make_account
 from tools.search_data import (
     DESCRIPTION_MAX,
     Q_MAX,

@@ -6,7 +6,7 @@ import pytest
 
 from localapi.events import http_event
 from taskapi.factory import create_app, make_handler
-from tests.auth_helpers import login, signup, tokens
+from tests.support.auth import login, signup, tokens
 from tests.support.client import Client, Response, invoke
 from tests.support.database import Database
 

@@ -26,7 +26,7 @@ from tests.support.client import Client
 from tests.support.database import Database
 from tests.support.environment import configure
 from tests.support.functions import load_module
-from tests.tasks_helpers import make_account
+from tests.support.tasks import make_account
 from tests.test_template import (
     DATABASE_SECRET,
     HTTP_FUNCTIONS,

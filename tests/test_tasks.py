@@ -10,7 +10,7 @@ from taskapi.db import get_engine
 from taskapi.models import AuthSession, Task, utcnow
 from tests.support.client import Client, Response
 from tests.support.database import Database
-from tests.tasks_helpers import Account, create, insert_task, make_account
+from tests.support.tasks import Account, create, insert_task, make_account
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from taskapi.models import IdempotencyKey, utcnow
 from tests.support.client import Client, Response
 from tests.support.database import Database
 from tests.support.environment import configure
-from tests.tasks_helpers import Account, create, insert_task, responses_together
+from tests.support.tasks import Account, create, insert_task, responses_together
 
 
 def post(

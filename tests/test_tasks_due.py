@@ -9,7 +9,7 @@ import pytest
 from taskapi.models import utcnow
 from tests.support.client import Client, Response
 from tests.support.database import Database
-from tests.tasks_helpers import Account, create, insert_task
+from tests.support.tasks import Account, create, insert_task
 
 
 def ids(response: Response) -> list[int]:

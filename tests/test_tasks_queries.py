@@ -14,7 +14,7 @@ from tests.support.client import Client
 from tests.support.database import Database
 from tests.support.environment import configure
 from tests.support.functions import load_function
-from tests.tasks_helpers import Account, create, insert_task, make_account, responses_together
+from tests.support.tasks import Account, create, insert_task, make_account, responses_together
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.client import Client, Response
 from tests.support.database import Database
-from tests.tasks_helpers import Account, create, insert_task
+from tests.support.tasks import Account, create, insert_task
 
 
 def trash(client: Client, owner: Account, **query: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from taskapi.tokens import TOKEN_MAX_LENGTH, InvalidTokenError, TokenClaims, decode_token
-from tests.auth_helpers import SECRET
+from tests.support.auth import SECRET
 from tests.support.client import Client
 from tests.support.database import Database
 
