@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from localapi.events import LambdaContext, http_event
+from localapi.server import http_response
 from tests.support.functions import load_function
 
 
@@ -16,27 +17,29 @@ class Response:
     body: str
     cookies: list[str]
 
+    @classmethod
+    def of(cls, result: Any) -> "Response":
+        """A handler's result as API Gateway reads it (`localapi`'s reading, which the local
+        server serves), with the `content-length` that API Gateway sets on the way out."""
+        status, headers, content = http_response(result)
+        return cls(
+            status=status,
+            headers={
+                **{name: value for name, value in headers if name != "set-cookie"},
+                "content-length": str(len(content)),
+            },
+            # Binary bodies (the docs pages' images) are only checked for their status.
+            body=content.decode(errors="replace"),
+            cookies=[value for name, value in headers if name == "set-cookie"],
+        )
+
     def json(self) -> Any:
         return json.loads(self.body)
 
 
-def invoke(
-    handler: Callable[[dict[str, Any], Any], dict[str, Any]], event: dict[str, Any]
-) -> Response:
+def invoke(handler: Callable[[dict[str, Any], Any], Any], event: dict[str, Any]) -> Response:
     """Call a Lambda handler as API Gateway does and decode its payload 2.0 response."""
-    result = handler(event, LambdaContext())
-    body = result.get("body") or ""
-    if result.get("isBase64Encoded"):
-        import base64
-
-        # Binary bodies (the docs pages' images) are only checked for their status.
-        body = base64.b64decode(body).decode(errors="replace")
-    return Response(
-        status=result["statusCode"],
-        headers={k.lower(): v for k, v in (result.get("headers") or {}).items()},
-        body=body,
-        cookies=result.get("cookies") or [],
-    )
+    return Response.of(handler(event, LambdaContext()))
 
 
 class Client:

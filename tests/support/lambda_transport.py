@@ -1,7 +1,6 @@
 """Helpers for the hardening tests: a `requests` transport that answers through the real
 Lambda handlers (as API Gateway would call them), and the route table that picks one."""
 
-import base64
 import http
 import io
 from typing import Any
@@ -13,6 +12,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3 import HTTPHeaderDict, HTTPResponse
 
 from localapi.events import LambdaContext, http_event
+from localapi.server import http_response
 from tests.support.functions import load_function
 
 Handler = Any
@@ -57,15 +57,11 @@ class LambdaAdapter(BaseAdapter):
             body=body,
         )
         self.calls += 1
-        result = self.handler(url.path)(event, LambdaContext())
-        content = (result.get("body") or "").encode()
-        if result.get("isBase64Encoded"):
-            content = base64.b64decode(content)
-        headers = HTTPHeaderDict(result.get("headers") or {})
-        for cookie in result.get("cookies") or ():
-            headers.add("set-cookie", cookie)
+        status, fields, content = http_response(self.handler(url.path)(event, LambdaContext()))
+        # The length API Gateway sets, as the local server does.
+        headers = HTTPHeaderDict([*fields, ("content-length", str(len(content)))])
         response = requests.Response()
-        response.status_code = result["statusCode"]
+        response.status_code = status
         response.headers = CaseInsensitiveDict(headers)
         # What an HTTP client would have read off the wire (schemathesis looks there).
         response.raw = HTTPResponse(
