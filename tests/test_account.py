@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlmodel import SQLModel, col
 
-from localapi.template import load_template
 from taskapi.db import get_engine
 from taskapi.models import AuthSession, utcnow
 from taskapi.tokens import decode_token
@@ -32,7 +31,7 @@ from tests.support.auth import (
 from tests.support.client import Client, Response
 from tests.support.database import Database
 from tests.support.environment import configure
-from tests.support.functions import ROOT
+from tests.support.functions import template
 
 ME = "/api/auth/me"
 REFRESH = "/api/auth/refresh"
@@ -529,12 +528,7 @@ def test_a_login_while_its_user_is_deleted_gets_401(client: Client, db: Database
 def test_the_template_routes_the_account_calls_to_the_auth_function(method: str, path: str) -> None:
     """Nothing to declare: `ANY /api/auth/{proxy+}` takes them, on AWS and in the local
     server, which routes by the template."""
-    routes = load_template(ROOT / "template.yaml").routes
-    # In order, as the local server matches them.
-    found = next(
-        ((route, found) for route in routes if (found := route.match(method, path)) is not None),
-        None,
-    )
+    found = template().match(method, path)
     assert found is not None
     route, parameters = found
     assert (route.key, route.function) == ("ANY /api/auth/{proxy+}", "AuthFunction")

@@ -1,5 +1,5 @@
-"""Helpers for the hardening tests: a `requests` transport that answers through the real
-Lambda handlers (as API Gateway would call them), and the route table that picks one."""
+"""A `requests` transport for the hardening tests that answers through the real Lambda
+handlers, as API Gateway calls them, routed by template.yaml as the local server routes."""
 
 import http
 import io
@@ -12,19 +12,8 @@ from requests.structures import CaseInsensitiveDict
 from urllib3 import HTTPHeaderDict, HTTPResponse
 
 from localapi.events import LambdaContext, http_event
-from localapi.server import http_response
-from tests.support.functions import load_function
-
-Handler = Any
-
-
-def function_for(path: str) -> str:
-    """The function that API Gateway routes the path to (see template.yaml)."""
-    if path.startswith("/api/auth/"):
-        return "auth"
-    if path == "/api/tasks" or path.startswith("/api/tasks/"):
-        return "tasks"
-    return "health"
+from localapi.server import gateway_error, http_response
+from tests.support.functions import function_for, load_function
 
 
 class LambdaAdapter(BaseAdapter):
@@ -33,22 +22,15 @@ class LambdaAdapter(BaseAdapter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.handlers: dict[str, Handler] = {}
         self.calls = 0
-
-    def handler(self, path: str) -> Handler:
-        domain = function_for(path)
-        if domain not in self.handlers:
-            self.handlers[domain] = load_function(domain).handler
-        return self.handlers[domain]
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
         url = urlsplit(request.url or "")
-        body = request.body
+        method, path, body = request.method or "GET", url.path or "/", request.body
         assert body is None or isinstance(body, str | bytes), "streamed bodies are not used"
         event = http_event(
-            request.method or "GET",
-            url.path or "/",
+            method,
+            path,
             query=url.query,
             headers=[
                 (name, value if isinstance(value, str) else value.decode("latin-1"))
@@ -57,7 +39,15 @@ class LambdaAdapter(BaseAdapter):
             body=body,
         )
         self.calls += 1
-        status, fields, content = http_response(self.handler(url.path)(event, LambdaContext()))
+        # A method that no route takes, on a path that a GET route serves (the health
+        # function's), is API Gateway's own 404 on AWS. Here the function answers it, with
+        # the 405 and `Allow` that schemathesis's `unsupported_method` expects.
+        domain = function_for(method, path) or function_for("GET", path)
+        if domain is None:
+            status, fields, content = gateway_error(404, "Not Found")
+        else:
+            result = load_function(domain).handler(event, LambdaContext())
+            status, fields, content = http_response(result)
         # The length API Gateway sets, as the local server does.
         headers = HTTPHeaderDict([*fields, ("content-length", str(len(content)))])
         response = requests.Response()
