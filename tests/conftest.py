@@ -11,6 +11,7 @@ import pytest
 from tests.support.client import Client
 from tests.support.database import BACKENDS, Database, create_database, drop_database, migrate
 from tests.support.environment import configure, reset_caches
+from tests.support.keys import JWT_KEY
 from tests.support.tasks import Account, make_account
 
 # ---------------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ def db(migrated_database: Database, monkeypatch: pytest.MonkeyPatch) -> Database
         monkeypatch,
         stage="test",
         database_url=migrated_database.url,
-        jwt_secret_key="test-secret-key-that-is-long-enough-for-hs256",
+        jwt_secret_key=JWT_KEY,
         bcrypt_rounds="4",
         cors_origins="",
         log_level="INFO",

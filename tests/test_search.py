@@ -23,6 +23,7 @@ from taskapi.tokens import issue_token
 from tests.support.client import Client
 from tests.support.database import Database, create_database, drop_database, migrate
 from tests.support.environment import configure
+from tests.support.keys import JWT_KEY
 from tests.support.tasks import Account, make_account
 from tools.search_data import (
     DESCRIPTION_MAX,
@@ -51,7 +52,7 @@ def settings_for(url: str) -> dict[str, str]:
     return {
         "stage": "test",
         "database_url": url,
-        "jwt_secret_key": "test-secret-key-that-is-long-enough-for-hs256",
+        "jwt_secret_key": JWT_KEY,
         "cors_origins": "",
     }
 
