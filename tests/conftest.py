@@ -96,12 +96,15 @@ def db(migrated_database: Database, monkeypatch: pytest.MonkeyPatch) -> Database
 
 
 # ---------------------------------------------------------------------------------------
-# The tasks function and two of its users (a module's own fixture of the same name wins)
+# A function's client and two users of the tasks function (a module's own fixture of the
+# same name wins)
 
 
 @pytest.fixture
-def client(db: Database) -> Client:
-    return Client("tasks")
+def client(request: pytest.FixtureRequest, db: Database) -> Client:
+    """A client of the tasks function, or of the one that a `client` marker names."""
+    marker = request.node.get_closest_marker("client")
+    return Client(marker.args[0] if marker else "tasks")
 
 
 @pytest.fixture

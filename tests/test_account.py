@@ -42,9 +42,8 @@ NEW_PASSWORD = "a new password, longer"
 SOME_SESSION_ID = "0c0ffee0-0000-4000-8000-000000000000"
 
 
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("auth")
+# The `client` fixture's requests go to the auth function.
+pytestmark = pytest.mark.client("auth")
 
 
 def refresh(client: Client, refresh_token: str) -> Response:

@@ -33,9 +33,8 @@ REFRESH = "/api/auth/refresh"
 LOGOUT = "/api/auth/logout"
 
 
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("auth")
+# The `client` fixture's requests go to the auth function.
+pytestmark = pytest.mark.client("auth")
 
 
 # ---------------------------------------------------------------------------------------

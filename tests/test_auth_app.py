@@ -23,9 +23,8 @@ from tests.support.functions import load_function
 ME = "/api/auth/me"
 
 
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("auth")
+# The `client` fixture's requests go to the auth function.
+pytestmark = pytest.mark.client("auth")
 
 
 # ---------------------------------------------------------------------------------------

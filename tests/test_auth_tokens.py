@@ -18,9 +18,8 @@ ME = "/api/auth/me"
 REFRESH = "/api/auth/refresh"
 
 
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("auth")
+# The `client` fixture's requests go to the auth function.
+pytestmark = pytest.mark.client("auth")
 
 
 @pytest.fixture

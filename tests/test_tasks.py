@@ -13,21 +13,6 @@ from tests.support.database import Database
 from tests.support.tasks import Account, create, insert_task, make_account
 
 
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("tasks")
-
-
-@pytest.fixture
-def ada(db: Database) -> Account:
-    return make_account("ada@example.com")
-
-
-@pytest.fixture
-def bob(db: Database) -> Account:
-    return make_account("bob@example.com")
-
-
 def stored(task_id: int) -> Task:
     """The task's row as the database now holds it."""
     with Session(get_engine()) as session:

@@ -14,17 +14,7 @@ from tests.support.client import Client
 from tests.support.database import Database
 from tests.support.environment import configure
 from tests.support.functions import load_function
-from tests.support.tasks import Account, create, insert_task, make_account, responses_together
-
-
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("tasks")
-
-
-@pytest.fixture
-def ada(db: Database) -> Account:
-    return make_account("ada@example.com")
+from tests.support.tasks import Account, create, insert_task, responses_together
 
 
 @contextmanager
