@@ -1,7 +1,6 @@
 """Helpers for the auth tests: sign-ups and logins through the real handler, and direct
 access to the rows behind them."""
 
-import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,15 +12,12 @@ import sqlalchemy as sa
 from passlib.context import CryptContext
 from sqlmodel import Session, col, select
 
-from localapi.events import http_event
 from taskapi.models import AuthSession, LoginAttempt, User
 from taskapi.tokens import decode_token
-from tests.support.client import Client, Response, invoke
+from tests.support.client import LOCAL_SOURCE, Client, Response
 from tests.support.database import Database
 
 PASSWORD = "correct horse battery"
-# The source address of the events `Client` sends (`localapi.events.http_event`'s default).
-LOCAL_SOURCE = "127.0.0.1"
 
 
 def signup(
@@ -40,14 +36,9 @@ def login(
     source_ip: str = LOCAL_SOURCE,
 ) -> Response:
     """POST /api/auth/login through the real handler, from the given source address."""
-    event = http_event(
-        "POST",
-        "/api/auth/login",
-        headers={"content-type": "application/json"},
-        body=json.dumps({"email": email, "password": password}),
-        source_ip=source_ip,
+    return client.post(
+        "/api/auth/login", json_body={"email": email, "password": password}, source_ip=source_ip
     )
-    return invoke(client.handler, event)
 
 
 def assert_unauthorized(response: Response, detail: str | None = None) -> None:

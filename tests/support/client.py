@@ -9,6 +9,9 @@ from localapi.events import LambdaContext, http_event
 from localapi.server import http_response
 from tests.support.functions import load_function
 
+# The source address of the events `Client` sends unless told otherwise.
+LOCAL_SOURCE = "127.0.0.1"
+
 
 @dataclass
 class Response:
@@ -58,6 +61,7 @@ class Client:
         headers: dict[str, str] | None = None,
         query: dict[str, Any] | str | None = None,
         token: str | None = None,
+        source_ip: str = LOCAL_SOURCE,
     ) -> Response:
         headers = dict(headers or {})
         if json_body is not None:
@@ -65,9 +69,10 @@ class Client:
             headers.setdefault("content-type", "application/json")
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
-        return invoke(
-            self.handler, http_event(method, path, query=query, headers=headers, body=body)
+        event = http_event(
+            method, path, query=query, headers=headers, body=body, source_ip=source_ip
         )
+        return invoke(self.handler, event)
 
     def get(self, path: str, **kwargs: Any) -> Response:
         return self.request("GET", path, **kwargs)
