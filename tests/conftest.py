@@ -95,6 +95,14 @@ def db(migrated_database: Database, monkeypatch: pytest.MonkeyPatch) -> Database
     return migrated_database
 
 
+@pytest.fixture
+def pg(db: Database, monkeypatch: pytest.MonkeyPatch) -> Database:
+    """`db` for the races (`postgres_only` tests): a pool for as many threads as they start."""
+    # One test process plays many containers, each of which would hold its own connection.
+    configure(monkeypatch, database_pool_size="25", database_pool_timeout="30")
+    return db
+
+
 # ---------------------------------------------------------------------------------------
 # A function's client and two users of the tasks function (a module's own fixture of the
 # same name wins)

@@ -11,10 +11,11 @@ import sqlalchemy as sa
 
 from taskapi.db import get_engine
 from tests.support.client import Client
+from tests.support.concurrency import at_once
 from tests.support.database import Database
 from tests.support.environment import configure
 from tests.support.functions import load_function
-from tests.support.tasks import Account, create, insert_task, responses_together
+from tests.support.tasks import Account, create, insert_task
 
 
 @contextmanager
@@ -66,7 +67,7 @@ def test_reading_a_task_costs_two_statements(client: Client, ada: Account) -> No
 
 def run_together(count: int, call: Any) -> list[int]:
     """Run `call` from `count` threads released at the same moment; their statuses."""
-    return [response.status for response in responses_together(count, call)]
+    return [response.status for response in at_once(count, call)]
 
 
 @pytest.mark.postgres_only
