@@ -107,17 +107,9 @@ class LocalApi:
         self, template: Template, runtime: ProcessRuntime, *, stage: str | None = None
     ) -> None:
         self.template = template
-        self.routes = template.routes
         self.runtime = runtime
         # A named stage (`--stage dev`): served under `/dev`, as API Gateway serves one.
         self.stage = stage
-
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-        for route in self.routes:
-            parameters = route.match(method, path)
-            if parameters is not None:
-                return route, parameters
-        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -162,7 +154,7 @@ class LocalApi:
             if not path.startswith(f"{prefix}/"):
                 return gateway_error(404, "Not Found")
             path = path[len(prefix) :]
-        found = self.match(scope["method"], path)
+        found = self.template.match(scope["method"], path)
         if found is None:
             return gateway_error(404, "Not Found")
         route, parameters = found

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +156,20 @@ class Template:
     # Environment variables left unset: their values need AWS (a secret's ARN...).
     unresolved: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def routes(self) -> list[Route]:
         """Every route, most specific first."""
         routes = [route for function in self.functions.values() for route in function.routes]
         return sorted(routes, key=Route.specificity)
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        """The route API Gateway picks for `METHOD path`, and its path parameters; None
+        when no route takes the request (API Gateway's 404)."""
+        for route in self.routes:
+            parameters = route.match(method, path)
+            if parameters is not None:
+                return route, parameters
+        return None
 
     @property
     def source_dirs(self) -> list[Path]:

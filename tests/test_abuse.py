@@ -13,9 +13,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.auth_helpers import SECRET, forge
-from tests.conftest import Client, Database, Response
-from tests.tasks_helpers import Account, insert_task, make_account
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.keys import JWT_KEY, forge
+from tests.support.tasks import Account, insert_task, make_account
 
 TABLES = {
     "user": 'SELECT id, email, name, hashed_password, is_active FROM "user" ORDER BY id',
@@ -97,7 +98,7 @@ FORGED_TOKENS: dict[str, Callable[[Account], str]] = {
     "huge jti": lambda owner: forge(claims(owner, jti="j" * 100_000)),
     "jti not a string": lambda owner: forge(claims(owner, jti=12345)),
     "refresh token as access": lambda owner: forge(claims(owner, type="refresh")),
-    "another secret": lambda owner: forge(claims(owner), secret=SECRET + "x"),
+    "another secret": lambda owner: forge(claims(owner), secret=JWT_KEY + "x"),
     "unknown session": lambda owner: forge(claims(owner, sid=str(uuid.uuid4()))),
     "sub not a uuid": lambda owner: forge(claims(owner, sub="1 OR 1=1")),
     "not a JWT": lambda owner: "definitely.not.a-jwt",

@@ -12,11 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlmodel import SQLModel, col
 
-from localapi.template import load_template
 from taskapi.db import get_engine
 from taskapi.models import AuthSession, utcnow
 from taskapi.tokens import decode_token
-from tests.auth_helpers import (
+from tests.support.auth import (
     PASSWORD,
     assert_unauthorized,
     auth_sessions,
@@ -29,7 +28,10 @@ from tests.auth_helpers import (
     tokens,
     user_row,
 )
-from tests.conftest import ROOT, Client, Database, Response, configure
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.functions import template
 
 ME = "/api/auth/me"
 REFRESH = "/api/auth/refresh"
@@ -40,9 +42,8 @@ NEW_PASSWORD = "a new password, longer"
 SOME_SESSION_ID = "0c0ffee0-0000-4000-8000-000000000000"
 
 
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("auth")
+# The `client` fixture's requests go to the auth function.
+pytestmark = pytest.mark.client("auth")
 
 
 def refresh(client: Client, refresh_token: str) -> Response:
@@ -526,12 +527,7 @@ def test_a_login_while_its_user_is_deleted_gets_401(client: Client, db: Database
 def test_the_template_routes_the_account_calls_to_the_auth_function(method: str, path: str) -> None:
     """Nothing to declare: `ANY /api/auth/{proxy+}` takes them, on AWS and in the local
     server, which routes by the template."""
-    routes = load_template(ROOT / "template.yaml").routes
-    # In order, as the local server matches them.
-    found = next(
-        ((route, found) for route in routes if (found := route.match(method, path)) is not None),
-        None,
-    )
+    found = template().match(method, path)
     assert found is not None
     route, parameters = found
     assert (route.key, route.function) == ("ANY /api/auth/{proxy+}", "AuthFunction")

@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.auth_helpers import PASSWORD, login, signup, tokens, user_row
-from tests.conftest import Client, Database, Response
+from tests.support.auth import PASSWORD, login, signup, tokens, user_row
+from tests.support.client import Client, Response
+from tests.support.concurrency import at_once
+from tests.support.database import Database
 from tests.test_account import ME, NEW_PASSWORD, change_password, delete_account, rows_naming
-from tests.test_auth_concurrency import at_once, pg  # noqa: F401 (the `pg` fixture)
 
 pytestmark = pytest.mark.postgres_only
 
@@ -19,7 +20,7 @@ ROUNDS = 5
 CREATES = 10
 
 
-def test_account_deletion_racing_task_creates_leaves_no_task(pg: Database) -> None:  # noqa: F811
+def test_account_deletion_racing_task_creates_leaves_no_task(pg: Database) -> None:
     auth, tasks = Client("auth"), Client("tasks")
     statuses: Counter[int] = Counter()
     for round_number in range(ROUNDS):
@@ -47,7 +48,7 @@ def test_account_deletion_racing_task_creates_leaves_no_task(pg: Database) -> No
     print(f"creates racing a deletion: {dict(statuses)}")
 
 
-def test_simultaneous_password_changes_let_one_session_win(pg: Database) -> None:  # noqa: F811
+def test_simultaneous_password_changes_let_one_session_win(pg: Database) -> None:
     """Two sessions change the password at once: each would revoke the other, so one of
     them must fail (401) rather than both answer 200 with their sessions ended."""
     client = Client("auth")
@@ -82,7 +83,7 @@ WRITES: dict[str, Callable[[Client, str, int], Response]] = {
 
 @pytest.mark.parametrize("kind", WRITES)
 def test_task_requests_racing_a_deletion_complete_first_or_get_401(
-    pg: Database,  # noqa: F811
+    pg: Database,
     kind: str,
 ) -> None:
     """Never a 404 for a task that the deletion removed under a request that had already
@@ -120,7 +121,7 @@ def test_task_requests_racing_a_deletion_complete_first_or_get_401(
     print(f"{kind} racing a deletion: {dict(statuses)}")
 
 
-def test_two_deletions_at_once_delete_once(pg: Database) -> None:  # noqa: F811
+def test_two_deletions_at_once_delete_once(pg: Database) -> None:
     client = Client("auth")
     access, _ = tokens(signup(client))
     responses = at_once(2, lambda: delete_account(client, access))

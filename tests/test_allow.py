@@ -3,7 +3,8 @@ methods of the first route that matched the path."""
 
 import pytest
 
-from tests.conftest import Client, Database
+from tests.support.client import Client
+from tests.support.database import Database
 
 CASES = [
     ("tasks", "OPTIONS", "/api/tasks", "GET, POST"),

@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import select
 
 from taskapi.models import LoginAttempt
-from tests.auth_helpers import (
+from tests.support.auth import (
     PASSWORD,
     assert_unauthorized,
     auth_sessions,
@@ -24,16 +24,17 @@ from tests.auth_helpers import (
     tokens,
     user_row,
 )
-from tests.conftest import Client, Database, configure
+from tests.support.client import Client
+from tests.support.database import Database
+from tests.support.environment import configure
 
 ME = "/api/auth/me"
 REFRESH = "/api/auth/refresh"
 LOGOUT = "/api/auth/logout"
 
 
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("auth")
+# The `client` fixture's requests go to the auth function.
+pytestmark = pytest.mark.client("auth")
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,15 +14,17 @@ from sqlalchemy import event
 
 from taskapi.db import get_engine
 from taskapi.logs import JsonFormatter
-from tests.auth_helpers import PASSWORD, login, signup, tokens, user_row
-from tests.conftest import Client, Database, configure, load_function
+from tests.support.auth import PASSWORD, login, signup, tokens, user_row
+from tests.support.client import Client
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.functions import load_function
 
 ME = "/api/auth/me"
 
 
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("auth")
+# The `client` fixture's requests go to the auth function.
+pytestmark = pytest.mark.client("auth")
 
 
 # ---------------------------------------------------------------------------------------

@@ -5,14 +5,11 @@ SQLite serialises writers, so these races cannot happen there; the tests run on
 PostgreSQL only.
 """
 
-import threading
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.auth_helpers import (
+from tests.support.auth import (
     PASSWORD,
     auth_sessions,
     count,
@@ -22,29 +19,12 @@ from tests.auth_helpers import (
     tokens,
     user_row,
 )
-from tests.conftest import Client, Database, Response, configure
+from tests.support.client import Client
+from tests.support.concurrency import at_once
+from tests.support.database import Database
+from tests.support.environment import configure
 
 pytestmark = pytest.mark.postgres_only
-
-
-@pytest.fixture
-def pg(db: Database, monkeypatch: pytest.MonkeyPatch) -> Database:
-    # One test process plays many containers, each of which would hold its own connection.
-    configure(monkeypatch, database_pool_size="25", database_pool_timeout="30")
-    return db
-
-
-def at_once(calls: int, request: Callable[[], Response]) -> list[Response]:
-    """Run `request` from `calls` threads released together."""
-    barrier = threading.Barrier(calls)
-
-    def run() -> Response:
-        barrier.wait(timeout=30)
-        return request()
-
-    with ThreadPoolExecutor(max_workers=calls) as pool:
-        futures = [pool.submit(run) for _ in range(calls)]
-        return [future.result(timeout=60) for future in futures]
 
 
 def test_simultaneous_signups_with_one_email_create_one_user(pg: Database) -> None:

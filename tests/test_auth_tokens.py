@@ -8,16 +8,18 @@ from typing import Any
 import pytest
 
 from taskapi.tokens import TokenPair, decode_token, issue_token, issue_token_pair
-from tests.auth_helpers import SECRET, forge, payload_of, signup, tokens
-from tests.conftest import Client, Database, configure
+from tests.support.auth import signup, tokens
+from tests.support.client import Client
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.keys import JWT_KEY, forge, payload_of
 
 ME = "/api/auth/me"
 REFRESH = "/api/auth/refresh"
 
 
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("auth")
+# The `client` fixture's requests go to the auth function.
+pytestmark = pytest.mark.client("auth")
 
 
 @pytest.fixture
@@ -230,7 +232,7 @@ def test_lifetimes_and_algorithm_follow_the_settings(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # RFC 7518 asks HS512 for a key of at least 64 bytes (PyJWT warns below that).
-    long_secret = SECRET * 2
+    long_secret = JWT_KEY * 2
     configure(
         monkeypatch,
         access_token_expire_minutes="5",

@@ -21,7 +21,8 @@ import pytest
 
 from bench.artifacts import find_python313
 from localapi.events import http_event
-from tests.conftest import ROOT, Database
+from tests.support.database import Database
+from tests.support.functions import ROOT
 
 BUILD = ROOT / ".aws-sam" / "build"
 TEST_LAYER = ROOT / "build" / "layer-x86_64"

@@ -14,7 +14,8 @@ import taskapi.db
 from taskapi.db import get_engine, get_session, open_session
 from taskapi.models import Task, TaskCreate, TaskStatus, TaskUpdate, User, UserCreate
 from taskapi.settings import get_settings
-from tests.conftest import Database, configure
+from tests.support.database import Database
+from tests.support.environment import configure
 
 
 def make_user(session: Session, email: str = "ada@example.com") -> User:

@@ -12,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, create_database, migrate
+from tests.support.database import create_database, migrate
+from tests.support.functions import ROOT
+from tests.support.keys import JWT_KEY
 
 SCRIPT = """
 import importlib.util, json, sys, time
@@ -64,7 +66,7 @@ def test_the_first_unknown_email_login_costs_what_a_wrong_password_costs(tmp_pat
         **os.environ,
         "STAGE": "test",
         "DATABASE_URL": db.url,
-        "JWT_SECRET_KEY": "test-secret-key-that-is-long-enough-for-hs256",
+        "JWT_SECRET_KEY": JWT_KEY,
         # About 60 ms a check: bcrypt, not the request around it, sets the time.
         "BCRYPT_ROUNDS": "10",
     }

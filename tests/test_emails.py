@@ -6,8 +6,9 @@ import unicodedata
 import pytest
 
 from taskapi.emails import normalise_email, signup_email
-from tests.auth_helpers import login, signup, user_row
-from tests.conftest import Client, Database
+from tests.support.auth import login, signup, user_row
+from tests.support.client import Client
+from tests.support.database import Database
 
 NFD = unicodedata.normalize("NFD", "José@Example.com")
 

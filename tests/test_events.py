@@ -11,13 +11,16 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 
 from localapi.events import LambdaContext
-from localapi.template import Route, load_template
+from localapi.template import Route
 from taskapi.factory import path_prefix
 from taskapi.tokens import decode_token
-from tests.conftest import ROOT, Client, Database, configure, invoke, load_function, load_module
+from tests.support.client import Client, invoke
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.functions import ROOT, load_function, load_module, template
 
 EVENTS = ROOT / "events"
-TEMPLATE = load_template(ROOT / "template.yaml")
+TEMPLATE = template()
 ACCESS_TOKEN = "<ACCESS_TOKEN>"
 REFRESH_TOKEN = "<REFRESH_TOKEN>"
 # The id the task events address (the first task of a new database).

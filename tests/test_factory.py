@@ -12,7 +12,9 @@ from localapi.events import http_event
 from taskapi.db import SessionDep
 from taskapi.factory import LambdaHandler, create_app, make_handler
 from taskapi.models import User
-from tests.conftest import Database, configure, invoke
+from tests.support.client import invoke
+from tests.support.database import Database
+from tests.support.environment import configure
 
 
 def build_handler() -> LambdaHandler:
@@ -171,8 +173,8 @@ def test_a_json_body_sent_with_another_content_type_says_so(
     db: Database, content_type: str
 ) -> None:
     """`curl -d '{...}'` sends a form content type: the 422 names it, and the fix."""
-    from tests.conftest import Client
-    from tests.tasks_helpers import make_account
+    from tests.support.client import Client
+    from tests.support.tasks import make_account
 
     account = make_account("curl@example.com")
     client = Client("tasks")

@@ -1,6 +1,6 @@
 """PostgreSQL goes away under a warm container, and comes back.
 
-A TCP proxy of the test's own (`tests/tcp_proxy.py`) sits between the handlers and
+A TCP proxy of the test's own (`tests/support/tcp_proxy.py`) sits between the handlers and
 PostgreSQL. Cutting it either resets every connection (a crashed server) or leaves new
 ones hanging (a host that accepts and never answers). Every database route must then
 answer 503 JSON within a few seconds, nothing half-written may remain, and the same
@@ -24,9 +24,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
 from taskapi.db import get_engine
-from tests.auth_helpers import PASSWORD, signup, tokens
-from tests.conftest import ROOT, Client, Database, Response, configure
-from tests.tcp_proxy import TcpProxy
+from tests.support.auth import PASSWORD, signup, tokens
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.functions import ROOT
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres_only
 

@@ -28,10 +28,11 @@ from taskapi.db import get_engine
 from taskapi.models import AuthSession, User, utcnow
 from taskapi.passwords import hash_password
 from taskapi.rules import PASSWORD_MAX_BYTES
-from tests.auth_helpers import PASSWORD
-from tests.conftest import ROOT, Database
-from tests.hardening_helpers import LambdaAdapter, lambda_session
-from tests.tasks_helpers import Account, insert_task, make_account
+from tests.support.auth import PASSWORD
+from tests.support.database import Database
+from tests.support.functions import ROOT
+from tests.support.lambda_transport import LambdaAdapter, lambda_session
+from tests.support.tasks import Account, insert_task, make_account
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))
 BASE_URL = "http://lambda.local"

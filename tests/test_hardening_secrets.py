@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.auth_helpers import SECRET
-from tests.conftest import Client, Database, Response, configure
-from tests.tcp_proxy import TcpProxy
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.keys import JWT_KEY
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres_only
 
@@ -40,7 +42,7 @@ def test_no_secret_reaches_a_log_line_or_an_error_body(
     caplog.set_level(logging.DEBUG)
     auth, tasks = Client("auth"), Client("tasks")
     errors: list[Response] = []
-    secrets: list[str] = [PASSWORD, WRONG_PASSWORD, DB_PASSWORD, SECRET]
+    secrets: list[str] = [PASSWORD, WRONG_PASSWORD, DB_PASSWORD, JWT_KEY]
 
     def call(response: Response) -> Response:
         if response.status >= 400:

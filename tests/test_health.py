@@ -14,7 +14,10 @@ import pytest
 
 from localapi.events import LambdaContext
 from taskapi import __version__
-from tests.conftest import ROOT, Database, configure, invoke, load_function, load_module
+from tests.support.client import invoke
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.functions import ROOT, load_function, load_module
 
 EVENTS = ROOT / "events"
 UNREACHABLE_URL = "postgresql+psycopg2://postgres@127.0.0.1:1/x"

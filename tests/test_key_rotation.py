@@ -16,8 +16,11 @@ from moto import mock_aws
 from sqlalchemy.engine import make_url
 
 from taskapi.settings import get_jwt_keys
-from tests.auth_helpers import forge, login, payload_of, signup, tokens
-from tests.conftest import Client, Database, configure
+from tests.support.auth import login, signup, tokens
+from tests.support.client import Client
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.keys import forge, kid_of, payload_of, ring
 
 OLD_KEY = "old-signing-key-" + "o" * 40
 NEW_KEY = "new-signing-key-" + "n" * 40
@@ -33,19 +36,6 @@ def secretsmanager() -> Iterator[Any]:
 
 def wait_for_the_cache() -> None:
     time.sleep(CACHE_SECONDS + 0.1)
-
-
-def kid_of(token: str) -> Any:
-    return payload_of("x." + token.split(".")[0]).get("kid")
-
-
-def ring(current: tuple[str, str], *previous: tuple[str, str]) -> str:
-    return json.dumps(
-        {
-            "current": {"kid": current[0], "key": current[1]},
-            "previous": [{"kid": kid, "key": key} for kid, key in previous],
-        }
-    )
 
 
 @pytest.fixture
@@ -196,7 +186,7 @@ def test_a_rotated_database_password_is_picked_up_by_a_warm_container(
         users = {row[0] for row in db.rows("SELECT usename FROM pg_stat_activity")}
         assert first not in users
     finally:
-        from tests.conftest import reset_caches
+        from tests.support.environment import reset_caches
 
         reset_caches()
         for role in (first, second):

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from taskapi.db import get_engine
-from tests.conftest import Database, postgres_admin_url
+from tests.support.database import Database, postgres_admin_url
 from tools.load import MAX_OVERFLOW, POOL_SIZE, run
 
 

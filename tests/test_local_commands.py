@@ -21,7 +21,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from localapi.server import free_port
-from tests.conftest import Database, alembic_config
+from tests.support.database import Database, alembic_config
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a clone holds that the commands read; linked, so that the code is this checkout's.

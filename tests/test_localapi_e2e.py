@@ -8,19 +8,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Client, Database
+from tests.support.auth import PASSWORD
+from tests.support.client import Client
+from tests.support.database import Database
+from tests.support.functions import ROOT
+from tests.support.keys import JWT_KEY
 from tests.test_localapi import local_server
-
-ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "correct horse battery"
-# The same key as the `db` fixture's, so that tokens from either side work on the other.
-JWT_KEY = "test-secret-key-that-is-long-enough-for-hs256"
 
 
 def server_environment(database: Database) -> dict[str, str | None]:

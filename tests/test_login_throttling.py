@@ -3,16 +3,16 @@ concurrency: threads calling the real auth handler at the same moment, on SQLite
 PostgreSQL. Every bcrypt check is counted, so "at most the limit were checked" is seen,
 not inferred from the statuses."""
 
-import threading
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from taskapi.models import ANY_SOURCE
-from tests.auth_helpers import login, login_attempt, record_bcrypt_checks, signup
-from tests.conftest import Client, Database, Response, configure
+from tests.support.auth import login, login_attempt, record_bcrypt_checks, signup
+from tests.support.client import Client
+from tests.support.concurrency import at_once, each_at_once
+from tests.support.database import Database
+from tests.support.environment import configure
 
 WRONG = "wrong password"
 MAX_ATTEMPTS = 5
@@ -39,23 +39,10 @@ def bcrypt_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return record_bcrypt_checks(monkeypatch)
 
 
-def at_once(calls: int, request: Callable[[int], Response]) -> list[Response]:
-    """Run `request(i)` from `calls` threads released together."""
-    barrier = threading.Barrier(calls)
-
-    def run(index: int) -> Response:
-        barrier.wait(timeout=60)
-        return request(index)
-
-    with ThreadPoolExecutor(max_workers=calls) as pool:
-        futures = [pool.submit(run, index) for index in range(calls)]
-        return [future.result(timeout=120) for future in futures]
-
-
 def test_simultaneous_wrong_passwords_from_one_source_check_at_most_the_limit(
     client: Client, db: Database, bcrypt_checks: list[str]
 ) -> None:
-    responses = at_once(40, lambda _: login(client, password=WRONG))
+    responses = at_once(40, lambda: login(client, password=WRONG))
     statuses = Counter(response.status for response in responses)
     print(f"{db.backend}: 40 at once, {len(bcrypt_checks)} checked, {dict(statuses)}")
     assert len(bcrypt_checks) <= MAX_ATTEMPTS, statuses
@@ -81,7 +68,7 @@ def test_the_cap_per_email_stops_a_spread_of_sources(
 ) -> None:
     # 36 sources, 2 wrong passwords each, at once: within each source's limit, but the
     # email's cap across sources (12) holds.
-    responses = at_once(
+    responses = each_at_once(
         36, lambda index: login(client, password=WRONG, source_ip=f"127.0.1.{index % 18 + 1}")
     )
     statuses = Counter(response.status for response in responses)
@@ -126,7 +113,7 @@ def test_the_correct_password_during_a_burst_logs_in_at_most_once_per_check(
 ) -> None:
     # 20 right passwords at once from one source: each is reserved, checked, and its
     # reservation taken back, so none is refused for the others' sake beyond the limit.
-    responses = at_once(20, lambda _: login(client))
+    responses = at_once(20, lambda: login(client))
     statuses = Counter(response.status for response in responses)
     assert set(statuses) <= {200, 429}, [r.body for r in responses]
     assert statuses[200] == len(bcrypt_checks) >= 1

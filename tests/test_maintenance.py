@@ -17,18 +17,11 @@ from sqlmodel import Session
 from localapi.events import LambdaContext
 from taskapi.db import get_engine
 from taskapi.models import AuthSession, IdempotencyKey, LoginAttempt, Task, User, utcnow
-from tests.conftest import (
-    BACKENDS,
-    ROOT,
-    Client,
-    Database,
-    configure,
-    create_database,
-    drop_database,
-    load_function,
-    migrate,
-)
-from tests.tasks_helpers import insert_task, make_account
+from tests.support.client import Client
+from tests.support.database import BACKENDS, Database, create_database, drop_database, migrate
+from tests.support.environment import configure
+from tests.support.functions import ROOT, load_function
+from tests.support.tasks import insert_task, make_account
 
 SCHEDULED_EVENT = json.loads((ROOT / "events" / "schedule-maintenance.json").read_text())
 BATCH_SIZE = 2

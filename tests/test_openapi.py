@@ -10,9 +10,11 @@ from urllib.parse import urljoin
 import pytest
 
 from localapi.events import http_event
-from tests.auth_helpers import signup, tokens
-from tests.conftest import ROOT, Client, Database, invoke, load_function, load_module
-from tests.tasks_helpers import make_account
+from tests.support.auth import signup, tokens
+from tests.support.client import Client, invoke
+from tests.support.database import Database
+from tests.support.functions import ROOT, load_function, load_module
+from tests.support.tasks import make_account
 
 HEALTH = ROOT / "functions" / "health"
 

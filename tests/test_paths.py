@@ -10,9 +10,11 @@ import pytest
 
 from taskapi.factory import path_prefix
 from taskapi.settings import Settings
-from tests.conftest import Database
+from tests.support.auth import PASSWORD
+from tests.support.database import Database
+from tests.support.functions import ROOT
 from tests.test_localapi import local_server
-from tests.test_localapi_e2e import PASSWORD, ROOT, server_environment
+from tests.test_localapi_e2e import server_environment
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,11 @@ import sqlalchemy as sa
 
 from taskapi.db import get_engine
 from taskapi.tokens import issue_token
-from tests.conftest import Client, Database, configure, create_database, drop_database, migrate
-from tests.tasks_helpers import Account, make_account
+from tests.support.client import Client
+from tests.support.database import Database, create_database, drop_database, migrate
+from tests.support.environment import configure
+from tests.support.keys import JWT_KEY
+from tests.support.tasks import Account, make_account
 from tools.search_data import (
     DESCRIPTION_MAX,
     Q_MAX,
@@ -49,7 +52,7 @@ def settings_for(url: str) -> dict[str, str]:
     return {
         "stage": "test",
         "database_url": url,
-        "jwt_secret_key": "test-secret-key-that-is-long-enough-for-hs256",
+        "jwt_secret_key": JWT_KEY,
         "cors_origins": "",
     }
 

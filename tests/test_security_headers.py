@@ -6,8 +6,9 @@ import pytest
 
 from localapi.events import http_event
 from taskapi.factory import create_app, make_handler
-from tests.auth_helpers import login, signup, tokens
-from tests.conftest import Client, Database, Response, invoke
+from tests.support.auth import login, signup, tokens
+from tests.support.client import Client, Response, invoke
+from tests.support.database import Database
 
 OVERLONG_INTEGER = '{"title": "x", "priority": ' + "9" * 5000 + "}"
 

@@ -18,8 +18,9 @@ from taskapi.settings import (
     get_settings,
     normalize_database_url,
 )
-from tests.conftest import configure, load_module
-from tests.silent_server import silent_server
+from tests.support.environment import configure
+from tests.support.functions import load_module
+from tests.support.silent_server import silent_server
 
 
 @pytest.fixture

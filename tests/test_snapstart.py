@@ -22,8 +22,11 @@ from sqlalchemy.pool import Pool
 from taskapi import snapstart
 from taskapi.settings import get_jwt_keys, get_settings
 from taskapi.tokens import issue_token_pair
-from tests.conftest import Client, Database, configure, load_module
-from tests.tasks_helpers import make_account
+from tests.support.client import Client
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.functions import load_module
+from tests.support.tasks import make_account
 from tests.test_template import (
     DATABASE_SECRET,
     HTTP_FUNCTIONS,

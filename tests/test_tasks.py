@@ -8,23 +8,9 @@ from sqlmodel import Session
 
 from taskapi.db import get_engine
 from taskapi.models import AuthSession, Task, utcnow
-from tests.conftest import Client, Database, Response
-from tests.tasks_helpers import Account, create, insert_task, make_account
-
-
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("tasks")
-
-
-@pytest.fixture
-def ada(db: Database) -> Account:
-    return make_account("ada@example.com")
-
-
-@pytest.fixture
-def bob(db: Database) -> Account:
-    return make_account("bob@example.com")
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.tasks import Account, create, insert_task, make_account
 
 
 def stored(task_id: int) -> Task:

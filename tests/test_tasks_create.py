@@ -11,8 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from taskapi.models import IdempotencyKey, utcnow
-from tests.conftest import Client, Database, Response, configure
-from tests.tasks_helpers import Account, create, insert_task, responses_together
+from tests.support.client import Client, Response
+from tests.support.concurrency import at_once
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.tasks import Account, create, insert_task
 
 
 def post(
@@ -171,7 +174,7 @@ def test_ten_simultaneous_creates_with_one_key_make_one_task(
     # One process plays ten containers: each needs a connection of its own.
     configure(monkeypatch, database_pool_size="10")
     body = {"title": "Only once"}
-    responses = responses_together(10, lambda: post(client, ada, body, key="once"))
+    responses = at_once(10, lambda: post(client, ada, body, key="once"))
     statuses = Counter(response.status for response in responses)
     assert set(statuses) <= {201, 409}, statuses
     created = [r for r in responses if r.status == 201]
@@ -226,9 +229,7 @@ def test_twenty_simultaneous_creates_one_below_the_quota_let_exactly_one_through
     for n in range(4):
         insert_task(ada, f"seed {n}")
     numbers = count()
-    responses = responses_together(
-        20, lambda: post(client, ada, {"title": f"racer {next(numbers)}"})
-    )
+    responses = at_once(20, lambda: post(client, ada, {"title": f"racer {next(numbers)}"}))
     statuses = Counter(response.status for response in responses)
     assert statuses == {201: 1, 409: 19}, [json.loads(r.body) for r in responses]
     assert tasks_of(db, ada) == 5

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from taskapi.models import utcnow
-from tests.conftest import Client, Database, Response
-from tests.tasks_helpers import Account, create, insert_task
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.tasks import Account, create, insert_task
 
 
 def ids(response: Response) -> list[int]:

@@ -10,18 +10,12 @@ import pytest
 import sqlalchemy as sa
 
 from taskapi.db import get_engine
-from tests.conftest import Client, Database, configure, load_function
-from tests.tasks_helpers import Account, create, insert_task, make_account, responses_together
-
-
-@pytest.fixture
-def client(db: Database) -> Client:
-    return Client("tasks")
-
-
-@pytest.fixture
-def ada(db: Database) -> Account:
-    return make_account("ada@example.com")
+from tests.support.client import Client
+from tests.support.concurrency import at_once
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.functions import load_function
+from tests.support.tasks import Account, create, insert_task
 
 
 @contextmanager
@@ -73,7 +67,7 @@ def test_reading_a_task_costs_two_statements(client: Client, ada: Account) -> No
 
 def run_together(count: int, call: Any) -> list[int]:
     """Run `call` from `count` threads released at the same moment; their statuses."""
-    return [response.status for response in responses_together(count, call)]
+    return [response.status for response in at_once(count, call)]
 
 
 @pytest.mark.postgres_only

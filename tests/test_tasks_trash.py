@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Client, Database, Response
-from tests.tasks_helpers import Account, create, insert_task
+from tests.support.client import Client, Response
+from tests.support.database import Database
+from tests.support.tasks import Account, create, insert_task
 
 
 def trash(client: Client, owner: Account, **query: Any) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 from taskapi.settings import Settings
-from tests.conftest import ROOT, configure, load_function
+from tests.support.environment import configure
+from tests.support.functions import ROOT, load_function
+from tests.support.keys import JWT_KEY
 
 TEMPLATE = ROOT / "template.yaml"
 DATABASE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:taskapi-db-AbCdEf"
@@ -139,7 +141,7 @@ def apps(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[tuple[str, str]]]:
     configure(
         monkeypatch,
         stage="test",
-        jwt_secret_key="test-secret-key-that-is-long-enough-for-hs256",
+        jwt_secret_key=JWT_KEY,
         bcrypt_rounds="4",
         cors_origins="",
     )

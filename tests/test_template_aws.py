@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from samtranslator.translator.transform import transform
 
-from tests.conftest import ROOT
+from tests.support.functions import ROOT
 from tests.test_template import DATABASE_SECRET, _NoManagedPolicies, sam_template
 
 VPC = {

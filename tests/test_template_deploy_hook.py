@@ -14,8 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from localapi.events import LambdaContext
-from tests.conftest import Database, configure, load_module
-from tests.silent_server import silent_server
+from tests.support.database import Database
+from tests.support.environment import configure
+from tests.support.functions import load_module
+from tests.support.silent_server import silent_server
 
 STACK_ID = "arn:aws:cloudformation:us-east-1:123456789012:stack/taskapi-dev/0a1b2c3d"
 VERSION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:taskapi-dev-MigrateFunction:{}"

@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from taskapi.tokens import TOKEN_MAX_LENGTH, InvalidTokenError, TokenClaims, decode_token
-from tests.auth_helpers import SECRET
-from tests.conftest import Client, Database
+from tests.support.client import Client
+from tests.support.database import Database
+from tests.support.keys import JWT_KEY
 
 FUZZ = settings(
     derandomize=True,
@@ -38,7 +39,7 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def jws(header: bytes, payload: bytes, *, secret: str | None = SECRET) -> str:
+def jws(header: bytes, payload: bytes, *, secret: str | None = JWT_KEY) -> str:
     """A compact JWS of raw header and payload bytes, HS256-signed with `secret` (or a
     junk signature)."""
     signing_input = f"{b64(header)}.{b64(payload)}"
@@ -120,7 +121,7 @@ def odd_segments(draw: st.DrawFn) -> str:
         )
         for _ in range(2)
     ]
-    return jws(parts[0], parts[1], secret=draw(st.sampled_from([SECRET, None])))
+    return jws(parts[0], parts[1], secret=draw(st.sampled_from([JWT_KEY, None])))
 
 
 tokens = st.one_of(

@@ -1,7 +1,6 @@
-"""Helpers for the hardening tests: a `requests` transport that answers through the real
-Lambda handlers (as API Gateway would call them), and the route table that picks one."""
+"""A `requests` transport for the hardening tests that answers through the real Lambda
+handlers, as API Gateway calls them, routed by template.yaml as the local server routes."""
 
-import base64
 import http
 import io
 from typing import Any
@@ -13,18 +12,8 @@ from requests.structures import CaseInsensitiveDict
 from urllib3 import HTTPHeaderDict, HTTPResponse
 
 from localapi.events import LambdaContext, http_event
-from tests.conftest import load_function
-
-Handler = Any
-
-
-def function_for(path: str) -> str:
-    """The function that API Gateway routes the path to (see template.yaml)."""
-    if path.startswith("/api/auth/"):
-        return "auth"
-    if path == "/api/tasks" or path.startswith("/api/tasks/"):
-        return "tasks"
-    return "health"
+from localapi.server import gateway_error, http_response
+from tests.support.functions import function_for, load_function
 
 
 class LambdaAdapter(BaseAdapter):
@@ -33,22 +22,15 @@ class LambdaAdapter(BaseAdapter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.handlers: dict[str, Handler] = {}
         self.calls = 0
-
-    def handler(self, path: str) -> Handler:
-        domain = function_for(path)
-        if domain not in self.handlers:
-            self.handlers[domain] = load_function(domain).handler
-        return self.handlers[domain]
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
         url = urlsplit(request.url or "")
-        body = request.body
+        method, path, body = request.method or "GET", url.path or "/", request.body
         assert body is None or isinstance(body, str | bytes), "streamed bodies are not used"
         event = http_event(
-            request.method or "GET",
-            url.path or "/",
+            method,
+            path,
             query=url.query,
             headers=[
                 (name, value if isinstance(value, str) else value.decode("latin-1"))
@@ -57,15 +39,19 @@ class LambdaAdapter(BaseAdapter):
             body=body,
         )
         self.calls += 1
-        result = self.handler(url.path)(event, LambdaContext())
-        content = (result.get("body") or "").encode()
-        if result.get("isBase64Encoded"):
-            content = base64.b64decode(content)
-        headers = HTTPHeaderDict(result.get("headers") or {})
-        for cookie in result.get("cookies") or ():
-            headers.add("set-cookie", cookie)
+        # A method that no route takes, on a path that a GET route serves (the health
+        # function's), is API Gateway's own 404 on AWS. Here the function answers it, with
+        # the 405 and `Allow` that schemathesis's `unsupported_method` expects.
+        domain = function_for(method, path) or function_for("GET", path)
+        if domain is None:
+            status, fields, content = gateway_error(404, "Not Found")
+        else:
+            result = load_function(domain).handler(event, LambdaContext())
+            status, fields, content = http_response(result)
+        # The length API Gateway sets, as the local server does.
+        headers = HTTPHeaderDict([*fields, ("content-length", str(len(content)))])
         response = requests.Response()
-        response.status_code = result["statusCode"]
+        response.status_code = status
         response.headers = CaseInsensitiveDict(headers)
         # What an HTTP client would have read off the wire (schemathesis looks there).
         response.raw = HTTPResponse(

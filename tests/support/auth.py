@@ -1,10 +1,6 @@
-"""Helpers for the auth tests: sign-ups and logins through the real handler, forged tokens,
-and direct access to the rows behind them."""
+"""Helpers for the auth tests: sign-ups and logins through the real handler, and direct
+access to the rows behind them."""
 
-import base64
-import hashlib
-import hmac
-import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,15 +12,12 @@ import sqlalchemy as sa
 from passlib.context import CryptContext
 from sqlmodel import Session, col, select
 
-from localapi.events import http_event
 from taskapi.models import AuthSession, LoginAttempt, User
 from taskapi.tokens import decode_token
-from tests.conftest import Client, Database, Response, invoke
+from tests.support.client import LOCAL_SOURCE, Client, Response
+from tests.support.database import Database
 
-SECRET = "test-secret-key-that-is-long-enough-for-hs256"  # the `db` fixture's JWT_SECRET_KEY
 PASSWORD = "correct horse battery"
-# The source address of the events `Client` sends (`localapi.events.http_event`'s default).
-LOCAL_SOURCE = "127.0.0.1"
 
 
 def signup(
@@ -43,14 +36,9 @@ def login(
     source_ip: str = LOCAL_SOURCE,
 ) -> Response:
     """POST /api/auth/login through the real handler, from the given source address."""
-    event = http_event(
-        "POST",
-        "/api/auth/login",
-        headers={"content-type": "application/json"},
-        body=json.dumps({"email": email, "password": password}),
-        source_ip=source_ip,
+    return client.post(
+        "/api/auth/login", json_body={"email": email, "password": password}, source_ip=source_ip
     )
-    return invoke(client.handler, event)
 
 
 def assert_unauthorized(response: Response, detail: str | None = None) -> None:
@@ -76,34 +64,6 @@ def tokens(response: Response) -> tuple[str, str]:
 def session_id(token: str, token_type: str = "access") -> uuid.UUID:
     claims = decode_token(token, expected_type="refresh" if token_type == "refresh" else "access")
     return claims.session_id
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def forge(
-    payload: dict[str, Any],
-    *,
-    secret: str = SECRET,
-    alg: str = "HS256",
-    header: dict[str, Any] | None = None,
-) -> str:
-    """A JWT built by hand (not by the layer), so tests can make any token an attacker could."""
-    head = _b64(json.dumps(header or {"alg": alg, "typ": "JWT"}).encode())
-    body = _b64(json.dumps(payload).encode())
-    signing_input = f"{head}.{body}".encode()
-    if alg == "none":
-        return f"{head}.{body}."
-    digest = {"HS256": hashlib.sha256, "HS512": hashlib.sha512}[alg]
-    signature = hmac.new(secret.encode(), signing_input, digest).digest()
-    return f"{head}.{body}.{_b64(signature)}"
-
-
-def payload_of(token: str) -> dict[str, Any]:
-    part = token.split(".")[1]
-    result: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return result
 
 
 @contextmanager

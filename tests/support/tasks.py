@@ -1,9 +1,6 @@
 """Accounts for the tasks tests, made directly in the database (not through the auth function)."""
 
-import threading
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,7 +10,7 @@ from sqlmodel import Session
 from taskapi.db import get_engine
 from taskapi.models import AuthSession, Task, User, utcnow
 from taskapi.tokens import issue_token
-from tests.conftest import Client, Response
+from tests.support.client import Client, Response
 
 
 @dataclass(frozen=True)
@@ -72,15 +69,3 @@ def create(client: Client, owner: Account, **body: Any) -> Response:
     response = client.post("/api/tasks", json_body=body, token=owner.token)
     assert response.status == 201, response.body
     return response
-
-
-def responses_together(count: int, call: Callable[[], Response]) -> list[Response]:
-    """Run `call` from `count` threads released at the same moment; their responses."""
-    barrier = threading.Barrier(count)
-
-    def one(_: int) -> Response:
-        barrier.wait()
-        return call()
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(one, range(count)))

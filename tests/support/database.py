@@ -1,0 +1,103 @@
+"""Databases for the tests: SQLite always, PostgreSQL when TEST_DATABASE_URL is set.
+
+PostgreSQL tests run in a database of their own, created for the session and dropped at
+the end. With REQUIRE_POSTGRES=1 (CI), a missing or unreachable PostgreSQL is an error,
+not a skip.
+"""
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy.engine import Engine, make_url
+
+from taskapi.db import build_engine
+from taskapi.settings import Settings, normalize_database_url
+from tests.support.functions import load_module
+
+BACKENDS = ("sqlite", "postgresql")
+# The tests' own engines open a connection per check, never competing for the app's pool.
+CHECK_SETTINGS = Settings(database_null_pool=True)
+# Tables emptied between tests, children first.
+TABLES = ("idempotency_key", "task", "auth_session", "login_attempt", "user")
+
+
+def postgres_admin_url() -> str | None:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail("REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set")
+        pytest.skip("TEST_DATABASE_URL is not set")
+    # Any form the functions accept (`postgresql://` included) names the same driver here.
+    return normalize_database_url(url)
+
+
+@dataclass
+class Database:
+    """A database created for the tests: its URL and an engine for checking rows."""
+
+    backend: str
+    url: str
+    engine: Engine
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        with self.engine.connect() as connection:
+            return connection.execute(sa.text(sql), params).scalar()
+
+    def rows(self, sql: str, **params: Any) -> list[sa.Row[Any]]:
+        with self.engine.connect() as connection:
+            return list(connection.execute(sa.text(sql), params))
+
+    def truncate(self) -> None:
+        with self.engine.begin() as connection:
+            for table in TABLES:
+                connection.execute(sa.text(f'DELETE FROM "{table}"'))
+
+
+def create_database(backend: str, directory: Path) -> Database:
+    """An empty database of the given backend; drop it with `drop_database`."""
+    if backend == "sqlite":
+        url = f"sqlite:///{directory / f'test-{uuid.uuid4().hex}.db'}"
+        return Database(backend, url, build_engine(url, CHECK_SETTINGS))
+    admin_url = make_url(postgres_admin_url() or "")
+    name = f"taskapi_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as error:
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"PostgreSQL is unreachable: {error}")
+    finally:
+        admin.dispose()
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    return Database(backend, url, build_engine(url, CHECK_SETTINGS))
+
+
+def drop_database(database: Database) -> None:
+    database.engine.dispose()
+    if database.backend == "sqlite":
+        return
+    admin = sa.create_engine(make_url(postgres_admin_url() or ""), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        name = make_url(database.url).database
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """`alembic upgrade` through the same code path as the migrate function."""
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+    engine.dispose()
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Any:
+    return load_module("migrations/handler.py", "migrate_handler").alembic_config(connection)
