@@ -3,14 +3,15 @@
 import asyncio
 import json
 import time
+from typing import Annotated
 
 import pytest
-from fastapi import HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from sqlmodel import select
 
 from localapi.events import http_event
 from taskapi.db import SessionDep
-from taskapi.factory import LambdaHandler, create_app, make_handler
+from taskapi.factory import LambdaHandler, create_app, function_router, make_handler
 from taskapi.models import User
 from tests.support.client import invoke
 from tests.support.database import Database
@@ -33,6 +34,30 @@ def build_handler() -> LambdaHandler:
         return len(session.exec(select(User)).all())
 
     return make_handler(app)
+
+
+def greeting() -> str:
+    return "hello"
+
+
+def test_a_function_routers_routes_are_the_apps_own() -> None:
+    """Served without `include_router` (which would build them again on the first
+    request), they keep the app's operation ids and see its dependency overrides."""
+    router = function_router(prefix="/greet", tags=["greet"])
+
+    @router.get("/{name}")
+    async def greet(name: str, word: Annotated[str, Depends(greeting)]) -> dict[str, str]:
+        return {"text": f"{word} {name}"}
+
+    app = create_app(title="routers test", database=False, routers=[router])
+    handler = make_handler(app)
+    assert invoke(handler, http_event("GET", "/greet/ada")).json() == {"text": "hello ada"}
+    app.dependency_overrides[greeting] = lambda: "goodbye"
+    assert invoke(handler, http_event("GET", "/greet/ada")).json() == {"text": "goodbye ada"}
+    operation = app.openapi()["paths"]["/greet/{name}"]["get"]
+    assert (operation["operationId"], operation["tags"]) == ("greet", ["greet"])
+    with pytest.raises(TypeError, match="function_router"):
+        create_app(title="plain router", database=False, routers=[APIRouter()])
 
 
 def test_errors_use_the_contract_format(db: Database) -> None:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
+from fastapi import Depends, HTTPException, Path, Response, status
 from sqlmodel import Session
 
 from auth_routes import LOCKED_OUT, LOCKED_OUT_HEADERS, UNAUTHORIZED, logger, too_many_attempts
@@ -22,11 +22,12 @@ from auth_service import (
 )
 from taskapi.auth import AccessClaims, CurrentUser, SourceIp, get_current_user, unauthorized
 from taskapi.db import SessionDep
+from taskapi.factory import function_router
 from taskapi.models import Detail, User, utcnow
 from taskapi.openapi import error_responses
 from taskapi.passwords import hash_password, verify_password
 
-router = APIRouter(prefix="/api/auth", tags=["auth"])
+router = function_router(prefix="/api/auth", tags=["auth"])
 
 WRONG_PASSWORD = {status.HTTP_403_FORBIDDEN: "The password is wrong (it counts as a failed login)"}
 

@@ -12,9 +12,8 @@ app = create_app(
     description="Accounts, login sessions and JWT access and refresh tokens.",
     # Sign-up, login and refresh answer with tokens; every other route is authenticated.
     private=True,
+    routers=[auth_routes.router, account_routes.router],
 )
-app.include_router(auth_routes.router)
-app.include_router(account_routes.router)
 prepare_password_checks()
 
 handler = make_handler(app)

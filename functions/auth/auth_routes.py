@@ -3,7 +3,7 @@
 import logging
 from typing import Annotated, NoReturn
 
-from fastapi import APIRouter, Body, HTTPException, Request, status
+from fastapi import Body, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +27,7 @@ from auth_service import (
 )
 from taskapi.auth import AccessClaims, CurrentUser, SourceIp, unauthorized
 from taskapi.db import SessionDep
+from taskapi.factory import function_router
 from taskapi.models import Detail, User, UserPublic, utcnow
 from taskapi.openapi import error_responses, retry_after_header
 from taskapi.passwords import verify_password
@@ -34,7 +35,7 @@ from taskapi.tokens import InvalidTokenError, TokenPair, decode_token
 
 logger = logging.getLogger("taskapi.auth")
 
-router = APIRouter(prefix="/api/auth", tags=["auth"])
+router = function_router(prefix="/api/auth", tags=["auth"])
 
 # `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 

@@ -13,8 +13,8 @@ app = create_app(
     title="Task API: health",
     description="Liveness and database checks for load balancers and monitors.",
     database=False,
+    routers=[router],
 )
-app.include_router(router)
 
 http_handler = make_handler(app)
 

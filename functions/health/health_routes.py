@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -19,13 +19,14 @@ from health_check import (
     check_database,
 )
 from taskapi import __version__
+from taskapi.factory import function_router
 from taskapi.openapi import RETRY_AFTER, error_responses
 
 # Written by `make openapi` from the auth, tasks and health apps; served as it is, so this
 # function never imports the others.
 OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
 
-router = APIRouter(tags=["health"])
+router = function_router(tags=["health"])
 
 # `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 

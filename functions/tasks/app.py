@@ -7,8 +7,8 @@ from tasks_routes import router
 app = create_app(
     title="Task API: tasks",
     description="Create, list, change and delete the signed-in user's tasks.",
+    routers=[router],
 )
-app.include_router(router)
 
 handler = make_handler(app)
 # SnapStart (EnableSnapStart): a request that is refused before any database work warms

@@ -3,7 +3,7 @@
 import hashlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
+from fastapi import Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
@@ -14,6 +14,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 import tasks_queries
 from taskapi.auth import CurrentUserRef, UserRef
 from taskapi.db import SessionDep
+from taskapi.factory import function_router
 from taskapi.models import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     SEARCH_MAX_LENGTH,
@@ -47,7 +48,7 @@ from tasks_queries import (
     soft_delete_task,
 )
 
-router = APIRouter(tags=["tasks"])
+router = function_router(tags=["tasks"])
 
 # `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 

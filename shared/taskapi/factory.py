@@ -5,10 +5,10 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -204,8 +204,9 @@ HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 def allowed_methods(request: Request) -> str:
     """Every method that some route of the app serves at the request's path.
 
-    Each method is tried against the routes as the router would (`matches`): included
-    routers keep their routes to themselves, so their methods cannot simply be read.
+    Each method is tried against the routes as the router would (`matches`), so that
+    path parameters, and any router included with `include_router` (which keeps its
+    routes to itself), are matched as for a real request.
     """
     routes = [route for route in request.app.router.routes if isinstance(route, BaseRoute)]
     return ", ".join(
@@ -283,11 +284,45 @@ def _explain_content_type(request: Request, errors: list[dict[str, Any]]) -> Non
             entry["ctx"] = {"content_type": content_type, "expected": "application/json"}
 
 
+class _AppOverrides:
+    """A function router's `dependency_overrides_provider`: its routes are built before
+    their app exists, so `create_app` points this at the app, and `app.dependency_overrides`
+    reaches them as it would through `include_router`."""
+
+    def __init__(self) -> None:
+        self.app: FastAPI | None = None
+
+    @property
+    def dependency_overrides(self) -> dict[Callable[..., Any], Callable[..., Any]]:
+        return self.app.dependency_overrides if self.app is not None else {}
+
+
+def function_router(**options: Any) -> APIRouter:
+    """An `APIRouter` for a function's routes (`create_app(routers=...)`): each operation's
+    id is its route function's name in camelCase, as on the app."""
+    return APIRouter(
+        generate_unique_id_function=operation_id,
+        dependency_overrides_provider=_AppOverrides(),
+        **options,
+    )
+
+
 def create_app(
-    *, title: str, description: str = "", database: bool = True, private: bool = False
+    *,
+    title: str,
+    description: str = "",
+    routers: Sequence[APIRouter] = (),
+    database: bool = True,
+    private: bool = False,
 ) -> FastAPI:
-    """A FastAPI app with the project's error format, CORS, security headers and request
-    logging.
+    """A FastAPI app serving the routes of `routers`, with the project's error format,
+    CORS, security headers and request logging.
+
+    The routers (made by `function_router`) have their routes served as the app's own,
+    as they were built when declared: `app.include_router` would have FastAPI 0.165 build
+    every route of an included router a second time, lazily, on the app's first request,
+    which doubled what route building costs a cold start (docs/PERFORMANCE.md, "Imports of
+    the merged code").
 
     Each operation's id is its route function's name in camelCase; `description` also
     describes the app's tag in the OpenAPI document. `database=False` keeps SQLAlchemy out
@@ -306,12 +341,18 @@ def create_app(
         title=title,
         description=description,
         version=__version__,
+        routes=[route for router in routers for route in router.routes],
         generate_unique_id_function=operation_id,
         # The health function serves one document for the whole API.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
     )
+    for router in routers:
+        provider = router.dependency_overrides_provider
+        if not isinstance(provider, _AppOverrides):
+            raise TypeError("create_app(routers=...) takes routers made by function_router()")
+        provider.app = app
     app.add_exception_handler(Exception, unhandled_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
