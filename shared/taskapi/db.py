@@ -10,7 +10,6 @@ each take their own snapshot anyway.
 """
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator
@@ -369,6 +368,9 @@ _PG_FOREIGN_KEY_VIOLATION = "23503"
 def is_missing_reference(error: exc.IntegrityError) -> bool:
     """Whether a write broke a foreign key: the row it refers to is gone."""
     original = error.orig
+    # Imported here: a function on PostgreSQL does not load SQLite's driver to start.
+    import sqlite3
+
     if isinstance(original, sqlite3.IntegrityError):
         return getattr(original, "sqlite_errorcode", None) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
     return getattr(original, "pgcode", None) == _PG_FOREIGN_KEY_VIOLATION
