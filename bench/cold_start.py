@@ -4,23 +4,30 @@ root as the working directory and first on `sys.path`, the layer's `python/` on
 request, database connection and query included.
 
 The wall time runs from starting the process to the child reporting its response (so
-the interpreter's own start-up is in it, as it is on Lambda), not to its exit. Subjects
-run interleaved, one round at a time, so that a burst of load elsewhere on the machine
-hits the subject and its baseline alike.
+the interpreter's own start-up is in it, as it is on Lambda), not to its exit; the CPU time
+is the child's own up to the same point. Subjects run interleaved, one round at a time, so
+that a burst of load elsewhere on the machine hits the subject and its baseline alike.
+
+`make bench` runs every subject; some of them alone, on what it last built (build/bench):
+
+    .venv/bin/python -m bench.cold_start --runs 21 tasks auth health "baseline: minimal app" \
+        "baseline: bare app"
 """
 
+import argparse
 import json
 import os
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.artifacts import BASELINES, Artifacts, Log
-from bench.database import SUBJECT_SETTINGS, BenchDatabase
+from bench.artifacts import BASELINES, Artifacts, Log, last_build
+from bench.database import SUBJECT_SETTINGS, BenchDatabase, bench_database, postgres_available
 from bench.events import rest_event
 from localapi.events import http_event
 
@@ -139,9 +146,22 @@ def run_once(
 
 
 def measure(
-    artifacts: Artifacts, database: BenchDatabase, *, runs: int, log: Log, smoke: bool = False
+    artifacts: Artifacts,
+    database: BenchDatabase,
+    *,
+    runs: int,
+    log: Log,
+    smoke: bool = False,
+    names: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """Every subject's cold start, `runs` rounds; `names`: only these subjects."""
     chosen = subjects(smoke=smoke)
+    if names:
+        known = {subject.name: subject for subject in chosen}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise SystemExit(f"no such subject: {', '.join(unknown)}; choose from {list(known)}")
+        chosen = [known[name] for name in names]
     samples: dict[str, list[dict[str, Any]]] = {subject.name: [] for subject in chosen}
     for round_number in range(runs):
         log(f"cold starts: round {round_number + 1} of {runs}")
@@ -158,7 +178,81 @@ def measure(
             "wall_ms": statistics.median(run["wall_ms"] for run in runs_of),
             "import_ms": statistics.median(run["import_ms"] for run in runs_of),
             "first_request_ms": statistics.median(run["first_request_ms"] for run in runs_of),
+            "cpu_ms": statistics.median(run["cpu_ms"] for run in runs_of),
+            "fastest_cpu_ms": min(run["cpu_ms"] for run in runs_of),
             "peak_rss_mib": max(run["peak_rss_kib"] for run in runs_of) / 1024,
             "all_wall_ms": [round(run["wall_ms"], 1) for run in runs_of],
         }
     return {"backend": database.backend, "subjects": results}
+
+
+# The cold-start targets (bench/report.py): subject, baseline, limit.
+TARGETS = (
+    ("tasks", "baseline: minimal app", 1.1),
+    ("auth", "baseline: minimal app", 1.2),
+    ("health", "baseline: bare app", 1.1),
+)
+
+
+def table(results: dict[str, Any]) -> str:
+    """Each subject's medians and fastest runs, then the targets' ratios by each."""
+    measured = results["subjects"]
+    lines = [
+        f"Cold starts on {results['backend']} (ms; median and fastest of each subject's runs)",
+        "",
+        "| subject | runs | wall | fastest wall | CPU | fastest CPU |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, figures in measured.items():
+        lines.append(
+            f"| {name} | {figures['runs']} | {figures['wall_ms']:.0f} |"
+            f" {min(figures['all_wall_ms']):.0f} | {figures['cpu_ms']:.0f} |"
+            f" {figures['fastest_cpu_ms']:.0f} |"
+        )
+    rows = [
+        (subject, baseline, limit)
+        for subject, baseline, limit in TARGETS
+        if subject in measured and baseline in measured
+    ]
+    if rows:
+        lines += [
+            "",
+            "| ratio | limit | wall | fastest wall | CPU | fastest CPU |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+    for subject, baseline, limit in rows:
+        mine, theirs = measured[subject], measured[baseline]
+        ratios = (
+            mine["wall_ms"] / theirs["wall_ms"],
+            min(mine["all_wall_ms"]) / min(theirs["all_wall_ms"]),
+            mine["cpu_ms"] / theirs["cpu_ms"],
+            mine["fastest_cpu_ms"] / theirs["fastest_cpu_ms"],
+        )
+        lines.append(
+            f"| {subject} / {baseline} | {limit} | "
+            + " | ".join(f"{ratio:.2f}" for ratio in ratios)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Cold starts of some subjects alone.")
+    parser.add_argument("names", nargs="*", help="subjects (default: all of them)")
+    parser.add_argument("--runs", type=int, default=11)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"))
+    args = parser.parse_args()
+    built = last_build()
+    backend = args.backend or ("postgresql" if postgres_available() else "sqlite")
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        bench_database(backend, Path(folder)) as database,
+    ):
+        results = measure(built, database, runs=args.runs, log=Log(), names=args.names)
+    where = "built layer, Python 3.13" if built.built else "sources"
+    print(f"({where}; load average at the end {os.getloadavg()[0]:.1f})")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
