@@ -10,6 +10,7 @@ from urllib.parse import urljoin
 import pytest
 
 from localapi.events import http_event
+from taskapi.rules import WHITESPACE
 from tests.support.auth import signup, tokens
 from tests.support.client import Client, invoke
 from tests.support.database import Database
@@ -299,7 +300,12 @@ def test_the_gateways_own_errors_are_documented_for_every_operation() -> None:
 
 
 # The documented text rules are the ones the server applies.
-TEXTS = ["ok", "  padded  ", "", "   ", "\t\n", "\x1f", "\u3000", "a\x00b", "\x00", "é"]
+# The lengths count the text once trimmed: a name holds 100 characters, a title 200.
+TEXTS = [
+    *["ok", "  padded  ", "", "   ", "\t\n", "\x1f", "\x85", "\u3000", "\ufeff", "a\x00b"],
+    *["\x00", "é", "n" * 100, "n" * 101, "\f" + "n" * 100 + " ", " " + "t" * 200 + "\u2028"],
+    *["t" * 201, " " + "t" * 201],
+]
 
 
 @pytest.mark.parametrize("title", TEXTS)
@@ -348,3 +354,10 @@ def test_logout_takes_an_object_or_nothing_but_not_null(db: Database) -> None:
     assert auth.get("/api/auth/me", token=token).status == 200
     assert auth.post("/api/auth/logout", token=token).status == 200
     assert auth.get("/api/auth/me", token=token).status == 401
+
+
+def test_the_documented_whitespace_is_what_strip_removes() -> None:
+    documented = re.compile(f"[{WHITESPACE}]")
+    for code in range(0x110000):
+        character = chr(code)
+        assert (documented.fullmatch(character) is not None) == character.isspace(), hex(code)

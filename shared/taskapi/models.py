@@ -7,6 +7,7 @@ responses carry an explicit `+00:00` offset as the contract asks.
 import enum
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -28,11 +29,11 @@ from taskapi.emails import EMAIL_MAX_LENGTH, signup_email
 from taskapi.openapi import RESPONSE_CONFIG
 from taskapi.rules import (
     NO_NUL_PATTERN,
-    NOT_BLANK_PATTERN,
     PASSWORD_MAX_BYTES,
     PASSWORD_MIN_LENGTH,
     fits_bcrypt,
     storable_text,
+    trimmed_pattern,
 )
 
 # Every constraint and index gets a predictable name, so migrations can refer to them.
@@ -58,6 +59,19 @@ _ANY_CASE = "|".join(
     for name in RESERVED_EMAIL_DOMAINS
 )
 EMAIL_DOMAIN_PATTERN = rf"^[^@]+@(?!(?:[^@]*\.)?(?:{_ANY_CASE})\.?$)"
+
+
+def trimmed_text_schema(max_length: int) -> Callable[[JsonDict], None]:
+    """The document of a name or title: its limits count the text once trimmed, as the
+    validators do, so they are stated by a pattern (`taskapi.rules.trimmed_pattern`) in
+    place of `minLength` and `maxLength`, which would count the whitespace around it."""
+
+    def document(schema: JsonDict) -> None:
+        schema.pop("minLength", None)
+        schema.pop("maxLength", None)
+        schema["pattern"] = trimmed_pattern(max_length)
+
+    return document
 
 
 def utcnow() -> datetime:
@@ -159,8 +173,8 @@ class UserBase(SQLModel):
     name: str = Field(
         min_length=1,
         max_length=NAME_MAX_LENGTH,
-        description="Trimmed; 1 to 100 characters, no NUL character",
-        schema_extra={"json_schema_extra": {"pattern": NOT_BLANK_PATTERN}},
+        description="1 to 100 characters once trimmed; no NUL character",
+        schema_extra={"json_schema_extra": trimmed_text_schema(NAME_MAX_LENGTH)},
     )
 
 
@@ -293,8 +307,8 @@ class TaskBase(SQLModel):
     title: str = Field(
         min_length=1,
         max_length=TITLE_MAX_LENGTH,
-        description="Trimmed; 1 to 200 characters, not only whitespace, no NUL character",
-        schema_extra={"json_schema_extra": {"pattern": NOT_BLANK_PATTERN}},
+        description="1 to 200 characters once trimmed (not only whitespace); no NUL character",
+        schema_extra={"json_schema_extra": trimmed_text_schema(TITLE_MAX_LENGTH)},
     )
     description: str | None = description_field("At most 5000 characters, no NUL character")
     status: TaskStatus = Field(default=TaskStatus.PENDING)
@@ -369,7 +383,7 @@ class TaskUpdate(RequestModel):
     ) = Field(
         default=None,
         description=TaskBase.model_fields["title"].description,
-        schema_extra={"json_schema_extra": {"pattern": NOT_BLANK_PATTERN}},
+        schema_extra={"json_schema_extra": trimmed_text_schema(TITLE_MAX_LENGTH)},
     )
     description: str | None = description_field(
         "At most 5000 characters, no NUL character; null clears it"

@@ -12,11 +12,26 @@ Text = TypeVar("Text", str, str | None)
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores everything past 72 bytes; refuse rather than truncate
 
+# The characters `str.strip()` removes (those for which `str.isspace()` holds), as a regex
+# class: JSON Schema's `\s` (ECMA-262) is another set (it has U+FEFF and lacks U+001C to
+# U+001F and U+0085), so the document names them one by one.
+WHITESPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
 # How the OpenAPI document states the text rules that the validators enforce (the
 # validators give the clearer message, so the patterns only document): no NUL character
-# anywhere, and a title with more than whitespace.
+# anywhere.
 NO_NUL_PATTERN = r"^[^\x00]*$"
-NOT_BLANK_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+
+
+def trimmed_pattern(max_length: int) -> str:
+    """The pattern of a name or title: once the whitespace around it is trimmed, 1 to
+    `max_length` characters, none of them NUL. JSON Schema's `minLength` and `maxLength`
+    would count the text as sent, whitespace included, which is not what the server counts.
+
+    What is left after the leading whitespace starts with another character and runs to
+    the trailing whitespace: at most `max_length` characters in all."""
+    space = f"[{WHITESPACE}]*"
+    return rf"^{space}[^{WHITESPACE}\x00][^\x00]{{0,{max_length - 1}}}{space}$"
 
 
 def storable_text(value: Text) -> Text:
