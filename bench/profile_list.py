@@ -21,13 +21,15 @@ from localapi.events import http_event
 CHILD = (Path(__file__).resolve().parent / "profile_child.py").read_text()
 STAGES = (
     "token decoding",
-    "user/session query",
-    "session open/close",
+    "connection open/close",
     "page query",
     "page validation",
     "serialisation",
     "request log line",
 )
+
+LEAN = "reference: lean FastAPI + Core route, whole invocation"
+WHOLE = ", whole invocation"
 
 
 def _shares(medians: dict[str, float]) -> list[tuple[str, float]]:
@@ -53,6 +55,13 @@ def breakdown(wall: dict[str, float], cpu: dict[str, float]) -> str:
     if others:
         lines += ["", "| not part of the request | wall µs | CPU µs |", "| --- | --- | --- |"]
         lines += [f"| {n} | {wall[n] * 1000:.0f} | {cpu[n] * 1000:.0f} |" for n in others]
+    lean = cpu.get(LEAN)
+    if lean:
+        lines += ["", "| against the lean route (CPU) | ratio |", "| --- | --- |"]
+        lines.append(f"| GET /api/tasks | {total / lean:.2f} |")
+        lines += [
+            f"| {n} | {cpu[n] / lean:.2f} |" for n in others if n.endswith(WHOLE) and n != LEAN
+        ]
     return "\n".join(lines)
 
 
@@ -74,6 +83,21 @@ def main() -> None:
             ),
             "lean_root": str(subject.task_roots["lean"]),
             "lean_event": http_event("GET", "/api/tasks", query={"user_id": str(database.user_id)}),
+            # The other two routes of the warm benchmark, as whole invocations.
+            "read_event": http_event(
+                "GET",
+                f"/api/tasks/{database.task_id}",
+                headers={"authorization": f"Bearer {database.token}"},
+            ),
+            "create_event": http_event(
+                "POST",
+                "/api/tasks",
+                headers={
+                    "authorization": f"Bearer {database.writer_token}",
+                    "content-type": "application/json",
+                },
+                body=json.dumps({"title": "Benchmark write", "priority": "High"}),
+            ),
             "invocations": args.invocations,
             "warmup": 100,
         }

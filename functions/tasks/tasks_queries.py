@@ -11,8 +11,10 @@ import sqlalchemy as sa
 from pydantic import GetJsonSchemaHandler, TypeAdapter
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, func
 
+from taskapi.auth import LIVE_SESSION, require_live_session
 from taskapi.models import (
     IDEMPOTENCY_KEY_LIFETIME,
     IdempotencyKey,
@@ -25,6 +27,7 @@ from taskapi.models import (
     User,
     UTCDateTime,
 )
+from taskapi.tokens import TokenClaims
 
 # PostgreSQL's `integer`: ids and offsets beyond it cannot exist, and binding them would
 # make the database raise instead of answering "no such row".
@@ -178,7 +181,7 @@ def _list_statements(shape: _Shape) -> tuple[sa.Select[Any], sa.Select[Any]]:
     count = sa.select(func.count()).select_from(Task).where(*conditions).correlate(None)
     page = (
         sa.select(*_PUBLIC_COLUMNS, count.scalar_subquery().label("total"))
-        .where(*conditions)
+        .where(*conditions, LIVE_SESSION)
         .order_by(*_order_by(shape.sort))
         .offset(sa.bindparam("skip", type_=sa.Integer))
         .limit(sa.bindparam("limit", type_=sa.Integer))
@@ -194,9 +197,9 @@ def _escape_like(text: str) -> str:
 
 
 def list_tasks(
-    session: Session,
+    connection: Connection,
     *,
-    user_id: uuid.UUID,
+    claims: TokenClaims,
     where: TaskFilter,
     sort: TaskSort,
     skip: int,
@@ -212,6 +215,9 @@ def list_tasks(
     choosing a scan of the whole `created_at` index for a user who owns a large share of
     the table. Only a page past the end, which has no row to carry the total, needs a
     second statement.
+
+    The caller's session is checked in the same statement (`LIVE_SESSION`), so a page
+    with rows comes from a live session; one without rows checks it on its own (401).
     """
     page, count = _list_statements(
         _Shape(
@@ -225,7 +231,8 @@ def list_tasks(
         )
     )
     parameters = {
-        "user_id": user_id,
+        "user_id": claims.user_id,
+        "session_id": claims.session_id,
         "statuses": sorted(set(where.statuses)),
         "priorities": sorted(set(where.priorities)),
         "text": _escape_like(where.q) if where.q else None,
@@ -235,25 +242,54 @@ def list_tasks(
         "skip": skip,
         "limit": limit,
     }
-    rows, total = _page_and_total(session, page, count, parameters)
+    rows, total = _page_and_total(connection, page, count, parameters, claims)
     return _PAGE.validate_python(
         {"items": [row._mapping for row in rows], "total": total, "skip": skip, "limit": limit}
     )
 
 
 def _page_and_total(
-    session: Session, page: sa.Select[Any], count: sa.Select[Any], parameters: dict[str, Any]
+    connection: Connection,
+    page: sa.Select[Any],
+    count: sa.Select[Any],
+    parameters: dict[str, Any],
+    claims: TokenClaims,
 ) -> tuple[list[sa.Row[Any]], int]:
-    """The page's rows and the total they carry; only a page past the end, which has no
-    row to carry it, needs the count on its own."""
-    # Core rows, not ORM objects: nothing here is written back.
-    connection = session.connection()
+    """The page's rows and the total they carry. A page without rows may be the session's
+    doing (`LIVE_SESSION`), checked then (401); and only a page past the end, which has
+    no row to carry the total, needs the count on its own."""
     rows = list(connection.execute(page, parameters).all())
     if rows:
         return rows, int(rows[0].total)
+    require_live_session(connection, claims, now=parameters["now"])
     if parameters["skip"]:
         return rows, int(connection.execute(count, parameters).scalar_one())
     return rows, 0
+
+
+# The read by id: what clients see, and what the ownership check and the ETag need.
+_TASK_BY_ID: sa.Select[Any] = sa.select(
+    *_PUBLIC_COLUMNS, col(Task.deleted_at), col(Task.version)
+).where(col(Task.id) == sa.bindparam("task_id"), LIVE_SESSION)
+
+
+def read_task(
+    connection: Connection, *, task_id: int, claims: TokenClaims, now: datetime
+) -> sa.Row[Any] | None:
+    """The task with this id, whoever owns it, or None; the session checked as the
+    list's (`list_tasks`): when no row comes back, it may be why (401)."""
+    row = connection.execute(
+        _TASK_BY_ID,
+        {
+            "task_id": task_id,
+            "user_id": claims.user_id,
+            "session_id": claims.session_id,
+            "now": now,
+        },
+    ).first()
+    if row is None:
+        require_live_session(connection, claims, now=now)
+    return row
 
 
 def etag_of(task_id: int | None, version: int) -> str:
@@ -278,7 +314,7 @@ def _trash_statements() -> tuple[sa.Select[Any], sa.Select[Any]]:
             col(Task.version),
             count.scalar_subquery().label("total"),
         )
-        .where(*conditions)
+        .where(*conditions, LIVE_SESSION)
         # Newest deletion first; the id breaks ties, so pages never overlap.
         .order_by(col(Task.deleted_at).desc(), col(Task.id).desc())
         .offset(sa.bindparam("skip", type_=sa.Integer))
@@ -291,10 +327,19 @@ _TRASH_PAGE, _TRASH_COUNT = _trash_statements()
 _TRASH = TypeAdapter(TrashPage)
 
 
-def list_trash_page(session: Session, *, user_id: uuid.UUID, skip: int, limit: int) -> TrashPage:
-    """One page of the user's deleted tasks, newest deletion first, and their number."""
-    parameters = {"user_id": user_id, "skip": skip, "limit": limit}
-    rows, total = _page_and_total(session, _TRASH_PAGE, _TRASH_COUNT, parameters)
+def list_trash_page(
+    connection: Connection, *, claims: TokenClaims, skip: int, limit: int, now: datetime
+) -> TrashPage:
+    """One page of the user's deleted tasks, newest deletion first, and their number; the
+    session checked as the list's (`list_tasks`)."""
+    parameters = {
+        "user_id": claims.user_id,
+        "session_id": claims.session_id,
+        "now": now,
+        "skip": skip,
+        "limit": limit,
+    }
+    rows, total = _page_and_total(connection, _TRASH_PAGE, _TRASH_COUNT, parameters, claims)
     items = [{**row._mapping, "etag": etag_of(row.id, row.version)} for row in rows]
     return _TRASH.validate_python({"items": items, "total": total, "skip": skip, "limit": limit})
 
