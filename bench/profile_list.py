@@ -23,7 +23,7 @@ STAGES = (
     "token decoding",
     "connection open/close",
     "page query",
-    "page validation",
+    "page data (rows to dicts)",
     "serialisation",
     "request log line",
 )
@@ -109,8 +109,8 @@ def main() -> None:
                 "TZ": ":UTC",
                 **SUBJECT_SETTINGS,
                 "DATABASE_URL": database.url,
-                # The stages' own session holds one connection while the requests use another.
-                "DATABASE_POOL_SIZE": "2",
+                # The stages hold a connection and a session while the requests use a third.
+                "DATABASE_POOL_SIZE": "3",
                 "PYTHONPATH": os.pathsep.join(
                     str(path) for path in (subject.layer, subject.baselines_layer)
                 ),

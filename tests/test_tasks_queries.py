@@ -4,12 +4,14 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from taskapi.db import get_engine
+from taskapi.models import TaskPage, TaskPublic, TrashPage
 from tests.conftest import Client, Database, configure, load_function
 from tests.tasks_helpers import Account, create, insert_task, make_account, responses_together
 
@@ -75,6 +77,28 @@ def test_reading_a_task_costs_one_statement(client: Client, ada: Account) -> Non
     with statements() as sent:
         assert client.get(f"/api/tasks/{task_id + 1}", token=ada.token).status == 404
     assert len(sent) == 2, sent
+
+
+def test_the_reads_write_the_models_json_byte_for_byte(client: Client, ada: Account) -> None:
+    """The reads serialise their rows without validating them into models (tasks_routes'
+    `PAGE_JSON`...): their bytes are what the models themselves write for the same data."""
+    due = datetime(2026, 12, 24, 18, 30, 0, 123456, tzinfo=UTC)
+    insert_task(ada, 'Quotes " and \\ and üñí 😀', description=None, due_at=due)
+    insert_task(ada, "Done", description="a\nb", status="Completed", completed_at=due)
+    insert_task(ada, "Low", priority="Low", status="In Progress")
+    trashed = create(client, ada, title="Trashed", description="gone").json()["id"]
+    assert client.delete(f"/api/tasks/{trashed}", token=ada.token).status == 204
+    reads = {
+        "/api/tasks": TaskPage,
+        "/api/tasks/trash": TrashPage,
+        f"/api/tasks/{insert_task(ada, 'One', due_at=due)}": TaskPublic,
+    }
+    for path, model in reads.items():
+        response = client.get(path, token=ada.token)
+        assert response.status == 200, response.body
+        assert response.body == model.model_validate_json(response.body).model_dump_json()
+        assert response.headers["content-type"] == "application/json"
+    assert len(client.get("/api/tasks", token=ada.token).json()["items"]) == 4
 
 
 def run_together(count: int, call: Any) -> list[int]:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import GetJsonSchemaHandler, TypeAdapter
+from pydantic import GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 from sqlalchemy.engine import Connection
@@ -19,11 +19,9 @@ from taskapi.models import (
     IDEMPOTENCY_KEY_LIFETIME,
     IdempotencyKey,
     Task,
-    TaskPage,
     TaskPriority,
     TaskPublic,
     TaskStatus,
-    TrashPage,
     User,
     UTCDateTime,
 )
@@ -104,8 +102,6 @@ def _order_by(sort: TaskSort) -> tuple[sa.ColumnElement[Any], ...]:
 # The columns of a task that clients see, selected as plain rows: loading ORM objects only
 # to copy them into TaskPublic cost more than the query (docs/PERFORMANCE.md).
 _PUBLIC_COLUMNS = tuple(col(getattr(Task, name)) for name in TaskPublic.model_fields)
-# Validates a whole page in one call, from the rows' mappings.
-_PAGE = TypeAdapter(TaskPage)
 # The escape character of the search's LIKE patterns.
 _LIKE_ESCAPE = "/"
 
@@ -205,8 +201,9 @@ def list_tasks(
     skip: int,
     limit: int,
     now: datetime,
-) -> TaskPage:
-    """One page of the user's live tasks and the number of all that match, in one statement.
+) -> dict[str, Any]:
+    """One page of the user's live tasks and the number of all that match, in one statement:
+    `TaskPage` as plain data, each value already of its field's type (the columns' own).
 
     The total rides along as an uncorrelated scalar subquery, which both databases run
     once (an index scan of the user's tasks), so the page and its total come from one
@@ -243,9 +240,13 @@ def list_tasks(
         "limit": limit,
     }
     rows, total = _page_and_total(connection, page, count, parameters, claims)
-    return _PAGE.validate_python(
-        {"items": [row._mapping for row in rows], "total": total, "skip": skip, "limit": limit}
-    )
+    return {"items": _as_dicts(rows), "total": total, "skip": skip, "limit": limit}
+
+
+def _as_dicts(rows: list[sa.Row[Any]]) -> list[dict[str, Any]]:
+    # `dict(row._mapping)` cost four times as much per row.
+    names = rows[0]._fields if rows else ()
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def _page_and_total(
@@ -324,14 +325,13 @@ def _trash_statements() -> tuple[sa.Select[Any], sa.Select[Any]]:
 
 
 _TRASH_PAGE, _TRASH_COUNT = _trash_statements()
-_TRASH = TypeAdapter(TrashPage)
 
 
 def list_trash_page(
     connection: Connection, *, claims: TokenClaims, skip: int, limit: int, now: datetime
-) -> TrashPage:
-    """One page of the user's deleted tasks, newest deletion first, and their number; the
-    session checked as the list's (`list_tasks`)."""
+) -> dict[str, Any]:
+    """One page of the user's deleted tasks, newest deletion first, and their number, as
+    `TrashPage` in plain data; the session checked as the list's (`list_tasks`)."""
     parameters = {
         "user_id": claims.user_id,
         "session_id": claims.session_id,
@@ -341,7 +341,7 @@ def list_trash_page(
     }
     rows, total = _page_and_total(connection, _TRASH_PAGE, _TRASH_COUNT, parameters, claims)
     items = [{**row._mapping, "etag": etag_of(row.id, row.version)} for row in rows]
-    return _TRASH.validate_python({"items": items, "total": total, "skip": skip, "limit": limit})
+    return {"items": items, "total": total, "skip": skip, "limit": limit}
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,15 +1,17 @@
 """`/api/tasks`: the caller's tasks, with ETags for optimistic concurrency."""
 
 import hashlib
+from types import GenericAlias
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
+from typing_extensions import TypedDict
 
 import tasks_queries
 from taskapi.auth import AccessClaims, CurrentUserRef, UserRef
@@ -27,6 +29,7 @@ from taskapi.models import (
     TaskStatus,
     TaskUpdate,
     Timestamp,
+    TrashedTask,
     TrashPage,
     utcnow,
 )
@@ -138,14 +141,31 @@ TrashedTaskDep = Annotated[Task, Depends(get_trashed_task)]
 
 
 def json_response(
-    model: BaseModel, *, status_code: int = 200, headers: dict[str, str] | None = None
+    body: BaseModel | bytes, *, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(
-        model.model_dump_json(),
+        body if isinstance(body, bytes) else body.model_dump_json(),
         status_code=status_code,
         headers=headers,
         media_type="application/json",
     )
+
+
+def _fields_of(model: type[BaseModel], *, items: type[BaseModel] | None = None) -> Any:
+    """`model`'s fields as a TypedDict (and a page's `items` as a list of the item's):
+    pydantic writes a dict of that type as `model_dump_json` writes the model."""
+    fields: dict[str, Any] = {name: field.annotation for name, field in model.model_fields.items()}
+    if items is not None:
+        fields["items"] = GenericAlias(list, (_fields_of(items),))
+    return TypedDict(f"{model.__name__}Fields", fields)  # type: ignore[operator]
+
+
+# The reads' JSON, written from the rows' values, which already have the models' types
+# (the columns' own): validating them into models first cost more than the writing
+# (docs/PERFORMANCE.md). tests/test_tasks_queries.py checks the bytes against the models'.
+TASK_JSON = TypeAdapter(_fields_of(TaskPublic))
+PAGE_JSON = TypeAdapter(_fields_of(TaskPage, items=TaskPublic))
+TRASH_JSON = TypeAdapter(_fields_of(TrashPage, items=TrashedTask))
 
 
 def task_response(task: Task, *, status_code: int = 200, **headers: str) -> Response:
@@ -236,7 +256,7 @@ async def list_tasks(
     page = tasks_queries.list_tasks(
         connection, claims=claims, where=where, sort=sort, skip=skip, limit=limit, now=utcnow()
     )
-    return json_response(page)
+    return json_response(PAGE_JSON.dump_json(page))
 
 
 IdempotencyKeyHeader = Annotated[
@@ -395,7 +415,7 @@ async def list_trash(
     """The caller's deleted tasks, each with its `deleted_at`; they are removed for good
     `TRASH_RETENTION_DAYS` after deletion."""
     page = list_trash_page(connection, claims=claims, skip=skip, limit=limit, now=utcnow())
-    return json_response(page)
+    return json_response(TRASH_JSON.dump_json(page))
 
 
 @router.post(
@@ -447,7 +467,7 @@ async def get_task(task_id: TaskId, claims: AccessClaims, connection: ReadConnec
     found = tasks_queries.read_task(connection, task_id=task_id, claims=claims, now=utcnow())
     task = owned_task(found, UserRef(claims.user_id), in_trash=False)
     return json_response(
-        TaskPublic.model_validate(task._mapping), headers={"ETag": etag_of(task.id, task.version)}
+        TASK_JSON.dump_json(task._asdict()), headers={"ETag": etag_of(task.id, task.version)}
     )
 
 
