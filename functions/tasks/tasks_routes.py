@@ -192,6 +192,8 @@ Skip = Annotated[int, Query(ge=0, le=MAX_INT32, description="Tasks to skip")]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 
 
+# The GETs take `AccessClaims` rather than `CurrentUserRef`: their own statement checks the
+# caller's session (`taskapi.auth.LIVE_SESSION`), a query less per request.
 @router.get(
     "/api/tasks",
     response_model=TaskPage,
@@ -240,11 +242,7 @@ async def list_tasks(
         ),
     ] = DEFAULT_SORT,
 ) -> Response:
-    """One page of the caller's tasks that are not deleted, filtered and sorted.
-
-    The GETs of these routes check the caller's session inside their own statement
-    (`taskapi.auth.LIVE_SESSION`), not through `CurrentUserRef`: a query less.
-    """
+    """One page of the caller's tasks that are not deleted, filtered and sorted."""
     where = TaskFilter(
         statuses=tuple(status or ()),
         priorities=tuple(priority or ()),
