@@ -201,21 +201,37 @@ candidates: dict[str, Callable[[], None]] = {
     "reference: a read-only ORM Session open/close (SessionDep)": session_open_close,
     "reference: the page validated into TaskPage and dumped": page_validated_and_dumped,
 }
-lean_root = config.get("lean_root")
-if lean_root:
-    sys.path.insert(0, lean_root)
-    lean_spec = importlib.util.spec_from_file_location("lean_app", f"{lean_root}/app.py")
-    assert lean_spec is not None
-    assert lean_spec.loader is not None
-    lean_module = importlib.util.module_from_spec(lean_spec)
-    lean_spec.loader.exec_module(lean_module)
-    lean_event = config["lean_event"]
 
-    def lean_invocation() -> None:
-        response = lean_module.handler(lean_event, context)
+
+def baseline(root: str, name: str) -> Any:
+    """A peer baseline's app module (bench/apps), imported as the functions' are."""
+    sys.path.insert(0, root)
+    spec = importlib.util.spec_from_file_location(name, f"{root}/app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def baseline_invocation(module: Any) -> Callable[[], None]:
+    event = config["lean_event"]
+
+    def call() -> None:
+        response = module.handler(event, context)
         assert response["statusCode"] == 200, response
 
-    candidates["reference: lean FastAPI + Core route, whole invocation"] = lean_invocation
+    return call
+
+
+if config.get("lean_root"):
+    candidates["reference: lean FastAPI + Core route, whole invocation"] = baseline_invocation(
+        baseline(config["lean_root"], "lean_app")
+    )
+if config.get("powertools_root"):
+    candidates["reference: Powertools resolver + Core, whole invocation"] = baseline_invocation(
+        baseline(config["powertools_root"], "powertools_app")
+    )
 
 
 def whole(event: dict[str, Any], status: int) -> Callable[[], None]:
