@@ -8,7 +8,7 @@ from typing import Any
 import psycopg2.extensions
 import pytest
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 import taskapi.db
 from taskapi.db import get_engine, get_session, open_read_connection, open_session
@@ -249,7 +249,7 @@ def test_a_read_connection_autocommits_and_refuses_to_write(db: Database) -> Non
     with open_session() as session:
         make_user(session)
     with open_read_connection() as connection:
-        assert connection.execute(sa.select(User.name)).scalars().all() == ["Ada"]
+        assert connection.execute(sa.select(col(User.name))).scalars().all() == ["Ada"]
         dbapi_connection = connection.connection.dbapi_connection
         if connection.dialect.name == "postgresql":
             assert dbapi_connection.info.transaction_status == (  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlmodel import SQLModel
 
 from taskapi.db import get_engine
 from taskapi.models import TaskPage, TaskPublic, TrashPage
@@ -88,7 +89,7 @@ def test_the_reads_write_the_models_json_byte_for_byte(client: Client, ada: Acco
     insert_task(ada, "Low", priority="Low", status="In Progress")
     trashed = create(client, ada, title="Trashed", description="gone").json()["id"]
     assert client.delete(f"/api/tasks/{trashed}", token=ada.token).status == 204
-    reads = {
+    reads: dict[str, type[SQLModel]] = {
         "/api/tasks": TaskPage,
         "/api/tasks/trash": TrashPage,
         f"/api/tasks/{insert_task(ada, 'One', due_at=due)}": TaskPublic,
