@@ -5,10 +5,11 @@ is a share of the same total:
 
 - Mangum: the handler against the FastAPI app called directly with the ASGI scope that
   Mangum builds from the event (the difference is Mangum's event and response work);
-- token decoding (`taskapi.tokens.decode_token`), the user/session query (`CurrentUser`'s
-  statement on an open session), opening and closing the read-only session (the pool's
-  checkout and check-in), the page query (the list's statement, rows fetched), the page's
-  validation into `TaskPage` and its serialisation (`json_response`), the request log line;
+- token decoding (`taskapi.tokens.decode_token`), opening and closing the read-only
+  connection (`taskapi.db.open_read_connection`: the pool's checkout and check-in), the
+  page query (the list's statement, which checks the session too, rows fetched), the
+  page's data from the rows and its serialisation (`PAGE_JSON`, `json_response`), the
+  request log line;
 - FastAPI and Starlette: whatever the ASGI call costs beyond all of those (routing,
   dependency resolution, query parameter validation, middleware, exception handling).
 
@@ -42,10 +43,12 @@ sys.modules["app"] = app_module
 spec.loader.exec_module(app_module)
 
 from mangum.handlers.api_gateway import HTTPGateway  # noqa: E402
+from pydantic import TypeAdapter  # noqa: E402
 
 import tasks_queries  # noqa: E402
 import tasks_routes  # noqa: E402
 from taskapi import auth, db  # noqa: E402
+from taskapi.models import TaskPage  # noqa: E402
 from taskapi.tokens import decode_token  # noqa: E402
 
 
@@ -104,6 +107,7 @@ page_statement, _ = tasks_queries._list_statements(
 )
 page_params = {
     "user_id": claims.user_id,
+    "session_id": claims.session_id,
     "statuses": [],
     "priorities": [],
     "text": None,
@@ -113,16 +117,12 @@ page_params = {
     "skip": 0,
     "limit": 20,
 }
-# One session kept open for the query stages, as the request's own is while they run.
+# One connection kept open for the query stages, as the request's own is while they run;
+# and a session for the references that need one.
+connection = db.open_read_connection()
 session = db.open_session(read_only=True)
-rows = session.connection().execute(page_statement, page_params).all()
-page_data = {
-    "items": [row._mapping for row in rows],
-    "total": rows[0].total,
-    "skip": 0,
-    "limit": 20,
-}
-page = tasks_queries._PAGE.validate_python(page_data)
+rows = connection.execute(page_statement, page_params).all()
+page_data = {"items": tasks_queries._as_dicts(rows), "total": rows[0].total, "skip": 0, "limit": 20}
 request_logger = logging.getLogger("taskapi.request")
 
 
@@ -131,31 +131,38 @@ def token_decoding() -> None:
 
 
 def user_query() -> None:
-    # The task routes' check (`CurrentUserRef`): a Core row of the user's id.
-    row = (
-        session.connection()
-        .execute(auth._LIVE_SESSION_USER_ID, {**user_params, "now": datetime.now(UTC)})
-        .first()
-    )
+    # `CurrentUserRef`'s check, which the list now makes inside its page statement.
+    row = connection.execute(
+        auth._LIVE_SESSION_USER_ID, {**user_params, "now": datetime.now(UTC)}
+    ).first()
     assert row is not None
 
 
-def session_open_close() -> None:
-    with db.open_session(read_only=True) as fresh:
-        fresh.connection()
+def connection_open_close() -> None:
+    with db.open_read_connection():
+        pass
 
 
 def page_query() -> None:
-    session.connection().execute(page_statement, page_params).all()
+    connection.execute(page_statement, page_params).all()
 
 
-def page_validation() -> None:
-    tasks_queries._PAGE.validate_python(
-        {"items": [row._mapping for row in rows], "total": rows[0].total, "skip": 0, "limit": 20}
-    )
+def page_data_from_rows() -> None:
+    {"items": tasks_queries._as_dicts(rows), "total": rows[0].total, "skip": 0, "limit": 20}
 
 
 def serialisation() -> None:
+    tasks_routes.json_response(tasks_routes.PAGE_JSON.dump_json(page_data))
+
+
+PAGE_MODEL = TypeAdapter(TaskPage)
+
+
+def page_validated_and_dumped() -> None:
+    # What the list did before: validate the rows into `TaskPage`, then dump it.
+    page = PAGE_MODEL.validate_python(
+        {"items": [row._mapping for row in rows], "total": rows[0].total, "skip": 0, "limit": 20}
+    )
     tasks_routes.json_response(page)
 
 
@@ -183,39 +190,68 @@ def user_query_orm() -> None:
     assert user is not None
 
 
-def connection_open_close() -> None:
-    with db.get_engine().connect():
-        pass
+def session_open_close() -> None:
+    with db.open_session(read_only=True) as fresh:
+        fresh.connection()
 
 
 candidates: dict[str, Callable[[], None]] = {
     "reference: the whole ORM User (CurrentUser, /me and account routes)": user_query_orm,
-    "candidate: engine.connect() instead of a Session": connection_open_close,
+    "reference: CurrentUserRef's query on its own (now in the page statement)": user_query,
+    "reference: a read-only ORM Session open/close (SessionDep)": session_open_close,
+    "reference: the page validated into TaskPage and dumped": page_validated_and_dumped,
 }
-lean_root = config.get("lean_root")
-if lean_root:
-    sys.path.insert(0, lean_root)
-    lean_spec = importlib.util.spec_from_file_location("lean_app", f"{lean_root}/app.py")
-    assert lean_spec is not None
-    assert lean_spec.loader is not None
-    lean_module = importlib.util.module_from_spec(lean_spec)
-    lean_spec.loader.exec_module(lean_module)
-    lean_event = config["lean_event"]
 
-    def lean_invocation() -> None:
-        response = lean_module.handler(lean_event, context)
+
+def baseline(root: str, name: str) -> Any:
+    """A peer baseline's app module (bench/apps), imported as the functions' are."""
+    sys.path.insert(0, root)
+    spec = importlib.util.spec_from_file_location(name, f"{root}/app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def baseline_invocation(module: Any) -> Callable[[], None]:
+    event = config["lean_event"]
+
+    def call() -> None:
+        response = module.handler(event, context)
         assert response["statusCode"] == 200, response
 
-    candidates["reference: lean FastAPI + Core route, whole invocation"] = lean_invocation
+    return call
+
+
+if config.get("lean_root"):
+    candidates["reference: lean FastAPI + Core route, whole invocation"] = baseline_invocation(
+        baseline(config["lean_root"], "lean_app")
+    )
+if config.get("powertools_root"):
+    candidates["reference: Powertools resolver + Core, whole invocation"] = baseline_invocation(
+        baseline(config["powertools_root"], "powertools_app")
+    )
+
+
+def whole(event: dict[str, Any], status: int) -> Callable[[], None]:
+    def call() -> None:
+        response = handler(event, context)
+        assert response["statusCode"] == status, response
+
+    return call
+
+
+candidates["reference: GET /api/tasks/{id}, whole invocation"] = whole(config["read_event"], 200)
+candidates["reference: POST /api/tasks, whole invocation"] = whole(config["create_event"], 201)
 
 stages: dict[str, Callable[[], None]] = {
     "invocation": invocation,
     "asgi app": asgi,
     "token decoding": token_decoding,
-    "user/session query": user_query,
-    "session open/close": session_open_close,
+    "connection open/close": connection_open_close,
     "page query": page_query,
-    "page validation": page_validation,
+    "page data (rows to dicts)": page_data_from_rows,
     "serialisation": serialisation,
     "request log line": request_log,
     **candidates,
@@ -249,6 +285,7 @@ stats.sort_stats("cumulative").print_stats(45)
 tottime = io.StringIO()
 pstats.Stats(profiler, stream=tottime).sort_stats("tottime").print_stats(25)
 session.close()
+connection.close()
 with open(sys.argv[2], "w") as result:
     json.dump(
         {

@@ -21,13 +21,16 @@ from localapi.events import http_event
 CHILD = (Path(__file__).resolve().parent / "profile_child.py").read_text()
 STAGES = (
     "token decoding",
-    "user/session query",
-    "session open/close",
+    "connection open/close",
     "page query",
-    "page validation",
+    "page data (rows to dicts)",
     "serialisation",
     "request log line",
 )
+
+LEAN = "reference: lean FastAPI + Core route, whole invocation"
+POWERTOOLS = "reference: Powertools resolver + Core, whole invocation"
+WHOLE = ", whole invocation"
 
 
 def _shares(medians: dict[str, float]) -> list[tuple[str, float]]:
@@ -53,6 +56,15 @@ def breakdown(wall: dict[str, float], cpu: dict[str, float]) -> str:
     if others:
         lines += ["", "| not part of the request | wall µs | CPU µs |", "| --- | --- | --- |"]
         lines += [f"| {n} | {wall[n] * 1000:.0f} | {cpu[n] * 1000:.0f} |" for n in others]
+    lean = cpu.get(LEAN)
+    if lean:
+        lines += ["", "| against the lean route (CPU) | ratio |", "| --- | --- |"]
+        lines.append(f"| GET /api/tasks | {total / lean:.2f} |")
+        if POWERTOOLS in cpu:
+            lines.append(f"| GET /api/tasks against Powertools | {total / cpu[POWERTOOLS]:.2f} |")
+        lines += [
+            f"| {n} | {cpu[n] / lean:.2f} |" for n in others if n.endswith(WHOLE) and n != LEAN
+        ]
     return "\n".join(lines)
 
 
@@ -73,7 +85,24 @@ def main() -> None:
                 "GET", "/api/tasks", headers={"authorization": f"Bearer {database.token}"}
             ),
             "lean_root": str(subject.task_roots["lean"]),
+            # Powertools answers the lean route's event too (the same query parameter).
+            "powertools_root": str(subject.task_roots["powertools"]),
             "lean_event": http_event("GET", "/api/tasks", query={"user_id": str(database.user_id)}),
+            # The other two routes of the warm benchmark, as whole invocations.
+            "read_event": http_event(
+                "GET",
+                f"/api/tasks/{database.task_id}",
+                headers={"authorization": f"Bearer {database.token}"},
+            ),
+            "create_event": http_event(
+                "POST",
+                "/api/tasks",
+                headers={
+                    "authorization": f"Bearer {database.writer_token}",
+                    "content-type": "application/json",
+                },
+                body=json.dumps({"title": "Benchmark write", "priority": "High"}),
+            ),
             "invocations": args.invocations,
             "warmup": 100,
         }
@@ -85,8 +114,8 @@ def main() -> None:
                 "TZ": ":UTC",
                 **SUBJECT_SETTINGS,
                 "DATABASE_URL": database.url,
-                # The stages' own session holds one connection while the requests use another.
-                "DATABASE_POOL_SIZE": "2",
+                # The stages hold a connection and a session while the requests use a third.
+                "DATABASE_POOL_SIZE": "3",
                 "PYTHONPATH": os.pathsep.join(
                     str(path) for path in (subject.layer, subject.baselines_layer)
                 ),

@@ -8,10 +8,10 @@ from typing import Any
 import psycopg2.extensions
 import pytest
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 import taskapi.db
-from taskapi.db import get_engine, get_session, open_session
+from taskapi.db import get_engine, get_session, open_read_connection, open_session
 from taskapi.models import Task, TaskCreate, TaskStatus, TaskUpdate, User, UserCreate
 from taskapi.settings import get_settings
 from tests.support.database import Database
@@ -244,6 +244,28 @@ def test_a_read_only_session_refuses_to_write(db: Database) -> None:
         with pytest.raises(RuntimeError, match="read-only session"):
             session.exec(sa.update(User).values(name="x"))
     assert db.scalar('SELECT count(*) FROM "user"') == 0
+
+
+def test_a_read_connection_autocommits_and_refuses_to_write(db: Database) -> None:
+    with open_session() as session:
+        make_user(session)
+    with open_read_connection() as connection:
+        assert connection.execute(sa.select(col(User.name))).scalars().all() == ["Ada"]
+        dbapi_connection = connection.connection.dbapi_connection
+        if connection.dialect.name == "postgresql":
+            assert dbapi_connection.info.transaction_status == (  # type: ignore[union-attr]
+                psycopg2.extensions.TRANSACTION_STATUS_IDLE
+            )
+        with pytest.raises(RuntimeError, match="read-only session or connection"):
+            connection.execute(sa.update(User).values(name="x"))
+    assert db.scalar('SELECT "name" FROM "user"') == "Ada"
+    # Back in the pool, the connection is an ordinary one again for the next session.
+    with open_session() as session:
+        connection = session.connection()
+        assert connection.get_execution_options().get("taskapi_read_only") is None
+        if connection.dialect.name == "postgresql":
+            assert connection.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
+        make_user(session, email="grace@example.com")
 
 
 def test_engine_is_created_once_per_container(db: Database) -> None:

@@ -80,6 +80,8 @@ def test_one_json_log_line_per_request(db: Database, capsys: pytest.CaptureFixtu
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     requests = [line for line in lines if line["message"] == "request"]
     assert len(requests) == 2
+    # Nothing else: Mangum's own line per request ("GET /users 200") is quiet.
+    assert lines == requests
     first, second = requests
     assert first["request_id"] == event["requestContext"]["requestId"]
     assert first["lambda_request_id"]

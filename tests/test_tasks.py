@@ -7,7 +7,7 @@ import pytest
 from sqlmodel import Session
 
 from taskapi.db import get_engine
-from taskapi.models import AuthSession, Task, utcnow
+from taskapi.models import AuthSession, Task, User, utcnow
 from tests.support.client import Client, Response
 from tests.support.database import Database
 from tests.support.tasks import Account, create, insert_task, make_account
@@ -277,6 +277,60 @@ def test_routes_refuse_requests_without_a_valid_access_token(
     row = stored(1)
     assert (row.title, row.version, row.deleted_at) == ("Ada's", 1, None)
     assert db.scalar("SELECT count(*) FROM task") == 1
+
+
+# The reads that check the session inside their own statement (`LIVE_SESSION`): each
+# way a session or user can fail, with and without a row for the statement to find.
+SESSION_CHECKED_READS = [
+    pytest.param("/api/tasks", {}, id="list"),
+    pytest.param("/api/tasks", {"status": "Completed"}, id="list-without-rows"),
+    pytest.param("/api/tasks", {"skip": "50"}, id="list-past-the-end"),
+    pytest.param("/api/tasks/trash", {}, id="trash"),
+    pytest.param("/api/tasks/{own}", {}, id="own-task"),
+    pytest.param("/api/tasks/{other}", {}, id="another-users-task"),
+    pytest.param("/api/tasks/999999", {}, id="no-such-task"),
+]
+
+
+@pytest.mark.parametrize(("path", "query"), SESSION_CHECKED_READS)
+@pytest.mark.parametrize(
+    ("failure", "detail"),
+    [
+        pytest.param("revoked", "Session expired or revoked", id="revoked"),
+        pytest.param("expired", "Session expired or revoked", id="expired"),
+        pytest.param("deleted", "Session expired or revoked", id="session-deleted"),
+        pytest.param("inactive", "Account is inactive", id="inactive-user"),
+    ],
+)
+def test_reads_refuse_a_dead_session_or_an_inactive_user(
+    client: Client, ada: Account, path: str, query: dict[str, str], failure: str, detail: str
+) -> None:
+    own = insert_task(ada, "Ada's")
+    trashed = create(client, ada, title="Trashed").json()["id"]
+    assert client.delete(f"/api/tasks/{trashed}", token=ada.token).status == 204
+    other = insert_task(make_account("bob@example.com"), "Bob's")
+    path = path.format(own=own, other=other)
+    assert client.get(path, query=query, token=ada.token).status in (200, 403, 404)
+    with Session(get_engine()) as session:
+        login = session.get(AuthSession, ada.session_id)
+        assert login is not None
+        if failure == "revoked":
+            login.revoked_at = utcnow()
+        elif failure == "expired":
+            login.expires_at = utcnow() - timedelta(seconds=1)
+        elif failure == "deleted":
+            session.delete(login)
+        else:
+            user = session.get(User, ada.user_id)
+            assert user is not None
+            user.is_active = False
+            session.add(user)
+        if failure != "deleted":
+            session.add(login)
+        session.commit()
+    response = client.get(path, query=query, token=ada.token)
+    assert (response.status, response.json()) == (401, {"detail": detail})
+    assert response.headers["www-authenticate"] == "Bearer"
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,19 +1,22 @@
 """`/api/tasks`: the caller's tasks, with ETags for optimistic concurrency."""
 
 import hashlib
-from typing import Annotated, Any
+from types import GenericAlias
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import SkipJsonSchema
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from starlette.convertors import StringConvertor, register_url_convertor
+from typing_extensions import TypedDict
 
 import tasks_queries
-from taskapi.auth import CurrentUserRef, UserRef
-from taskapi.db import SessionDep
+from taskapi.auth import AccessClaims, CurrentUserRef, UserRef
+from taskapi.db import ReadConnection, SessionDep
 from taskapi.factory import function_router
 from taskapi.models import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
@@ -28,6 +31,7 @@ from taskapi.models import (
     TaskStatus,
     TaskUpdate,
     Timestamp,
+    TrashedTask,
     TrashPage,
     utcnow,
 )
@@ -115,7 +119,11 @@ class NotTrash(StringConvertor):
 register_url_convertor("not_trash", NotTrash())
 
 
-def owned_task(task: Task | None, user: UserRef, *, in_trash: bool) -> Task:
+# An ORM task (the routes that write) or a Core row of its columns (the read by id).
+_AnyTask = TypeVar("_AnyTask", Task, Row[Any])
+
+
+def owned_task(task: _AnyTask | None, user: UserRef, *, in_trash: bool) -> _AnyTask:
     """The task if it exists, is (or is not) in the trash, and is the user's: else 404/403."""
     if task is None or (task.deleted_at is not None) != in_trash:
         detail = "Task not found in the trash" if in_trash else "Task not found"
@@ -147,14 +155,31 @@ TrashedTaskDep = Annotated[Task, Depends(get_trashed_task)]
 
 
 def json_response(
-    model: BaseModel, *, status_code: int = 200, headers: dict[str, str] | None = None
+    body: BaseModel | bytes, *, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(
-        model.model_dump_json(),
+        body if isinstance(body, bytes) else body.model_dump_json(),
         status_code=status_code,
         headers=headers,
         media_type="application/json",
     )
+
+
+def _fields_of(model: type[BaseModel], *, items: type[BaseModel] | None = None) -> Any:
+    """`model`'s fields as a TypedDict (and a page's `items` as a list of the item's):
+    pydantic writes a dict of that type as `model_dump_json` writes the model."""
+    fields: dict[str, Any] = {name: field.annotation for name, field in model.model_fields.items()}
+    if items is not None:
+        fields["items"] = GenericAlias(list, (_fields_of(items),))
+    return TypedDict(f"{model.__name__}Fields", fields)  # type: ignore[operator]
+
+
+# The reads' JSON, written from the rows' values, which already have the models' types
+# (the columns' own): validating them into models first cost more than the writing
+# (docs/PERFORMANCE.md). tests/test_tasks_queries.py checks the bytes against the models'.
+TASK_JSON = TypeAdapter(_fields_of(TaskPublic))
+PAGE_JSON = TypeAdapter(_fields_of(TaskPage, items=TaskPublic))
+TRASH_JSON = TypeAdapter(_fields_of(TrashPage, items=TrashedTask))
 
 
 def task_response(task: Task, *, status_code: int = 200, **headers: str) -> Response:
@@ -181,6 +206,8 @@ Skip = Annotated[int, Query(ge=0, le=MAX_INT32, description="Tasks to skip")]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 
 
+# The GETs take `AccessClaims` rather than `CurrentUserRef`: their own statement checks the
+# caller's session (`taskapi.auth.LIVE_SESSION`), a query less per request.
 @router.get(
     "/api/tasks",
     response_model=TaskPage,
@@ -188,8 +215,8 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
     summary="List the caller's tasks",
 )
 async def list_tasks(
-    user: CurrentUserRef,
-    session: SessionDep,
+    claims: AccessClaims,
+    connection: ReadConnection,
     skip: Skip = 0,
     limit: Limit = 20,
     status: Annotated[
@@ -239,9 +266,9 @@ async def list_tasks(
         overdue=overdue,
     )
     page = tasks_queries.list_tasks(
-        session, user_id=user.id, where=where, sort=sort, skip=skip, limit=limit, now=utcnow()
+        connection, claims=claims, where=where, sort=sort, skip=skip, limit=limit, now=utcnow()
     )
-    return json_response(page)
+    return json_response(PAGE_JSON.dump_json(page))
 
 
 IdempotencyKeyHeader = Annotated[
@@ -406,11 +433,12 @@ async def create_task(
     summary="List the caller's deleted tasks, newest deletion first",
 )
 async def list_trash(
-    user: CurrentUserRef, session: SessionDep, skip: Skip = 0, limit: Limit = 20
+    claims: AccessClaims, connection: ReadConnection, skip: Skip = 0, limit: Limit = 20
 ) -> Response:
     """The caller's deleted tasks, each with its `deleted_at`; they are removed for good
     `TRASH_RETENTION_DAYS` after deletion."""
-    return json_response(list_trash_page(session, user_id=user.id, skip=skip, limit=limit))
+    page = list_trash_page(connection, claims=claims, skip=skip, limit=limit, now=utcnow())
+    return json_response(TRASH_JSON.dump_json(page))
 
 
 @router.post(
@@ -457,9 +485,13 @@ async def restore_task(
     responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID)},
     summary="Read a task",
 )
-async def get_task(task: OwnedTask) -> Response:
+async def get_task(task_id: TaskId, claims: AccessClaims, connection: ReadConnection) -> Response:
     """One of the caller's tasks, with its version in `ETag`."""
-    return task_response(task)
+    found = tasks_queries.read_task(connection, task_id=task_id, claims=claims, now=utcnow())
+    task = owned_task(found, UserRef(claims.user_id), in_trash=False)
+    return json_response(
+        TASK_JSON.dump_json(task._asdict()), headers={"ETag": etag_of(task.id, task.version)}
+    )
 
 
 @router.put(
