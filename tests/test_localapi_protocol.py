@@ -71,13 +71,18 @@ def exchange(address: tuple[str, int], data: bytes, *, responses: int = 1) -> by
     """What the server sends back for `data`, read until `responses` complete or it closes."""
     with socket.create_connection(address, timeout=5) as connection:
         connection.sendall(data)
-        received = b""
-        while received.count(b"HTTP/1.1 ") < responses or not _complete(received, responses):
-            chunk = connection.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-        return received
+        return read(connection, responses)
+
+
+def read(connection: socket.socket, responses: int = 1) -> bytes:
+    """Whole responses: the head and the body may come in separate segments."""
+    received = b""
+    while received.count(b"HTTP/1.1 ") < responses or not _complete(received, responses):
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
 
 
 def _complete(data: bytes, responses: int) -> bool:
@@ -154,7 +159,7 @@ def test_a_body_sent_in_pieces_arrives_whole(address: tuple[str, int]) -> None:
         connection.sendall(b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nhello")
         time.sleep(0.1)
         connection.sendall(b"world")
-        answer = connection.recv(65536)
+        answer = read(connection)
     assert bodies(answer)[0]["body"] == "helloworld"
 
 
@@ -165,7 +170,7 @@ def test_expect_100_continue_is_answered_before_the_body(address: tuple[str, int
         )
         assert connection.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
         connection.sendall(b"ok")
-        assert bodies(connection.recv(65536))[0]["body"] == "ok"
+        assert bodies(read(connection))[0]["body"] == "ok"
 
 
 @pytest.mark.parametrize(
