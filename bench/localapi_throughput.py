@@ -1,14 +1,18 @@
 """Throughput of the local server (`python -m localapi`) against uvicorn serving the tasks
 function's FastAPI app directly, at 1, 8 and 32 concurrent clients.
 
-    PYTHONPATH=shared:. .venv/bin/python bench/localapi_throughput.py [--requests 600]
+    PYTHONPATH=shared:. .venv/bin/python -m bench.localapi_throughput [--requests 600]
+        [--rounds 2] [--backend sqlite|postgresql]
 
-(`make bench` runs it as part of the whole benchmark.) Both servers run at once on the
-same fresh, migrated SQLite file and answer the same authenticated `GET /api/tasks` (a JWT
-check, two queries, 20 tasks serialised); the cells alternate between them, round by
-round, so that load elsewhere on the machine hits both alike. The client is one asyncio
-process with httpx; the machine's cores are shared between client and servers, so the
-figures compare the two servers, not what Lambda would do.
+(`make bench` runs it as part of the whole benchmark, on SQLite.) Both servers run at once
+on the same fresh, migrated database (a SQLite file, or a PostgreSQL database of its own,
+dropped afterwards) and answer the same authenticated `GET /api/tasks` (a JWT check, two
+queries, 20 tasks serialised); the cells alternate between them, round by round, so that
+load elsewhere on the machine hits both alike. Each round measures both servers back to
+back, so each round gives a ratio; the median of those is the figure to read (a busy spell
+on a shared machine spoils one round, not the result). The client is one asyncio process
+with httpx; the machine's cores are shared between client and servers, so the figures
+compare the two servers, not what Lambda would do.
 """
 
 import argparse
@@ -19,13 +23,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import make_url
 
+from bench.database import POSTGRES_ADMIN_URL, _admin
 from localapi.server import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,14 +95,34 @@ async def measure(
     return elapsed, latencies, failures
 
 
-def run(*, requests: int, rounds: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+@contextmanager
+def database(backend: str, folder: str) -> Iterator[str]:
+    """An empty database's URL: a SQLite file in `folder`, or a PostgreSQL database."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder}/bench.db"
+        return
+    name = f"taskapi_bench_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(False)
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run(
+    *,
+    requests: int,
+    rounds: int,
+    backend: str = "sqlite",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Both servers, every concurrency, `rounds` alternating measurements per cell."""
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         env = {
             **os.environ,
             "PYTHONPATH": f"{ROOT / 'shared'}{os.pathsep}{ROOT}",
             "STAGE": "local",
-            "DATABASE_URL": f"sqlite:///{folder}/bench.db",
+            "DATABASE_URL": stack.enter_context(database(backend, folder)),
             "BCRYPT_ROUNDS": "4",
             "LOG_LEVEL": "WARNING",
             "CORS_ORIGINS": "",
@@ -133,6 +160,7 @@ def run(*, requests: int, rounds: int, log: Callable[[str], None] = print) -> di
                 headers={"Authorization": f"Bearer {token}"},
             ).raise_for_status()
         cells: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in urls}
+        ratios: dict[int, dict[str, Any]] = {}
         for concurrency in CONCURRENCY:
             log(f"local server: {concurrency} clients")
             taken: dict[str, list[tuple[float, list[float], int]]] = {name: [] for name in urls}
@@ -151,22 +179,49 @@ def run(*, requests: int, rounds: int, log: Callable[[str], None] = print) -> di
                     "p99_ms": statistics.quantiles(latencies, n=100, method="inclusive")[98],
                     "requests": len(latencies),
                     "failed_requests": sum(failures for _, _, failures in measured),
+                    "round_requests_per_second": [
+                        len(values) / elapsed for elapsed, values, _ in measured
+                    ],
                 }
-    return {"requests_per_cell": requests, "rounds": rounds, "servers": cells}
+            each = [
+                local / direct
+                for local, direct in zip(
+                    cells[LOCAL][concurrency]["round_requests_per_second"],
+                    cells[DIRECT][concurrency]["round_requests_per_second"],
+                    strict=True,
+                )
+            ]
+            ratios[concurrency] = {"median": statistics.median(each), "rounds": each}
+    return {
+        "requests_per_cell": requests,
+        "rounds": rounds,
+        "backend": backend,
+        "servers": cells,
+        "ratios": ratios,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
-    results = run(requests=args.requests, rounds=args.rounds)
-    print(f"GET /api/tasks (20 tasks), {args.requests} requests per cell; req/s (p99 ms)")
+    results = run(requests=args.requests, rounds=args.rounds, backend=args.backend)
+    print(
+        f"GET /api/tasks (20 tasks, {args.backend}), {args.requests} requests per cell,"
+        f" {args.rounds} rounds; req/s (p99 ms)"
+    )
     print(f"{'server':<32}" + "".join(f"{f'{c} clients':>20}" for c in CONCURRENCY))
     for name, cells in results["servers"].items():
         texts = [f"{c['requests_per_second']:.0f} ({c['p99_ms']:.1f})" for c in cells.values()]
         row = "".join(f"{text:>20}" for text in texts)
         print(f"{name:<32}{row}")
+    medians = "".join(f"{ratio['median']:>20.2f}" for ratio in results["ratios"].values())
+    print(f"{'localapi / uvicorn, median':<32}{medians}")
+    for concurrency, ratio in results["ratios"].items():
+        rounds = ", ".join(f"{value:.2f}" for value in ratio["rounds"])
+        print(f"  {concurrency} clients, each round: {rounds}")
 
 
 if __name__ == "__main__":

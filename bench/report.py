@@ -109,16 +109,21 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     if "servers" in results["local_server"]:
-        local, direct = results["local_server"]["servers"].values()
-        checks.append(
-            _target(
-                "local server req/s at 8 clients / uvicorn",
-                local[8]["requests_per_second"],
-                direct[8]["requests_per_second"],
-                0.8,
-                at_least=True,
+        server = results["local_server"]
+        local, direct = server["servers"].values()
+        for clients in (8, 32):
+            # Issue 19: at least uvicorn's throughput. The median of the rounds' ratios
+            # where the run has them (one busy spell spoils a round, not the verdict).
+            median = server.get("ratios", {}).get(clients, {}).get("median")
+            checks.append(
+                _target(
+                    f"local server req/s at {clients} clients / uvicorn",
+                    median if median is not None else local[clients]["requests_per_second"],
+                    1.0 if median is not None else direct[clients]["requests_per_second"],
+                    1.0,
+                    at_least=True,
+                )
             )
-        )
     sizes = results["size"]["zip_mib"]
     layer = next(name for name in sizes if name.startswith("layer"))
     checks.append(_target(f"{layer} zip, MiB / 20 MiB", sizes[layer], 20.0, 1.0))
@@ -286,7 +291,17 @@ def table(results: dict[str, Any], *, markdown: bool = False) -> str:
                         ),
                     ]
                     for name, cells in server["servers"].items()
-                ],
+                ]
+                + (
+                    [
+                        [
+                            "localapi / uvicorn, median of the rounds",
+                            *(f"{ratio['median']:.2f}" for ratio in server["ratios"].values()),
+                        ]
+                    ]
+                    if "ratios" in server
+                    else []
+                ),
             )
         )
     size = results["size"]
@@ -301,7 +316,12 @@ def table(results: dict[str, Any], *, markdown: bool = False) -> str:
             ],
         )
     )
-    parts.append("\nTargets")
+    if results.get("mode") == "smoke":
+        # CI runs the smoke mode to keep the code working: 32 requests in one round are
+        # over in a blink, so a verdict there says nothing about the target.
+        parts.append("\nTargets (smoke run: tiny counts, the verdicts are not measurements)")
+    else:
+        parts.append("\nTargets")
     parts.append(
         _rows(
             markdown,

@@ -23,6 +23,7 @@ from typing import Any
 
 import uvicorn
 
+from localapi.protocol import GatewayProtocol
 from localapi.reload import CodeReload
 from localapi.runtime import (
     FunctionInitError,
@@ -94,10 +95,17 @@ def _serve(args: argparse.Namespace, *, debug: bool) -> int:
     # Bound before the banner, so that a busy port is said at once, and said alone.
     listener = _bind(args.host, args.port)
     if not args.reload:
-        app = start(args.template, workers=args.workers, stage=args.stage)
+        # The template read above: parsing it again would add a third of a second.
+        app = start(template, workers=args.workers, stage=args.stage)
         _print_banner(template, args.host, args.port, args.stage)
         server = uvicorn.Server(
-            uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)
+            uvicorn.Config(
+                app,
+                host=args.host,
+                port=args.port,
+                log_level=args.log_level,
+                http=GatewayProtocol,
+            )
         )
         server.run(sockets=[listener])
         return 0
@@ -109,6 +117,7 @@ def _serve(args: argparse.Namespace, *, debug: bool) -> int:
     config = uvicorn.Config(
         "localapi.server:app_from_environment",
         factory=True,
+        http=GatewayProtocol,
         host=args.host,
         port=args.port,
         log_level=args.log_level,

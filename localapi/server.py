@@ -266,11 +266,16 @@ def _event(
 
 
 def build_local_api(
-    template_path: Path | str = "template.yaml", *, workers: int = 0, stage: str | None = None
+    template: Template | Path | str = "template.yaml",
+    *,
+    workers: int = 0,
+    stage: str | None = None,
 ) -> LocalApi:
-    """The app for a template: `workers` processes per function (0: one per core)."""
+    """The app for a template (loaded, or its path): `workers` processes per function (0:
+    one per core)."""
     settings = developer_settings()
-    template = load_template(template_path, settings)
+    if not isinstance(template, Template):
+        template = load_template(template, settings)
     runtime = ProcessRuntime(template, settings, workers=workers or default_workers())
     return LocalApi(template, runtime, stage=stage)
 
@@ -279,9 +284,9 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def start(template_path: Path | str, *, workers: int, stage: str | None = None) -> LocalApi:
+def start(template: Template | Path | str, *, workers: int, stage: str | None = None) -> LocalApi:
     """The app with every function imported; FunctionInitError if one cannot start."""
-    api = build_local_api(template_path, workers=workers, stage=stage)
+    api = build_local_api(template, workers=workers, stage=stage)
     try:
         api.runtime.warm_up()
     except FunctionInitError:

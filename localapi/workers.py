@@ -97,6 +97,9 @@ class Worker:
         )
         self.process.start()
         child.close()
+        self.alive = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reply: asyncio.Future[tuple[Any, ...]] | None = None
 
     def wait_ready(self, timeout: float = INIT_TIMEOUT_SECONDS) -> None:
         """Block until the function is imported; FunctionInitError if it cannot be."""
@@ -112,39 +115,72 @@ class Worker:
         self._check_ready(reply)
 
     async def ready(self) -> None:
-        reply = await asyncio.wait_for(self.receive(), INIT_TIMEOUT_SECONDS)
-        self._check_ready(reply)
+        """Wait for the function's import in the server's loop (a cold start at a request)."""
+        self._check_ready(await self._reply_within(self._expect(), INIT_TIMEOUT_SECONDS))
 
     def _check_ready(self, reply: tuple[Any, ...]) -> None:
         if reply[0] != "ready":
             self.kill()
             raise FunctionInitError(self.function, str(reply[1]))
 
-    async def receive(self) -> Any:
-        """The worker's next message, read when the pipe is readable (never blocking the loop)."""
+    async def call(self, event: Any, timeout: float) -> tuple[Any, ...]:
+        """The worker's reply to `event`; TimeoutError past `timeout` seconds."""
+        reply = self._expect()
+        # The Timeout counts from the handler's start, as on Lambda: not the time the event
+        # (up to 10 MB) takes through the pipe.
+        self.connection.send(event)
+        return await self._reply_within(reply, timeout)
+
+    def _expect(self) -> "asyncio.Future[tuple[Any, ...]]":
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        descriptor = self.connection.fileno()
+        if self._loop is None:
+            # Watched for as long as the worker lives, not once per request: two fewer
+            # system calls per request, and a worker that dies while idle is seen at once.
+            self._loop = loop
+            loop.add_reader(self.connection.fileno(), self._readable)
+        self._reply = loop.create_future()
+        return self._reply
 
-        def readable() -> None:
-            loop.remove_reader(descriptor)
-            if future.done():
-                return
-            try:
-                future.set_result(self.connection.recv())
-            except (EOFError, OSError) as error:
-                future.set_exception(WorkerError(f"{self.function.name}'s worker died: {error}"))
-
-        loop.add_reader(descriptor, readable)
+    async def _reply_within(
+        self, reply: "asyncio.Future[tuple[Any, ...]]", timeout: float
+    ) -> tuple[Any, ...]:
+        # A timer on the future itself: asyncio.wait_for would wrap it in a task each time.
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, reply)
         try:
-            return await future
+            return await reply
         finally:
-            loop.remove_reader(descriptor)
+            timer.cancel()
+            self._reply = None
+
+    def _readable(self) -> None:
+        reply, self._reply = self._reply, None
+        try:
+            message = self.connection.recv()
+        except (EOFError, OSError) as error:
+            self.alive = False
+            self._stop_watching()
+            if reply is not None and not reply.done():
+                reply.set_exception(WorkerError(f"{self.function.name}'s worker died: {error}"))
+            return
+        if reply is not None and not reply.done():
+            reply.set_result(message)
+
+    def _stop_watching(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self.connection.fileno())
+        self._loop = None
 
     def kill(self) -> None:
+        if not self.connection.closed:
+            self._stop_watching()
         self.process.kill()
         self.process.join()
         self.connection.close()
+
+
+def _expire(reply: "asyncio.Future[Any]") -> None:
+    if not reply.done():
+        reply.set_exception(TimeoutError())
 
 
 class FunctionPool:
@@ -169,12 +205,9 @@ class FunctionPool:
         if self._slots is None:  # made inside the server's event loop
             self._slots = asyncio.Semaphore(self.size)
         async with self._slots:
-            worker = self.idle.pop() if self.idle else await self._start()
+            worker = self._idle_worker() or await self._start()
             try:
-                # The Timeout counts from the handler's start, as on Lambda: not the time the
-                # event (up to 10 MB) takes through the pipe.
-                worker.connection.send(event)
-                reply = await asyncio.wait_for(worker.receive(), self.function.timeout)
+                reply = await worker.call(event, self.function.timeout)
             except TimeoutError:
                 self._discard(worker)
                 raise InvocationTimeoutError(_timeout_message(self.function)) from None
@@ -185,6 +218,16 @@ class FunctionPool:
         if reply[0] == "ok":
             return reply[1]
         raise WorkerError(reply[1])
+
+    def _idle_worker(self) -> Worker | None:
+        """A warm worker, if one waits; one that died while idle is replaced, as Lambda
+        replaces an execution environment that crashed."""
+        while self.idle:
+            worker = self.idle.pop()
+            if worker.alive:
+                return worker
+            self._discard(worker)
+        return None
 
     async def _start(self) -> Worker:
         """A new worker: a cold start, which this request waits for."""

@@ -85,7 +85,7 @@ def verdicts(checks: list[dict[str, Any]]) -> dict[str, tuple[float, bool]]:
 
 
 def test_targets_are_ratios_against_their_baselines() -> None:
-    checks = verdicts(targets(results(tasks_cold=1050, list_p50=1.8, local_rps=85)))
+    checks = verdicts(targets(results(tasks_cold=1050, list_p50=1.8, local_rps=105)))
     assert checks["cold start tasks / minimal app"] == (1.05, True)
     assert checks["cold start GET /health / bare FastAPI + Mangum"] == (1.04, True)
     assert checks["bytecode speed-up, tasks (sources / shipped bytecode)"] == (2.5, True)
@@ -93,8 +93,22 @@ def test_targets_are_ratios_against_their_baselines() -> None:
     assert checks["warm GET /api/tasks p99 / its p50 (sqlite)"] == (4.0, False)
     assert checks["warm GET /api/tasks p50 / lean FastAPI + Core p50 (sqlite)"] == (1.125, True)
     assert checks["warm GET /api/tasks p50 / Powertools p50 (sqlite)"] == (1.2, True)
-    assert checks["local server req/s at 8 clients / uvicorn"] == (0.85, True)
+    assert checks["local server req/s at 8 clients / uvicorn"] == (1.05, True)
+    assert checks["local server req/s at 32 clients / uvicorn"] == (1.05, True)
     assert checks["layer (arm64, deployed) zip, MiB / 20 MiB"] == (0.975, True)
+
+
+def test_the_local_server_is_judged_on_the_median_of_its_rounds() -> None:
+    run = results(tasks_cold=1000, list_p50=1.8, local_rps=90)
+    # One round spoilt by a busy spell: its ratio does not decide, the median does.
+    run["local_server"]["ratios"] = {
+        clients: {"median": 1.1, "rounds": [1.1, 0.4, 1.2]} for clients in (1, 8, 32)
+    }
+    checks = verdicts(targets(run))
+    assert checks["local server req/s at 8 clients / uvicorn"] == (1.1, True)
+    assert checks["local server req/s at 32 clients / uvicorn"] == (1.1, True)
+    run["targets"] = targets(run)
+    assert "localapi / uvicorn, median of the rounds" in table(run)
 
 
 def test_missed_targets_are_reported_as_missed() -> None:
@@ -105,6 +119,7 @@ def test_missed_targets_are_reported_as_missed() -> None:
     assert checks["warm GET /api/tasks p50 / lean FastAPI + Core p50 (sqlite)"] == (2.0, False)
     assert checks["warm GET /api/tasks p50 / minimal route p50 (sqlite)"] == (1.1, False)
     assert checks["local server req/s at 8 clients / uvicorn"] == (0.7, False)
+    assert checks["local server req/s at 32 clients / uvicorn"] == (0.7, False)
     run["targets"] = targets(run)
     verdict_lines = table(run).split("\nTargets\n", 1)[1].splitlines()
     row = next(line for line in verdict_lines if line.startswith("cold start tasks"))

@@ -714,6 +714,16 @@ def test_each_function_sees_its_own_environment_in_a_process_of_its_own(
     assert remembered["pid"] != echo_pid_of(client, "/asgi/work/0")
 
 
+def test_a_worker_that_dies_while_idle_is_replaced(client: httpx.Client) -> None:
+    pid = echo_pid_of(client, "/asgi/work/1")
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)  # the server sees its pipe close
+    # As Lambda replaces a crashed environment: the next request gets a fresh worker.
+    response = client.get("/asgi/work/2")
+    assert response.status_code == 200
+    assert response.json()["pid"] != pid
+
+
 def echo_pid_of(client: httpx.Client, path: str) -> int:
     pid: int = client.get(path).json()["pid"]
     return pid
