@@ -724,6 +724,28 @@ def test_a_worker_that_dies_while_idle_is_replaced(client: httpx.Client) -> None
     assert response.json()["pid"] != pid
 
 
+def raw_exchange(client: httpx.Client, data: bytes) -> bytes:
+    """Send bytes as they are to the running server; what it answers until it closes."""
+    url = client.base_url
+    with socket.create_connection((url.host, url.port or 80), timeout=15) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_the_server_answers_pipelined_and_malformed_requests(client: httpx.Client) -> None:
+    # Two pipelined requests on one connection, the second closing it: both answered.
+    request = b"GET /asgi/work/%d HTTP/1.1\r\nHost: local\r\n"
+    answer = raw_exchange(
+        client, request % 1 + b"\r\n" + request % 2 + b"Connection: close\r\n\r\n"
+    )
+    assert answer.count(b"HTTP/1.1 200 OK") == 2, answer
+    # A request line no parser can read is the server's 400, never a handler's.
+    assert raw_exchange(client, b"GET /asgi/work/1 HTTP/9\r\n\r\n").startswith(b"HTTP/1.1 400")
+
+
 def echo_pid_of(client: httpx.Client, path: str) -> int:
     pid: int = client.get(path).json()["pid"]
     return pid
