@@ -27,10 +27,9 @@ from taskapi.settings import get_database_url, get_jwt_keys, get_settings
 logger = logging.getLogger("taskapi.request")
 
 
-class RequestLogMiddleware:
-    """One JSON line per request: request ids, method, path, status and duration (and,
-    from the log context, whether it is the container's first: `taskapi.logs` keeps the
-    one cold-start flag)."""
+class HttpMiddleware:
+    """A pure ASGI middleware for HTTP requests (`http`); anything else, such as the
+    lifespan, passes through untouched."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -39,6 +38,18 @@ class RequestLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestLogMiddleware(HttpMiddleware):
+    """One JSON line per request: request ids, method, path, status and duration (and,
+    from the log context, whether it is the container's first: `taskapi.logs` keeps the
+    one cold-start flag)."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500  # what the client gets if the app dies before answering
 
@@ -73,20 +84,17 @@ NOSNIFF = (b"x-content-type-options", b"nosniff")
 NO_STORE = (b"cache-control", b"no-store")
 
 
-class SecurityHeadersMiddleware:
+class SecurityHeadersMiddleware(HttpMiddleware):
     """`X-Content-Type-Options: nosniff` on every response; `Cache-Control: no-store` on
     every response to a request with an `Authorization` header, and on every response of
     an app whose answers are all private (`create_app(private=True)`: the auth function,
     whose sign-up, login and refresh carry tokens)."""
 
     def __init__(self, app: ASGIApp, *, private: bool) -> None:
-        self.app = app
+        super().__init__(app)
         self.private = private
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         no_store = self.private or any(
             name == b"authorization" for name, _ in scope.get("headers", ())
         )
@@ -128,7 +136,7 @@ def path_prefix(path: str, *, stage: str | None, base_path: str) -> str:
     return ""
 
 
-class PathPrefixMiddleware:
+class PathPrefixMiddleware(HttpMiddleware):
     """Serve the routes behind a named stage or a custom domain's base path.
 
     The prefix becomes the ASGI `root_path`: Starlette routes on the path without it, and
@@ -136,13 +144,7 @@ class PathPrefixMiddleware:
     the API's root (`/api/tasks/7`); like a reverse proxy, this puts the prefix in front.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         stage = ((scope.get("aws.event") or {}).get("requestContext") or {}).get("stage")
         # Read per request (the settings are cached): tests change it after the app is built.
         base_path = get_settings().api_base_path
