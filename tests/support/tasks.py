@@ -2,7 +2,7 @@
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session
@@ -41,24 +41,13 @@ def make_account(email: str, *, token_type: str = "access") -> Account:
     return Account(user_id=user_id, session_id=session_id, token=issued.token)
 
 
-def insert_task(
-    owner: Account,
-    title: str,
-    *,
-    created_at: datetime | None = None,
-    updated_at: datetime | None = None,
-    **fields: Any,
-) -> int:
-    """A task row written straight to the database, with timestamps of the test's choosing."""
-    now = utcnow()
+def insert_task(owner: Account, title: str, **fields: Any) -> int:
+    """A task row written straight to the database, with timestamps of the test's choosing
+    (`created_at` defaults to now, `updated_at` to `created_at`)."""
+    fields.setdefault("created_at", utcnow())
+    fields.setdefault("updated_at", fields["created_at"])
     with Session(get_engine()) as session:
-        task = Task(
-            user_id=owner.user_id,
-            title=title,
-            created_at=created_at or now,
-            updated_at=updated_at or created_at or now,
-            **fields,
-        )
+        task = Task(user_id=owner.user_id, title=title, **fields)
         session.add(task)
         session.commit()
         assert task.id is not None
