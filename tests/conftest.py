@@ -6,12 +6,15 @@ What they are built from lives in `tests/support/`.
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.client import Client
 from tests.support.database import BACKENDS, Database, create_database, drop_database, migrate
 from tests.support.environment import configure, reset_caches
+from tests.support.functions import ROOT
 from tests.support.keys import JWT_KEY
+from tests.support.local_server import local_server, server_environment
 from tests.support.tasks import Account, make_account
 
 # ---------------------------------------------------------------------------------------
@@ -123,3 +126,20 @@ def ada(db: Database) -> Account:
 @pytest.fixture
 def bob(db: Database) -> Account:
     return make_account("bob@example.com")
+
+
+@pytest.fixture(scope="module")
+def api(
+    migrated_database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
+    """The real template served on a free port, on this backend's migrated database.
+    It runs from an empty folder, so that no developer's `.env` leaks in."""
+    migrated_database.truncate()
+    folder = tmp_path_factory.mktemp("localapi")
+    template = folder / "template.yaml"
+    # A copy beside the empty folder would move CodeUri; a symlink keeps paths resolving.
+    template.symlink_to(ROOT / "template.yaml")
+    with local_server(
+        template.resolve(), env=server_environment(migrated_database), cwd=folder
+    ) as (client, _):
+        yield client

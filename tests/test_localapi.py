@@ -23,8 +23,9 @@ import uvicorn
 
 from localapi.reload import CodeReload
 from localapi.runtime import apply_environment, developer_settings
-from localapi.server import InvalidResponseError, free_port, http_response, stop_process
+from localapi.server import InvalidResponseError, http_response
 from localapi.template import Route, load_template
+from tests.support.local_server import local_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -216,53 +217,6 @@ async def env():
 
 handler = Mangum(app, lifespan="off")
 """
-
-
-@contextmanager
-def local_server(
-    template: Path,
-    *,
-    env: dict[str, str | None] | None = None,
-    cwd: Path | None = None,
-    options: tuple[str, ...] = (),
-) -> Iterator[tuple[httpx.Client, Path]]:
-    """`python -m localapi` on a free port; yields a client for it and its log file.
-    `env` adds variables to this process's environment (None removes one). The process
-    is always stopped, and its log shown when it fails to start."""
-    port = free_port()
-    cwd = cwd or template.parent
-    log = cwd / f"server-{port}.log"
-    environment = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'shared'}"}
-    for name, value in (env or {}).items():
-        if value is None:
-            environment.pop(name, None)
-        else:
-            environment[name] = value
-    command = [sys.executable, "-m", "localapi", "--template", str(template), "--port", str(port)]
-    command += options
-    with log.open("wb") as output:
-        process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-            command, cwd=cwd, env=environment, stdout=output, stderr=output
-        )
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        # Every function's first worker imports at start-up, all at once: on a busy machine
-        # (tests in parallel) that takes a while.
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"The server exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                httpx.get(f"{base_url}/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"The server did not start:\n{log.read_text()}")
-                time.sleep(0.1)
-        with httpx.Client(base_url=base_url, timeout=15) as client:
-            yield client, log
-    finally:
-        stop_process(process)
 
 
 @pytest.fixture(scope="module")

@@ -6,66 +6,20 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.support.auth import PASSWORD
 from tests.support.client import Client
 from tests.support.database import Database
 from tests.support.functions import ROOT
-from tests.support.keys import JWT_KEY
-from tests.test_localapi import local_server
-
-
-def server_environment(database: Database) -> dict[str, str | None]:
-    return {
-        "STAGE": "local",
-        "DATABASE_URL": database.url,
-        "JWT_SECRET_KEY": JWT_KEY,
-        "BCRYPT_ROUNDS": "4",
-        "CORS_ORIGINS": "http://localhost:5173",
-        "LOG_LEVEL": "WARNING",
-        "DATABASE_SECRET_ARN": None,
-        "JWT_SECRET_ARN": None,
-    }
-
-
-@pytest.fixture(scope="module")
-def api(
-    migrated_database: Database, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[httpx.Client]:
-    """The real template served on a free port, on this backend's migrated database.
-    It runs from an empty folder, so that no developer's `.env` leaks in."""
-    migrated_database.truncate()
-    folder = tmp_path_factory.mktemp("localapi")
-    template = folder / "template.yaml"
-    # A copy beside the empty folder would move CodeUri; a symlink keeps paths resolving.
-    template.symlink_to(ROOT / "template.yaml")
-    with local_server(
-        template.resolve(), env=server_environment(migrated_database), cwd=folder
-    ) as (client, _):
-        yield client
-
-
-def signup(api: httpx.Client, email: str) -> dict[str, Any]:
-    response = api.post(
-        "/api/auth/signup", json={"email": email, "name": "Local", "password": PASSWORD}
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.support.local_server import bearer, server_environment, signup_over_http
 
 
 def test_the_whole_flow_over_http(api: httpx.Client) -> None:
-    signed_up = signup(api, "Flow@Example.com")
+    signed_up = signup_over_http(api, "Flow@Example.com")
     assert signed_up["user"]["email"] == "flow@example.com"
 
     login = api.post("/api/auth/login", json={"email": "flow@example.com", "password": PASSWORD})
@@ -149,7 +103,7 @@ def test_the_whole_flow_over_http(api: httpx.Client) -> None:
 
 
 def test_a_parallel_burst_of_50_requests_has_no_errors(api: httpx.Client) -> None:
-    auth = bearer(signup(api, "burst@example.com")["access_token"])
+    auth = bearer(signup_over_http(api, "burst@example.com")["access_token"])
 
     def call(number: int) -> tuple[str, int]:
         kind = ("create", "list", "health", "me", "db")[number % 5]
@@ -177,11 +131,11 @@ def test_a_parallel_burst_of_50_requests_has_no_errors(api: httpx.Client) -> Non
 
 def test_the_server_answers_as_the_handlers_do(api: httpx.Client, db: Database) -> None:
     """Each request goes both to the server and straight to the function's handler."""
-    tokens = signup(api, "same@example.com")
+    tokens = signup_over_http(api, "same@example.com")
     auth = {"authorization": f"Bearer {tokens['access_token']}"}
     task = api.post("/api/tasks", json={"title": "Same", "description": "both"}, headers=auth)
     task_id = task.json()["id"]
-    other = signup(api, "other@example.com")
+    other = signup_over_http(api, "other@example.com")
     other_task = api.post(
         "/api/tasks", json={"title": "Theirs"}, headers=bearer(other["access_token"])
     ).json()["id"]

@@ -13,8 +13,7 @@ from taskapi.settings import Settings
 from tests.support.auth import PASSWORD
 from tests.support.database import Database
 from tests.support.functions import ROOT
-from tests.test_localapi import local_server
-from tests.test_localapi_e2e import server_environment
+from tests.support.local_server import local_server, server_environment
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,11 @@
 
 import httpx
 
-from tests.test_localapi_e2e import api, bearer, signup
-
-__all__ = ["api"]  # the module-scoped server fixture, used by name
+from tests.support.local_server import bearer, signup_over_http
 
 
 def test_due_dates_retries_and_the_trash_over_http(api: httpx.Client) -> None:
-    auth = bearer(signup(api, "trash@example.com")["access_token"])
+    auth = bearer(signup_over_http(api, "trash@example.com")["access_token"])
     retry = {**auth, "Idempotency-Key": "local-1"}
     body = {"title": "Overdue", "due_at": "2026-01-01T10:00:00+01:00"}
     first = api.post("/api/tasks", json=body, headers=retry)
