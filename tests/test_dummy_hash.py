@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.support.database import create_database, migrate
 from tests.support.functions import ROOT
@@ -56,7 +57,9 @@ print(json.dumps({{
 """
 
 
-def test_the_first_unknown_email_login_costs_what_a_wrong_password_costs(tmp_path: Path) -> None:
+def first_logins(tmp_path: Path) -> dict[str, Any]:
+    """One new container's first unknown-email login and a wrong-password login after it."""
+    tmp_path.mkdir()
     db = create_database("sqlite", tmp_path)
     migrate(db.url)
     script = SCRIPT.format(
@@ -81,12 +84,27 @@ def test_the_first_unknown_email_login_costs_what_a_wrong_password_costs(tmp_pat
     )
     db.engine.dispose()
     assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert result["statuses"] == [401, 401]
-    # The dummy hash exists before any request; no login computes a hash.
-    assert result["hashes_at_start"] == 1
-    assert result["hashes_during_logins"] == 0
-    # Lazily made, the first unknown-email login took about 2x; now about 1x.
-    ratio = result["unknown"] / result["wrong"]
-    print(f"first unknown-email login / wrong password: {ratio:.2f}")
-    assert ratio < 1.5, result
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+# A lazily made dummy hash doubles every first unknown-email login; one pair of timings on
+# a machine busy with other tests can also come out far apart. So up to three containers
+# are tried: the ratio must come out near 1 in one of them, and the hash counts in all.
+TRIALS = 3
+
+
+def test_the_first_unknown_email_login_costs_what_a_wrong_password_costs(tmp_path: Path) -> None:
+    ratios = []
+    for trial in range(TRIALS):
+        result = first_logins(tmp_path / str(trial))
+        assert result["statuses"] == [401, 401]
+        # The dummy hash exists before any request; no login computes a hash.
+        assert result["hashes_at_start"] == 1
+        assert result["hashes_during_logins"] == 0
+        # Lazily made, the first unknown-email login took about 2x; now about 1x.
+        ratios.append(result["unknown"] / result["wrong"])
+        print(f"first unknown-email login / wrong password: {ratios[-1]:.2f}")
+        if ratios[-1] < 1.5:
+            return
+    raise AssertionError(f"the first unknown-email login cost more in every trial: {ratios}")
