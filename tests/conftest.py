@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.build import BUILD, FUNCTIONS, missing
 from tests.support.client import Client
 from tests.support.database import BACKENDS, Database, create_database, drop_database, migrate
 from tests.support.environment import configure, reset_caches
@@ -143,3 +144,13 @@ def api(
         template.resolve(), env=server_environment(migrated_database), cwd=folder
     ) as (client, _):
         yield client
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    if not (BUILD / "SharedLayer" / "python").is_dir():
+        missing(f"{BUILD} has no built layer")
+    for name in FUNCTIONS:
+        if not (BUILD / name).is_dir():
+            missing(f"{BUILD / name} does not exist")
+    return BUILD

@@ -16,9 +16,14 @@ from taskapi.db import get_engine
 from taskapi.models import AuthSession, utcnow
 from taskapi.tokens import decode_token
 from tests.support.auth import (
+    ME,
+    NEW_PASSWORD,
     PASSWORD,
+    PASSWORD_PATH,
     assert_unauthorized,
     auth_sessions,
+    change_password,
+    delete_account,
     login,
     login_attempt,
     parse_time,
@@ -29,15 +34,12 @@ from tests.support.auth import (
     user_row,
 )
 from tests.support.client import Client, Response
-from tests.support.database import Database
+from tests.support.database import Database, rows_naming
 from tests.support.environment import configure
 from tests.support.functions import template
 
-ME = "/api/auth/me"
 REFRESH = "/api/auth/refresh"
-PASSWORD_PATH = "/api/auth/password"
 SESSIONS = "/api/auth/sessions"
-NEW_PASSWORD = "a new password, longer"
 # A session id in test parameters: fixed, as pytest-xdist's workers must collect the same ids.
 SOME_SESSION_ID = "0c0ffee0-0000-4000-8000-000000000000"
 
@@ -48,18 +50,6 @@ pytestmark = pytest.mark.client("auth")
 
 def refresh(client: Client, refresh_token: str) -> Response:
     return client.post(REFRESH, json_body={"refresh_token": refresh_token})
-
-
-def change_password(
-    client: Client, token: str, current: str = PASSWORD, new: str = NEW_PASSWORD
-) -> Response:
-    return client.post(
-        PASSWORD_PATH, json_body={"current_password": current, "new_password": new}, token=token
-    )
-
-
-def delete_account(client: Client, token: str, password: str = PASSWORD) -> Response:
-    return client.delete(ME, json_body={"password": password}, token=token)
 
 
 def lock_out(client: Client, email: str = "ada@example.com") -> None:
@@ -352,29 +342,6 @@ def test_a_malformed_session_id_is_422(client: Client, db: Database, bad_id: str
 
 # ---------------------------------------------------------------------------------------
 # DELETE /api/auth/me
-
-
-def rows_naming(db: Database, user_id: uuid.UUID, email: str) -> dict[str, int]:
-    """Rows of every table of the models (new tables included) that hold the user's id or
-    email in any column, by table."""
-    found: dict[str, int] = {}
-    with db.engine.connect() as connection:
-        for table in SQLModel.metadata.sorted_tables:
-            conditions = []
-            for column in table.columns:
-                column_type = column.type
-                if isinstance(column_type, sa.TypeDecorator):
-                    column_type = column_type.impl_instance
-                if isinstance(column_type, sa.Uuid):
-                    conditions.append(column == user_id)
-                elif isinstance(column_type, sa.String) and not isinstance(column_type, sa.Enum):
-                    conditions.append(column.in_([email, str(user_id), user_id.hex]))
-            if conditions:
-                query = sa.select(sa.func.count()).select_from(table).where(sa.or_(*conditions))
-                number = connection.execute(query).scalar_one()
-                if number:
-                    found[table.name] = number
-    return found
 
 
 def test_deleting_the_account_leaves_no_row_that_names_the_user(

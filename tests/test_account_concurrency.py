@@ -8,11 +8,20 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.auth import PASSWORD, login, signup, tokens, user_row
+from tests.support.auth import (
+    ME,
+    NEW_PASSWORD,
+    PASSWORD,
+    change_password,
+    delete_account,
+    login,
+    signup,
+    tokens,
+    user_row,
+)
 from tests.support.client import Client, Response
 from tests.support.concurrency import at_once
-from tests.support.database import Database
-from tests.test_account import ME, NEW_PASSWORD, change_password, delete_account, rows_naming
+from tests.support.database import Database, rows_naming
 
 pytestmark = pytest.mark.postgres_only
 

@@ -21,44 +21,14 @@ import pytest
 
 from bench.artifacts import find_python313
 from localapi.events import http_event
+from tests.support.build import AARCH64, FUNCTIONS, TEST_LAYER, X86_64, missing, require_build
 from tests.support.database import Database
 from tests.support.functions import ROOT
 
-BUILD = ROOT / ".aws-sam" / "build"
-TEST_LAYER = ROOT / "build" / "layer-x86_64"
-FUNCTIONS = {
-    "AuthFunction": ROOT / "functions" / "auth",
-    "TasksFunction": ROOT / "functions" / "tasks",
-    "HealthFunction": ROOT / "functions" / "health",
-    "MaintenanceFunction": ROOT / "functions" / "maintenance",
-    "MigrateFunction": ROOT / "migrations",
-}
 MAX_LAYER_ZIP = 20 * 1024 * 1024
 MAX_FUNCTION_ZIP = 64 * 1024
-# ELF e_machine values.
-AARCH64, X86_64 = 183, 62
 # PEP 552 flags of a hash-based pyc that is never checked against its source.
 UNCHECKED_HASH = 0b01
-
-
-def require_build() -> bool:
-    return os.environ.get("REQUIRE_BUILD") == "1"
-
-
-def missing(what: str) -> None:
-    if require_build():
-        pytest.fail(f"REQUIRE_BUILD=1 but {what}")
-    pytest.skip(f"{what} (run `make check-build`)")
-
-
-@pytest.fixture(scope="module")
-def built() -> Path:
-    if not (BUILD / "SharedLayer" / "python").is_dir():
-        missing(f"{BUILD} has no built layer")
-    for name in FUNCTIONS:
-        if not (BUILD / name).is_dir():
-            missing(f"{BUILD / name} does not exist")
-    return BUILD
 
 
 @pytest.fixture(scope="module")

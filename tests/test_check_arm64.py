@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_build import AARCH64, built  # noqa: F401 (the fixture)
+from tests.support.build import AARCH64
 from tools.check_arm64 import LAMBDA_GLIBC, check_elves, elf_needs, glibc_version
 
 
@@ -18,7 +18,7 @@ def test_glibc_versions_are_read_as_numbers() -> None:
     assert (2, 35) > LAMBDA_GLIBC >= (2, 34)
 
 
-def test_the_built_artifacts_need_no_newer_glibc_than_lambdas(built: Path) -> None:  # noqa: F811
+def test_the_built_artifacts_need_no_newer_glibc_than_lambdas(built: Path) -> None:
     figures = check_elves(built)
     count = figures["elf_files"]
     assert isinstance(count, int)

@@ -15,7 +15,6 @@ import boto3
 import pytest
 import snapshot_restore_py
 from moto import mock_aws
-from samtranslator.translator.transform import transform
 from sqlalchemy import event
 from sqlalchemy.pool import Pool
 
@@ -27,13 +26,13 @@ from tests.support.database import Database
 from tests.support.environment import configure
 from tests.support.functions import load_module
 from tests.support.tasks import make_account
-from tests.test_template import (
+from tests.support.template import (
     DATABASE_SECRET,
     HTTP_FUNCTIONS,
-    _NoManagedPolicies,
     api_routes,
     resources_of_type,
     sam_template,
+    transformed,
 )
 
 _loads = itertools.count()
@@ -268,7 +267,7 @@ def test_enable_snapstart_turns_it_on_for_the_api_functions_alone(
     parameters = {"DatabaseSecretArn": DATABASE_SECRET}
     if given is not None:
         parameters["EnableSnapStart"] = given
-    cfn = transform(template, parameters, _NoManagedPolicies())
+    cfn = transformed(parameters, template)
     values = {"EnableSnapStart": given or template["Parameters"]["EnableSnapStart"]["Default"]}
     functions = resources_of_type(cfn, "AWS::Lambda::Function")
     for name in HTTP_FUNCTIONS:
@@ -279,11 +278,7 @@ def test_enable_snapstart_turns_it_on_for_the_api_functions_alone(
 
 
 def test_the_api_and_the_schedule_invoke_the_alias_of_a_published_version() -> None:
-    cfn = transform(
-        sam_template(),
-        {"DatabaseSecretArn": DATABASE_SECRET, "EnableSnapStart": "true"},
-        _NoManagedPolicies(),
-    )
+    cfn = transformed({"DatabaseSecretArn": DATABASE_SECRET, "EnableSnapStart": "true"})
     aliases = resources_of_type(cfn, "AWS::Lambda::Alias")
     versions = resources_of_type(cfn, "AWS::Lambda::Version")
     for name in HTTP_FUNCTIONS:

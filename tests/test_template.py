@@ -11,17 +11,22 @@ from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
-from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 from taskapi.settings import Settings
 from tests.support.environment import configure
 from tests.support.functions import ROOT, load_function
 from tests.support.keys import JWT_KEY
+from tests.support.template import (
+    DATABASE_SECRET,
+    HTTP_FUNCTIONS,
+    TEMPLATE,
+    api_routes,
+    resources_of_type,
+    sam_template,
+    transformed,
+)
 
-TEMPLATE = ROOT / "template.yaml"
-DATABASE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:taskapi-db-AbCdEf"
-HTTP_FUNCTIONS = {"AuthFunction": "auth", "TasksFunction": "tasks", "HealthFunction": "health"}
 # Invoked by EventBridge or by hand, not through the API.
 EVENT_FUNCTIONS = {"MaintenanceFunction": "maintenance"}
 ALL_FUNCTIONS = (*HTTP_FUNCTIONS, *EVENT_FUNCTIONS, "MigrateFunction")
@@ -52,30 +57,9 @@ CONTRACT_SETTINGS = {
 }
 
 
-class _NoManagedPolicies:
-    """The translator's managed-policy loader, without IAM: the template names no managed
-    policy, so the translator never needs one."""
-
-    def load(self) -> dict[str, str]:
-        return {}
-
-
-def sam_template() -> dict[str, Any]:
-    """template.yaml as SAM reads it, local paths replaced as `sam package` replaces them."""
-    template: dict[str, Any] = yaml_parse(TEMPLATE.read_text())
-    for name, resource in template["Resources"].items():
-        properties = resource.get("Properties", {})
-        for key in ("CodeUri", "ContentUri"):
-            if isinstance(properties.get(key), str):
-                properties[key] = f"s3://artifacts/{name}.zip"
-    return template
-
-
 @functools.cache
 def _transformed() -> dict[str, Any]:
-    parameters = {"DatabaseSecretArn": DATABASE_SECRET}
-    result: dict[str, Any] = transform(sam_template(), parameters, _NoManagedPolicies())
-    return result
+    return transformed({"DatabaseSecretArn": DATABASE_SECRET})
 
 
 @pytest.fixture
@@ -84,29 +68,8 @@ def cfn() -> dict[str, Any]:
     return copy.deepcopy(_transformed())
 
 
-def resources_of_type(cfn: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
-    return {name: r for name, r in cfn["Resources"].items() if r["Type"] == kind}
-
-
 # ---------------------------------------------------------------------------------------
 # Routes
-
-
-def api_routes(cfn: dict[str, Any]) -> dict[tuple[str, str], str]:
-    """`(METHOD, path) -> function` for every route of the HTTP API."""
-    (api,) = resources_of_type(cfn, "AWS::ApiGatewayV2::Api").values()
-    routes = {}
-    for path, operations in api["Properties"]["Body"]["paths"].items():
-        for method, operation in operations.items():
-            integration = operation["x-amazon-apigateway-integration"]
-            assert integration["payloadFormatVersion"] == "2.0", (method, path)
-            uri = integration["uri"]["Fn::Sub"]
-            # Each function's alias `live` (AutoPublishAlias), never its unpublished $LATEST.
-            function = re.search(r"\$\{(\w+)Aliaslive\}", uri)
-            assert function is not None, uri
-            verb = "ANY" if method == "x-amazon-apigateway-any-method" else method.upper()
-            routes[(verb, path)] = function.group(1)
-    return routes
 
 
 def route_matches(route: tuple[str, str], method: str, path: str) -> bool:

@@ -9,10 +9,9 @@ import tomllib
 from typing import Any
 
 import pytest
-from samtranslator.translator.transform import transform
 
 from tests.support.functions import ROOT
-from tests.test_template import DATABASE_SECRET, _NoManagedPolicies, sam_template
+from tests.support.template import DATABASE_SECRET, transformed
 
 VPC = {
     "SubnetIds": "subnet-0a1b2c3d,subnet-4e5f6a7b",
@@ -27,10 +26,7 @@ NO_VALUE = object()
 
 @functools.cache
 def _transformed() -> dict[str, Any]:
-    result: dict[str, Any] = transform(
-        sam_template(), {"DatabaseSecretArn": DATABASE_SECRET}, _NoManagedPolicies()
-    )
-    return result
+    return transformed({"DatabaseSecretArn": DATABASE_SECRET})
 
 
 class Resolver:

@@ -18,6 +18,9 @@ from tests.support.client import LOCAL_SOURCE, Client, Response
 from tests.support.database import Database
 
 PASSWORD = "correct horse battery"
+NEW_PASSWORD = "a new password, longer"
+ME = "/api/auth/me"
+PASSWORD_PATH = "/api/auth/password"
 
 
 def signup(
@@ -114,3 +117,15 @@ def record_bcrypt_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(CryptContext, "verify", recording)
     return checked
+
+
+def change_password(
+    client: Client, token: str, current: str = PASSWORD, new: str = NEW_PASSWORD
+) -> Response:
+    return client.post(
+        PASSWORD_PATH, json_body={"current_password": current, "new_password": new}, token=token
+    )
+
+
+def delete_account(client: Client, token: str, password: str = PASSWORD) -> Response:
+    return client.delete(ME, json_body={"password": password}, token=token)

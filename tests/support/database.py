@@ -15,7 +15,9 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import Engine, make_url
+from sqlmodel import SQLModel
 
+import taskapi.models  # noqa: F401 (rows_naming reads every table of the models)
 from taskapi.db import build_engine
 from taskapi.settings import Settings, normalize_database_url
 from tests.support.functions import load_module
@@ -101,3 +103,26 @@ def migrate(url: str, revision: str = "head") -> None:
 
 def alembic_config(connection: sa.Connection | None = None) -> Any:
     return load_module("migrations/handler.py", "migrate_handler").alembic_config(connection)
+
+
+def rows_naming(db: Database, user_id: uuid.UUID, email: str) -> dict[str, int]:
+    """Rows of every table of the models (new tables included) that hold the user's id or
+    email in any column, by table."""
+    found: dict[str, int] = {}
+    with db.engine.connect() as connection:
+        for table in SQLModel.metadata.sorted_tables:
+            conditions = []
+            for column in table.columns:
+                column_type = column.type
+                if isinstance(column_type, sa.TypeDecorator):
+                    column_type = column_type.impl_instance
+                if isinstance(column_type, sa.Uuid):
+                    conditions.append(column == user_id)
+                elif isinstance(column_type, sa.String) and not isinstance(column_type, sa.Enum):
+                    conditions.append(column.in_([email, str(user_id), user_id.hex]))
+            if conditions:
+                query = sa.select(sa.func.count()).select_from(table).where(sa.or_(*conditions))
+                number = connection.execute(query).scalar_one()
+                if number:
+                    found[table.name] = number
+    return found
