@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.artifacts import BASELINES, Artifacts, Log, last_build
-from bench.database import SUBJECT_SETTINGS, BenchDatabase, bench_database, postgres_available
+from bench.database import SUBJECT_SETTINGS, BenchDatabase, scratch_database
 from bench.events import rest_event
 from localapi.events import http_event
 
@@ -243,11 +243,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql"))
     args = parser.parse_args()
     built = last_build()
-    backend = args.backend or ("postgresql" if postgres_available() else "sqlite")
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        bench_database(backend, Path(folder)) as database,
-    ):
+    with scratch_database(args.backend) as database:
         results = measure(built, database, runs=args.runs, log=Log(), names=args.names)
     where = "built layer, Python 3.13" if built.built else "sources"
     print(f"({where}; load average at the end {os.getloadavg()[0]:.1f})")

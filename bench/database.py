@@ -4,6 +4,7 @@
 
 import os
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -165,3 +166,15 @@ def _seed(backend: str, url: str, tasks: int) -> BenchDatabase:
         token=pairs[0].access.token,
         writer_token=pairs[1].access.token,
     )
+
+
+@contextmanager
+def scratch_database(backend: str | None = None, *, tasks: int = TASKS) -> Iterator[BenchDatabase]:
+    """`bench_database` in a folder of its own, for a tool that measures one thing alone;
+    `backend` defaults to PostgreSQL where it is reachable, else SQLite."""
+    backend = backend or ("postgresql" if postgres_available() else "sqlite")
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        bench_database(backend, Path(folder), tasks=tasks) as database,
+    ):
+        yield database

@@ -11,13 +11,11 @@ own ("self") times, median over the runs: nested imports count once, where they 
 
 import argparse
 import statistics
-import tempfile
 from collections import defaultdict
-from pathlib import Path
 
 from bench.artifacts import last_build
 from bench.cold_start import PEERS, Subject, run_once, subjects
-from bench.database import bench_database, postgres_available
+from bench.database import scratch_database
 
 MARK = "bench: imported"
 
@@ -76,11 +74,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql"))
     args = parser.parse_args()
     built = last_build()
-    backend = args.backend or ("postgresql" if postgres_available() else "sqlite")
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        bench_database(backend, Path(folder), tasks=100) as database,
-    ):
+    with scratch_database(args.backend, tasks=100) as database:
         results = {
             subject.name: [
                 parse(
@@ -93,7 +87,7 @@ def main() -> None:
             for subject in chosen()
         }
     where = "built layer, Python 3.13" if built.built else "sources"
-    print(f"-X importtime on {backend} ({where}), median of {args.runs} runs\n")
+    print(f"-X importtime on {database.backend} ({where}), median of {args.runs} runs\n")
     for name, runs in results.items():
         print(table(name, runs, top=args.top) + "\n")
 

@@ -11,11 +11,10 @@ of 20 of the user's 1,000 tasks). Prints the breakdown in Markdown, then the pro
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from bench.artifacts import BUILD, last_build, run_child
-from bench.database import SUBJECT_SETTINGS, bench_database
+from bench.database import SUBJECT_SETTINGS, scratch_database
 from localapi.events import http_event
 
 CHILD = (Path(__file__).resolve().parent / "profile_child.py").read_text()
@@ -74,10 +73,7 @@ def main() -> None:
     parser.add_argument("--invocations", type=int, default=2000)
     args = parser.parse_args()
     subject = last_build()
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        bench_database(args.backend, Path(folder)) as database,
-    ):
+    with scratch_database(args.backend) as database:
         config = {
             "root": str(subject.task_roots["tasks"]),
             "token": database.token,
