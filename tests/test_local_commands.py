@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from alembic.script import ScriptDirectory
 
 from localapi.server import free_port
 from tests.support.database import Database, alembic_config
+from tests.support.local_server import wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a clone holds that the commands read; linked, so that the code is this checkout's.
@@ -109,17 +109,7 @@ def make_run(clone: Path, *args: str, **settings: str) -> Iterator[Running]:
         )
     try:
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"make run exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                httpx.get(f"{base_url}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"make run did not start:\n{log.read_text()}")
-                time.sleep(0.2)
+        wait_until_serving(process, f"{base_url}/health", log, name="make run", pause=0.2)
         with httpx.Client(base_url=base_url, timeout=15) as client:
             yield Running(client, log)
     finally:

@@ -20,6 +20,25 @@ from tests.support.functions import ROOT
 from tests.support.keys import JWT_KEY
 
 
+def wait_until_serving(
+    process: "subprocess.Popen[bytes]", url: str, log: Path, *, name: str, pause: float = 0.1
+) -> None:
+    """Until `url` answers at all; the test fails with the process's log if it exits first
+    or does not answer within 90 s. Every function's first worker imports at start-up, all
+    at once: on a busy machine (tests in parallel) that takes a while."""
+    deadline = time.monotonic() + 90
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} did not start:\n{log.read_text()}")
+            time.sleep(pause)
+
+
 @contextmanager
 def local_server(
     template: Path,
@@ -48,19 +67,7 @@ def local_server(
         )
     try:
         base_url = f"http://127.0.0.1:{port}"
-        # Every function's first worker imports at start-up, all at once: on a busy machine
-        # (tests in parallel) that takes a while.
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"The server exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                httpx.get(f"{base_url}/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"The server did not start:\n{log.read_text()}")
-                time.sleep(0.1)
+        wait_until_serving(process, f"{base_url}/", log, name="The server")
         with httpx.Client(base_url=base_url, timeout=15) as client:
             yield client, log
     finally:
