@@ -20,11 +20,11 @@ from tests.support.keys import JWT_KEY
 SCRIPT = """
 import importlib.util, json, sys, time
 sys.path[:0] = [{shared!r}, {root!r}, {auth!r}]
-from passlib.context import CryptContext
+import bcrypt
 
 hashes = []
-real_hash = CryptContext.hash
-CryptContext.hash = lambda self, secret, **kw: hashes.append(1) or real_hash(self, secret, **kw)
+real_hashpw = bcrypt.hashpw
+bcrypt.hashpw = lambda password, salt: hashes.append(1) or real_hashpw(password, salt)
 
 from localapi.events import LambdaContext, http_event
 spec = importlib.util.spec_from_file_location("auth_app", {auth!r} + "/app.py")

@@ -223,7 +223,7 @@ def test_a_secret_rotated_while_the_snapshot_was_cached_is_read_again_after_rest
     assert api.get("/api/tasks", token=pair.access.token).status == 200
 
 
-def test_the_auth_function_runs_passlibs_self_test_before_the_snapshot(
+def test_the_auth_function_makes_the_dummy_hash_before_the_snapshot(
     db: Database, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from taskapi import passwords

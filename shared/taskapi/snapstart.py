@@ -7,7 +7,7 @@ environment of that version from the snapshot (docs/PERFORMANCE.md). So:
 - before the snapshot, whatever a first request would still load or build is loaded and
   built now, while it costs nothing at restore: the engine (SQLAlchemy's dialect and
   psycopg2, no connection), one request through the whole handler that is refused before
-  any database work, and each function's own warm-ups (passlib's backend self-test);
+  any database work, and each function's own warm-ups (the auth function's dummy hash);
   nothing here touches the database, which a snapshot could not keep a connection to;
 - after a restore, state that must not be shared between the environments restored from
   one snapshot, or that went stale while it sat in the cache, is renewed: pooled

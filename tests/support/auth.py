@@ -5,11 +5,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
 
+import bcrypt
 import pytest
 import sqlalchemy as sa
-from passlib.context import CryptContext
 from sqlmodel import Session, col, select
 
 from taskapi.models import AuthSession, LoginAttempt, User
@@ -109,13 +108,14 @@ def set_active(db: Database, email: str, *, active: bool) -> None:
 def record_bcrypt_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every password check that runs from now on, from any thread: the hashes checked."""
     checked: list[str] = []
-    real_verify = CryptContext.verify
+    real_checkpw = bcrypt.checkpw
 
-    def recording(self: CryptContext, secret: str, hashed: str, **kwargs: Any) -> bool:
-        checked.append(hashed)
-        return bool(real_verify(self, secret, hashed, **kwargs))
+    def recording(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed.decode())
+        return real_checkpw(password, hashed)
 
-    monkeypatch.setattr(CryptContext, "verify", recording)
+    # `taskapi.passwords` calls `bcrypt.checkpw` through the module at every check.
+    monkeypatch.setattr(bcrypt, "checkpw", recording)
     return checked
 
 
