@@ -1,12 +1,16 @@
 """Tokens an attacker or a confused client could present, through the real handler: each
 is refused with 401 and `WWW-Authenticate: Bearer`, and none revokes or rotates anything."""
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jwt
 import pytest
 
+from taskapi import tokens as tokens_module
+from taskapi.settings import get_jwt_keys
 from taskapi.tokens import TokenPair, decode_token, issue_token, issue_token_pair
 from tests.support.auth import signup, tokens
 from tests.support.client import Client
@@ -251,3 +255,118 @@ def test_lifetimes_and_algorithm_follow_the_settings(
     assert client.get(ME, token=body["access_token"]).status == 200
     # An HS256 token with the right key is now the wrong algorithm.
     assert client.get(ME, token=forge(access, secret=long_secret)).status == 401
+
+
+# ---------------------------------------------------------------------------------------
+# Access tokens verified once per container (`taskapi.tokens.VERIFIED_TOKENS`)
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every token PyJWT verifies from now on."""
+    verified: list[str] = []
+    real_decode = jwt.decode
+
+    def counting(token: str, *args: Any, **kwargs: Any) -> Any:
+        verified.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    # `taskapi.tokens` calls `jwt.decode` through the module.
+    monkeypatch.setattr(jwt, "decode", counting)
+    return verified
+
+
+def test_an_access_token_is_verified_once_while_it_lives(
+    client: Client, pair: tuple[str, str], verifications: list[str]
+) -> None:
+    access, refresh = pair
+    for _ in range(3):
+        assert client.get(ME, token=access).status == 200
+    assert verifications == [access]
+    # Refresh tokens are used once each: each is verified, none is remembered.
+    assert client.post(REFRESH, json_body={"refresh_token": refresh}).status == 200
+    assert verifications == [access, refresh]
+    assert refresh not in tokens_module.VERIFIED_TOKENS._tokens
+
+
+def test_a_remembered_token_is_refused_once_it_expires(
+    client: Client, pair: tuple[str, str]
+) -> None:
+    claims = decode_token(pair[0], expected_type="access")
+    # Issued a second ago (iat is whole seconds), so it expires within two seconds.
+    short = issue_token(
+        user_id=claims.user_id,
+        session_id=claims.session_id,
+        token_type="access",
+        lifetime=timedelta(seconds=2),
+        now=datetime.now(UTC) - timedelta(seconds=1),
+    )
+    assert client.get(ME, token=short.token).status == 200
+    assert short.token in tokens_module.VERIFIED_TOKENS._tokens
+    while datetime.now(UTC) < short.claims.expires_at:
+        time.sleep(0.05)
+    assert_refused(client, access=short.token)
+
+
+def test_a_remembered_token_of_a_key_no_longer_in_the_ring_is_refused(
+    client: Client, pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    access, _ = pair
+    assert client.get(ME, token=access).status == 200
+    configure(monkeypatch, jwt_secret_key="another-signing-key-" + "z" * 40)
+    assert_refused(client, access=access)
+
+
+def test_a_remembered_token_is_refused_once_its_session_is_revoked(
+    client: Client, pair: tuple[str, str]
+) -> None:
+    access, _ = pair
+    assert client.get(ME, token=access).status == 200
+    assert client.post("/api/auth/logout", token=access).status == 200
+    response = client.get(ME, token=access)
+    assert response.status == 401
+    assert response.json() == {"detail": "Session expired or revoked"}
+
+
+def test_a_token_one_character_off_a_remembered_one_is_verified_in_full(
+    client: Client, pair: tuple[str, str], verifications: list[str]
+) -> None:
+    access, _ = pair
+    assert client.get(ME, token=access).status == 200
+    header, payload, signature = access.split(".")
+    # The first character of the signature: every bit of it counts (the last one's low
+    # bits are padding, and a change there may decode to the same bytes).
+    other = "B" if signature[0] != "B" else "C"
+    # Another user's id under this token's signature.
+    other_payload = forge({**payload_of(access), "sub": str(uuid.uuid4())}).split(".")[1]
+    tampered = [
+        f"{header}.{payload}.{other}{signature[1:]}",
+        f"{header}.{other_payload}.{signature}",
+        access + "A",
+    ]
+    for token in tampered:
+        assert_refused(client, access=token)
+    # Each went to PyJWT in full, and failed there; none was remembered.
+    assert verifications == [access, *tampered]
+    assert not any(token in tokens_module.VERIFIED_TOKENS._tokens for token in tampered)
+
+
+def test_the_remembered_tokens_are_bounded() -> None:
+    remembered = tokens_module.VerifiedTokens(size=2)
+    keys, algorithm = get_jwt_keys(), "HS256"
+    issued = [
+        issue_token(
+            user_id=uuid.uuid4(),
+            session_id=uuid.uuid4(),
+            token_type="access",
+            lifetime=timedelta(minutes=15),
+        )
+        for _ in range(3)
+    ]
+    for token in issued:
+        remembered.add(token.token, token.claims, keys, algorithm)
+    assert len(remembered) == 2
+    assert remembered.get(issued[0].token, keys, algorithm) is None
+    assert remembered.get(issued[2].token, keys, algorithm) == issued[2].claims
+    # Verified with another algorithm than the one in use: not taken from memory.
+    assert remembered.get(issued[2].token, keys, "HS512") is None

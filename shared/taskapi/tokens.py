@@ -12,11 +12,19 @@ Whatever bytes a client sends, decoding ends in a `TokenClaims` or an `InvalidTo
 the token's size and alphabet are checked before any decoding, and any exception the
 library raises on the unverified parts (a header nested past the recursion limit, a
 timestamp of `Infinity`) counts as an invalid token, never as a server error.
+
+An access token comes back on every request of its life, so a container remembers the
+ones it has verified (`VERIFIED_TOKENS`), as Envoy's JWT filter and API Gateway's
+authorizer cache do: a token met again is accepted without verifying it again only if it
+is the same text, was verified by the same key ring and algorithm as are in use now, and
+has not expired. Its session is still checked in the database on every request
+(`taskapi.auth`), so logging out or revoking a session takes effect at once.
 """
 
 import base64
 import json
 import re
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +32,7 @@ from typing import Any, Literal
 
 import jwt
 
-from taskapi.settings import DEFAULT_KID, get_jwt_keys, get_settings
+from taskapi.settings import DEFAULT_KID, KeyRing, get_jwt_keys, get_settings
 
 TokenType = Literal["access", "refresh"]
 REQUIRED_CLAIMS = ("sub", "type", "jti", "iat", "exp", "sid")
@@ -127,21 +135,86 @@ def issue_token_pair(
     )
 
 
+class VerifiedTokens:
+    """Access tokens this container has verified, by their exact text, each with the key
+    ring and algorithm that verified it: verifying one again with PyJWT cost a tenth of
+    a warm list request (docs/PERFORMANCE.md).
+
+    Only a token that passed every check gets in, so a client cannot fill it with
+    tokens of its own making; it holds at most `size` of them, the oldest leaving first.
+    A hit is an exact match of the whole text, so a token that differs in one character,
+    signature included, is verified in full.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._tokens: dict[str, tuple[TokenClaims, KeyRing, str]] = {}
+        # Only for adding and evicting; a lookup is one atomic `dict.get`.
+        self._lock = threading.Lock()
+
+    def get(self, token: str, keys: KeyRing, algorithm: str) -> TokenClaims | None:
+        entry = self._tokens.get(token)
+        if entry is None:
+            return None
+        claims, verified_by, verified_with = entry
+        # A ring that lost the token's key (a rotation) or another algorithm: verify
+        # again, which refuses it; an expired token goes the same way.
+        if verified_with != algorithm or verified_by != keys:
+            return None
+        if datetime.now(UTC) >= claims.expires_at:
+            return None
+        return claims
+
+    def add(self, token: str, claims: TokenClaims, keys: KeyRing, algorithm: str) -> None:
+        with self._lock:
+            while len(self._tokens) >= self.size:
+                del self._tokens[next(iter(self._tokens))]
+            self._tokens[token] = (claims, keys, algorithm)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+
+# About 1 KiB each (the text and its claims): a warm container serving a thousand users
+# whose tokens are all alive holds about 1 MiB.
+VERIFIED_TOKENS = VerifiedTokens(size=1024)
+
+
 def decode_token(token: str, *, expected_type: TokenType) -> TokenClaims:
-    """Verify the signature, expiry and claims; raise `InvalidTokenError` on any doubt."""
+    """Verify the signature, expiry and claims; raise `InvalidTokenError` on any doubt.
+    An access token this container verified before is accepted from `VERIFIED_TOKENS`
+    while it has not expired and the key ring and algorithm are those that verified it."""
+    keys, algorithm = get_jwt_keys(), get_settings().jwt_algorithm
+    if expected_type == "access":
+        claims = VERIFIED_TOKENS.get(token, keys, algorithm)
+        if claims is not None:
+            return claims
+    claims = _verify(token, expected_type, keys, algorithm)
+    # Refresh tokens are used once each (rotation), so remembering them would only evict
+    # access tokens.
+    if expected_type == "access":
+        VERIFIED_TOKENS.add(token, claims, keys, algorithm)
+    return claims
+
+
+def _verify(token: str, expected_type: TokenType, keys: KeyRing, algorithm: str) -> TokenClaims:
     if len(token) > TOKEN_MAX_LENGTH or not _COMPACT_JWS.fullmatch(token):
         raise InvalidTokenError("not a compact JWS of a plausible size")
     try:
         # The key is found by the header's `kid` (unverified, so it only picks a key of
         # the ring); a token from before tokens had one was signed by the default key.
         kid = _unverified_header(token).get("kid", DEFAULT_KID)
-        key = get_jwt_keys().find(kid) if isinstance(kid, str) else None
+        key = keys.find(kid) if isinstance(kid, str) else None
         if key is None:
             raise InvalidTokenError("signed by a key this service does not have")
         payload: dict[str, Any] = jwt.decode(
             token,
             key.key,
-            algorithms=[get_settings().jwt_algorithm],
+            algorithms=[algorithm],
             options={"require": ["sub", "jti", "iat", "exp"]},
         )
     # Any failure of the library on attacker-controlled input is an invalid token: its

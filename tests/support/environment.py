@@ -5,6 +5,7 @@ import pytest
 from taskapi.db import reset_engine
 from taskapi.passwords import clear_password_cache
 from taskapi.settings import clear_settings_cache
+from taskapi.tokens import VERIFIED_TOKENS
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, **settings: str) -> None:
@@ -17,4 +18,5 @@ def configure(monkeypatch: pytest.MonkeyPatch, **settings: str) -> None:
 def reset_caches() -> None:
     clear_settings_cache()
     clear_password_cache()
+    VERIFIED_TOKENS.clear()
     reset_engine()
