@@ -297,8 +297,8 @@ def table(results: dict[str, Any], *, markdown: bool = False) -> str:
         parts.append(f"\nLocal server: failed, {server['error']}")
     else:
         parts.append(
-            f"\nLocal server, GET /api/tasks, {server['requests_per_cell']} requests per cell,"
-            f" {server['rounds']} rounds: req/s (p99 ms)"
+            f"\nLocal server, GET /api/tasks, {server['seconds_per_cell']:g} s per cell,"
+            f" {server['rounds']} rounds, load from {server['client']}: req/s (p99 ms)"
         )
         parts.append(
             _rows(
@@ -323,7 +323,17 @@ def table(results: dict[str, Any], *, markdown: bool = False) -> str:
                     ]
                     if "ratios" in server
                     else []
-                ),
+                )
+                + [
+                    # Where the throughput goes: the local server's own process and its
+                    # workers together, against uvicorn's one process.
+                    [
+                        f"server CPU µs per request, {name.split(' ')[0]}",
+                        *(f"{cell['server_cpu_us_per_request']:.0f}" for cell in cells.values()),
+                    ]
+                    for name, cells in server["servers"].items()
+                    if all("server_cpu_us_per_request" in cell for cell in cells.values())
+                ],
             )
         )
     size = results["size"]

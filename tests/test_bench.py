@@ -2,8 +2,16 @@
 in the same run, compared in the right direction. (`make bench-smoke` runs the benchmark
 code itself; timings are never asserted.)"""
 
+import http.server
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
+from bench.localapi_throughput import measure_wrk, parse_wrk
 from bench.report import table, targets
 
 
@@ -74,7 +82,12 @@ def results(
                 "bcrypt_costs_first_login": [4, 10],
             }
         ],
-        "local_server": {"requests_per_cell": 600, "rounds": 2, "servers": servers},
+        "local_server": {
+            "client": "wrk",
+            "seconds_per_cell": 3,
+            "rounds": 2,
+            "servers": servers,
+        },
         "size": {"zip_mib": {"layer (arm64, deployed)": 19.5}, "peak_rss_mib": {"tasks": 90.0}},
         "seconds": 300,
     }
@@ -108,8 +121,17 @@ def test_the_local_server_is_judged_on_the_median_of_its_rounds() -> None:
     checks = verdicts(targets(run))
     assert checks["local server req/s at 8 clients / uvicorn"] == (1.1, True)
     assert checks["local server req/s at 32 clients / uvicorn"] == (1.1, True)
+    for name, cpu in (("localapi", 900), ("uvicorn", 500)):
+        for cell in run["local_server"]["servers"][name].values():
+            cell["server_cpu_us_per_request"] = cpu
     run["targets"] = targets(run)
-    assert "localapi / uvicorn, median of the rounds" in table(run)
+    printed = table(run)
+    assert "localapi / uvicorn, median of the rounds" in printed
+    cpu_rows = [line.split() for line in printed.splitlines() if "CPU µs per request" in line]
+    assert [row[-4:] for row in cpu_rows] == [
+        ["localapi", "900", "900", "900"],
+        ["uvicorn", "500", "500", "500"],
+    ]
 
 
 def test_missed_targets_are_reported_as_missed() -> None:
@@ -138,3 +160,82 @@ def test_the_peers_stand_beside_the_list() -> None:
     assert chalice.split()[-4:] == ["700", "1.20", "2.00", "0.75"]
     listing = next(line for line in side if line.startswith("GET /api/tasks"))
     assert listing.split()[-4:] == ["1000", "2.40", "9.60", "1.50"]
+
+
+# A report of wrk 4.1 (Debian's), as the local-server benchmark reads it.
+WRK_REPORT = """Running 1s test @ http://127.0.0.1:8765/api/tasks
+  1 threads and 2 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   603.58us  292.00us   5.08ms   85.48%
+    Req/Sec     3.12k    63.95     3.18k    72.73%
+  Latency Distribution
+     50%  561.00us
+     75%  708.00us
+     90%    0.88ms
+     99%    1.28s
+  3418 requests in 1.10s, 1.70MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 18
+Requests/sec:   3107.25
+Transfer/sec:      1.54MB
+"""
+
+
+def test_wrk_reports_are_read_in_milliseconds() -> None:
+    cell = parse_wrk(WRK_REPORT)
+    assert cell == {
+        "seconds": 1.1,
+        "requests": 3400,  # answered with 2xx
+        "p50_ms": 0.561,
+        "p99_ms": 1280.0,
+        "failed_requests": 21,  # 18 non-2xx, 3 socket errors
+    }
+    with pytest.raises(ValueError, match="not a wrk report"):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")
+
+
+@contextmanager
+def tasks_stand_in(token: str) -> Iterator[str]:
+    """An HTTP server that answers `GET /api/tasks` with 200 for `token` alone."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: without this, delayed ACKs hold each
+        # keep-alive answer back by 40 ms.
+        disable_nagle_algorithm = True
+
+        def do_GET(self) -> None:
+            ok = self.path == "/api/tasks" and self.headers["authorization"] == f"Bearer {token}"
+            body = b'{"items": []}' if ok else b'{"detail": "Not authenticated"}'
+            self.send_response(200 if ok else 401)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (.ci/run installs it)"
+)
+def test_the_local_server_benchmark_drives_wrk() -> None:
+    with tasks_stand_in("the-token") as url:
+        answered = measure_wrk(url, "the-token", 2, 1)
+        refused = measure_wrk(url, "another-token", 2, 1)
+    assert answered["requests"] > 100
+    assert answered["failed_requests"] == 0
+    assert 0 < answered["p50_ms"] <= answered["p99_ms"]
+    assert 0.9 <= answered["seconds"] <= 2
+    # Every answer a 401: none counts as served, each as a failure.
+    assert refused["requests"] == 0
+    assert refused["failed_requests"] > 100
