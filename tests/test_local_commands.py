@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 
 from localapi.server import free_port
 from tests.support.database import Database, alembic_config
-from tests.support.local_server import wait_until_serving
+from tests.support.local_server import a_parallel_burst_of_50, the_whole_flow, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a clone holds that the commands read; linked, so that the code is this checkout's.
@@ -176,6 +176,18 @@ def test_make_run_says_once_that_it_migrated_and_nothing_twice(clone: Path) -> N
         f"Database sqlite:///./taskapi.db: already at revision {head_revision()},"
         f" nothing to migrate\n"
     )
+
+
+def test_make_run_serves_the_whole_flow_and_a_parallel_burst(clone: Path) -> None:
+    # What tests/test_localapi_e2e.py sends `python -m localapi`, through `make run` as a
+    # developer types it: its migration, its workers (one per core), its SQLite file.
+    settings = {"CORS_ORIGINS": "http://localhost:5173", "BCRYPT_ROUNDS": "4"}
+    with make_run(clone, **settings) as running:
+        the_whole_flow(running.client)
+        a_parallel_burst_of_50(running.client)
+        output = running.output()
+    assert "Traceback" not in output
+    assert " 500 " not in output
 
 
 # ---------------------------------------------------------------------------------------
