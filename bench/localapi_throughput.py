@@ -171,14 +171,6 @@ def parse_wrk(output: str) -> Cell:
     }
 
 
-def _wrk(token: str, concurrency: int) -> list[str]:
-    """One wrk thread holding `concurrency` keep-alive connections."""
-    return [
-        *("wrk", "--threads", "1", "--connections", str(concurrency), "--latency"),
-        *("--header", f"Authorization: Bearer {token}", "--timeout", "30s"),
-    ]
-
-
 def measure_wrk(
     url: str,
     token: str,
@@ -187,9 +179,12 @@ def measure_wrk(
     *,
     warmed: Callable[[], None] = lambda: None,
 ) -> Cell:
-    """A second of warm-up (every connection made, every worker warm), `warmed()`, then
-    `seconds` measured."""
-    command = _wrk(token, concurrency)
+    """One wrk thread holding `concurrency` keep-alive connections: a second of warm-up
+    (every connection made, every worker warm), `warmed()`, then `seconds` measured."""
+    command = [
+        *("wrk", "--threads", "1", "--connections", str(concurrency), "--latency"),
+        *("--header", f"Authorization: Bearer {token}", "--timeout", "30s"),
+    ]
     subprocess.run([*command, "--duration", "1s", f"{url}/api/tasks"], capture_output=True)
     warmed()
     completed = subprocess.run(
