@@ -2,7 +2,7 @@
 function's FastAPI app directly, at 1, 8 and 32 concurrent clients.
 
     PYTHONPATH=shared:. .venv/bin/python -m bench.localapi_throughput [--seconds 3]
-        [--rounds 3] [--backend sqlite|postgresql]
+        [--rounds 3] [--backend sqlite|postgresql] [--client wrk|httpx]
 
 (`make bench` runs it as part of the whole benchmark, on SQLite.) Both servers run at once
 on the same fresh, migrated database (a SQLite file, or a PostgreSQL database of its own,
@@ -159,12 +159,11 @@ def parse_wrk(output: str) -> Cell:
     errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
     )
-    failures = int(non_2xx.group(1)) if non_2xx else 0
-    failures += sum(int(count) for count in errors.groups()) if errors else 0
-    total = int(done.group(1))
+    refused = int(non_2xx.group(1)) if non_2xx else 0
+    failures = refused + (sum(int(count) for count in errors.groups()) if errors else 0)
     return {
         "seconds": seconds,
-        "requests": total - (int(non_2xx.group(1)) if non_2xx else 0),
+        "requests": int(done.group(1)) - refused,
         "p50_ms": percentiles[50],
         "p99_ms": percentiles[99],
         "failed_requests": failures,
