@@ -245,15 +245,24 @@ def test_sessions_after_two_logins_a_refresh_and_a_logout(client: Client, db: Da
         str(session_id(signup_access)),
     ]
     assert [item["current"] for item in items] == [True, False]
-    assert all(set(item) == {"id", "created_at", "expires_at", "current"} for item in items)
+    assert all(
+        set(item)
+        == {"id", "created_at", "expires_at", "current", "ip", "user_agent", "last_used_at"}
+        for item in items
+    )
     rows_by_id = auth_sessions(db, user_row(db, "ada@example.com").id)
     for item in items:
         row = rows_by_id[uuid.UUID(item["id"])]
         assert parse_time(item["created_at"]) == row.created_at
         assert parse_time(item["expires_at"]) == row.expires_at
+        assert parse_time(item["last_used_at"]) == row.last_used_at
+        assert item["ip"] == "127.0.0.1"
     # The refresh extended its session to the new refresh token's expiry.
     new_refresh = decode_token(refreshed["refresh_token"], expected_type="refresh")
     assert parse_time(items[0]["expires_at"]) == new_refresh.expires_at
+    # ... and its `last_used_at` is the refresh's; the sign-up's session was never used again.
+    assert parse_time(items[0]["last_used_at"]) > parse_time(items[0]["created_at"])
+    assert items[1]["last_used_at"] == items[1]["created_at"]
     # The list from another session marks that one as current.
     other_view = client.get(SESSIONS, token=signup_access).json()["items"]
     assert [item["current"] for item in other_view] == [False, True]

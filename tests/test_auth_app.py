@@ -134,13 +134,16 @@ def test_sql_statements_per_call(client: Client, db: Database) -> None:
     with statements() as seen:
         access, refresh = tokens(login(client))
     # The attempt is reserved (one upsert of both counters, committed before bcrypt), the
-    # user looked up; the right password takes the reservation back, and the session and
+    # user looked up; the user row is locked if its hash is still the one verified, the
+    # right password takes the reservation back, and the session, its security event and
     # `last_login_at` are written in the same transaction.
-    assert len(seen) == 6, seen
+    assert len(seen) == 8, seen
     assert verbs(seen[:2]) == ["INSERT login_attempt", "SELECT user"]
     assert sorted(verbs(seen[2:])) == [
         "DELETE login_attempt",
         "INSERT auth_session",
+        "INSERT security_event",
+        "SELECT user",
         "UPDATE login_attempt",
         "UPDATE user",
     ]
@@ -155,8 +158,8 @@ def test_sql_statements_per_call(client: Client, db: Database) -> None:
 
     with statements() as seen:
         assert login(client, password="wrong password").status == 401
-    # The reservation is the count: a failure writes nothing more.
-    assert verbs(seen) == ["INSERT login_attempt", "SELECT user"], seen
+    # The reservation is the count; the known user's log gets the failure.
+    assert verbs(seen) == ["INSERT login_attempt", "SELECT user", "INSERT security_event"], seen
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,12 +179,18 @@ def test_openapi_declares_the_real_statuses() -> None:
         ("/api/auth/sessions", "get"): {"200", "401", "503"},
         ("/api/auth/sessions/{session_id}", "delete"): {"204", "401", "404", "422", "503"},
         ("/api/auth/me", "delete"): {"204", "401", "403", "422", "429", "503"},
+        ("/api/auth/me", "patch"): {"200", "401", "422", "503"},
+        ("/api/auth/password-reset", "post"): {"202", "422", "429", "503"},
+        ("/api/auth/password-reset/confirm", "post"): {"200", "401", "422", "503"},
+        ("/api/auth/email", "post"): {"202", "401", "403", "409", "422", "429", "503"},
+        ("/api/auth/email/confirm", "post"): {"200", "401", "409", "422", "503"},
+        ("/api/auth/events", "get"): {"200", "401", "422", "503"},
     }
     assert {path for path, _ in expected} == set(paths)
     for (path, method), statuses in expected.items():
         responses = paths[path][method]["responses"]
         assert set(responses) == statuses, path
-        for status in statuses - {"200", "201", "204", "422"}:
+        for status in statuses - {"200", "201", "202", "204", "422"}:
             schema = responses[status]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/Detail"}
     assert document["components"]["schemas"]["Detail"]["required"] == ["detail"]

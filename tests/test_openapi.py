@@ -4,6 +4,7 @@ function with a page to browse it."""
 import json
 import re
 import uuid
+import zlib
 from typing import Any
 from urllib.parse import urljoin
 
@@ -152,9 +153,15 @@ def test_the_pages_work_under_a_named_stage() -> None:
 
 
 def test_the_health_function_stays_small() -> None:
-    # Every function's code folder must stay within 64 KiB (the document is minified).
+    # Every function's zip must stay within 64 KiB (tests/test_build.py checks the built
+    # one). The health folder holds the whole API's document (minified), which grows with
+    # every route: what counts is its size compressed, file by file, as a zip stores it.
     files = [path for path in HEALTH.rglob("*") if path.is_file()]
-    size = sum(path.stat().st_size for path in files if "__pycache__" not in path.parts)
+    size = sum(
+        len(zlib.compress(path.read_bytes(), 9))
+        for path in files
+        if "__pycache__" not in path.parts
+    )
     assert size <= 64 * 1024, size
 
 
@@ -197,7 +204,17 @@ def test_operation_ids_are_the_route_functions_names() -> None:
 
 def test_public_operations_say_they_need_no_token() -> None:
     document = generator().openapi_document()
-    public = {"/api/auth/signup", "/api/auth/login", "/api/auth/refresh", "/health", "/health/db"}
+    public = {
+        "/api/auth/signup",
+        "/api/auth/login",
+        "/api/auth/refresh",
+        # The emailed token is the credential.
+        "/api/auth/password-reset",
+        "/api/auth/password-reset/confirm",
+        "/api/auth/email/confirm",
+        "/health",
+        "/health/db",
+    }
     for _, path, operation in operations(document):
         if path in public:
             assert operation["security"] == [], path

@@ -9,7 +9,15 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Response, status
 from sqlmodel import Session
 
-from auth_routes import LOCKED_OUT, LOCKED_OUT_HEADERS, UNAUTHORIZED, logger, too_many_attempts
+from account_service import Device, record_event
+from auth_routes import (
+    LOCKED_OUT,
+    LOCKED_OUT_HEADERS,
+    UNAUTHORIZED,
+    DeviceDep,
+    logger,
+    too_many_attempts,
+)
 from auth_schemas import AccountDeletionRequest, PasswordChangeRequest, SessionList, SessionPublic
 from auth_service import (
     delete_user,
@@ -20,10 +28,10 @@ from auth_service import (
     set_password,
     wait_for_other_deletions,
 )
-from taskapi.auth import AccessClaims, CurrentUser, SourceIp, get_current_user, unauthorized
+from taskapi.auth import AccessClaims, CurrentUser, get_current_user, unauthorized
 from taskapi.db import SessionDep
 from taskapi.factory import function_router
-from taskapi.models import Detail, User, utcnow
+from taskapi.models import Detail, SecurityEventType, User, utcnow
 from taskapi.openapi import error_responses
 from taskapi.passwords import hash_password, verify_password
 
@@ -33,7 +41,7 @@ WRONG_PASSWORD = {status.HTTP_403_FORBIDDEN: "The password is wrong (it counts a
 
 
 def confirm_password(
-    session: Session, source_ip: str, *, user: User, password: str, now: datetime
+    session: Session, device: Device, *, user: User, password: str, now: datetime
 ) -> None:
     """Refuse a password re-entered for a sensitive change unless it is right: 429 while
     the email is locked out from this source, as at login; 403 for a wrong one, counted
@@ -45,14 +53,17 @@ def confirm_password(
     commits the failure before answering; a right one gives the attempt back, committed
     with the change itself.
     """
-    retry_after = reserve_login_attempt(session, email=user.email, source_ip=source_ip, now=now)
+    retry_after = reserve_login_attempt(session, email=user.email, source_ip=device.ip, now=now)
     if retry_after:
         too_many_attempts(retry_after)
     if not verify_password(password, user.hashed_password):
+        record_event(
+            session, user_id=user.id, type=SecurityEventType.LOGIN_FAILED, device=device, now=now
+        )
         session.commit()
         logger.info("password check failed", extra={"user_id": str(user.id)})
         raise HTTPException(status.HTTP_403_FORBIDDEN, "The password is wrong")
-    release_login_attempt(session, email=user.email, source_ip=source_ip)
+    release_login_attempt(session, email=user.email, source_ip=device.ip)
 
 
 async def get_user_to_delete(session: SessionDep, claims: AccessClaims) -> User:
@@ -74,11 +85,11 @@ async def change_password(
     user: CurrentUser,
     claims: AccessClaims,
     session: SessionDep,
-    source_ip: SourceIp,
+    device: DeviceDep,
 ) -> Detail:
     """Set a new password; every other session of the user ends, this one stays."""
     now = utcnow()
-    confirm_password(session, source_ip, user=user, password=body.current_password, now=now)
+    confirm_password(session, device, user=user, password=body.current_password, now=now)
     changed = set_password(
         session,
         user_id=user.id,
@@ -90,6 +101,14 @@ async def change_password(
         # The account was deleted or this session revoked while the request ran.
         session.rollback()
         unauthorized("Session expired or revoked")
+    record_event(
+        session,
+        user_id=user.id,
+        type=SecurityEventType.PASSWORD_CHANGED,
+        device=device,
+        now=now,
+        session_id=claims.session_id,
+    )
     session.commit()
     logger.info(
         "password changed",
@@ -129,6 +148,9 @@ async def list_sessions(
                 created_at=row.created_at,
                 expires_at=row.expires_at,
                 current=row.id == claims.session_id,
+                ip=row.ip,
+                user_agent=row.user_agent,
+                last_used_at=row.last_used_at,
             )
             for row in found
         ]
@@ -150,12 +172,22 @@ async def revoke_session(
     session_id: Annotated[uuid.UUID, Path(description="A session id from GET /sessions")],
     user: CurrentUser,
     session: SessionDep,
+    device: DeviceDep,
 ) -> Response:
     """End one of the caller's sessions: its tokens get 401 from then on (the current one
     too: that is a logout)."""
+    now = utcnow()
     # Another user's session is 404 like an unknown one: a session id reveals nothing.
-    if not revoke_sessions(session, user_id=user.id, session_ids={session_id}, now=utcnow()):
+    if not revoke_sessions(session, user_id=user.id, session_ids={session_id}, now=now):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Session not found")
+    record_event(
+        session,
+        user_id=user.id,
+        type=SecurityEventType.SESSION_REVOKED,
+        device=device,
+        now=now,
+        session_id=session_id,
+    )
     session.commit()
     logger.info("session revoked", extra={"user_id": str(user.id), "session_id": str(session_id)})
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -173,10 +205,10 @@ async def delete_account(
     body: AccountDeletionRequest,
     user: Annotated[User, Depends(get_user_to_delete)],
     session: SessionDep,
-    source_ip: SourceIp,
+    device: DeviceDep,
 ) -> Response:
     """Delete the account with its tasks and sessions, for good; the email is free again."""
-    confirm_password(session, source_ip, user=user, password=body.password, now=utcnow())
+    confirm_password(session, device, user=user, password=body.password, now=utcnow())
     if not delete_user(session, user_id=user.id, email=user.email):
         session.rollback()
         unauthorized("Session expired or revoked")

@@ -3,11 +3,12 @@
 import logging
 from typing import Annotated, NoReturn
 
-from fastapi import Body, HTTPException, Request, status
+from fastapi import Body, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 
+from account_service import Device, record_event
 from auth_schemas import (
     AuthResponse,
     LoginRequest,
@@ -17,8 +18,10 @@ from auth_schemas import (
     TokenResponse,
 )
 from auth_service import (
+    RefreshFailure,
     add_user,
     find_user,
+    lock_password_hash,
     release_login_attempt,
     reserve_login_attempt,
     revoke_sessions,
@@ -28,7 +31,7 @@ from auth_service import (
 from taskapi.auth import AccessClaims, CurrentUser, SourceIp, unauthorized
 from taskapi.db import SessionDep
 from taskapi.factory import function_router
-from taskapi.models import Detail, User, UserPublic, utcnow
+from taskapi.models import Detail, SecurityEventType, User, UserPublic, utcnow
 from taskapi.openapi import error_responses, retry_after_header
 from taskapi.passwords import verify_password
 from taskapi.tokens import InvalidTokenError, TokenPair, decode_token
@@ -61,6 +64,14 @@ def too_many_attempts(retry_after: int) -> NoReturn:
     )
 
 
+async def get_device(request: Request, source_ip: SourceIp) -> Device:
+    """The request's source address and User-Agent, as sessions and events keep them."""
+    return Device.of(ip=source_ip, user_agent=request.headers.get("user-agent"))
+
+
+DeviceDep = Annotated[Device, Depends(get_device)]
+
+
 def auth_response(user: User, pair: TokenPair) -> AuthResponse:
     return AuthResponse.from_pair(pair, user=UserPublic.model_validate(user))
 
@@ -72,7 +83,7 @@ def auth_response(user: User, pair: TokenPair) -> AuthResponse:
     response_model=AuthResponse,
     responses=error_responses(Detail, REGISTERED),
 )
-async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
+async def signup(body: SignupRequest, session: SessionDep, device: DeviceDep) -> AuthResponse:
     """Create an account and log it in."""
     now = utcnow()
     try:
@@ -84,7 +95,15 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
         raise HTTPException(
             status.HTTP_409_CONFLICT, "A user with this email already exists"
         ) from None
-    pair = start_session(session, user_id=user.id, now=now)
+    pair = start_session(session, user_id=user.id, now=now, device=device)
+    record_event(
+        session,
+        user_id=user.id,
+        type=SecurityEventType.SIGNUP,
+        device=device,
+        now=now,
+        session_id=pair.access.claims.session_id,
+    )
     session.commit()
     logger.info("signed up", extra={"user_id": str(user.id)})
     return auth_response(user, pair)
@@ -98,12 +117,12 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
         Detail, UNAUTHORIZED | INACTIVE | LOCKED_OUT, headers=LOCKED_OUT_HEADERS
     ),
 )
-async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) -> AuthResponse:
+async def login(body: LoginRequest, session: SessionDep, device: DeviceDep) -> AuthResponse:
     """Exchange an email and password for a new session's tokens."""
     now = utcnow()
     # The attempt counts as a failure before bcrypt runs, and that count is committed at
     # once: simultaneous attempts cannot all slip under the limit (docs/API.md).
-    retry_after = reserve_login_attempt(session, email=body.email, source_ip=source_ip, now=now)
+    retry_after = reserve_login_attempt(session, email=body.email, source_ip=device.ip, now=now)
     session.commit()
     if retry_after:
         too_many_attempts(retry_after)
@@ -112,15 +131,40 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
     # password, and both count towards the lockout: neither reveals whether it exists.
     password_ok = verify_password(body.password, user.hashed_password if user else None)
     if user is None or not password_ok:
+        if user is not None:
+            record_event(
+                session,
+                user_id=user.id,
+                type=SecurityEventType.LOGIN_FAILED,
+                device=device,
+                now=now,
+            )
+            session.commit()
         logger.info("login failed")
         unauthorized("Invalid email or password")
-    release_login_attempt(session, email=body.email, source_ip=source_ip)
+    release_login_attempt(session, email=body.email, source_ip=device.ip)
     if not user.is_active:
         session.commit()
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This account is inactive")
+    # A session only for the password that is still the user's: a change or reset that
+    # committed while bcrypt ran ends every session, and this one must not slip past it.
+    current_hash = lock_password_hash(session, user_id=user.id)
+    if current_hash is None:
+        unauthorized("Session expired or revoked")
+    if current_hash != user.hashed_password:
+        session.commit()
+        unauthorized("Invalid email or password")
     user.last_login_at = now
     session.add(user)
-    pair = start_session(session, user_id=user.id, now=now)
+    pair = start_session(session, user_id=user.id, now=now, device=device)
+    record_event(
+        session,
+        user_id=user.id,
+        type=SecurityEventType.LOGIN,
+        device=device,
+        now=now,
+        session_id=pair.access.claims.session_id,
+    )
     session.commit()
     logger.info(
         "logged in",
@@ -135,13 +179,23 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
     response_model=TokenResponse,
     responses=error_responses(Detail, UNAUTHORIZED),
 )
-async def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
+async def refresh(body: RefreshRequest, session: SessionDep, device: DeviceDep) -> TokenResponse:
     """Exchange a refresh token for a new pair; the presented token stops working."""
     try:
         claims = decode_token(body.refresh_token, expected_type="refresh")
     except InvalidTokenError:
         unauthorized("Invalid or expired refresh token")
-    outcome = rotate_refresh_token(session, claims=claims, now=utcnow())
+    now = utcnow()
+    outcome = rotate_refresh_token(session, claims=claims, now=now)
+    if outcome is RefreshFailure.TOKEN_REUSED:
+        record_event(
+            session,
+            user_id=claims.user_id,
+            type=SecurityEventType.REFRESH_TOKEN_REUSED,
+            device=device,
+            now=now,
+            session_id=claims.session_id,
+        )
     # Commit either way: a reused token's revocation must stick even though we refuse.
     session.commit()
     if not isinstance(outcome, TokenPair):
@@ -168,6 +222,7 @@ async def logout(
     user: CurrentUser,
     claims: AccessClaims,
     session: SessionDep,
+    device: DeviceDep,
     # Optional, so omitted rather than null: the None stays out of the document.
     body: Annotated[LogoutRequest | SkipJsonSchema[None], Body()] = None,
 ) -> Detail:
@@ -186,7 +241,16 @@ async def logout(
         if refresh_claims.user_id != user.id:
             unauthorized("Invalid or expired refresh token")
         session_ids.add(refresh_claims.session_id)
-    revoke_sessions(session, user_id=user.id, session_ids=session_ids, now=utcnow())
+    now = utcnow()
+    revoke_sessions(session, user_id=user.id, session_ids=session_ids, now=now)
+    record_event(
+        session,
+        user_id=user.id,
+        type=SecurityEventType.LOGOUT,
+        device=device,
+        now=now,
+        session_id=claims.session_id,
+    )
     session.commit()
     logger.info(
         "logged out",

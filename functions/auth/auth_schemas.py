@@ -4,11 +4,21 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import SQLModel
 
-from taskapi.emails import EMAIL_MAX_LENGTH, normalise_email
-from taskapi.models import RequestModel, UserCreate, UserPublic
+from taskapi.emails import EMAIL_MAX_LENGTH, normalise_email, signup_email
+from taskapi.models import (
+    NAME_MAX_LENGTH,
+    RequestModel,
+    SecurityEventType,
+    UserBase,
+    UserCreate,
+    UserPublic,
+    trimmed_text_schema,
+    with_examples,
+)
 from taskapi.openapi import RESPONSE_CONFIG
 from taskapi.rules import (
     NO_NUL_PATTERN,
@@ -44,25 +54,35 @@ GivenPassword = Annotated[
 ]
 
 
+# An email that a body presents to find an account (login, password reset). Not validated
+# as an address: no account can have a malformed one, so it simply finds none.
+GivenEmail = Annotated[
+    str,
+    Field(min_length=1, max_length=EMAIL_MAX_LENGTH, json_schema_extra={"pattern": NO_NUL_PATTERN}),
+    # The sign-up rule's normalisation, so the same string finds the same account.
+    AfterValidator(lambda value: normalise_email(storable_text(value))),
+]
+# A token that an email carried (password reset, email change).
+EmailedToken = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        description="The token from the email's link (`?token=...`)",
+    ),
+]
+
+
 # Body of POST /api/auth/signup: the layer's `UserCreate` (its rules are the sign-up's),
 # under the name the API documents.
 class SignupRequest(UserCreate):
     pass
 
 
-# Body of POST /api/auth/login. The email is not validated as an address: no account can
-# have a malformed one, so it simply fails to log in.
+# Body of POST /api/auth/login.
 class LoginRequest(RequestModel):
-    email: str = Field(
-        min_length=1, max_length=EMAIL_MAX_LENGTH, json_schema_extra={"pattern": NO_NUL_PATTERN}
-    )
+    email: GivenEmail
     password: GivenPassword
-
-    @field_validator("email")
-    @classmethod
-    def normalise_email(cls, value: str) -> str:
-        # The sign-up rule's normalisation, so the same string finds the same account.
-        return normalise_email(storable_text(value))
 
 
 # Body of POST /api/auth/refresh.
@@ -87,7 +107,75 @@ class AccountDeletionRequest(RequestModel):
     password: GivenPassword
 
 
-# One of the caller's live sessions (a login, or the sign-up's session).
+# Body of POST /api/auth/password-reset.
+class PasswordResetRequest(RequestModel):
+    model_config = with_examples({"email": "ada@example.com"})
+
+    email: GivenEmail
+
+
+# Body of POST /api/auth/password-reset/confirm.
+class PasswordResetConfirm(RequestModel):
+    model_config = with_examples(
+        {"token": "the-token-from-the-email", "new_password": "a new long passphrase"}
+    )
+
+    token: EmailedToken
+    new_password: NewPassword
+
+
+# Body of PATCH /api/auth/me: the fields to change (absent: unchanged; null: 422).
+class ProfileUpdate(RequestModel):
+    model_config = with_examples({"name": "Ada Lovelace"})
+
+    # The length limits go on `str` itself: on the union they would also meet the None.
+    name: (
+        Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX_LENGTH)]
+        | SkipJsonSchema[None]
+    ) = Field(
+        default=None,
+        description=UserBase.model_fields["name"].description,
+        json_schema_extra=trimmed_text_schema(NAME_MAX_LENGTH),
+    )
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def strip_name(cls, value: Any) -> Any:
+        if value is None:
+            # Absent means "leave as is"; an explicit null would blank a required column.
+            raise ValueError("may be omitted but not null")
+        return value.strip() if isinstance(value, str) else value
+
+    _name = field_validator("name")(storable_text)
+
+
+# Body of POST /api/auth/email: the password again, so that a stolen access token alone
+# cannot move the account to another address.
+class EmailChangeRequest(RequestModel):
+    model_config = with_examples(
+        {"password": "correct horse battery staple", "new_email": "ada.lovelace@example.com"}
+    )
+
+    password: GivenPassword
+    new_email: str = Field(
+        max_length=EMAIL_MAX_LENGTH,
+        description=UserBase.model_fields["email"].description,
+        json_schema_extra=UserBase.model_fields["email"].json_schema_extra,
+    )
+
+    # The sign-up rule: a bare address, normalised.
+    _email = field_validator("new_email")(signup_email)
+
+
+# Body of POST /api/auth/email/confirm.
+class EmailChangeConfirm(RequestModel):
+    model_config = with_examples({"token": "the-token-from-the-email"})
+
+    token: EmailedToken
+
+
+# One of the caller's live sessions (a login, or the sign-up's session), with the device
+# it was opened from.
 class SessionPublic(SQLModel):
     model_config = RESPONSE_CONFIG  # type: ignore[assignment]
 
@@ -95,6 +183,31 @@ class SessionPublic(SQLModel):
     created_at: datetime
     expires_at: datetime = Field(description="When it ends unless refreshed again")
     current: bool = Field(description="Whether this request's access token belongs to it")
+    ip: str | None = Field(description="The source address of the login")
+    user_agent: str | None = Field(description="The login's User-Agent (first 256 characters)")
+    last_used_at: datetime | None = Field(description="The last login or refresh")
+
+
+# One entry of the caller's security log.
+class SecurityEventPublic(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
+    id: uuid.UUID
+    type: SecurityEventType
+    created_at: datetime
+    ip: str | None
+    user_agent: str | None
+    session_id: uuid.UUID | None = Field(description="The session it concerns, if any")
+
+
+# What GET /api/auth/events returns: a page of the caller's security log, newest first.
+class SecurityEventPage(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
+    items: list[SecurityEventPublic]
+    total: int
+    skip: int
+    limit: int
 
 
 # What GET /api/auth/sessions returns: the caller's live sessions, newest first.

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from account_service import Device
 from taskapi.models import (
     ANY_SOURCE,
     LOGIN_SOURCE_MAX_LENGTH,
@@ -50,8 +51,10 @@ def add_user(session: Session, *, body: UserCreate, now: datetime) -> User:
     return user
 
 
-def start_session(session: Session, *, user_id: uuid.UUID, now: datetime) -> TokenPair:
-    """Stage a new login session and return its first token pair."""
+def start_session(
+    session: Session, *, user_id: uuid.UUID, now: datetime, device: Device
+) -> TokenPair:
+    """Stage a new login session, on this device, and return its first token pair."""
     session_id = uuid.uuid4()
     pair = issue_token_pair(user_id=user_id, session_id=session_id, now=now)
     session.add(
@@ -61,9 +64,27 @@ def start_session(session: Session, *, user_id: uuid.UUID, now: datetime) -> Tok
             refresh_jti=pair.refresh.claims.jti,
             created_at=now,
             expires_at=pair.refresh.claims.expires_at,
+            ip=device.ip,
+            user_agent=device.user_agent,
+            last_used_at=now,
         )
     )
     return pair
+
+
+def lock_password_hash(session: Session, *, user_id: uuid.UUID) -> str | None:
+    """Lock the user row until commit and return its hash as it is now (None: the user is
+    gone), for a login to check that the hash it verified is still the user's.
+
+    FOR NO KEY UPDATE, as the UPDATE of a password change or reset takes: one waits for
+    the other. On PostgreSQL a row updated meanwhile is read in its new version, so a
+    reset that committed while bcrypt ran is seen here; one that comes later waits for
+    the login to commit, and then ends its session. SQLite has one writer at a time and
+    ignores the clause.
+    """
+    return session.exec(
+        select(User.hashed_password).where(col(User.id) == user_id).with_for_update(key_share=True)
+    ).first()
 
 
 class RefreshFailure(enum.Enum):
@@ -97,7 +118,11 @@ def rotate_refresh_token(
             col(AuthSession.expires_at) > now,
             user_is_active,
         )
-        .values(refresh_jti=pair.refresh.claims.jti, expires_at=pair.refresh.claims.expires_at)
+        .values(
+            refresh_jti=pair.refresh.claims.jti,
+            expires_at=pair.refresh.claims.expires_at,
+            last_used_at=now,
+        )
         .execution_options(synchronize_session=False)
     )
     if rotated.rowcount == 1:

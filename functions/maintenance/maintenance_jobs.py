@@ -1,4 +1,6 @@
-"""The scheduled clean-up: rows that only grow, deleted in bounded batches.
+"""The scheduled clean-up: rows that only grow, deleted in bounded batches (ended
+sessions, old login failures, idempotency records, the trash, the security log past its
+retention, expired emailed tokens).
 
 Each purge deletes at most `MAINTENANCE_BATCH_SIZE` rows per transaction, so no batch
 holds locks for long or outlives the statement timeout, and stops starting batches once
@@ -20,9 +22,11 @@ from sqlmodel import SQLModel, col
 from taskapi.metrics import METRICS_NAMESPACE, Unit, put_metrics
 from taskapi.models import (
     IDEMPOTENCY_KEY_LIFETIME,
+    AccountToken,
     AuthSession,
     IdempotencyKey,
     LoginAttempt,
+    SecurityEvent,
     Task,
     utcnow,
 )
@@ -69,6 +73,16 @@ def trash_past_retention(now: datetime, settings: Settings) -> sa.ColumnElement[
     return sa.and_(col(Task.deleted_at).is_not(None), col(Task.deleted_at) < cutoff)
 
 
+def security_events_past_retention(now: datetime, settings: Settings) -> sa.ColumnElement[bool]:
+    """Security log entries older than SECURITY_EVENT_DAYS."""
+    return col(SecurityEvent.created_at) < now - timedelta(days=settings.security_event_days)
+
+
+def expired_account_tokens(now: datetime, settings: Settings) -> sa.ColumnElement[bool]:
+    """Emailed tokens (password reset, email change) that can no longer be used."""
+    return col(AccountToken.expires_at) <= now
+
+
 @dataclass(frozen=True)
 class Purge:
     name: str  # the key in the run's counts
@@ -96,6 +110,13 @@ PURGES = (
         idempotency_keys_past_their_lifetime,
     ),
     Purge("trash", "TrashedTasksDeleted", table_of(Task), trash_past_retention),
+    Purge(
+        "security_events",
+        "SecurityEventsDeleted",
+        table_of(SecurityEvent),
+        security_events_past_retention,
+    ),
+    Purge("account_tokens", "AccountTokensDeleted", table_of(AccountToken), expired_account_tokens),
 )
 
 

@@ -112,11 +112,24 @@ class Settings(BaseSettings):
     maintenance_batch_size: int = Field(default=500, ge=1)
     maintenance_time_budget_seconds: float = Field(default=240.0, ge=0)
 
+    # Password reset by email: minutes a token stays valid; requests allowed per email and
+    # per source IP inside LOGIN_LOCKOUT_MINUTES (then 429); and the seconds every request
+    # takes at least, mail or not, so its time does not tell whether the account exists.
+    password_reset_minutes: int = Field(default=30, ge=1)
+    password_reset_max_per_email: int = Field(default=3, ge=1)
+    password_reset_max_per_source: int = Field(default=20, ge=1)
+    password_reset_answer_seconds: float = Field(default=0.5, ge=0)
+    # Minutes the confirmation link of an email change stays valid.
+    email_change_minutes: int = Field(default=60, ge=1)
+    # Days the security log keeps an event; the maintenance run deletes older ones.
+    security_event_days: int = Field(default=90, ge=1)
+
     # Email (taskapi.mail). `auto`: SMTP when SMTP_SERVER is set, else SES on any stage but
     # `local`/`test`, else the message is written to the log (a developer clicks the link).
     email_delivery: Literal["auto", "ses", "smtp", "log"] = "auto"
     email_from: str = "Task API <no-reply@example.com>"
-    # The base of the links in emails (the web app that takes the token).
+    # The base of the links in emails (the web app that takes the token); empty: the
+    # emails carry the token alone.
     public_url: str = "http://127.0.0.1:3000"
     smtp_server: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)
