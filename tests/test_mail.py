@@ -180,3 +180,12 @@ def test_ses_refusing_an_unverified_sender_is_counted(
     assert ses.sent_messages == []
     assert "MessageRejected" in caplog.records[0].__dict__["error"]
     assert emf_counts(capsys.readouterr().out) == [(0, 1)]
+
+
+def test_links_start_with_public_url_or_the_local_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert get_settings().link_base == "http://127.0.0.1:3000"
+    configure(monkeypatch, public_url="https://app.example.com/")
+    assert get_settings().link_base == "https://app.example.com"
+    # A deployed stage without PUBLIC_URL has no address to link to: the token alone.
+    configure(monkeypatch, public_url="", stage="prod")
+    assert get_settings().link_base == ""

@@ -20,6 +20,7 @@ from sqlalchemy import event
 
 from taskapi.db import get_engine
 from taskapi.models import AccountToken, utcnow
+from taskapi.settings import get_settings
 from tests.support.auth import (
     ME,
     NEW_PASSWORD,
@@ -330,3 +331,19 @@ def test_logins_with_the_old_password_racing_a_reset_leave_no_live_session(
     assert responses[0].status == 200, responses[0].body
     assert {r.status for r in responses[1:]} <= {200, 401}
     assert live_sessions(pg, "ada@example.com") == 0
+
+
+def test_without_a_link_base_the_mail_carries_the_token(
+    client: Client, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signup(client)
+    configure(monkeypatch, public_url="https://app.example.com")
+    request_reset(client, "ada@example.com")
+    assert "https://app.example.com/reset-password?token=" in body_of(mailbox.messages[-1])
+    monkeypatch.setattr(type(get_settings()), "link_base", property(lambda _: ""))
+    request_reset(client, "ada@example.com")
+    body = body_of(mailbox.messages[-1])
+    assert "reset-password" not in body
+    token = re.search(r"Your token: ([A-Za-z0-9_-]+)", body)
+    assert token
+    assert confirm(client, token.group(1)).status == 200

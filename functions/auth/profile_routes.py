@@ -64,7 +64,7 @@ RESET_ACCEPTED = "If an account has this email, a link to reset its password is 
 def link(path: str, token: str) -> str:
     """The line of a mail that carries its token: a link to the web app (PUBLIC_URL), or
     the token alone when there is none."""
-    base = get_settings().public_url.rstrip("/")
+    base = get_settings().link_base
     return f"{base}{path}?token={token}" if base else f"Your token: {token}"
 
 

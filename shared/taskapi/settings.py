@@ -24,6 +24,8 @@ from taskapi.aws import aws_client, clear_clients, describe_limits
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LOCAL_STAGES = frozenset({"local", "test"})
 LOCAL_DATABASE_URL = "sqlite:///./taskapi.db"
+# Where `make run` serves the API (its default PORT): the base of the links in emails.
+LOCAL_PUBLIC_URL = "http://127.0.0.1:3000"
 # The drivers the layer ships: every way of writing a PostgreSQL URL means psycopg2
 # (SQLAlchemy 2.1 reads a bare `postgresql://` as psycopg 3, which is not shipped).
 _DATABASE_DRIVERS = {
@@ -128,9 +130,8 @@ class Settings(BaseSettings):
     # `local`/`test`, else the message is written to the log (a developer clicks the link).
     email_delivery: Literal["auto", "ses", "smtp", "log"] = "auto"
     email_from: str = "Task API <no-reply@example.com>"
-    # The base of the links in emails (the web app that takes the token); empty: the
-    # emails carry the token alone.
-    public_url: str = "http://127.0.0.1:3000"
+    # The base of the links in emails (the web app that takes the token); see `link_base`.
+    public_url: str = ""
     smtp_server: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_username: str | None = None
@@ -145,6 +146,14 @@ class Settings(BaseSettings):
     @property
     def is_local(self) -> bool:
         return self.stage in LOCAL_STAGES
+
+    @property
+    def link_base(self) -> str:
+        """The base of the links in emails: PUBLIC_URL; unset, the local server's address
+        on a local stage (`make run`), and elsewhere none (the emails carry the token)."""
+        if self.public_url.strip():
+            return self.public_url.strip().rstrip("/")
+        return LOCAL_PUBLIC_URL if self.is_local else ""
 
     @property
     def cors_origin_list(self) -> list[str]:
