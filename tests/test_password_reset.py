@@ -17,6 +17,7 @@ from moto import mock_aws
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 from sqlalchemy import event
+from sqlmodel import select
 
 from taskapi.db import get_engine
 from taskapi.models import AccountToken, utcnow
@@ -141,7 +142,7 @@ def test_the_token_is_stored_hashed_and_a_newer_one_replaces_it(
     assert request_reset(client, "ada@example.com").status == 202
     first = mailbox.last_token("ada@example.com")
     with rows(db) as session:
-        (row,) = session.exec(sa.select(AccountToken)).scalars().all()
+        (row,) = session.exec(select(AccountToken)).all()
     assert row.token_hash == hashlib.sha256(first.encode()).hexdigest()
     assert row.purpose == "password_reset"
     assert row.expires_at - row.created_at == timedelta(minutes=30)
