@@ -3,18 +3,16 @@ sessions, delete the account. Routes are `async def` for the reason in the `task
 package docstring."""
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Response, status
-from sqlmodel import Session
 
-from account_service import Device, record_event
+from account_service import SecurityLog
 from auth_routes import (
     LOCKED_OUT,
     LOCKED_OUT_HEADERS,
     UNAUTHORIZED,
-    DeviceDep,
+    SecurityLogDep,
     logger,
     too_many_attempts,
 )
@@ -40,9 +38,7 @@ router = function_router(prefix="/api/auth", tags=["auth"])
 WRONG_PASSWORD = {status.HTTP_403_FORBIDDEN: "The password is wrong (it counts as a failed login)"}
 
 
-def confirm_password(
-    session: Session, device: Device, *, user: User, password: str, now: datetime
-) -> None:
+def confirm_password(events: SecurityLog, *, user: User, password: str) -> None:
     """Refuse a password re-entered for a sensitive change unless it is right: 429 while
     the email is locked out from this source, as at login; 403 for a wrong one, counted
     as a failed login. The only place these routes touch login throttling.
@@ -53,17 +49,18 @@ def confirm_password(
     commits the failure before answering; a right one gives the attempt back, committed
     with the change itself.
     """
-    retry_after = reserve_login_attempt(session, email=user.email, source_ip=device.ip, now=now)
+    session, now = events.session, events.now
+    retry_after = reserve_login_attempt(
+        session, email=user.email, source_ip=events.device.ip, now=now
+    )
     if retry_after:
         too_many_attempts(retry_after)
     if not verify_password(password, user.hashed_password):
-        record_event(
-            session, user_id=user.id, type=SecurityEventType.LOGIN_FAILED, device=device, now=now
-        )
+        events.record(SecurityEventType.LOGIN_FAILED, user.id)
         session.commit()
         logger.info("password check failed", extra={"user_id": str(user.id)})
         raise HTTPException(status.HTTP_403_FORBIDDEN, "The password is wrong")
-    release_login_attempt(session, email=user.email, source_ip=device.ip)
+    release_login_attempt(session, email=user.email, source_ip=events.device.ip)
 
 
 async def get_user_to_delete(session: SessionDep, claims: AccessClaims) -> User:
@@ -85,11 +82,11 @@ async def change_password(
     user: CurrentUser,
     claims: AccessClaims,
     session: SessionDep,
-    device: DeviceDep,
+    events: SecurityLogDep,
 ) -> Detail:
     """Set a new password; every other session of the user ends, this one stays."""
-    now = utcnow()
-    confirm_password(session, device, user=user, password=body.current_password, now=now)
+    now = events.now
+    confirm_password(events, user=user, password=body.current_password)
     changed = set_password(
         session,
         user_id=user.id,
@@ -101,14 +98,7 @@ async def change_password(
         # The account was deleted or this session revoked while the request ran.
         session.rollback()
         unauthorized("Session expired or revoked")
-    record_event(
-        session,
-        user_id=user.id,
-        type=SecurityEventType.PASSWORD_CHANGED,
-        device=device,
-        now=now,
-        session_id=claims.session_id,
-    )
+    events.record(SecurityEventType.PASSWORD_CHANGED, user.id, session_id=claims.session_id)
     session.commit()
     logger.info(
         "password changed",
@@ -172,22 +162,15 @@ async def revoke_session(
     session_id: Annotated[uuid.UUID, Path(description="A session id from GET /sessions")],
     user: CurrentUser,
     session: SessionDep,
-    device: DeviceDep,
+    events: SecurityLogDep,
 ) -> Response:
     """End one of the caller's sessions: its tokens get 401 from then on (the current one
     too: that is a logout)."""
-    now = utcnow()
+    now = events.now
     # Another user's session is 404 like an unknown one: a session id reveals nothing.
     if not revoke_sessions(session, user_id=user.id, session_ids={session_id}, now=now):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Session not found")
-    record_event(
-        session,
-        user_id=user.id,
-        type=SecurityEventType.SESSION_REVOKED,
-        device=device,
-        now=now,
-        session_id=session_id,
-    )
+    events.record(SecurityEventType.SESSION_REVOKED, user.id, session_id=session_id)
     session.commit()
     logger.info("session revoked", extra={"user_id": str(user.id), "session_id": str(session_id)})
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -205,10 +188,10 @@ async def delete_account(
     body: AccountDeletionRequest,
     user: Annotated[User, Depends(get_user_to_delete)],
     session: SessionDep,
-    device: DeviceDep,
+    events: SecurityLogDep,
 ) -> Response:
     """Delete the account with its tasks and sessions, for good; the email is free again."""
-    confirm_password(session, device, user=user, password=body.password, now=utcnow())
+    confirm_password(events, user=user, password=body.password)
     if not delete_user(session, user_id=user.id, email=user.email):
         session.rollback()
         unauthorized("Session expired or revoked")

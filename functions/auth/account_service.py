@@ -54,26 +54,29 @@ class Device:
 # The security log
 
 
-def record_event(
-    session: Session,
-    *,
-    user_id: uuid.UUID,
-    type: SecurityEventType,
-    device: Device | None,
-    now: datetime,
-    session_id: uuid.UUID | None = None,
-) -> None:
-    """Stage one entry of the user's security log (committed with the request)."""
-    session.add(
-        SecurityEvent(
-            user_id=user_id,
-            type=type,
-            created_at=now,
-            ip=device.ip if device else None,
-            user_agent=device.user_agent if device else None,
-            session_id=session_id,
+@dataclass(frozen=True)
+class SecurityLog:
+    """The security log as one request writes it: in the request's transaction, with
+    its device and time, so an event commits with what it records or not at all."""
+
+    session: Session
+    device: Device
+    now: datetime
+
+    def record(
+        self, type: SecurityEventType, user_id: uuid.UUID, *, session_id: uuid.UUID | None = None
+    ) -> None:
+        """Stage one entry of the user's log (committed with the request)."""
+        self.session.add(
+            SecurityEvent(
+                user_id=user_id,
+                type=type,
+                created_at=self.now,
+                ip=self.device.ip,
+                user_agent=self.device.user_agent,
+                session_id=session_id,
+            )
         )
-    )
 
 
 def list_events(
@@ -108,11 +111,17 @@ def issue_account_token(
     user_id: uuid.UUID,
     purpose: AccountTokenPurpose,
     now: datetime,
-    lifetime: timedelta,
     new_email: str | None = None,
 ) -> str:
-    """A new token for the user and purpose; it replaces any earlier one (which stops
-    working). Returns the token itself, which only the email carries."""
+    """A new token for the user and purpose, valid PASSWORD_RESET_MINUTES or
+    EMAIL_CHANGE_MINUTES; it replaces any earlier one (which stops working). Returns the
+    token itself, which only the email carries."""
+    settings = get_settings()
+    minutes = (
+        settings.password_reset_minutes
+        if purpose is AccountTokenPurpose.PASSWORD_RESET
+        else settings.email_change_minutes
+    )
     token = secrets.token_urlsafe(32)
     values = {
         "user_id": user_id,
@@ -120,7 +129,7 @@ def issue_account_token(
         "token_hash": token_hash(token),
         "new_email": new_email,
         "created_at": now,
-        "expires_at": now + lifetime,
+        "expires_at": now + timedelta(minutes=minutes),
     }
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     statement = insert(AccountToken).values(values)

@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 
-from account_service import Device, record_event
+from account_service import Device, SecurityLog
 from auth_schemas import (
     AuthResponse,
     LoginRequest,
@@ -72,6 +72,14 @@ async def get_device(request: Request, source_ip: SourceIp) -> Device:
 DeviceDep = Annotated[Device, Depends(get_device)]
 
 
+async def get_security_log(session: SessionDep, device: DeviceDep) -> SecurityLog:
+    """The request's security log: its transaction, device and time."""
+    return SecurityLog(session=session, device=device, now=utcnow())
+
+
+SecurityLogDep = Annotated[SecurityLog, Depends(get_security_log)]
+
+
 def auth_response(user: User, pair: TokenPair) -> AuthResponse:
     return AuthResponse.from_pair(pair, user=UserPublic.model_validate(user))
 
@@ -83,9 +91,9 @@ def auth_response(user: User, pair: TokenPair) -> AuthResponse:
     response_model=AuthResponse,
     responses=error_responses(Detail, REGISTERED),
 )
-async def signup(body: SignupRequest, session: SessionDep, device: DeviceDep) -> AuthResponse:
+async def signup(body: SignupRequest, session: SessionDep, events: SecurityLogDep) -> AuthResponse:
     """Create an account and log it in."""
-    now = utcnow()
+    now = events.now
     try:
         user = add_user(session, body=body, now=now)
     except IntegrityError:
@@ -95,15 +103,8 @@ async def signup(body: SignupRequest, session: SessionDep, device: DeviceDep) ->
         raise HTTPException(
             status.HTTP_409_CONFLICT, "A user with this email already exists"
         ) from None
-    pair = start_session(session, user_id=user.id, now=now, device=device)
-    record_event(
-        session,
-        user_id=user.id,
-        type=SecurityEventType.SIGNUP,
-        device=device,
-        now=now,
-        session_id=pair.access.claims.session_id,
-    )
+    pair = start_session(session, user_id=user.id, now=now, device=events.device)
+    events.record(SecurityEventType.SIGNUP, user.id, session_id=pair.access.claims.session_id)
     session.commit()
     logger.info("signed up", extra={"user_id": str(user.id)})
     return auth_response(user, pair)
@@ -117,12 +118,14 @@ async def signup(body: SignupRequest, session: SessionDep, device: DeviceDep) ->
         Detail, UNAUTHORIZED | INACTIVE | LOCKED_OUT, headers=LOCKED_OUT_HEADERS
     ),
 )
-async def login(body: LoginRequest, session: SessionDep, device: DeviceDep) -> AuthResponse:
+async def login(body: LoginRequest, session: SessionDep, events: SecurityLogDep) -> AuthResponse:
     """Exchange an email and password for a new session's tokens."""
-    now = utcnow()
+    now = events.now
     # The attempt counts as a failure before bcrypt runs, and that count is committed at
     # once: simultaneous attempts cannot all slip under the limit (docs/API.md).
-    retry_after = reserve_login_attempt(session, email=body.email, source_ip=device.ip, now=now)
+    retry_after = reserve_login_attempt(
+        session, email=body.email, source_ip=events.device.ip, now=now
+    )
     session.commit()
     if retry_after:
         too_many_attempts(retry_after)
@@ -132,17 +135,11 @@ async def login(body: LoginRequest, session: SessionDep, device: DeviceDep) -> A
     password_ok = verify_password(body.password, user.hashed_password if user else None)
     if user is None or not password_ok:
         if user is not None:
-            record_event(
-                session,
-                user_id=user.id,
-                type=SecurityEventType.LOGIN_FAILED,
-                device=device,
-                now=now,
-            )
+            events.record(SecurityEventType.LOGIN_FAILED, user.id)
             session.commit()
         logger.info("login failed")
         unauthorized("Invalid email or password")
-    release_login_attempt(session, email=body.email, source_ip=device.ip)
+    release_login_attempt(session, email=body.email, source_ip=events.device.ip)
     if not user.is_active:
         session.commit()
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This account is inactive")
@@ -156,15 +153,8 @@ async def login(body: LoginRequest, session: SessionDep, device: DeviceDep) -> A
         unauthorized("Invalid email or password")
     user.last_login_at = now
     session.add(user)
-    pair = start_session(session, user_id=user.id, now=now, device=device)
-    record_event(
-        session,
-        user_id=user.id,
-        type=SecurityEventType.LOGIN,
-        device=device,
-        now=now,
-        session_id=pair.access.claims.session_id,
-    )
+    pair = start_session(session, user_id=user.id, now=now, device=events.device)
+    events.record(SecurityEventType.LOGIN, user.id, session_id=pair.access.claims.session_id)
     session.commit()
     logger.info(
         "logged in",
@@ -179,22 +169,19 @@ async def login(body: LoginRequest, session: SessionDep, device: DeviceDep) -> A
     response_model=TokenResponse,
     responses=error_responses(Detail, UNAUTHORIZED),
 )
-async def refresh(body: RefreshRequest, session: SessionDep, device: DeviceDep) -> TokenResponse:
+async def refresh(
+    body: RefreshRequest, session: SessionDep, events: SecurityLogDep
+) -> TokenResponse:
     """Exchange a refresh token for a new pair; the presented token stops working."""
     try:
         claims = decode_token(body.refresh_token, expected_type="refresh")
     except InvalidTokenError:
         unauthorized("Invalid or expired refresh token")
-    now = utcnow()
+    now = events.now
     outcome = rotate_refresh_token(session, claims=claims, now=now)
     if outcome is RefreshFailure.TOKEN_REUSED:
-        record_event(
-            session,
-            user_id=claims.user_id,
-            type=SecurityEventType.REFRESH_TOKEN_REUSED,
-            device=device,
-            now=now,
-            session_id=claims.session_id,
+        events.record(
+            SecurityEventType.REFRESH_TOKEN_REUSED, claims.user_id, session_id=claims.session_id
         )
     # Commit either way: a reused token's revocation must stick even though we refuse.
     session.commit()
@@ -222,7 +209,7 @@ async def logout(
     user: CurrentUser,
     claims: AccessClaims,
     session: SessionDep,
-    device: DeviceDep,
+    events: SecurityLogDep,
     # Optional, so omitted rather than null: the None stays out of the document.
     body: Annotated[LogoutRequest | SkipJsonSchema[None], Body()] = None,
 ) -> Detail:
@@ -241,16 +228,9 @@ async def logout(
         if refresh_claims.user_id != user.id:
             unauthorized("Invalid or expired refresh token")
         session_ids.add(refresh_claims.session_id)
-    now = utcnow()
+    now = events.now
     revoke_sessions(session, user_id=user.id, session_ids=session_ids, now=now)
-    record_event(
-        session,
-        user_id=user.id,
-        type=SecurityEventType.LOGOUT,
-        device=device,
-        now=now,
-        session_id=claims.session_id,
-    )
+    events.record(SecurityEventType.LOGOUT, user.id, session_id=claims.session_id)
     session.commit()
     logger.info(
         "logged out",

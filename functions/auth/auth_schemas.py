@@ -124,18 +124,21 @@ class PasswordResetConfirm(RequestModel):
     new_password: NewPassword
 
 
+# A name that PATCH /api/auth/me sets: the sign-up's limits, on `str` itself (on the
+# optional field's union they would also meet the None).
+ProfileName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=NAME_MAX_LENGTH),
+    Field(json_schema_extra=trimmed_text_schema(NAME_MAX_LENGTH)),
+]
+
+
 # Body of PATCH /api/auth/me: the fields to change (absent: unchanged; null: 422).
 class ProfileUpdate(RequestModel):
     model_config = with_examples({"name": "Ada Lovelace"})
 
-    # The length limits go on `str` itself: on the union they would also meet the None.
-    name: (
-        Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX_LENGTH)]
-        | SkipJsonSchema[None]
-    ) = Field(
-        default=None,
-        description=UserBase.model_fields["name"].description,
-        json_schema_extra=trimmed_text_schema(NAME_MAX_LENGTH),
+    name: ProfileName | SkipJsonSchema[None] = Field(
+        default=None, description=UserBase.model_fields["name"].description
     )
 
     @field_validator("name", mode="before")

@@ -8,7 +8,6 @@ through `taskapi.mail`, which never raises: an answer never depends on a mail se
 
 import asyncio
 import time
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import HTTPException, Query, status
@@ -19,11 +18,17 @@ from account_service import (
     count_reset_request,
     issue_account_token,
     list_events,
-    record_event,
     redeem_account_token,
     reset_password,
 )
-from auth_routes import LOCKED_OUT, LOCKED_OUT_HEADERS, REGISTERED, UNAUTHORIZED, DeviceDep, logger
+from auth_routes import (
+    LOCKED_OUT,
+    LOCKED_OUT_HEADERS,
+    REGISTERED,
+    UNAUTHORIZED,
+    SecurityLogDep,
+    logger,
+)
 from auth_schemas import (
     EmailChangeConfirm,
     EmailChangeRequest,
@@ -58,6 +63,7 @@ RESET_THROTTLED = {
 RESET_THROTTLED_HEADERS = {
     status.HTTP_429_TOO_MANY_REQUESTS: retry_after_header("Seconds until a request is taken again")
 }
+ME_ERRORS = error_responses(Detail, UNAUTHORIZED)
 RESET_ACCEPTED = "If an account has this email, a link to reset its password is on its way"
 
 
@@ -80,14 +86,16 @@ def link(path: str, token: str) -> str:
     responses=error_responses(Detail, RESET_THROTTLED, headers=RESET_THROTTLED_HEADERS),
 )
 async def request_password_reset(
-    body: PasswordResetRequest, session: SessionDep, device: DeviceDep
+    body: PasswordResetRequest, session: SessionDep, events: SecurityLogDep
 ) -> Detail:
     """Mail a single-use reset link if an account has this email. The answer, and its
     time, are the same either way."""
     started = time.monotonic()
     settings = get_settings()
-    now = utcnow()
-    retry_after = count_reset_request(session, email=body.email, source_ip=device.ip, now=now)
+    now = events.now
+    retry_after = count_reset_request(
+        session, email=body.email, source_ip=events.device.ip, now=now
+    )
     if retry_after:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -98,19 +106,9 @@ async def request_password_reset(
     token = None
     if user is not None and user.is_active:
         token = issue_account_token(
-            session,
-            user_id=user.id,
-            purpose=AccountTokenPurpose.PASSWORD_RESET,
-            now=now,
-            lifetime=timedelta(minutes=settings.password_reset_minutes),
+            session, user_id=user.id, purpose=AccountTokenPurpose.PASSWORD_RESET, now=now
         )
-        record_event(
-            session,
-            user_id=user.id,
-            type=SecurityEventType.PASSWORD_RESET_REQUESTED,
-            device=device,
-            now=now,
-        )
+        events.record(SecurityEventType.PASSWORD_RESET_REQUESTED, user.id)
     session.commit()
     if user is not None and token is not None:
         send_email(
@@ -140,10 +138,10 @@ async def request_password_reset(
     ),
 )
 async def confirm_password_reset(
-    body: PasswordResetConfirm, session: SessionDep, device: DeviceDep
+    body: PasswordResetConfirm, session: SessionDep, events: SecurityLogDep
 ) -> Detail:
     """Set the new password; the token is used up, and every session of the user ends."""
-    now = utcnow()
+    now = events.now
     # Hashed before the token's row is locked: bcrypt takes a while.
     hashed = hash_password(body.new_password)
     redeemed = redeem_account_token(
@@ -152,13 +150,7 @@ async def confirm_password_reset(
     if redeemed is None:
         unauthorized("Invalid, used or expired reset token; ask for a new one")
     reset_password(session, user_id=redeemed.user_id, hashed_password=hashed, now=now)
-    record_event(
-        session,
-        user_id=redeemed.user_id,
-        type=SecurityEventType.PASSWORD_RESET,
-        device=device,
-        now=now,
-    )
+    events.record(SecurityEventType.PASSWORD_RESET, redeemed.user_id)
     session.commit()
     logger.info("password reset", extra={"user_id": str(redeemed.user_id)})
     return Detail(detail="Password reset; log in with the new password")
@@ -168,12 +160,7 @@ async def confirm_password_reset(
 # Profile and email change
 
 
-@router.patch(
-    "/me",
-    summary="Change the profile",
-    response_model=UserPublic,
-    responses=error_responses(Detail, UNAUTHORIZED),
-)
+@router.patch("/me", summary="Change the profile", response_model=UserPublic, responses=ME_ERRORS)
 async def update_me(body: ProfileUpdate, user: CurrentUser, session: SessionDep) -> User:
     """Change the fields given (the name); absent ones stay as they are."""
     user.sqlmodel_update(body.model_dump(exclude_unset=True))
@@ -202,12 +189,12 @@ async def request_email_change(
     user: CurrentUser,
     claims: AccessClaims,
     session: SessionDep,
-    device: DeviceDep,
+    events: SecurityLogDep,
 ) -> Detail:
     """Mail a confirmation link to the new address; the email changes once it is opened."""
     settings = get_settings()
-    now = utcnow()
-    confirm_password(session, device, user=user, password=body.password, now=now)
+    now = events.now
+    confirm_password(events, user=user, password=body.password)
     if body.new_email == user.email:
         raise HTTPException(status.HTTP_409_CONFLICT, "This is already the account's email")
     token = issue_account_token(
@@ -215,17 +202,9 @@ async def request_email_change(
         user_id=user.id,
         purpose=AccountTokenPurpose.EMAIL_CHANGE,
         now=now,
-        lifetime=timedelta(minutes=settings.email_change_minutes),
         new_email=body.new_email,
     )
-    record_event(
-        session,
-        user_id=user.id,
-        type=SecurityEventType.EMAIL_CHANGE_REQUESTED,
-        device=device,
-        now=now,
-        session_id=claims.session_id,
-    )
+    events.record(SecurityEventType.EMAIL_CHANGE_REQUESTED, user.id, session_id=claims.session_id)
     session.commit()
     send_email(
         to=body.new_email,
@@ -251,10 +230,10 @@ async def request_email_change(
     ),
 )
 async def confirm_email_change(
-    body: EmailChangeConfirm, session: SessionDep, device: DeviceDep
+    body: EmailChangeConfirm, session: SessionDep, events: SecurityLogDep
 ) -> User:
     """Move the account to the new email; the old address gets a notice."""
-    now = utcnow()
+    now = events.now
     redeemed = redeem_account_token(
         session, token=body.token, purpose=AccountTokenPurpose.EMAIL_CHANGE, now=now
     )
@@ -272,9 +251,7 @@ async def confirm_email_change(
         raise HTTPException(
             status.HTTP_409_CONFLICT, "A user with this email already exists"
         ) from None
-    record_event(
-        session, user_id=user.id, type=SecurityEventType.EMAIL_CHANGED, device=device, now=now
-    )
+    events.record(SecurityEventType.EMAIL_CHANGED, user.id)
     session.commit()
     logger.info("email changed", extra={"user_id": str(user.id)})
     send_email(
@@ -293,17 +270,13 @@ async def confirm_email_change(
 # The security log
 
 
-@router.get(
-    "/events",
-    summary="The caller's security log",
-    response_model=SecurityEventPage,
-    responses=error_responses(Detail, UNAUTHORIZED),
-)
+Skip = Annotated[int, Query(ge=0, le=2**31 - 1, description="Events to skip")]
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
+
+
+@router.get("/events", summary="The caller's security log", responses=ME_ERRORS)
 async def list_security_events(
-    user: CurrentUser,
-    session: SessionDep,
-    skip: Annotated[int, Query(ge=0, le=2**31 - 1, description="Events to skip")] = 0,
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+    user: CurrentUser, session: SessionDep, skip: Skip = 0, limit: Limit = 20
 ) -> SecurityEventPage:
     """Sign-ups, logins, failed logins, refresh-token reuse, password changes and resets,
     email changes, session revocations and logouts, newest first."""
