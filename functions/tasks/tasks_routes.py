@@ -384,7 +384,6 @@ async def create_task(
     location = f"/api/tasks/{task.id}"
     response = task_response(task, status_code=http.HTTP_201_CREATED, Location=location)
     if idempotency_key is None:
-        session.commit()
         return response
     session.add(
         IdempotencyKey(
@@ -399,14 +398,11 @@ async def create_task(
         )
     )
     try:
-        session.commit()
+        session.flush()
     except IntegrityError:
-        # A simultaneous request with the same key committed first (SQLite; on PostgreSQL
-        # the user's lock makes this one wait and find that answer above): its answer.
-        session.rollback()
-        found = find_idempotency_record(session, user_id=user.id, key=idempotency_key, now=now)
-        if found is not None:
-            return replay(found, body_fingerprint)
+        # A simultaneous request with the same key wrote it first (SQLite; on PostgreSQL
+        # the user's lock makes this one wait and find that answer above). Its answer is
+        # stored once it commits: a retry gets it.
         raise HTTPException(
             status_code=http.HTTP_409_CONFLICT,
             detail="A request with this Idempotency-Key is still in progress; retry it",
@@ -464,7 +460,7 @@ async def restore_task(
     """Put a deleted task back in the list, as a new version with a new `ETag`."""
     version = expected_version(task, if_match)
     now = utcnow()
-    restored = tasks_queries.update_task(
+    restored = tasks_queries.write_new_version(
         session,
         task=task,
         expected_version=version,
@@ -519,7 +515,9 @@ async def update_task(
         values["completed_at"] = (
             first_completion(now) if changes["status"] is TaskStatus.COMPLETED else None
         )
-    written = tasks_queries.update_task(session, task=task, expected_version=version, values=values)
+    written = tasks_queries.write_new_version(
+        session, task=task, expected_version=version, values=values
+    )
     return task_response(_written(written, if_match))
 
 
@@ -551,7 +549,7 @@ async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch 
     if task.status is TaskStatus.COMPLETED:
         return task_response(task)
     now = utcnow()
-    written = tasks_queries.update_task(
+    written = tasks_queries.write_new_version(
         session,
         task=task,
         expected_version=version,
