@@ -56,6 +56,7 @@ def confirm_password(events: SecurityLog, *, user: User, password: str) -> None:
     if retry_after:
         too_many_attempts(retry_after)
     if not verify_password(password, user.hashed_password):
+        # The failure stays counted, and logged, although the request is refused.
         events.record(SecurityEventType.LOGIN_FAILED, user.id)
         session.commit()
         logger.info("password check failed", extra={"user_id": str(user.id)})
@@ -96,10 +97,8 @@ async def change_password(
     )
     if not changed:
         # The account was deleted or this session revoked while the request ran.
-        session.rollback()
         unauthorized("Session expired or revoked")
     events.record(SecurityEventType.PASSWORD_CHANGED, user.id, session_id=claims.session_id)
-    session.commit()
     logger.info(
         "password changed",
         extra={"user_id": str(user.id), "session_id": str(claims.session_id)},
@@ -171,7 +170,6 @@ async def revoke_session(
     if not revoke_sessions(session, user_id=user.id, session_ids={session_id}, now=now):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Session not found")
     events.record(SecurityEventType.SESSION_REVOKED, user.id, session_id=session_id)
-    session.commit()
     logger.info("session revoked", extra={"user_id": str(user.id), "session_id": str(session_id)})
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -193,8 +191,6 @@ async def delete_account(
     """Delete the account with its tasks and sessions, for good; the email is free again."""
     confirm_password(events, user=user, password=body.password)
     if not delete_user(session, user_id=user.id, email=user.email):
-        session.rollback()
         unauthorized("Session expired or revoked")
-    session.commit()
     logger.info("account deleted", extra={"user_id": str(user.id)})
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,9 +1,9 @@
 """Data access for the account's own records: the security log, the tokens that emails
 carry (password reset, email change), and the throttling of reset requests.
 
-As in `auth_service`, the helpers take keyword-only arguments and leave the commit to
-the route: an event is written in the transaction of what it records, so a login that
-does not commit leaves no "login" event.
+As in `auth_service`, the helpers take keyword-only arguments and never commit or roll
+back (the request's unit of work, `taskapi.db`): an event is written in the transaction
+of what it records, so a login that does not commit leaves no "login" event.
 """
 
 import hashlib

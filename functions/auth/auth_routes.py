@@ -99,13 +99,11 @@ async def signup(body: SignupRequest, session: SessionDep, events: SecurityLogDe
     except IntegrityError:
         # The unique index on the (lower-cased) email is the only constraint a new user
         # can break, and only it is race-free: two sign-ups at once both pass any check.
-        session.rollback()
         raise HTTPException(
             status.HTTP_409_CONFLICT, "A user with this email already exists"
         ) from None
     pair = start_session(session, user_id=user.id, now=now, device=events.device)
     events.record(SecurityEventType.SIGNUP, user.id, session_id=pair.access.claims.session_id)
-    session.commit()
     logger.info("signed up", extra={"user_id": str(user.id)})
     return auth_response(user, pair)
 
@@ -122,7 +120,8 @@ async def login(body: LoginRequest, session: SessionDep, events: SecurityLogDep)
     """Exchange an email and password for a new session's tokens."""
     now = events.now
     # The attempt counts as a failure before bcrypt runs, and that count is committed at
-    # once: simultaneous attempts cannot all slip under the limit (docs/API.md).
+    # once, ending the transaction early: simultaneous attempts cannot all slip under the
+    # limit (docs/API.md), and no row lock is held through bcrypt.
     retry_after = reserve_login_attempt(
         session, email=body.email, source_ip=events.device.ip, now=now
     )
@@ -135,12 +134,14 @@ async def login(body: LoginRequest, session: SessionDep, events: SecurityLogDep)
     password_ok = verify_password(body.password, user.hashed_password if user else None)
     if user is None or not password_ok:
         if user is not None:
+            # The known user's log keeps the failure although the request is refused.
             events.record(SecurityEventType.LOGIN_FAILED, user.id)
             session.commit()
         logger.info("login failed")
         unauthorized("Invalid email or password")
     release_login_attempt(session, email=body.email, source_ip=events.device.ip)
     if not user.is_active:
+        # The right password's attempt is given back although the login is refused.
         session.commit()
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This account is inactive")
     # A session only for the password that is still the user's: a change or reset that
@@ -149,13 +150,13 @@ async def login(body: LoginRequest, session: SessionDep, events: SecurityLogDep)
     if current_hash is None:
         unauthorized("Session expired or revoked")
     if current_hash != user.hashed_password:
+        # As for an inactive account: the attempt, whose password was right, is given back.
         session.commit()
         unauthorized("Invalid email or password")
     user.last_login_at = now
     session.add(user)
     pair = start_session(session, user_id=user.id, now=now, device=events.device)
     events.record(SecurityEventType.LOGIN, user.id, session_id=pair.access.claims.session_id)
-    session.commit()
     logger.info(
         "logged in",
         extra={"user_id": str(user.id), "session_id": str(pair.access.claims.session_id)},
@@ -183,9 +184,10 @@ async def refresh(
         events.record(
             SecurityEventType.REFRESH_TOKEN_REUSED, claims.user_id, session_id=claims.session_id
         )
-    # Commit either way: a reused token's revocation must stick even though we refuse.
-    session.commit()
     if not isinstance(outcome, TokenPair):
+        # A reused token's revocation, and its event, must stick although the request is
+        # refused.
+        session.commit()
         logger.warning(
             "refresh refused",
             extra={
@@ -231,7 +233,6 @@ async def logout(
     now = events.now
     revoke_sessions(session, user_id=user.id, session_ids=session_ids, now=now)
     events.record(SecurityEventType.LOGOUT, user.id, session_id=claims.session_id)
-    session.commit()
     logger.info(
         "logged out",
         extra={"user_id": str(user.id), "session_ids": sorted(map(str, session_ids))},

@@ -2,8 +2,10 @@
 password, the profile and email change, and the security log. Routes are `async def` for
 the reason in the `taskapi` package docstring.
 
-Mails go out after the commit (a token in a mail always exists in the database) and
-through `taskapi.mail`, which never raises: an answer never depends on a mail server.
+Mails go out after the commit, which these routes make themselves rather than leave to
+the request's unit of work: a token in a mail always exists in the database, and no row
+lock is held while a mail server answers. They go through `taskapi.mail`, which never
+raises: an answer never depends on a mail server.
 """
 
 import asyncio
@@ -109,6 +111,8 @@ async def request_password_reset(
             session, user_id=user.id, purpose=AccountTokenPurpose.PASSWORD_RESET, now=now
         )
         events.record(SecurityEventType.PASSWORD_RESET_REQUESTED, user.id)
+    # Committed before the mail goes out (the module docstring), and so that the
+    # throttling rows are not held locked while a mail server answers.
     session.commit()
     if user is not None and token is not None:
         send_email(
@@ -151,7 +155,6 @@ async def confirm_password_reset(
         unauthorized("Invalid, used or expired reset token; ask for a new one")
     reset_password(session, user_id=redeemed.user_id, hashed_password=hashed, now=now)
     events.record(SecurityEventType.PASSWORD_RESET, redeemed.user_id)
-    session.commit()
     logger.info("password reset", extra={"user_id": str(redeemed.user_id)})
     return Detail(detail="Password reset; log in with the new password")
 
@@ -166,7 +169,6 @@ async def update_me(body: ProfileUpdate, user: CurrentUser, session: SessionDep)
     user.sqlmodel_update(body.model_dump(exclude_unset=True))
     user.updated_at = utcnow()
     session.add(user)
-    session.commit()
     return user
 
 
@@ -205,6 +207,7 @@ async def request_email_change(
         new_email=body.new_email,
     )
     events.record(SecurityEventType.EMAIL_CHANGE_REQUESTED, user.id, session_id=claims.session_id)
+    # Committed before the mail goes out (the module docstring).
     session.commit()
     send_email(
         to=body.new_email,
@@ -247,11 +250,12 @@ async def confirm_email_change(
         # the request (or takes it now) wins. The token stays usable (rolled back).
         session.flush()
     except IntegrityError:
-        session.rollback()
         raise HTTPException(
             status.HTTP_409_CONFLICT, "A user with this email already exists"
         ) from None
     events.record(SecurityEventType.EMAIL_CHANGED, user.id)
+    # Committed before the notice goes out: the old address never hears of a change that
+    # did not happen.
     session.commit()
     logger.info("email changed", extra={"user_id": str(user.id)})
     send_email(
