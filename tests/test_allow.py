@@ -16,7 +16,7 @@ CASES = [
     ("tasks", "DELETE", "/api/tasks/trash", "GET"),
     ("tasks", "PATCH", "/api/tasks/trash", "GET"),
     ("auth", "GET", "/api/auth/signup", "POST"),
-    ("auth", "PUT", "/api/auth/me", "DELETE, GET"),
+    ("auth", "PUT", "/api/auth/me", "DELETE, GET, PATCH"),
     ("health", "POST", "/health", "GET"),
 ]
 

@@ -314,7 +314,14 @@ def test_scheduled_events_replay_through_their_function(db: Database, name: str)
         assert result["database"] == "ok"
     else:
         assert (result["failed"], result["complete"]) == ([], True)
-        assert set(result["deleted"]) == {"sessions", "login_attempts", "idempotency_keys", "trash"}
+        assert set(result["deleted"]) == {
+            "sessions",
+            "login_attempts",
+            "idempotency_keys",
+            "trash",
+            "security_events",
+            "account_tokens",
+        }
 
 
 @pytest.mark.parametrize("empty_database", ["sqlite", "postgresql"], indirect=True)
