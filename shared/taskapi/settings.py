@@ -107,10 +107,31 @@ class Settings(BaseSettings):
     max_tasks_per_user: int = Field(default=10000, ge=1)
     # Days a deleted task stays in the trash before the maintenance run removes it.
     trash_retention_days: int = Field(default=30, ge=1)
+    # Days the changes feed keeps a removed task's tombstone; a cursor older is 410.
+    changes_retention_days: int = Field(default=90, ge=1)
+    # Seconds a reminders run may spend sending: it runs every minute, so well inside one.
+    reminders_time_budget_seconds: float = Field(default=45.0, ge=0)
     # The maintenance run: rows deleted per transaction, and seconds it may spend (it also
     # stops 5 s before the function's own timeout).
     maintenance_batch_size: int = Field(default=500, ge=1)
     maintenance_time_budget_seconds: float = Field(default=240.0, ge=0)
+
+    # Email (taskapi.mail). `auto`: SMTP when SMTP_SERVER is set, else SES on any stage but
+    # `local`/`test`, else the message is written to the log (a developer clicks the link).
+    email_delivery: Literal["auto", "ses", "smtp", "log"] = "auto"
+    email_from: str = "Task API <no-reply@example.com>"
+    # The base of the links in emails (the web app that takes the token).
+    public_url: str = "http://127.0.0.1:3000"
+    smtp_server: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = Field(default=None, repr=False)
+    # STARTTLS is required by default: credentials and reset links never cross in clear.
+    # `false` only for a local catcher without TLS (MailHog, aiosmtpd).
+    smtp_starttls: bool = True
+    # Seconds for each SMTP step (connect, each command): a stuck server costs a request
+    # a few seconds, never the function's timeout.
+    smtp_timeout_seconds: float = Field(default=3.0, gt=0)
 
     @property
     def is_local(self) -> bool:
