@@ -1,29 +1,39 @@
 """`/api/tasks`: the caller's tasks, with ETags for optimistic concurrency."""
 
 import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime
 from types import GenericAlias
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 from starlette.convertors import StringConvertor, register_url_convertor
 from typing_extensions import TypedDict
 
 import tasks_queries
 from taskapi.auth import AccessClaims, CurrentUserRef, UserRef
 from taskapi.db import ReadConnection, SessionDep
-from taskapi.factory import function_router
+from taskapi.factory import function_router, without_input
 from taskapi.models import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     SEARCH_MAX_LENGTH,
+    BatchOp,
+    BatchOperation,
+    BatchRequest,
+    BatchResponse,
     Detail,
     IdempotencyKey,
     Task,
+    TaskChanges,
     TaskCreate,
     TaskPage,
     TaskPriority,
@@ -40,15 +50,19 @@ from taskapi.settings import get_settings
 from tasks_queries import (
     DEFAULT_SORT,
     MAX_INT32,
+    ExpiredCursorError,
     QuotaExceededError,
     TaskFilter,
     TaskSort,
+    UnknownCursorError,
     add_task_within_quota,
+    empty_trash,
     etag_of,
     find_idempotency_record,
     first_completion,
     list_trash_page,
     lock_user_tasks,
+    read_changes,
     soft_delete_task,
 )
 
@@ -99,6 +113,30 @@ def expected_version(task: Task, if_match: str | None) -> int | None:
     raise precondition_failed()
 
 
+IfNoneMatch = Annotated[
+    str | SkipJsonSchema[None],
+    Header(description="Answer 304, with no body, if the current ETag is one of these"),
+]
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Unchanged since the ETag in If-None-Match"}
+}
+
+
+def _opaque(tag: str) -> str:
+    return tag.strip().removeprefix("W/")
+
+
+def not_modified(if_none_match: str | None, current: str) -> Response | None:
+    """304 with the ETag and no body when If-None-Match names the current ETag (`*`: any);
+    compared weakly, as RFC 9110 has it for If-None-Match."""
+    if if_none_match is None:
+        return None
+    tags = {_opaque(tag) for tag in if_none_match.split(",")}
+    if "*" in tags or _opaque(current) in tags:
+        return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers={"ETag": current})
+    return None
+
+
 # ---------------------------------------------------------------------------------------
 # The ownership dependency: every route that takes an id gets its task through it.
 
@@ -107,16 +145,16 @@ TaskId = Annotated[
 ]
 
 
-class NotTrash(StringConvertor):
-    """The path segment of a task id (`{task_id:not_trash}`): any segment but a whole
-    `trash`, which names the trash, a resource of its own that serves GET alone. So
-    `PUT /api/tasks/trash` is 405 with `Allow: GET`, not a request for task "trash"; other
-    ids that are no integer still reach the route, and its 422."""
+class TaskIdSegment(StringConvertor):
+    """The path segment of a task id (`{task_id:id_segment}`): any segment but the names
+    of the collection's own resources (`trash`, `changes`, `batch`), each with its own
+    methods. So `PUT /api/tasks/trash` is 405 with `Allow: DELETE, GET`, not a request for
+    task "trash"; other ids that are no integer still reach the route, and its 422."""
 
-    regex = "(?!trash$)[^/]+"
+    regex = "(?!(?:trash|changes|batch)$)[^/]+"
 
 
-register_url_convertor("not_trash", NotTrash())
+register_url_convertor("id_segment", TaskIdSegment())
 
 
 # An ORM task (the routes that write) or a Core row of its columns (the read by id).
@@ -180,6 +218,7 @@ def _fields_of(model: type[BaseModel], *, items: type[BaseModel] | None = None) 
 TASK_JSON = TypeAdapter(_fields_of(TaskPublic))
 PAGE_JSON = TypeAdapter(_fields_of(TaskPage, items=TaskPublic))
 TRASH_JSON = TypeAdapter(_fields_of(TrashPage, items=TrashedTask))
+CHANGES_JSON = TypeAdapter(_fields_of(TaskChanges, items=TaskPublic))
 
 
 def task_response(task: Task, *, status_code: int = 200, **headers: str) -> Response:
@@ -211,7 +250,11 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 @router.get(
     "/api/tasks",
     response_model=TaskPage,
-    responses=error_responses(Detail, UNAUTHORIZED),
+    responses={
+        200: {"headers": {"ETag": {"description": "The page's version (query and content)"}}},
+        **NOT_MODIFIED,
+        **error_responses(Detail, UNAUTHORIZED),
+    },
     summary="List the caller's tasks",
 )
 async def list_tasks(
@@ -255,8 +298,10 @@ async def list_tasks(
             )
         ),
     ] = DEFAULT_SORT,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
-    """One page of the caller's tasks that are not deleted, filtered and sorted."""
+    """One page of the caller's tasks that are not deleted, filtered and sorted; with
+    `If-None-Match` holding the page's `ETag`, 304 while the page is unchanged."""
     where = TaskFilter(
         statuses=tuple(status or ()),
         priorities=tuple(priority or ()),
@@ -268,7 +313,14 @@ async def list_tasks(
     page = tasks_queries.list_tasks(
         connection, claims=claims, where=where, sort=sort, skip=skip, limit=limit, now=utcnow()
     )
-    return json_response(PAGE_JSON.dump_json(page))
+    body = PAGE_JSON.dump_json(page)
+    # The page's own bytes (each task's `updated_at` changes with every write, and the
+    # total with every create or delete) and the query that chose them: nothing is read
+    # beyond the answer itself. The user is in the key too: two users' empty pages differ.
+    query = repr((claims.user_id, where, sort, skip, limit)).encode()
+    digest = hashlib.sha256(query + b"\0" + body).hexdigest()
+    tag = f'"{digest[:32]}"'
+    return not_modified(if_none_match, tag) or json_response(body, headers={"ETag": tag})
 
 
 IdempotencyKeyHeader = Annotated[
@@ -303,8 +355,8 @@ CREATED_HEADERS = {
 }
 
 
-def fingerprint(body: TaskCreate) -> str:
-    """The same task asked for twice hashes alike, however its JSON was spelled."""
+def fingerprint(body: BaseModel) -> str:
+    """The same request asked for twice hashes alike, however its JSON was spelled."""
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
@@ -317,14 +369,17 @@ def replay(record: IdempotencyKey, body_fingerprint: str) -> Response:
                     "type": "idempotency_key_reused",
                     "loc": ("header", "Idempotency-Key"),
                     "msg": "This Idempotency-Key was used with a different body; "
-                    "send a new key for a new task",
+                    "send a new key for a new request",
                 }
             ]
         )
+    # The headers the first answer had (a batch's has neither).
+    headers = {"ETag": record.etag, "Location": record.location}
     return Response(
         record.body,
         status_code=record.status_code,
-        headers={"ETag": record.etag, "Location": record.location, "Idempotent-Replayed": "true"},
+        headers={name: value for name, value in headers.items() if value}
+        | {"Idempotent-Replayed": "true"},
         media_type="application/json",
     )
 
@@ -333,10 +388,83 @@ def quota_exceeded(max_tasks: int) -> HTTPException:
     return HTTPException(
         status_code=http.HTTP_409_CONFLICT,
         detail=(
-            f"You hold {max_tasks} tasks, the most allowed; tasks in the trash count too "
-            f"until they are removed for good. Delete tasks you no longer need."
+            f"You hold {max_tasks} tasks, the most allowed; tasks in the trash count too. "
+            "To free room, empty the trash (DELETE /api/tasks/trash), remove single tasks "
+            "from it (DELETE /api/tasks/trash/{id}), or delete tasks and then empty it."
         ),
     )
+
+
+def create_one(session: Session, *, user: UserRef, body: TaskCreate, now: datetime) -> Response:
+    """What POST /api/tasks answers (without an Idempotency-Key): 201 and the new task."""
+    completed = body.status is TaskStatus.COMPLETED
+    task = Task.model_validate(
+        body,
+        update={
+            "user_id": user.id,
+            "created_at": now,
+            "updated_at": now,
+            "completed_at": now if completed else None,
+            # A completed task reminds no one.
+            "remind_at": None if completed else body.remind_at,
+        },
+    )
+    max_tasks = get_settings().max_tasks_per_user
+    try:
+        add_task_within_quota(session, task=task, max_tasks=max_tasks)
+    except QuotaExceededError:
+        raise quota_exceeded(max_tasks) from None
+    return task_response(task, status_code=http.HTTP_201_CREATED, Location=f"/api/tasks/{task.id}")
+
+
+def idempotently(
+    session: Session,
+    *,
+    user: UserRef,
+    key: str | None,
+    body: BaseModel,
+    now: datetime,
+    answer: Callable[[], Response],
+) -> Response:
+    """`answer()`, committed; with an Idempotency-Key, stored with it in the same
+    transaction, or the stored answer of an earlier request with that key (24 hours)."""
+    if key is None:
+        response = answer()
+        session.commit()
+        return response
+    lock_user_tasks(session, user_id=user.id)
+    body_fingerprint = fingerprint(body)
+    found = find_idempotency_record(session, user_id=user.id, key=key, now=now)
+    if found is not None:
+        session.commit()  # an expired record deleted, if any
+        return replay(found, body_fingerprint)
+    response = answer()
+    session.add(
+        IdempotencyKey(
+            user_id=user.id,
+            key=key,
+            fingerprint=body_fingerprint,
+            status_code=response.status_code,
+            body=bytes(response.body).decode(),
+            location=response.headers.get("location", ""),
+            etag=response.headers.get("etag", ""),
+            created_at=now,
+        )
+    )
+    try:
+        session.commit()
+    except IntegrityError:
+        # A simultaneous request with the same key committed first (SQLite; on PostgreSQL
+        # the user's lock makes this one wait and find that answer above): its answer.
+        session.rollback()
+        found = find_idempotency_record(session, user_id=user.id, key=key, now=now)
+        if found is not None:
+            return replay(found, body_fingerprint)
+        raise HTTPException(
+            status_code=http.HTTP_409_CONFLICT,
+            detail="A request with this Idempotency-Key is still in progress; retry it",
+        ) from None
+    return response
 
 
 @router.post(
@@ -361,57 +489,14 @@ async def create_task(
     (`Idempotent-Replayed: true`) instead of a second task.
     """
     now = utcnow()
-    lock_user_tasks(session, user_id=user.id)
-    body_fingerprint = fingerprint(body) if idempotency_key is not None else ""
-    if idempotency_key is not None:
-        found = find_idempotency_record(session, user_id=user.id, key=idempotency_key, now=now)
-        if found is not None:
-            return replay(found, body_fingerprint)
-    task = Task.model_validate(
-        body,
-        update={
-            "user_id": user.id,
-            "created_at": now,
-            "updated_at": now,
-            "completed_at": now if body.status is TaskStatus.COMPLETED else None,
-        },
+    return idempotently(
+        session,
+        user=user,
+        key=idempotency_key,
+        body=body,
+        now=now,
+        answer=lambda: create_one(session, user=user, body=body, now=now),
     )
-    max_tasks = get_settings().max_tasks_per_user
-    try:
-        add_task_within_quota(session, task=task, max_tasks=max_tasks)
-    except QuotaExceededError:
-        raise quota_exceeded(max_tasks) from None
-    location = f"/api/tasks/{task.id}"
-    response = task_response(task, status_code=http.HTTP_201_CREATED, Location=location)
-    if idempotency_key is None:
-        session.commit()
-        return response
-    session.add(
-        IdempotencyKey(
-            user_id=user.id,
-            key=idempotency_key,
-            fingerprint=body_fingerprint,
-            status_code=response.status_code,
-            body=bytes(response.body).decode(),
-            location=location,
-            etag=etag(task),
-            created_at=now,
-        )
-    )
-    try:
-        session.commit()
-    except IntegrityError:
-        # A simultaneous request with the same key committed first (SQLite; on PostgreSQL
-        # the user's lock makes this one wait and find that answer above): its answer.
-        session.rollback()
-        found = find_idempotency_record(session, user_id=user.id, key=idempotency_key, now=now)
-        if found is not None:
-            return replay(found, body_fingerprint)
-        raise HTTPException(
-            status_code=http.HTTP_409_CONFLICT,
-            detail="A request with this Idempotency-Key is still in progress; retry it",
-        ) from None
-    return response
 
 
 @router.get(
@@ -441,8 +526,98 @@ async def list_trash(
     return json_response(TRASH_JSON.dump_json(page))
 
 
+@router.delete(
+    "/api/tasks/trash",
+    status_code=http.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(Detail, UNAUTHORIZED),
+    summary="Empty the trash: remove every deleted task of the caller's for good",
+)
+async def empty_the_trash(user: CurrentUserRef, session: SessionDep) -> Response:
+    """Every task in the caller's trash is removed for good (and stops counting against
+    the quota); the changes feed reports them deleted."""
+    empty_trash(session, user_id=user.id, task_id=None, now=utcnow())
+    return committed(session, Response(status_code=http.HTTP_204_NO_CONTENT))
+
+
+@router.delete(
+    "/api/tasks/trash/{task_id}",
+    status_code=http.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(
+        Detail,
+        UNAUTHORIZED
+        | {
+            403: "The task belongs to another user",
+            404: "No such task, or it is not in the trash",
+        },
+    ),
+    summary="Remove one deleted task for good",
+)
+async def remove_from_trash(task: TrashedTaskDep, session: SessionDep) -> Response:
+    """The task, which must be in the caller's trash, is removed for good."""
+    if not empty_trash(session, user_id=task.user_id, task_id=task.id, now=utcnow()):
+        # Restored, or removed, by someone else since it was read.
+        raise HTTPException(
+            status_code=http.HTTP_404_NOT_FOUND, detail="Task not found in the trash"
+        )
+    return committed(session, Response(status_code=http.HTTP_204_NO_CONTENT))
+
+
+Cursor = Annotated[
+    str | SkipJsonSchema[None],
+    Query(
+        max_length=200,
+        description="The `cursor` of the previous page; none: from the beginning",
+    ),
+]
+
+
+@router.get(
+    "/api/tasks/changes",
+    response_model=TaskChanges,
+    responses={
+        410: {
+            "model": Detail,
+            "description": "The cursor is older than the kept history: start again without one",
+        },
+        **error_responses(Detail, UNAUTHORIZED),
+    },
+    summary="What changed in the caller's tasks since a cursor (offline sync)",
+)
+async def list_changes(
+    claims: AccessClaims,
+    connection: ReadConnection,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Changes per page")] = 100,
+) -> Response:
+    """Tasks created or changed since `cursor`, as they are now, and the ids of those
+    deleted, trashed or purged, in the order the changes committed. Follow `cursor` until
+    `has_more` is false and apply each page in turn: the result is the server's list."""
+    try:
+        page = read_changes(connection, claims=claims, cursor=cursor, limit=limit, now=utcnow())
+    except UnknownCursorError:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "cursor_unknown",
+                    "loc": ("query", "cursor"),
+                    "msg": "This cursor was not handed out by this feed for this user; "
+                    "start again without one",
+                }
+            ]
+        ) from None
+    except ExpiredCursorError:
+        raise HTTPException(
+            status_code=http.HTTP_410_GONE,
+            detail="This cursor is older than the kept history of changes "
+            "(CHANGES_RETENTION_DAYS): start again without a cursor",
+        ) from None
+    return json_response(CHANGES_JSON.dump_json(page))
+
+
 @router.post(
-    "/api/tasks/{task_id:not_trash}/restore",
+    "/api/tasks/{task_id:id_segment}/restore",
     response_model=TaskPublic,
     responses={
         200: {"headers": ETAG_HEADER},
@@ -476,34 +651,39 @@ async def restore_task(
         raise HTTPException(
             status_code=http.HTTP_404_NOT_FOUND, detail="Task not found in the trash"
         )
-    return task_response(_written(restored, if_match))
+    response = task_response(_written(restored, if_match))
+    session.commit()
+    return response
 
 
 @router.get(
-    "/api/tasks/{task_id:not_trash}",
+    "/api/tasks/{task_id:id_segment}",
     response_model=TaskPublic,
-    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID)},
+    responses={
+        200: {"headers": ETAG_HEADER},
+        **NOT_MODIFIED,
+        **error_responses(Detail, BY_ID),
+    },
     summary="Read a task",
 )
-async def get_task(task_id: TaskId, claims: AccessClaims, connection: ReadConnection) -> Response:
-    """One of the caller's tasks, with its version in `ETag`."""
+async def get_task(
+    task_id: TaskId,
+    claims: AccessClaims,
+    connection: ReadConnection,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """One of the caller's tasks, with its version in `ETag`; with `If-None-Match` holding
+    it, 304 while the task is unchanged."""
     found = tasks_queries.read_task(connection, task_id=task_id, claims=claims, now=utcnow())
     task = owned_task(found, UserRef(claims.user_id), in_trash=False)
-    return json_response(
-        TASK_JSON.dump_json(task._asdict()), headers={"ETag": etag_of(task.id, task.version)}
+    tag = etag_of(task.id, task.version)
+    return not_modified(if_none_match, tag) or json_response(
+        TASK_JSON.dump_json(task._asdict()), headers={"ETag": tag}
     )
 
 
-@router.put(
-    "/api/tasks/{task_id:not_trash}",
-    response_model=TaskPublic,
-    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID | PRECONDITION)},
-    summary="Change some fields of a task",
-)
-async def update_task(
-    task: OwnedTask, body: TaskUpdate, session: SessionDep, if_match: IfMatch = None
-) -> Response:
-    """Change the fields sent and keep the others; with `If-Match`, only if unchanged since."""
+def update_one(session: Session, *, task: Task, body: TaskUpdate, if_match: str | None) -> Response:
+    """What PUT /api/tasks/{id} answers, once the task and the body passed their checks."""
     version = expected_version(task, if_match)
     changes = {
         field: value
@@ -516,22 +696,16 @@ async def update_task(
     now = utcnow()
     values: dict[str, Any] = {**changes, "updated_at": now}
     if "status" in changes:
-        values["completed_at"] = (
-            first_completion(now) if changes["status"] is TaskStatus.COMPLETED else None
-        )
+        completed = changes["status"] is TaskStatus.COMPLETED
+        values["completed_at"] = first_completion(now) if completed else None
+        if completed:
+            values["remind_at"] = None  # a completed task reminds no one
     written = tasks_queries.update_task(session, task=task, expected_version=version, values=values)
     return task_response(_written(written, if_match))
 
 
-@router.delete(
-    "/api/tasks/{task_id:not_trash}",
-    status_code=http.HTTP_204_NO_CONTENT,
-    response_class=Response,
-    responses=error_responses(Detail, BY_ID | PRECONDITION),
-    summary="Delete a task (it stays in the database, marked deleted)",
-)
-async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
-    """Move a task out of every list and read; the row stays, marked deleted."""
+def delete_one(session: Session, *, task: Task, if_match: str | None) -> Response:
+    """What DELETE /api/tasks/{id} answers, once the task passed its checks."""
     version = expected_version(task, if_match)
     deleted = soft_delete_task(session, task=task, expected_version=version, now=utcnow())
     if not deleted:
@@ -539,14 +713,8 @@ async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = 
     return Response(status_code=http.HTTP_204_NO_CONTENT)
 
 
-@router.patch(
-    "/api/tasks/{task_id:not_trash}/complete",
-    response_model=TaskPublic,
-    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID | PRECONDITION)},
-    summary="Mark a task completed (idempotent)",
-)
-async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
-    """Set the status to `Completed`; completing again keeps the first `completed_at`."""
+def complete_one(session: Session, *, task: Task, if_match: str | None) -> Response:
+    """What PATCH /api/tasks/{id}/complete answers, once the task passed its checks."""
     version = expected_version(task, if_match)
     if task.status is TaskStatus.COMPLETED:
         return task_response(task)
@@ -559,6 +727,150 @@ async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch 
             "status": TaskStatus.COMPLETED,
             "completed_at": first_completion(now),
             "updated_at": now,
+            "remind_at": None,
         },
     )
     return task_response(_written(written, if_match))
+
+
+def committed(session: Session, response: Response) -> Response:
+    session.commit()
+    return response
+
+
+@router.put(
+    "/api/tasks/{task_id:id_segment}",
+    response_model=TaskPublic,
+    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID | PRECONDITION)},
+    summary="Change some fields of a task",
+)
+async def update_task(
+    task: OwnedTask, body: TaskUpdate, session: SessionDep, if_match: IfMatch = None
+) -> Response:
+    """Change the fields sent and keep the others; with `If-Match`, only if unchanged since.
+    A new `remind_at` re-arms the reminder; completing the task cancels it."""
+    return committed(session, update_one(session, task=task, body=body, if_match=if_match))
+
+
+@router.delete(
+    "/api/tasks/{task_id:id_segment}",
+    status_code=http.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(Detail, BY_ID | PRECONDITION),
+    summary="Delete a task (it stays in the database, marked deleted)",
+)
+async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
+    """Move a task out of every list and read, and cancel its reminder; the row stays,
+    marked deleted, in the trash."""
+    return committed(session, delete_one(session, task=task, if_match=if_match))
+
+
+@router.patch(
+    "/api/tasks/{task_id:id_segment}/complete",
+    response_model=TaskPublic,
+    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID | PRECONDITION)},
+    summary="Mark a task completed (idempotent)",
+)
+async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
+    """Set the status to `Completed` and cancel the reminder; completing again keeps the
+    first `completed_at`."""
+    return committed(session, complete_one(session, task=task, if_match=if_match))
+
+
+# ---------------------------------------------------------------------------------------
+# Batch: the single routes' answers, many in one request and one transaction
+
+
+def body_invalid(error: ValidationError) -> Response:
+    """The 422 that FastAPI answers for a body that fails its model (`loc` from `body`)."""
+    errors = [
+        {**entry, "loc": ("body", *entry["loc"])} for entry in error.errors(include_url=False)
+    ]
+    return json_response(
+        json.dumps({"detail": jsonable_encoder(without_input(errors))}).encode(),
+        status_code=http.HTTP_422_UNPROCESSABLE_ENTITY,
+    )
+
+
+def run_operation(
+    session: Session, *, user: UserRef, operation: BatchOperation, now: datetime
+) -> Response:
+    """The answer the operation's single route gives, its checks in the same order:
+    the task (404, 403), then the body (422), then If-Match (412) and the write."""
+    if operation.op is BatchOp.CREATE:
+        try:
+            create_body = TaskCreate.model_validate(operation.body)
+        except ValidationError as error:
+            return body_invalid(error)
+        return create_one(session, user=user, body=create_body, now=now)
+    # Read afresh: an earlier operation of the batch may have changed the task.
+    found = session.get(Task, operation.id, populate_existing=True)
+    task = owned_task(found, user, in_trash=False)
+    if operation.op is BatchOp.UPDATE:
+        try:
+            update_body = TaskUpdate.model_validate(operation.body)
+        except ValidationError as error:
+            return body_invalid(error)
+        return update_one(session, task=task, body=update_body, if_match=operation.if_match)
+    if operation.op is BatchOp.COMPLETE:
+        return complete_one(session, task=task, if_match=operation.if_match)
+    return delete_one(session, task=task, if_match=operation.if_match)
+
+
+def batch_result(response: Response) -> dict[str, Any]:
+    result: dict[str, Any] = {"status": response.status_code}
+    if response.body:
+        result["body"] = json.loads(bytes(response.body))
+    if "etag" in response.headers:
+        result["etag"] = response.headers["etag"]
+    return result
+
+
+def answer_batch(
+    session: Session, *, user: UserRef, operations: list[BatchOperation], now: datetime
+) -> Response:
+    results = []
+    for operation in operations:
+        try:
+            response = run_operation(session, user=user, operation=operation, now=now)
+        except HTTPException as error:
+            # What the single route answers for it (a 4xx: nothing of it was written).
+            response = json_response(
+                json.dumps({"detail": error.detail}).encode(), status_code=error.status_code
+            )
+        results.append(batch_result(response))
+    return json_response(json.dumps({"results": results}, separators=(",", ":")).encode())
+
+
+@router.post(
+    "/api/tasks/batch",
+    response_model=BatchResponse,
+    responses={
+        200: {
+            "headers": {
+                "Idempotent-Replayed": CREATED_HEADERS["Idempotent-Replayed"],
+            }
+        },
+        **error_responses(Detail, UNAUTHORIZED | CONFLICT),
+    },
+    summary="Create, change, complete and delete tasks in one request",
+)
+async def run_batch(
+    body: BatchRequest,
+    user: CurrentUserRef,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Up to 100 operations, in order, in one transaction: each result is what its single
+    route would have answered (status, body, ETag), and an operation that fails (a 4xx)
+    writes nothing while the others go ahead. An `Idempotency-Key` works as on a create:
+    a retry within 24 hours gets the first answer again."""
+    now = utcnow()
+    return idempotently(
+        session,
+        user=user,
+        key=idempotency_key,
+        body=body,
+        now=now,
+        answer=lambda: answer_batch(session, user=user, operations=body.operations, now=now),
+    )
