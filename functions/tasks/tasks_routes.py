@@ -788,7 +788,7 @@ def body_invalid(error: ValidationError) -> Response:
     ]
     return json_response(
         json.dumps({"detail": jsonable_encoder(without_input(errors))}).encode(),
-        status_code=http.HTTP_422_UNPROCESSABLE_ENTITY,
+        status_code=http.HTTP_422_UNPROCESSABLE_CONTENT,
     )
 
 
