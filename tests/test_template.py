@@ -296,6 +296,18 @@ def test_each_schedule_targets_its_function(
     )
 
 
+def test_the_reminders_run_every_minute(cfn: dict[str, Any]) -> None:
+    (rule,) = [
+        rule["Properties"]
+        for rule in resources_of_type(cfn, "AWS::Events::Rule").values()
+        if rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    ]
+    assert rule["State"] == "ENABLED"
+    assert [target["Arn"] for target in rule["Targets"]] == [
+        {"Fn::GetAtt": ["RemindersFunction", "Arn"]}
+    ]
+
+
 def test_the_maintenance_run_is_not_retried_and_gets_the_retention(cfn: dict[str, Any]) -> None:
     configs = resources_of_type(cfn, "AWS::Lambda::EventInvokeConfig").values()
     assert {config["Properties"]["FunctionName"]["Ref"] for config in configs} == {
