@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, func
 
 from taskapi.auth import LIVE_SESSION, require_live_session
-from taskapi.changes import next_change, remove_for_good
+from taskapi.changes import TASKS, remove_for_good
 from taskapi.models import (
     IDEMPOTENCY_KEY_LIFETIME,
     IdempotencyKey,
@@ -351,10 +351,6 @@ def list_trash_page(
 # Creating: the quota and idempotency keys
 
 
-class QuotaExceededError(Exception):
-    """The user already holds the most tasks allowed; nothing was written."""
-
-
 def lock_user_tasks(session: Session, *, user_id: uuid.UUID) -> None:
     """Hold the user's row until the transaction ends, before an Idempotency-Key is looked
     up: simultaneous requests with one key then run one at a time, and the second finds
@@ -373,22 +369,29 @@ _TASKS_HELD = (
 )
 
 
-def add_task_within_quota(session: Session, *, task: Task, max_tasks: int) -> Task:
-    """Number the task's change and insert it (flushed, not committed) unless the user
-    already holds `max_tasks`, trash included: then QuotaExceededError, and no row.
+def tasks_held(session: Session, *, user_id: uuid.UUID) -> int:
+    """How many tasks the user holds, the trash included (the quota counts them all).
 
-    The change number comes first (`taskapi.changes.next_change`): it holds the user's
-    row (PostgreSQL) or the database's write lock (SQLite) until the transaction ends, so
-    the user's creates run one at a time and the count sees every one committed before
-    it (on PostgreSQL each statement's snapshot starts after the lock wait).
+    Counted after the caller reserved its change numbers (`taskapi.changes`), which holds
+    the user's row (PostgreSQL) or the database's write lock (SQLite) until the
+    transaction ends: the user's creates run one at a time, and the count sees every one
+    committed before it (on PostgreSQL each statement's snapshot starts after the lock
+    wait).
     """
-    task.change_seq = next_change(session.connection(), user_id=task.user_id)
-    held = session.connection().execute(_TASKS_HELD, {"user_id": task.user_id}).scalar_one()
-    if held >= max_tasks:
-        raise QuotaExceededError(max_tasks)
-    session.add(task)
-    session.flush()
-    return task
+    return int(session.connection().execute(_TASKS_HELD, {"user_id": user_id}).scalar_one())
+
+
+# The new rows as clients see them, and their versions (the ETags'), in the order given.
+_INSERT_TASKS = sa.insert(TASKS).returning(
+    *_PUBLIC_COLUMNS, col(Task.version), sort_by_parameter_order=True
+)
+
+
+def insert_tasks(session: Session, *, rows: list[dict[str, Any]]) -> list[sa.Row[Any]]:
+    """Insert tasks (not committed) in one Core INSERT ... RETURNING (SQLAlchemy's
+    "insertmanyvalues": one statement for many rows, answered in the order given), without
+    ORM objects that only the answer would read: a batch's creates in one round trip."""
+    return list(session.connection().execute(_INSERT_TASKS, rows).all())
 
 
 def find_idempotency_record(
@@ -417,10 +420,11 @@ def update_task(
     task: Task,
     expected_version: int | None,
     values: dict[str, Any],
+    change_seq: int,
     in_trash: bool = False,
 ) -> Task | None:
-    """Apply `values`, bump the version and number the change, in one UPDATE; None if no
-    live row (with `in_trash`, no trashed row) matched.
+    """Apply `values`, bump the version and store the change's number, in one UPDATE;
+    None if no live row (with `in_trash`, no trashed row) matched.
 
     With `expected_version`, the row must still carry that version: of concurrent writers
     that read the same version, exactly one wins. RETURNING hands back the row as it now
@@ -436,7 +440,7 @@ def update_task(
             **values,
             **extra,
             version=col(Task.version) + 1,
-            change_seq=next_change(session.connection(), user_id=task.user_id),
+            change_seq=change_seq,
         )
         .returning(Task)
         .execution_options(populate_existing=True, synchronize_session=False)
@@ -447,7 +451,7 @@ def update_task(
 
 
 def soft_delete_task(
-    session: Session, *, task: Task, expected_version: int | None, now: datetime
+    session: Session, *, task: Task, expected_version: int | None, now: datetime, change_seq: int
 ) -> bool:
     """Mark the task deleted (the row stays) and cancel its reminder; False if no live row
     matched."""
@@ -459,7 +463,7 @@ def soft_delete_task(
             updated_at=now,
             remind_at=None,
             version=col(Task.version) + 1,
-            change_seq=next_change(session.connection(), user_id=task.user_id),
+            change_seq=change_seq,
         )
     )
     if expected_version is not None:

@@ -2,7 +2,8 @@
 
 import hashlib
 import json
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from types import GenericAlias
 from typing import Annotated, Any, TypeVar
@@ -21,6 +22,7 @@ from typing_extensions import TypedDict
 
 import tasks_queries
 from taskapi.auth import AccessClaims, CurrentUserRef, UserRef
+from taskapi.changes import reserve_changes
 from taskapi.db import ReadConnection, SessionDep
 from taskapi.factory import function_router, without_input
 from taskapi.models import (
@@ -51,19 +53,19 @@ from tasks_queries import (
     DEFAULT_SORT,
     MAX_INT32,
     ExpiredCursorError,
-    QuotaExceededError,
     TaskFilter,
     TaskSort,
     UnknownCursorError,
-    add_task_within_quota,
     empty_trash,
     etag_of,
     find_idempotency_record,
     first_completion,
+    insert_tasks,
     list_trash_page,
     lock_user_tasks,
     read_changes,
     soft_delete_task,
+    tasks_held,
 )
 
 router = function_router(tags=["tasks"])
@@ -238,6 +240,37 @@ def _written(task: Task | None, if_match: str | None) -> Task:
     raise HTTPException(status_code=http.HTTP_404_NOT_FOUND, detail="Task not found")
 
 
+class Writes:
+    """One request's writes of the user's tasks: their change numbers, reserved from the
+    user's counter (`taskapi.changes`) at the first write, `planned` at once (a batch
+    reserves one per operation: one statement, not one per write), which also holds the
+    user's lock until the transaction ends; and the quota, counted once under that lock
+    and then kept up to date as this request creates."""
+
+    def __init__(self, session: Session, user_id: uuid.UUID, *, planned: int = 1) -> None:
+        self.session, self.user_id, self.planned = session, user_id, planned
+        self.numbers: Iterator[int] = iter(())
+        self.held: int | None = None
+
+    def change(self) -> int:
+        number = next(self.numbers, None)
+        if number is None:
+            reserved = reserve_changes(
+                self.session.connection(), user_id=self.user_id, count=self.planned
+            )
+            self.numbers = iter(reserved)
+            number = next(self.numbers)
+        return number
+
+    def take_room(self, max_tasks: int) -> None:
+        """Count one more task against the quota, or 409; call after `change()`."""
+        if self.held is None:
+            self.held = tasks_held(self.session, user_id=self.user_id)
+        if self.held >= max_tasks:
+            raise quota_exceeded(max_tasks)
+        self.held += 1
+
+
 # ---------------------------------------------------------------------------------------
 # Routes
 
@@ -251,7 +284,14 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
     "/api/tasks",
     response_model=TaskPage,
     responses={
-        200: {"headers": {"ETag": {"description": "The page's version (query and content)"}}},
+        200: {
+            "headers": {
+                "ETag": {
+                    "description": "The page's version (query and content)",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
         **NOT_MODIFIED,
         **error_responses(Detail, UNAUTHORIZED),
     },
@@ -395,26 +435,37 @@ def quota_exceeded(max_tasks: int) -> HTTPException:
     )
 
 
-def create_one(session: Session, *, user: UserRef, body: TaskCreate, now: datetime) -> Response:
-    """What POST /api/tasks answers (without an Idempotency-Key): 201 and the new task."""
+def new_task(writes: Writes, body: TaskCreate, now: datetime) -> dict[str, Any]:
+    """The row of a task to create, numbered and counted against the quota (else 409)."""
     completed = body.status is TaskStatus.COMPLETED
-    task = Task.model_validate(
-        body,
-        update={
-            "user_id": user.id,
-            "created_at": now,
-            "updated_at": now,
-            "completed_at": now if completed else None,
-            # A completed task reminds no one.
-            "remind_at": None if completed else body.remind_at,
-        },
+    values = {
+        **body.model_dump(),
+        "user_id": writes.user_id,
+        "created_at": now,
+        "updated_at": now,
+        "completed_at": now if completed else None,
+        # A completed task reminds no one.
+        "remind_at": None if completed else body.remind_at,
+        "version": 1,
+        "change_seq": writes.change(),
+    }
+    writes.take_room(get_settings().max_tasks_per_user)
+    return values
+
+
+def created(row: Row[Any]) -> Response:
+    """What POST /api/tasks answers for a task it inserted: 201, the task, its URL and ETag."""
+    return json_response(
+        TASK_JSON.dump_json(row._asdict()),
+        status_code=http.HTTP_201_CREATED,
+        headers={"ETag": etag_of(row.id, row.version), "Location": f"/api/tasks/{row.id}"},
     )
-    max_tasks = get_settings().max_tasks_per_user
-    try:
-        add_task_within_quota(session, task=task, max_tasks=max_tasks)
-    except QuotaExceededError:
-        raise quota_exceeded(max_tasks) from None
-    return task_response(task, status_code=http.HTTP_201_CREATED, Location=f"/api/tasks/{task.id}")
+
+
+def create_one(session: Session, *, writes: Writes, body: TaskCreate, now: datetime) -> Response:
+    """What POST /api/tasks answers (without an Idempotency-Key)."""
+    (row,) = insert_tasks(session, rows=[new_task(writes, body, now)])
+    return created(row)
 
 
 def idempotently(
@@ -495,7 +546,7 @@ async def create_task(
         key=idempotency_key,
         body=body,
         now=now,
-        answer=lambda: create_one(session, user=user, body=body, now=now),
+        answer=lambda: create_one(session, writes=Writes(session, user.id), body=body, now=now),
     )
 
 
@@ -644,6 +695,7 @@ async def restore_task(
         task=task,
         expected_version=version,
         values={"deleted_at": None, "updated_at": now},
+        change_seq=Writes(session, task.user_id).change(),
         in_trash=True,
     )
     if restored is None and if_match is None:
@@ -682,7 +734,9 @@ async def get_task(
     )
 
 
-def update_one(session: Session, *, task: Task, body: TaskUpdate, if_match: str | None) -> Response:
+def update_one(
+    session: Session, *, writes: Writes, task: Task, body: TaskUpdate, if_match: str | None
+) -> Response:
     """What PUT /api/tasks/{id} answers, once the task and the body passed their checks."""
     version = expected_version(task, if_match)
     changes = {
@@ -700,20 +754,24 @@ def update_one(session: Session, *, task: Task, body: TaskUpdate, if_match: str 
         values["completed_at"] = first_completion(now) if completed else None
         if completed:
             values["remind_at"] = None  # a completed task reminds no one
-    written = tasks_queries.update_task(session, task=task, expected_version=version, values=values)
+    written = tasks_queries.update_task(
+        session, task=task, expected_version=version, values=values, change_seq=writes.change()
+    )
     return task_response(_written(written, if_match))
 
 
-def delete_one(session: Session, *, task: Task, if_match: str | None) -> Response:
+def delete_one(session: Session, *, writes: Writes, task: Task, if_match: str | None) -> Response:
     """What DELETE /api/tasks/{id} answers, once the task passed its checks."""
     version = expected_version(task, if_match)
-    deleted = soft_delete_task(session, task=task, expected_version=version, now=utcnow())
+    deleted = soft_delete_task(
+        session, task=task, expected_version=version, now=utcnow(), change_seq=writes.change()
+    )
     if not deleted:
         _written(None, if_match)
     return Response(status_code=http.HTTP_204_NO_CONTENT)
 
 
-def complete_one(session: Session, *, task: Task, if_match: str | None) -> Response:
+def complete_one(session: Session, *, writes: Writes, task: Task, if_match: str | None) -> Response:
     """What PATCH /api/tasks/{id}/complete answers, once the task passed its checks."""
     version = expected_version(task, if_match)
     if task.status is TaskStatus.COMPLETED:
@@ -729,6 +787,7 @@ def complete_one(session: Session, *, task: Task, if_match: str | None) -> Respo
             "updated_at": now,
             "remind_at": None,
         },
+        change_seq=writes.change(),
     )
     return task_response(_written(written, if_match))
 
@@ -749,7 +808,10 @@ async def update_task(
 ) -> Response:
     """Change the fields sent and keep the others; with `If-Match`, only if unchanged since.
     A new `remind_at` re-arms the reminder; completing the task cancels it."""
-    return committed(session, update_one(session, task=task, body=body, if_match=if_match))
+    writes = Writes(session, task.user_id)
+    return committed(
+        session, update_one(session, writes=writes, task=task, body=body, if_match=if_match)
+    )
 
 
 @router.delete(
@@ -762,7 +824,8 @@ async def update_task(
 async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
     """Move a task out of every list and read, and cancel its reminder; the row stays,
     marked deleted, in the trash."""
-    return committed(session, delete_one(session, task=task, if_match=if_match))
+    writes = Writes(session, task.user_id)
+    return committed(session, delete_one(session, writes=writes, task=task, if_match=if_match))
 
 
 @router.patch(
@@ -774,7 +837,8 @@ async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = 
 async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
     """Set the status to `Completed` and cancel the reminder; completing again keeps the
     first `completed_at`."""
-    return committed(session, complete_one(session, task=task, if_match=if_match))
+    writes = Writes(session, task.user_id)
+    return committed(session, complete_one(session, writes=writes, task=task, if_match=if_match))
 
 
 # ---------------------------------------------------------------------------------------
@@ -793,16 +857,11 @@ def body_invalid(error: ValidationError) -> Response:
 
 
 def run_operation(
-    session: Session, *, user: UserRef, operation: BatchOperation, now: datetime
+    session: Session, *, writes: Writes, user: UserRef, operation: BatchOperation
 ) -> Response:
-    """The answer the operation's single route gives, its checks in the same order:
-    the task (404, 403), then the body (422), then If-Match (412) and the write."""
-    if operation.op is BatchOp.CREATE:
-        try:
-            create_body = TaskCreate.model_validate(operation.body)
-        except ValidationError as error:
-            return body_invalid(error)
-        return create_one(session, user=user, body=create_body, now=now)
+    """The answer the operation's single route gives (update, complete, delete), its
+    checks in the same order: the task (404, 403), then the body (422), then If-Match
+    (412) and the write."""
     # Read afresh: an earlier operation of the batch may have changed the task.
     found = session.get(Task, operation.id, populate_existing=True)
     task = owned_task(found, user, in_trash=False)
@@ -811,10 +870,12 @@ def run_operation(
             update_body = TaskUpdate.model_validate(operation.body)
         except ValidationError as error:
             return body_invalid(error)
-        return update_one(session, task=task, body=update_body, if_match=operation.if_match)
+        return update_one(
+            session, writes=writes, task=task, body=update_body, if_match=operation.if_match
+        )
     if operation.op is BatchOp.COMPLETE:
-        return complete_one(session, task=task, if_match=operation.if_match)
-    return delete_one(session, task=task, if_match=operation.if_match)
+        return complete_one(session, writes=writes, task=task, if_match=operation.if_match)
+    return delete_one(session, writes=writes, task=task, if_match=operation.if_match)
 
 
 def batch_result(response: Response) -> dict[str, Any]:
@@ -826,19 +887,45 @@ def batch_result(response: Response) -> dict[str, Any]:
     return result
 
 
+def error_result(error: HTTPException) -> dict[str, Any]:
+    """What the single route answers for an HTTPException (a 4xx: nothing of it written)."""
+    return {"status": error.status_code, "body": {"detail": error.detail}}
+
+
 def answer_batch(
     session: Session, *, user: UserRef, operations: list[BatchOperation], now: datetime
 ) -> Response:
-    results = []
+    """Every operation's result, in order. Consecutive creates are inserted together, in
+    one statement, once they are numbered and counted: their ids, numbers and results
+    are what they would be one by one."""
+    results: list[dict[str, Any]] = []
+    writes = Writes(session, user.id, planned=len(operations))
+    waiting: list[tuple[int, dict[str, Any]]] = []  # creates to insert: (result index, row)
+
+    def insert_waiting() -> None:
+        rows = insert_tasks(session, rows=[row for _, row in waiting]) if waiting else []
+        for (index, _), row in zip(waiting, rows, strict=True):
+            results[index] = batch_result(created(row))
+        waiting.clear()
+
     for operation in operations:
+        if operation.op is BatchOp.CREATE:
+            try:
+                body = TaskCreate.model_validate(operation.body)
+                waiting.append((len(results), new_task(writes, body, now)))
+                results.append({})
+            except ValidationError as error:
+                results.append(batch_result(body_invalid(error)))
+            except HTTPException as error:
+                results.append(error_result(error))
+            continue
+        insert_waiting()
         try:
-            response = run_operation(session, user=user, operation=operation, now=now)
+            response = run_operation(session, writes=writes, user=user, operation=operation)
+            results.append(batch_result(response))
         except HTTPException as error:
-            # What the single route answers for it (a 4xx: nothing of it was written).
-            response = json_response(
-                json.dumps({"detail": error.detail}).encode(), status_code=error.status_code
-            )
-        results.append(batch_result(response))
+            results.append(error_result(error))
+    insert_waiting()
     return json_response(json.dumps({"results": results}, separators=(",", ":")).encode())
 
 

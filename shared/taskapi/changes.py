@@ -1,7 +1,7 @@
 """What the changes feed (`GET /api/tasks/changes`) needs of every write to a user's tasks.
 
 Each change takes the user's next change number under the user row's lock
-(`next_change`), held until the transaction ends: a second writer of the same user waits
+(`reserve_changes`), held until the transaction ends: a second writer of the same user waits
 for the first to commit before it numbers its own change, so one user's numbers are in
 the order their changes committed, and a reader that sees a number has seen every lower
 one. The task row keeps the number of its last change. A task removed for good leaves a
@@ -31,19 +31,21 @@ def table_of(model: type[SQLModel]) -> sa.Table:
 TASKS = table_of(Task)
 TOMBSTONES = table_of(TaskTombstone)
 
-_NEXT_CHANGE = (
+_RESERVE = (
     sa.update(User)
     .where(col(User.id) == sa.bindparam("user_id"))
-    .values(task_change_seq=col(User.task_change_seq) + 1)
+    .values(task_change_seq=col(User.task_change_seq) + sa.bindparam("count", type_=sa.BigInteger))
     .returning(col(User.task_change_seq))
 )
 
 
-def next_change(connection: Connection, *, user_id: uuid.UUID) -> int:
-    """The user's next change number; the user row stays locked until the transaction
-    ends (PostgreSQL: the UPDATE's row lock, `FOR NO KEY UPDATE`, which a session's
-    foreign key does not wait for; SQLite: the database's write lock)."""
-    return int(connection.execute(_NEXT_CHANGE, {"user_id": user_id}).scalar_one())
+def reserve_changes(connection: Connection, *, user_id: uuid.UUID, count: int = 1) -> range:
+    """The user's next `count` change numbers, in one statement; the user row stays
+    locked until the transaction ends (PostgreSQL: the UPDATE's row lock, `FOR NO KEY
+    UPDATE`, which a session's foreign key does not wait for; SQLite: the database's
+    write lock). Numbers reserved and not used leave gaps, which the feed ignores."""
+    last = int(connection.execute(_RESERVE, {"user_id": user_id, "count": count}).scalar_one())
+    return range(last - count + 1, last + 1)
 
 
 def remove_for_good(
