@@ -151,7 +151,10 @@ def main(base_url: str) -> None:
     feed = list_changes.sync_detailed(client=client, limit=100)
     expect("changes", feed, HTTPStatus.OK)
     changes = body("changes", feed, TaskChanges)
-    if len(changes.items) != 1 or task.id not in changes.deleted or changes.has_more:
+    # The removed task is among `deleted`, unless SQLite (the local server's database) gave
+    # its id to the new task: the feed then lists that id once, as it is now.
+    reported = task.id in changes.deleted or any(item.id == task.id for item in changes.items)
+    if [item.title for item in changes.items] != ["Buy milk"] or not reported or changes.has_more:
         raise SystemExit(f"changes: unexpected page {changes!r}")
     since = list_changes.sync_detailed(client=client, cursor=changes.cursor)
     if body("changes since the cursor", since, TaskChanges).items:

@@ -528,10 +528,8 @@ class BatchOperation(RequestModel):
         description="create: POST /api/tasks; update: PUT, complete: PATCH .../complete, "
         "delete: DELETE /api/tasks/{id}"
     )
-    id: int | SkipJsonSchema[None] = Field(
+    id: Annotated[int, Field(ge=1, le=2**31 - 1)] | SkipJsonSchema[None] = Field(
         default=None,
-        ge=1,
-        le=2**31 - 1,
         description="The task's id: required by update, complete and delete; not by create",
     )
     if_match: str | SkipJsonSchema[None] = Field(
