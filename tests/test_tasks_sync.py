@@ -4,6 +4,7 @@ trash, conditional reads (ETag, If-None-Match, 304), the changes feed, and `remi
 tests/test_tasks_batch.py; sending reminders: tests/test_reminders.py.)"""
 
 import base64
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 
 from taskapi.changes import TASKS, TOMBSTONES
 from taskapi.models import utcnow
-from tests.support.client import Client
+from tests.support.client import Client, Response
 from tests.support.database import Database
 from tests.support.environment import configure
 from tests.support.functions import load_function
@@ -143,11 +144,12 @@ def test_the_list_has_an_etag_of_its_query_and_content(
     # Any change to a listed task, a new task or a deletion changes the tag.
     tags = {tag}
     path = first.headers["location"]
-    for change in (
+    changes: list[Callable[[], Response]] = [
         lambda: client.put(path, json_body={"priority": "High"}, token=ada.token),
         lambda: create(client, ada, title="second"),
         lambda: client.delete(path, token=ada.token),
-    ):
+    ]
+    for change in changes:
         change()
         response = client.get("/api/tasks", headers={"If-None-Match": tag}, token=ada.token)
         assert response.status == 200
@@ -340,8 +342,8 @@ def test_the_maintenance_purge_leaves_tombstones_the_feed_reports(
 
 
 def reminder_of(db: Database, task_id: int) -> tuple[Any, Any]:
-    (row,) = db.rows("SELECT remind_at, reminded_at FROM task WHERE id = :id", id=task_id)
-    return row[0], row[1]
+    rows = db.rows("SELECT remind_at, reminded_at FROM task WHERE id = :id", id=task_id)
+    return rows[0][0], rows[0][1]
 
 
 def test_remind_at_is_set_changed_and_cleared(client: Client, ada: Account, db: Database) -> None:
