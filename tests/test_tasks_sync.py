@@ -343,7 +343,8 @@ def test_the_maintenance_purge_leaves_tombstones_the_feed_reports(
 
 def reminder_of(db: Database, task_id: int) -> tuple[Any, Any]:
     rows = db.rows("SELECT remind_at, reminded_at FROM task WHERE id = :id", id=task_id)
-    return rows[0][0], rows[0][1]
+    remind_at, reminded_at = tuple(rows[0])
+    return remind_at, reminded_at
 
 
 def test_remind_at_is_set_changed_and_cleared(client: Client, ada: Account, db: Database) -> None:
