@@ -414,7 +414,7 @@ def first_completion(now: datetime) -> sa.ColumnElement[datetime]:
     return func.coalesce(col(Task.completed_at), now)
 
 
-def update_task(
+def write_new_version(
     session: Session,
     *,
     task: Task,

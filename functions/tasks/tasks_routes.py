@@ -21,7 +21,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from typing_extensions import TypedDict
 
 import tasks_queries
-from taskapi.auth import AccessClaims, CurrentUserRef, UserRef
+from taskapi.auth import AccessClaims, CurrentUser
 from taskapi.changes import reserve_changes
 from taskapi.db import ReadConnection, SessionDep
 from taskapi.factory import function_router, without_input
@@ -163,24 +163,24 @@ register_url_convertor("id_segment", TaskIdSegment())
 _AnyTask = TypeVar("_AnyTask", Task, Row[Any])
 
 
-def owned_task(task: _AnyTask | None, user: UserRef, *, in_trash: bool) -> _AnyTask:
+def owned_task(task: _AnyTask | None, user_id: uuid.UUID, *, in_trash: bool) -> _AnyTask:
     """The task if it exists, is (or is not) in the trash, and is the user's: else 404/403."""
     if task is None or (task.deleted_at is not None) != in_trash:
         detail = "Task not found in the trash" if in_trash else "Task not found"
         raise HTTPException(status_code=http.HTTP_404_NOT_FOUND, detail=detail)
-    if task.user_id != user.id:
+    if task.user_id != user_id:
         raise HTTPException(
             status_code=http.HTTP_403_FORBIDDEN, detail="This task belongs to another user"
         )
     return task
 
 
-async def get_owned_task(task_id: TaskId, user: CurrentUserRef, session: SessionDep) -> Task:
-    return owned_task(session.get(Task, task_id), user, in_trash=False)
+async def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+    return owned_task(session.get(Task, task_id), user.id, in_trash=False)
 
 
-async def get_trashed_task(task_id: TaskId, user: CurrentUserRef, session: SessionDep) -> Task:
-    return owned_task(session.get(Task, task_id), user, in_trash=True)
+async def get_trashed_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+    return owned_task(session.get(Task, task_id), user.id, in_trash=True)
 
 
 OwnedTask = Annotated[Task, Depends(get_owned_task)]
@@ -278,7 +278,7 @@ Skip = Annotated[int, Query(ge=0, le=MAX_INT32, description="Tasks to skip")]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 
 
-# The GETs take `AccessClaims` rather than `CurrentUserRef`: their own statement checks the
+# The GETs take `AccessClaims` rather than `CurrentUser`: their own statement checks the
 # caller's session (`taskapi.auth.LIVE_SESSION`), a query less per request.
 @router.get(
     "/api/tasks",
@@ -471,28 +471,25 @@ def create_one(session: Session, *, writes: Writes, body: TaskCreate, now: datet
 def idempotently(
     session: Session,
     *,
-    user: UserRef,
+    user_id: uuid.UUID,
     key: str | None,
     body: BaseModel,
     now: datetime,
     answer: Callable[[], Response],
 ) -> Response:
-    """`answer()`, committed; with an Idempotency-Key, stored with it in the same
-    transaction, or the stored answer of an earlier request with that key (24 hours)."""
+    """`answer()`; with an Idempotency-Key, stored with it in the request's transaction,
+    or the stored answer of an earlier request with that key (24 hours)."""
     if key is None:
-        response = answer()
-        session.commit()
-        return response
-    lock_user_tasks(session, user_id=user.id)
+        return answer()
+    lock_user_tasks(session, user_id=user_id)
     body_fingerprint = fingerprint(body)
-    found = find_idempotency_record(session, user_id=user.id, key=key, now=now)
+    found = find_idempotency_record(session, user_id=user_id, key=key, now=now)
     if found is not None:
-        session.commit()  # an expired record deleted, if any
         return replay(found, body_fingerprint)
     response = answer()
     session.add(
         IdempotencyKey(
-            user_id=user.id,
+            user_id=user_id,
             key=key,
             fingerprint=body_fingerprint,
             status_code=response.status_code,
@@ -503,14 +500,11 @@ def idempotently(
         )
     )
     try:
-        session.commit()
+        session.flush()
     except IntegrityError:
-        # A simultaneous request with the same key committed first (SQLite; on PostgreSQL
-        # the user's lock makes this one wait and find that answer above): its answer.
-        session.rollback()
-        found = find_idempotency_record(session, user_id=user.id, key=key, now=now)
-        if found is not None:
-            return replay(found, body_fingerprint)
+        # A simultaneous request with the same key wrote it first (SQLite; on PostgreSQL
+        # the user's lock makes this one wait and find that answer above). Its answer is
+        # stored once it commits: a retry gets it.
         raise HTTPException(
             status_code=http.HTTP_409_CONFLICT,
             detail="A request with this Idempotency-Key is still in progress; retry it",
@@ -530,7 +524,7 @@ def idempotently(
 )
 async def create_task(
     body: TaskCreate,
-    user: CurrentUserRef,
+    user: CurrentUser,
     session: SessionDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
@@ -542,7 +536,7 @@ async def create_task(
     now = utcnow()
     return idempotently(
         session,
-        user=user,
+        user_id=user.id,
         key=idempotency_key,
         body=body,
         now=now,
@@ -584,11 +578,11 @@ async def list_trash(
     responses=error_responses(Detail, UNAUTHORIZED),
     summary="Empty the trash: remove every deleted task of the caller's for good",
 )
-async def empty_the_trash(user: CurrentUserRef, session: SessionDep) -> Response:
+async def empty_the_trash(user: CurrentUser, session: SessionDep) -> Response:
     """Every task in the caller's trash is removed for good (and stops counting against
     the quota); the changes feed reports them deleted."""
     empty_trash(session, user_id=user.id, task_id=None, now=utcnow())
-    return committed(session, Response(status_code=http.HTTP_204_NO_CONTENT))
+    return Response(status_code=http.HTTP_204_NO_CONTENT)
 
 
 @router.delete(
@@ -612,7 +606,7 @@ async def remove_from_trash(task: TrashedTaskDep, session: SessionDep) -> Respon
         raise HTTPException(
             status_code=http.HTTP_404_NOT_FOUND, detail="Task not found in the trash"
         )
-    return committed(session, Response(status_code=http.HTTP_204_NO_CONTENT))
+    return Response(status_code=http.HTTP_204_NO_CONTENT)
 
 
 Cursor = Annotated[
@@ -690,7 +684,7 @@ async def restore_task(
     """Put a deleted task back in the list, as a new version with a new `ETag`."""
     version = expected_version(task, if_match)
     now = utcnow()
-    restored = tasks_queries.update_task(
+    restored = tasks_queries.write_new_version(
         session,
         task=task,
         expected_version=version,
@@ -703,9 +697,7 @@ async def restore_task(
         raise HTTPException(
             status_code=http.HTTP_404_NOT_FOUND, detail="Task not found in the trash"
         )
-    response = task_response(_written(restored, if_match))
-    session.commit()
-    return response
+    return task_response(_written(restored, if_match))
 
 
 @router.get(
@@ -727,7 +719,7 @@ async def get_task(
     """One of the caller's tasks, with its version in `ETag`; with `If-None-Match` holding
     it, 304 while the task is unchanged."""
     found = tasks_queries.read_task(connection, task_id=task_id, claims=claims, now=utcnow())
-    task = owned_task(found, UserRef(claims.user_id), in_trash=False)
+    task = owned_task(found, claims.user_id, in_trash=False)
     tag = etag_of(task.id, task.version)
     return not_modified(if_none_match, tag) or json_response(
         TASK_JSON.dump_json(task._asdict()), headers={"ETag": tag}
@@ -754,7 +746,7 @@ def update_one(
         values["completed_at"] = first_completion(now) if completed else None
         if completed:
             values["remind_at"] = None  # a completed task reminds no one
-    written = tasks_queries.update_task(
+    written = tasks_queries.write_new_version(
         session, task=task, expected_version=version, values=values, change_seq=writes.change()
     )
     return task_response(_written(written, if_match))
@@ -777,7 +769,7 @@ def complete_one(session: Session, *, writes: Writes, task: Task, if_match: str 
     if task.status is TaskStatus.COMPLETED:
         return task_response(task)
     now = utcnow()
-    written = tasks_queries.update_task(
+    written = tasks_queries.write_new_version(
         session,
         task=task,
         expected_version=version,
@@ -792,11 +784,6 @@ def complete_one(session: Session, *, writes: Writes, task: Task, if_match: str 
     return task_response(_written(written, if_match))
 
 
-def committed(session: Session, response: Response) -> Response:
-    session.commit()
-    return response
-
-
 @router.put(
     "/api/tasks/{task_id:id_segment}",
     response_model=TaskPublic,
@@ -809,9 +796,7 @@ async def update_task(
     """Change the fields sent and keep the others; with `If-Match`, only if unchanged since.
     A new `remind_at` re-arms the reminder; completing the task cancels it."""
     writes = Writes(session, task.user_id)
-    return committed(
-        session, update_one(session, writes=writes, task=task, body=body, if_match=if_match)
-    )
+    return update_one(session, writes=writes, task=task, body=body, if_match=if_match)
 
 
 @router.delete(
@@ -825,7 +810,7 @@ async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = 
     """Move a task out of every list and read, and cancel its reminder; the row stays,
     marked deleted, in the trash."""
     writes = Writes(session, task.user_id)
-    return committed(session, delete_one(session, writes=writes, task=task, if_match=if_match))
+    return delete_one(session, writes=writes, task=task, if_match=if_match)
 
 
 @router.patch(
@@ -838,7 +823,7 @@ async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch 
     """Set the status to `Completed` and cancel the reminder; completing again keeps the
     first `completed_at`."""
     writes = Writes(session, task.user_id)
-    return committed(session, complete_one(session, writes=writes, task=task, if_match=if_match))
+    return complete_one(session, writes=writes, task=task, if_match=if_match)
 
 
 # ---------------------------------------------------------------------------------------
@@ -856,15 +841,13 @@ def body_invalid(error: ValidationError) -> Response:
     )
 
 
-def run_operation(
-    session: Session, *, writes: Writes, user: UserRef, operation: BatchOperation
-) -> Response:
+def run_operation(session: Session, *, writes: Writes, operation: BatchOperation) -> Response:
     """The answer the operation's single route gives (update, complete, delete), its
     checks in the same order: the task (404, 403), then the body (422), then If-Match
     (412) and the write."""
     # Read afresh: an earlier operation of the batch may have changed the task.
     found = session.get(Task, operation.id, populate_existing=True)
-    task = owned_task(found, user, in_trash=False)
+    task = owned_task(found, writes.user_id, in_trash=False)
     if operation.op is BatchOp.UPDATE:
         try:
             update_body = TaskUpdate.model_validate(operation.body)
@@ -893,13 +876,13 @@ def error_result(error: HTTPException) -> dict[str, Any]:
 
 
 def answer_batch(
-    session: Session, *, user: UserRef, operations: list[BatchOperation], now: datetime
+    session: Session, *, user_id: uuid.UUID, operations: list[BatchOperation], now: datetime
 ) -> Response:
     """Every operation's result, in order. Consecutive creates are inserted together, in
     one statement, once they are numbered and counted: their ids, numbers and results
     are what they would be one by one."""
     results: list[dict[str, Any]] = []
-    writes = Writes(session, user.id, planned=len(operations))
+    writes = Writes(session, user_id, planned=len(operations))
     waiting: list[tuple[int, dict[str, Any]]] = []  # creates to insert: (result index, row)
 
     def insert_waiting() -> None:
@@ -921,7 +904,7 @@ def answer_batch(
             continue
         insert_waiting()
         try:
-            response = run_operation(session, writes=writes, user=user, operation=operation)
+            response = run_operation(session, writes=writes, operation=operation)
             results.append(batch_result(response))
         except HTTPException as error:
             results.append(error_result(error))
@@ -944,7 +927,7 @@ def answer_batch(
 )
 async def run_batch(
     body: BatchRequest,
-    user: CurrentUserRef,
+    user: CurrentUser,
     session: SessionDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
@@ -955,9 +938,9 @@ async def run_batch(
     now = utcnow()
     return idempotently(
         session,
-        user=user,
+        user_id=user.id,
         key=idempotency_key,
         body=body,
         now=now,
-        answer=lambda: answer_batch(session, user=user, operations=body.operations, now=now),
+        answer=lambda: answer_batch(session, user_id=user.id, operations=body.operations, now=now),
     )
