@@ -130,8 +130,10 @@ def test_two_overlapping_runs_send_every_due_reminder_once(mailbox: Mailbox, db:
 
     assert Counter(mailbox.subjects) == expected_subjects(DUE)
     assert sum(s["sent"] for s in summaries) == DUE
-    # They did overlap: each sent a share.
-    assert all(s["sent"] > 0 for s in summaries), summaries
+    if db.backend == "postgresql":
+        # They did overlap: each claimed a share (SKIP LOCKED). On SQLite a run's claim
+        # waits for the other's write lock, and either may end up sending them all.
+        assert all(s["sent"] > 0 for s in summaries), summaries
     assert [s["failed"] for s in summaries] == [0, 0]
     assert all(s["complete"] for s in summaries)
     per_owner = Counter(mailbox.recipients)

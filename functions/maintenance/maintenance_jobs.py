@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 
 from taskapi.changes import TOMBSTONES, record_pruned, remove_for_good, table_of
+from taskapi.jobs import deadline
 from taskapi.metrics import METRICS_NAMESPACE, Unit, put_metrics
 from taskapi.models import (
     IDEMPOTENCY_KEY_LIFETIME,
@@ -181,10 +182,12 @@ def run_maintenance(
 ) -> MaintenanceResult:
     """Every purge in turn, within the time budget; never raises for a database error."""
     started = time.monotonic()
-    budget = settings.maintenance_time_budget_seconds
-    if remaining_seconds is not None:
-        budget = min(budget, remaining_seconds - TIMEOUT_MARGIN_SECONDS)
-    deadline = started + budget
+    stop_at = deadline(
+        started,
+        budget=settings.maintenance_time_budget_seconds,
+        remaining=remaining_seconds,
+        margin=TIMEOUT_MARGIN_SECONDS,
+    )
     now = now or utcnow()
     result = MaintenanceResult()
     for purge in PURGES:
@@ -194,7 +197,7 @@ def run_maintenance(
         deleted = 0
         try:
             while True:
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= stop_at:
                     result.complete = False
                     break
                 with engine.begin() as connection:

@@ -14,7 +14,7 @@ send one again.
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from taskapi.changes import TASKS
+from taskapi.jobs import deadline
 from taskapi.mail import send_email
 from taskapi.metrics import METRICS_NAMESPACE, Unit, put_metrics
 from taskapi.models import User, utcnow
@@ -76,12 +77,7 @@ class RemindersResult:
     duration_ms: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "sent": self.sent,
-            "failed": self.failed,
-            "complete": self.complete,
-            "duration_ms": self.duration_ms,
-        }
+        return asdict(self)
 
 
 def reminder_text(row: Any) -> tuple[str, str]:
@@ -104,16 +100,18 @@ def run_reminders(
     """Send every reminder due by `now`, one transaction each, within the time budget;
     never raises for one email, nor for a database error (the next run carries on)."""
     started = time.monotonic()
-    budget = settings.reminders_time_budget_seconds
-    if remaining_seconds is not None:
-        budget = min(budget, remaining_seconds - TIMEOUT_MARGIN_SECONDS)
-    deadline = started + budget
+    stop_at = deadline(
+        started,
+        budget=settings.reminders_time_budget_seconds,
+        remaining=remaining_seconds,
+        margin=TIMEOUT_MARGIN_SECONDS,
+    )
     now = now or utcnow()
     result = RemindersResult()
     skipped: list[int] = []
     try:
         while True:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= stop_at:
                 result.complete = False
                 break
             with engine.connect() as connection:

@@ -384,6 +384,10 @@ CONFLICT = {
     409: "The caller holds the most tasks allowed, or a request with the same "
     "Idempotency-Key is still in progress"
 }
+# The errors of the routes that create (and take an Idempotency-Key).
+CREATE_ERRORS = error_responses(Detail, UNAUTHORIZED | CONFLICT)
+# A route that answers 204 with no body.
+NO_CONTENT: dict[str, Any] = {"status_code": http.HTTP_204_NO_CONTENT, "response_class": Response}
 CREATED_HEADERS = {
     **ETAG_HEADER,
     "Location": {"description": "The new task", "schema": {"type": "string"}},
@@ -516,10 +520,7 @@ def idempotently(
     "/api/tasks",
     response_model=TaskPublic,
     status_code=http.HTTP_201_CREATED,
-    responses={
-        201: {"headers": CREATED_HEADERS},
-        **error_responses(Detail, UNAUTHORIZED | CONFLICT),
-    },
+    responses={201: {"headers": CREATED_HEADERS}, **CREATE_ERRORS},
     summary="Create a task",
 )
 async def create_task(
@@ -573,8 +574,7 @@ async def list_trash(
 
 @router.delete(
     "/api/tasks/trash",
-    status_code=http.HTTP_204_NO_CONTENT,
-    response_class=Response,
+    **NO_CONTENT,
     responses=error_responses(Detail, UNAUTHORIZED),
     summary="Empty the trash: remove every deleted task of the caller's for good",
 )
@@ -587,8 +587,7 @@ async def empty_the_trash(user: CurrentUser, session: SessionDep) -> Response:
 
 @router.delete(
     "/api/tasks/trash/{task_id}",
-    status_code=http.HTTP_204_NO_CONTENT,
-    response_class=Response,
+    **NO_CONTENT,
     responses=error_responses(
         Detail,
         UNAUTHORIZED
@@ -916,12 +915,8 @@ def answer_batch(
     "/api/tasks/batch",
     response_model=BatchResponse,
     responses={
-        200: {
-            "headers": {
-                "Idempotent-Replayed": CREATED_HEADERS["Idempotent-Replayed"],
-            }
-        },
-        **error_responses(Detail, UNAUTHORIZED | CONFLICT),
+        200: {"headers": {"Idempotent-Replayed": CREATED_HEADERS["Idempotent-Replayed"]}},
+        **CREATE_ERRORS,
     },
     summary="Create, change, complete and delete tasks in one request",
 )

@@ -45,18 +45,18 @@ def upgrade() -> None:
     )
     op.create_table(
         "task_tombstone",
-        sa.Column(
-            "user_id",
-            sa.Uuid(),
-            sa.ForeignKey(
-                "user.id", name=op.f("fk_task_tombstone_user_id_user"), ondelete="CASCADE"
-            ),
-            nullable=False,
-        ),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("change_seq", sa.BigInteger(), nullable=False),
         sa.Column("task_id", sa.Integer(), nullable=False),
         sa.Column("removed_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("user_id", "change_seq", "task_id", name=op.f("pk_task_tombstone")),
+        # Account deletion removes a user's tombstones with the user.
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["user.id"],
+            name=op.f("fk_task_tombstone_user_id_user"),
+            ondelete="CASCADE",
+        ),
     )
     # The maintenance run removes tombstones past CHANGES_RETENTION_DAYS, oldest first.
     op.create_index(op.f("ix_task_tombstone_removed_at"), "task_tombstone", ["removed_at"])
