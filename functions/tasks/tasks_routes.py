@@ -21,7 +21,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from typing_extensions import TypedDict
 
 import tasks_queries
-from taskapi.auth import AccessClaims, CurrentUser
+from taskapi.auth import AccessClaims, CurrentUser, unauthorized
 from taskapi.changes import reserve_changes
 from taskapi.db import ReadConnection, SessionDep
 from taskapi.factory import function_router, without_input
@@ -258,6 +258,9 @@ class Writes:
             reserved = reserve_changes(
                 self.session.connection(), user_id=self.user_id, count=self.planned
             )
+            if reserved is None:
+                # Deleted while this request ran: as a moment later, its sessions are gone.
+                unauthorized("Session expired or revoked")
             self.numbers = iter(reserved)
             number = next(self.numbers)
         return number
@@ -861,17 +864,17 @@ def run_operation(session: Session, *, writes: Writes, operation: BatchOperation
 
 
 def batch_result(response: Response) -> dict[str, Any]:
-    result: dict[str, Any] = {"status": response.status_code}
-    if response.body:
-        result["body"] = json.loads(bytes(response.body))
-    if "etag" in response.headers:
-        result["etag"] = response.headers["etag"]
-    return result
+    """The single route's answer as a result: `body` and `etag` null where it sends none."""
+    return {
+        "status": response.status_code,
+        "body": json.loads(bytes(response.body)) if response.body else None,
+        "etag": response.headers.get("etag"),
+    }
 
 
 def error_result(error: HTTPException) -> dict[str, Any]:
     """What the single route answers for an HTTPException (a 4xx: nothing of it written)."""
-    return {"status": error.status_code, "body": {"detail": error.detail}}
+    return {"status": error.status_code, "body": {"detail": error.detail}, "etag": None}
 
 
 def answer_batch(

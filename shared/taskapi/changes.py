@@ -39,13 +39,14 @@ _RESERVE = (
 )
 
 
-def reserve_changes(connection: Connection, *, user_id: uuid.UUID, count: int = 1) -> range:
+def reserve_changes(connection: Connection, *, user_id: uuid.UUID, count: int = 1) -> range | None:
     """The user's next `count` change numbers, in one statement; the user row stays
     locked until the transaction ends (PostgreSQL: the UPDATE's row lock, `FOR NO KEY
     UPDATE`, which a session's foreign key does not wait for; SQLite: the database's
-    write lock). Numbers reserved and not used leave gaps, which the feed ignores."""
-    last = int(connection.execute(_RESERVE, {"user_id": user_id, "count": count}).scalar_one())
-    return range(last - count + 1, last + 1)
+    write lock). Numbers reserved and not used leave gaps, which the feed ignores.
+    None: the user is gone (deleted while the request ran)."""
+    last = connection.execute(_RESERVE, {"user_id": user_id, "count": count}).scalar()
+    return None if last is None else range(int(last) - count + 1, int(last) + 1)
 
 
 def remove_for_good(

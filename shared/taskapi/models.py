@@ -532,8 +532,8 @@ class BatchOperation(RequestModel):
         default=None,
         description="The task's id: required by update, complete and delete; not by create",
     )
-    if_match: str | SkipJsonSchema[None] = Field(
-        default=None, max_length=1024, description="The single route's If-Match header"
+    if_match: Annotated[str, Field(max_length=1024)] | SkipJsonSchema[None] = Field(
+        default=None, description="The single route's If-Match header"
     )
     body: dict[str, Any] | SkipJsonSchema[None] = Field(
         default=None,
@@ -568,15 +568,16 @@ class BatchRequest(RequestModel):
     )
 
 
-# One operation's answer: the single route's status, body and ETag (absent where the
-# single route sends none).
+# One operation's answer: the single route's status, body and ETag (null where the single
+# route sends none).
 class BatchResult(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
     status: int
-    body: dict[str, Any] | SkipJsonSchema[None] = Field(
-        default=None,
-        description="The single route's body: a Task, or an error's `detail`; absent for a 204",
+    body: dict[str, Any] | None = Field(
+        description="The single route's body: a Task, or an error's `detail`; null for a 204"
     )
-    etag: str | SkipJsonSchema[None] = Field(default=None, description="The single route's ETag")
+    etag: str | None = Field(description="The single route's ETag; null where it sends none")
 
 
 # The answer of POST /api/tasks/batch: one result per operation, in order.
