@@ -56,6 +56,7 @@ def test_upgrade_check_downgrade_upgrade(empty_database: Database) -> None:
         "idempotency_key",
         "security_event",
         "account_token",
+        "task_tombstone",
     }
     inspector = sa.inspect(empty_database.engine)
     for table, expected in EXPECTED_INDEXES.items():
