@@ -55,6 +55,7 @@ openapi: venv  ## Regenerate the API's OpenAPI document and migration head that 
 	$(BIN)/python tools/generate.py
 
 test: lint typecheck pytest  ## ruff, mypy and pytest: what CI runs
+	@$(if $(TEST_DATABASE_URL),echo "make test: SQLite and PostgreSQL ($(TEST_DATABASE_URL)), coverage floor $(COVERAGE_FLOOR) %",echo "make test: SQLite only (coverage floor $(COVERAGE_FLOOR) %); add PostgreSQL with TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test make test")
 
 lint: venv  ## ruff check and ruff format --check
 	$(BIN)/ruff check .
@@ -69,9 +70,12 @@ PYTEST_WORKERS ?= auto
 
 # Coverage of the layer, the functions and the migrations ([tool.coverage] in pyproject.toml),
 # printed after the tests; below the floor the run fails. The floor is the measured figure
-# rounded down: raise it as coverage rises (README). COVERAGE= turns it off (a subset of
-# the tests, or pdb); `make test-py313` runs without it.
-COVERAGE_FLOOR := 98
+# rounded down: raise it as coverage rises. Without TEST_DATABASE_URL the PostgreSQL-only
+# code (db.py's PostgreSQL set-up and failover, migrations/env.py's lock, a PostgreSQL-only
+# migration) cannot run, so a SQLite-only run has its own, lower floor; CI runs both
+# databases and keeps the higher one. COVERAGE= turns it off (a subset of the tests, or
+# pdb); `make test-py313` runs without it.
+COVERAGE_FLOOR ?= $(if $(TEST_DATABASE_URL),98,94)
 COVERAGE ?= --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 pytest: venv  ## pytest alone, with coverage (PYTEST_ARGS passes options, PYTEST_WORKERS=0 runs in one process, COVERAGE= skips coverage)

@@ -41,6 +41,17 @@ logger = logging.getLogger("localapi")
 HTTP_PARSER = "httptools"
 
 
+# The functions' LOG_LEVEL (the Settings class takes four names) for each of uvicorn's.
+FUNCTION_LOG_LEVELS = {
+    "critical": "ERROR",
+    "error": "ERROR",
+    "warning": "WARNING",
+    "info": "INFO",
+    "debug": "DEBUG",
+    "trace": "DEBUG",
+}
+
+
 class UsageError(ValueError):
     """Something the developer typed cannot be used: said in one line, exit status 2."""
 
@@ -68,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         command.add_argument(
             "--log-level",
-            default="info",
-            choices=["critical", "error", "warning", "info", "debug", "trace"],
-            help="uvicorn's log level (info logs every request)",
+            choices=list(FUNCTION_LOG_LEVELS),
+            help="the server's and the functions' log level, over LOG_LEVEL (default info:"
+            " a line per request; warning: problems only)",
         )
     for command in (parser, invoke, serve):
         command.add_argument(
@@ -92,6 +103,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, *, debug: bool) -> int:
+    if args.log_level:
+        # The workers read it (they are started with this process's environment), so that
+        # one option quiets the functions' request lines as well as the server.
+        os.environ["LOG_LEVEL"] = FUNCTION_LOG_LEVELS[args.log_level]
+    # Each function logs every request as a JSON line: uvicorn's access line would repeat it.
+    server_options: dict[str, Any] = {
+        "http": HTTP_PARSER,
+        "log_level": args.log_level or "info",
+        "access_log": False,
+    }
     template = load_template(args.template, developer_settings())
     # Read by the reloader's server process and by the workers, which report init errors.
     os.environ["LOCALAPI_DEBUG"] = "1" if debug else "0"
@@ -102,13 +123,7 @@ def _serve(args: argparse.Namespace, *, debug: bool) -> int:
         app = start(template, workers=args.workers, stage=args.stage)
         _print_banner(template, args.host, args.port, args.stage)
         server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=args.host,
-                port=args.port,
-                log_level=args.log_level,
-                http=HTTP_PARSER,
-            )
+            uvicorn.Config(app, host=args.host, port=args.port, **server_options)
         )
         server.run(sockets=[listener])
         return 0
@@ -120,11 +135,10 @@ def _serve(args: argparse.Namespace, *, debug: bool) -> int:
     config = uvicorn.Config(
         "localapi.server:app_from_environment",
         factory=True,
-        http=HTTP_PARSER,
         host=args.host,
         port=args.port,
-        log_level=args.log_level,
         reload=True,
+        **server_options,
         reload_dirs=[str(folder) for folder in template.source_dirs],
     )
     # What uvicorn.run does with reload=True, with a reloader that misses no save.

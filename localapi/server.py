@@ -284,11 +284,18 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def start(template: Template | Path | str, *, workers: int, stage: str | None = None) -> LocalApi:
-    """The app with every function imported; FunctionInitError if one cannot start."""
+def start(
+    template: Template | Path | str,
+    *,
+    workers: int,
+    stage: str | None = None,
+    keep_serving: bool = False,
+) -> LocalApi:
+    """The app with every function imported; FunctionInitError if one cannot start, unless
+    `keep_serving`: then that function's routes answer 502 and the others serve."""
     api = build_local_api(template, workers=workers, stage=stage)
     try:
-        api.runtime.warm_up()
+        api.runtime.warm_up(keep_serving=keep_serving)
     except FunctionInitError:
         api.runtime.close()
         raise
@@ -297,13 +304,19 @@ def start(template: Template | Path | str, *, workers: int, stage: str | None = 
 
 def app_from_environment() -> LocalApi:
     """`uvicorn --factory` entry point: the reloader starts a fresh process that calls it.
-    A function that cannot start ends that process (status 1) after one line."""
+
+    At the first start, a function that cannot start ends that process (status 1) after one
+    line: nothing has served yet, and the developer reads why. After a save (the reloader
+    sets LOCALAPI_RELOADED) the server keeps serving: the broken function's routes answer
+    502 at once and every other function still answers, until the next save.
+    """
     configure_server_logging()
     try:
         return start(
             os.environ.get("LOCALAPI_TEMPLATE", "template.yaml"),
             workers=int(os.environ.get("LOCALAPI_WORKERS", "0")),
             stage=os.environ.get("LOCALAPI_STAGE") or None,
+            keep_serving=os.environ.get("LOCALAPI_RELOADED") == "1",
         )
     except FunctionInitError as error:
         report(error, debug=os.environ.get("LOCALAPI_DEBUG") == "1")

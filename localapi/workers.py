@@ -193,15 +193,13 @@ class FunctionPool:
         self.idle: list[Worker] = []
         self.workers: set[Worker] = set()
         self._slots: asyncio.Semaphore | None = None
-
-    def start_one(self) -> None:
-        """Start and import one worker now (the server's start-up check)."""
-        worker = Worker(self.function, self.environment)
-        worker.wait_ready()
-        self.workers.add(worker)
-        self.idle.append(worker)
+        # Why the function could not start after a save: its requests fail at once (502)
+        # instead of each waiting for an import that fails again; the next save retries.
+        self.broken: FunctionInitError | None = None
 
     async def invoke(self, event: Any) -> Any:
+        if self.broken is not None:
+            raise WorkerError(str(self.broken))
         if self._slots is None:  # made inside the server's event loop
             self._slots = asyncio.Semaphore(self.size)
         async with self._slots:
@@ -262,19 +260,27 @@ class ProcessRuntime:
             if function.routes
         }
 
-    def warm_up(self) -> None:
-        """Start one worker per function, importing all at once: FunctionInitError for the
-        first that fails, before any request is served."""
+    def warm_up(self, *, keep_serving: bool = False) -> None:
+        """Start one worker per function, importing all at once, before any request is
+        served: FunctionInitError for the first that fails; with `keep_serving`, every
+        function that fails is marked broken instead and the others serve."""
         started = [Worker(pool.function, pool.environment) for pool in self.pools.values()]
-        try:
-            for pool, worker in zip(self.pools.values(), started, strict=True):
+        failed = []
+        for pool, worker in zip(self.pools.values(), started, strict=True):
+            try:
                 worker.wait_ready()
-                pool.workers.add(worker)
-                pool.idle.append(worker)
-        except FunctionInitError:
+            except FunctionInitError as error:
+                pool.broken = error
+                failed.append(error)
+                continue
+            pool.workers.add(worker)
+            pool.idle.append(worker)
+        if failed and not keep_serving:
             for worker in started:
                 worker.kill()
-            raise
+            raise failed[0]
+        for failure in failed:
+            logger.error("%s: its routes answer 502 until a save fixes it", failure)
 
     async def invoke(self, function: Function, event: Any) -> Any:
         """The handler's result; WorkerError; or InvocationTimeoutError past its Timeout."""

@@ -3,14 +3,18 @@
 folder laid out as a fresh clone (links to this one's code and virtualenv, a `.env` and a
 SQLite file of its own). Settings precedence, start-up output and failures as one line."""
 
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +60,7 @@ SETTINGS = (
     "MAKELEVEL",
 )
 PREFLIGHT = {"Access-Control-Request-Method": "POST"}
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 @pytest.fixture
@@ -222,6 +227,61 @@ def test_the_templates_defaults_apply_when_nothing_else_is_set(clone: Path) -> N
         output = running.output()
     assert '"OPTIONS /api/tasks HTTP/1.1"' not in output
     assert "Application startup complete" not in output
+    # The functions' JSON request lines are quiet too: one option for the whole server.
+    assert '"message": "request"' not in output, output
+
+
+def test_each_request_is_one_line_in_make_runs_log(clone: Path) -> None:
+    path = f"/api/tasks/{uuid.uuid4()}"
+    with make_run(clone) as running:
+        assert running.client.get(path).status_code == 401
+        output = running.output()
+    lines = [line for line in output.splitlines() if path in line]
+    assert len(lines) == 1, output
+    logged = json.loads(lines[0])
+    assert (logged["message"], logged["method"], logged["status"]) == ("request", "GET", 401)
+
+
+def test_a_save_that_breaks_a_function_answers_502_at_once_and_the_rest_serves(
+    clone: Path,
+) -> None:
+    # Copies of the functions and of the template that names them (code is found from
+    # the template's real path), not links to this checkout's: the test saves into them.
+    for name in ("functions", "template.yaml"):
+        (clone / name).unlink()
+    shutil.copytree(ROOT / "functions", clone / "functions", ignore=IGNORED)
+    shutil.copy(ROOT / "template.yaml", clone / "template.yaml")
+    app = clone / "functions" / "tasks" / "app.py"
+    code = app.read_text()
+    with make_run(clone) as running:
+        client = running.client
+        assert client.get("/api/tasks").status_code == 401
+        app.write_text(code + "\nimport nonexistent_module_xyz\n")
+        said = "[localapi] TasksFunction cannot start: "
+        wait_for(lambda: said in running.output(), running.output)
+        started = time.monotonic()
+        broken = client.get("/api/tasks")
+        assert time.monotonic() - started < 1
+        assert (broken.status_code, broken.json()) == (502, {"message": "Internal Server Error"})
+        assert client.get("/health").status_code == 200
+        assert client.post("/api/auth/login", json={}).status_code == 422
+        app.write_text(code)
+        wait_for(lambda: client.get("/api/tasks").status_code == 401, running.output)
+        output = running.output()
+    # Once per restart: a save may be seen as two (the file truncated, then written).
+    lines = [line for line in output.splitlines() if said in line]
+    assert lines, output
+    for line in lines:
+        assert "No module named 'nonexistent_module_xyz'" in line
+        assert line.endswith("its routes answer 502 until a save fixes it"), line
+
+
+def wait_for(condition: Callable[[], bool], output: Callable[[], str]) -> None:
+    """Until `condition` holds (a reload and its functions' imports: 60 s at most)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, output()
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("where", ["shell", ".env"])
