@@ -412,6 +412,16 @@ def make_handler(app: FastAPI) -> LambdaHandler:
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         _ensure_event_loop()
-        return mangum(event, context)
+        return _untyped_when_empty(mangum(event, context))
 
     return handler
+
+
+def _untyped_when_empty(response: dict[str, Any]) -> dict[str, Any]:
+    """No content-type on a 204 or 304: Mangum gives every payload 2.0 answer without one
+    `application/json`, an empty one included, which would describe a body that is not there."""
+    if response.get("statusCode") in (204, 304) and not response.get("body"):
+        headers = response.get("headers") or {}
+        if headers.get("content-type") == "application/json":
+            del headers["content-type"]
+    return response
