@@ -10,18 +10,29 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 emulator-deploy
+.PHONY: help venv local-venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 emulator-deploy
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(BIN)/.installed: requirements-dev.txt shared/requirements.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	touch $@
+# Two steps: what serving needs (requirements-local.txt: the layer, the local server), so
+# that a first `make run` installs only that; then the test and lint tools for `make test`.
+# pip shows its own progress; each step says first what it installs.
+$(BIN)/.local-installed: requirements-local.txt shared/requirements.txt
+	@echo "Installing what the local server needs (requirements-local.txt) into $(VENV)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --progress-bar on -r requirements-local.txt
+	@touch $@
 
-venv: $(BIN)/.installed  ## Create or update the virtualenv
+$(BIN)/.installed: requirements-dev.txt $(BIN)/.local-installed
+	@echo "Installing the test and lint tools (requirements-dev.txt) into $(VENV)"
+	@$(BIN)/python -m pip install --progress-bar on -r requirements-dev.txt
+	@touch $@
+
+local-venv: $(BIN)/.local-installed  ## Create or update the virtualenv with what make run needs, no more
+
+venv: $(BIN)/.installed  ## Create or update the virtualenv with everything make test needs
 
 PORT ?= 3000
 
@@ -30,7 +41,7 @@ PORT ?= 3000
 PY313_VENV ?= .venv-py313
 PYTHON313 ?= $(shell env -u PYTHONPATH $(MAKE) --no-print-directory -s -C shared print-python313)
 
-$(PY313_VENV)/.installed: requirements-dev.txt shared/requirements.txt
+$(PY313_VENV)/.installed: requirements-dev.txt requirements-local.txt shared/requirements.txt
 	@test -n "$(PYTHON313)" || { echo "no Python 3.13 found: pyenv install 3.13" >&2; exit 1; }
 	test -x $(PY313_VENV)/bin/python || $(PYTHON313) -m venv $(PY313_VENV)
 	$(PY313_VENV)/bin/python -m pip install --quiet --upgrade pip
@@ -41,14 +52,14 @@ test-py313: $(PY313_VENV)/.installed  ## pytest on Python 3.13, the Lambda runti
 	$(PY313_VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # ARGS go to the server: make run ARGS='--log-level warning' (python -m localapi --help).
-run: venv migrate  ## Serve the whole API at http://127.0.0.1:3000 (PORT changes it, ARGS adds options)
+run: local-venv migrate  ## Serve the whole API at http://127.0.0.1:3000 (PORT changes it, ARGS adds options)
 	@$(BIN)/python -m localapi --port $(PORT) --reload $(ARGS)
 
-invoke: venv  ## Call one function with an event: make invoke FUNCTION=HealthFunction EVENT=events/x.json
+invoke: local-venv  ## Call one function with an event: make invoke FUNCTION=HealthFunction EVENT=events/x.json
 	@test -n "$(FUNCTION)" || { echo "Name the function: make invoke FUNCTION=HealthFunction EVENT=events/schedule-health.json (EVENT=- reads stdin; without EVENT the event is {})" >&2; exit 2; }
 	@$(BIN)/python -m localapi invoke $(FUNCTION) $(EVENT)
 
-migrate: venv  ## Upgrade the configured database (local SQLite file by default) to head, in one line
+migrate: local-venv  ## Upgrade the configured database (local SQLite file by default) to head, in one line
 	@$(BIN)/python tools/migrate.py $(filter --debug,$(ARGS))
 
 openapi: venv  ## Regenerate the API's OpenAPI document and migration head that HealthFunction ships

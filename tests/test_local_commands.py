@@ -34,6 +34,7 @@ CLONE = (
     "template.yaml",
     "alembic.ini",
     "requirements-dev.txt",
+    "requirements-local.txt",
     "functions",
     "shared",
     "migrations",
