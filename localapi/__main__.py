@@ -10,6 +10,7 @@ traceback.
 """
 
 import argparse
+import asyncio
 import contextlib
 import errno
 import json
@@ -17,22 +18,16 @@ import logging
 import os
 import socket
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from localapi.reload import CodeReload
-from localapi.runtime import (
-    FunctionInitError,
-    InvocationTimeoutError,
-    Runtime,
-    apply_environment,
-    developer_settings,
-)
+from localapi.runtime import FunctionInitError, InvocationTimeoutError, developer_settings
 from localapi.server import configure_server_logging, report, start
 from localapi.template import Template, TemplateError, load_template
+from localapi.workers import FunctionPool, Worker, WorkerError, function_environment
 
 logger = logging.getLogger("localapi")
 
@@ -175,27 +170,27 @@ def _invoke(template_path: str, name: str, event_path: str | None) -> int:
     template = load_template(template_path, settings)
     function = template.function(name)
     event = _read_event(event_path)
-    apply_environment(template, settings=settings)
-    runtime = Runtime(template, threads=1)
+    environment = function_environment(function, settings)
+    # The server's runtime, one worker: the same environment, import and Timeout.
+    worker = Worker(function, environment, logs_to_stderr=True)
+    worker.wait_ready()  # FunctionInitError: one line, status 1
+    pool = FunctionPool(function, environment, size=1)
+    pool.add(worker)
     try:
-        # As with `sam local invoke`, stdout carries the result alone; the function's logs
-        # (JSON lines its app factory sends to stdout, as on Lambda) go to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            result = runtime.invoke_sync(function, event)
+        result = asyncio.run(pool.invoke(event))
     except InvocationTimeoutError as exc:
         print(json.dumps({"errorMessage": str(exc), "errorType": "Sandbox.Timedout"}))
         return 1
-    except Exception as exc:
-        # The shape Lambda (and `sam local invoke`) report an unhandled error in.
-        error = {
-            "errorMessage": str(exc),
-            "errorType": type(exc).__name__,
-            "stackTrace": traceback.format_tb(exc.__traceback__),
-        }
-        print(json.dumps(error, indent=2))
+    except WorkerError as exc:
+        # The shape Lambda (and `sam local invoke`) report an unhandled error in; the
+        # worker logged the traceback on stderr. "Type: message" from the handler's error.
+        kind, _, message = str(exc).partition(": ")
+        if not kind.isidentifier():
+            kind, message = "Runtime.ExitError", str(exc)
+        print(json.dumps({"errorMessage": message, "errorType": kind}, indent=2))
         return 1
     finally:
-        runtime.close()
+        pool.close()
     print(json.dumps(result, indent=2, default=str))
     return 0
 
