@@ -55,9 +55,13 @@ test-py313: $(PY313_VENV)/.installed  ## pytest on Python 3.13, the Lambda runti
 run: local-venv migrate  ## Serve the whole API at http://127.0.0.1:3000 (PORT changes it, ARGS adds options)
 	@$(BIN)/python -m localapi --port $(PORT) --reload $(ARGS)
 
-invoke: local-venv  ## Call one function with an event: make invoke FUNCTION=HealthFunction EVENT=events/x.json
+# The sample events' <ACCESS_TOKEN> becomes TOKEN, or else a local user's token (signed up
+# in the local database on first use); stdout carries the function's result alone.
+invoke: local-venv  ## Call one function with an event: make invoke FUNCTION=HealthFunction EVENT=events/x.json [TOKEN=...]
 	@test -n "$(FUNCTION)" || { echo "Name the function: make invoke FUNCTION=HealthFunction EVENT=events/schedule-health.json (EVENT=- reads stdin; without EVENT the event is {})" >&2; exit 2; }
-	@$(BIN)/python -m localapi invoke $(FUNCTION) $(EVENT)
+	@# Its "migrated" line is not the result: only its errors are shown.
+	@$(BIN)/python tools/migrate.py >/dev/null
+	@$(BIN)/python -m localapi invoke $(FUNCTION) $(EVENT) $(if $(TOKEN),--token '$(TOKEN)')
 
 migrate: local-venv  ## Upgrade the configured database (local SQLite file by default) to head, in one line
 	@$(BIN)/python tools/migrate.py $(filter --debug,$(ARGS))

@@ -2,7 +2,8 @@
 function with an event file (the Docker-free `sam local start-api` / `sam local invoke`).
 
     python -m localapi [--port 3000] [--reload] [--stage dev] [--log-level warning] [--debug]
-    python -m localapi invoke HealthFunction events/scheduled.json
+    python -m localapi invoke HealthFunction events/schedule-health.json
+    python -m localapi invoke TasksFunction events/tasks-list.json [--token ACCESS_TOKEN]
 
 A problem the developer can fix (a port in use, a setting a function refuses, a missing
 event file) is one line and exit status 1 or 2; `--debug` (or LOG_LEVEL=DEBUG) adds the
@@ -23,10 +24,11 @@ from typing import Any
 
 import uvicorn
 
+from localapi.events import http_event
 from localapi.reload import CodeReload
 from localapi.runtime import FunctionInitError, InvocationTimeoutError, developer_settings
-from localapi.server import configure_server_logging, report, start
-from localapi.template import Template, TemplateError, load_template
+from localapi.server import configure_server_logging, http_response, report, start
+from localapi.template import Function, Template, TemplateError, load_template
 from localapi.workers import FunctionPool, Worker, WorkerError, function_environment
 
 logger = logging.getLogger("localapi")
@@ -47,6 +49,13 @@ FUNCTION_LOG_LEVELS = {
 }
 
 
+# The sample events' placeholders (events/README.md), and the user whose tokens replace
+# them when no --token is given: made in the configured (local) database on first use.
+ACCESS_PLACEHOLDER = "<ACCESS_TOKEN>"
+REFRESH_PLACEHOLDER = "<REFRESH_TOKEN>"
+LOCAL_USER = {"email": "local-user@example.com", "password": "local user's sample password"}
+
+
 class UsageError(ValueError):
     """Something the developer typed cannot be used: said in one line, exit status 2."""
 
@@ -58,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     invoke = commands.add_parser("invoke", help="call one function with an event, print its result")
     invoke.add_argument("function", help="the function's logical id, e.g. HealthFunction")
     invoke.add_argument("event", nargs="?", help="JSON event file ('-' for stdin; default {})")
+    invoke.add_argument(
+        "--token",
+        help=f"access token for the event's {ACCESS_PLACEHOLDER} (default: a local user's,"
+        " signed up on first use)",
+    )
     serve = commands.add_parser("serve", help="serve the HTTP API (default)")
     for command in (parser, serve):
         command.add_argument("--host", default="127.0.0.1")
@@ -87,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or developer_settings().get("LOG_LEVEL", "").upper() == "DEBUG"
     try:
         if args.command == "invoke":
-            return _invoke(args.template, args.function, args.event)
+            return _invoke(args.template, args.function, args.event, args.token)
         return _serve(args, debug=debug)
     except (TemplateError, UsageError) as error:
         report(error, debug=debug, traceback=False)
@@ -165,34 +179,98 @@ def _bind(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _invoke(template_path: str, name: str, event_path: str | None) -> int:
+def _invoke(template_path: str, name: str, event_path: str | None, token: str | None) -> int:
     settings = developer_settings()
     template = load_template(template_path, settings)
     function = template.function(name)
     event = _read_event(event_path)
-    environment = function_environment(function, settings)
-    # The server's runtime, one worker: the same environment, import and Timeout.
-    worker = Worker(function, environment, logs_to_stderr=True)
-    worker.wait_ready()  # FunctionInitError: one line, status 1
-    pool = FunctionPool(function, environment, size=1)
-    pool.add(worker)
-    try:
-        result = asyncio.run(pool.invoke(event))
-    except InvocationTimeoutError as exc:
-        print(json.dumps({"errorMessage": str(exc), "errorType": "Sandbox.Timedout"}))
-        return 1
-    except WorkerError as exc:
-        # The shape Lambda (and `sam local invoke`) report an unhandled error in; the
-        # worker logged the traceback on stderr. "Type: message" from the handler's error.
-        kind, _, message = str(exc).partition(": ")
-        if not kind.isidentifier():
-            kind, message = "Runtime.ExitError", str(exc)
-        print(json.dumps({"errorMessage": message, "errorType": kind}, indent=2))
-        return 1
-    finally:
-        pool.close()
+    with _Functions(template, settings) as functions:
+        try:
+            event = _with_tokens(functions, event, token)
+            result = functions.call(function, event)
+        except InvocationTimeoutError as exc:
+            print(json.dumps({"errorMessage": str(exc), "errorType": "Sandbox.Timedout"}))
+            return 1
+        except WorkerError as exc:
+            # The shape Lambda (and `sam local invoke`) report an unhandled error in; the
+            # worker logged the traceback on stderr. "Type: message" from the handler's error.
+            kind, _, message = str(exc).partition(": ")
+            if not kind.isidentifier():
+                kind, message = "Runtime.ExitError", str(exc)
+            print(json.dumps({"errorMessage": message, "errorType": kind}, indent=2))
+            return 1
     print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+class _Functions:
+    """`invoke`'s functions, each in one worker of the server's runtime (the same
+    environment, import and Timeout), started at its first call."""
+
+    def __init__(self, template: Template, settings: dict[str, str]) -> None:
+        self.template = template
+        self.settings = settings
+        self.pools: dict[str, FunctionPool] = {}
+        # One event loop for every call: a worker watches its pipe in the loop it first
+        # served in.
+        self.loop = asyncio.Runner()
+
+    def call(self, function: Function, event: Any) -> Any:
+        pool = self.pools.get(function.name)
+        if pool is None:
+            environment = function_environment(function, self.settings)
+            worker = Worker(function, environment, logs_to_stderr=True)
+            worker.wait_ready()  # FunctionInitError: one line, status 1
+            pool = self.pools[function.name] = FunctionPool(function, environment, size=1)
+            pool.add(worker)
+        return self.loop.run(pool.invoke(event))
+
+    def __enter__(self) -> "_Functions":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for pool in self.pools.values():
+            pool.close()
+        self.loop.close()
+
+
+def _with_tokens(functions: _Functions, event: Any, token: str | None) -> Any:
+    """The event with real tokens in place of the sample events' placeholders: `token` (from
+    `--token`) for the access token, or else a local user's, signed up on first use."""
+    text = json.dumps(event)
+    if ACCESS_PLACEHOLDER not in text and REFRESH_PLACEHOLDER not in text:
+        return event
+    if token and REFRESH_PLACEHOLDER not in text:
+        return json.loads(text.replace(ACCESS_PLACEHOLDER, token))
+    tokens = _local_user_tokens(functions)
+    text = text.replace(ACCESS_PLACEHOLDER, tokens["access_token"])
+    return json.loads(text.replace(REFRESH_PLACEHOLDER, tokens["refresh_token"]))
+
+
+def _local_user_tokens(functions: _Functions) -> dict[str, str]:
+    """A login of the local user (LOCAL_USER), signed up in the configured database first
+    if it is not there yet."""
+    answer = ""
+    for path, fields in (("/api/auth/login", {}), ("/api/auth/signup", {"name": "Local user"})):
+        found = functions.template.match("POST", path)
+        if found is None:
+            raise UsageError(f"The template has no POST {path}: pass --token (TOKEN=...)")
+        route, parameters = found
+        event = http_event(
+            "POST",
+            path,
+            headers={"content-type": "application/json"},
+            body=json.dumps({**LOCAL_USER, **fields}),
+            route_key=route.key,
+            path_parameters=parameters,
+        )
+        result = functions.call(functions.template.functions[route.function], event)
+        status, _, content = http_response(result)
+        if status in (200, 201):
+            tokens: dict[str, str] = json.loads(content)
+            return tokens
+        answer = f"{status} {content.decode(errors='replace')}"
+    raise UsageError(f"Could not log in or sign up {LOCAL_USER['email']} ({answer}): pass --token")
 
 
 def _read_event(event_path: str | None) -> Any:

@@ -454,3 +454,66 @@ def test_make_invoke_says_what_to_type(clone: Path) -> None:
     [line] = failing(make(clone, "invoke", "FUNCTION=NoSuchFunction"))
     assert "No function 'NoSuchFunction'" in line
     assert "HealthFunction" in line
+
+
+# ---------------------------------------------------------------------------------------
+# What README.md tells a newcomer to type, run as written
+
+
+def readme_block(heading: str) -> str:
+    """The first ```sh block after `heading` in README.md."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(f"\n## {heading}\n") :]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_first_requests_run_as_written_against_make_run(clone: Path) -> None:
+    script = readme_block("First requests")
+    assert "API=http://127.0.0.1:3000\n" in script
+    with make_run(clone) as running:
+        # The one change: the port this test's server listens on.
+        script = script.replace("http://127.0.0.1:3000", str(running.client.base_url))
+        result = subprocess.run(  # noqa: S603
+            ["bash", "-euo", "pipefail", "-c", script],  # noqa: S607
+            cwd=clone,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    listed, completed = (json.loads(line) for line in result.stdout.splitlines())
+    [task] = listed["items"]
+    assert (task["title"], task["priority"], listed["total"]) == ("Buy milk", "High", 1)
+    assert task["due_at"] == "2030-01-01T09:00:00Z"
+    assert (completed["id"], completed["status"]) == (task["id"], "Completed")
+    assert completed["completed_at"] is not None
+
+
+def test_every_make_invoke_in_the_readme_answers_2xx_as_written(clone: Path) -> None:
+    commands = re.findall(r"^make invoke .*$", readme_block("Working locally"), flags=re.M)
+    assert len(commands) >= 4
+    for command in commands:
+        result = make(clone, *command.split()[1:])
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        answer = json.loads(result.stdout)
+        assert "errorType" not in answer, (command, answer)
+        if "statusCode" in answer:
+            assert 200 <= answer["statusCode"] < 300, (command, answer)
+
+
+def test_make_invoke_takes_a_token(clone: Path) -> None:
+    signup = make(clone, "invoke", "FUNCTION=AuthFunction", "EVENT=events/auth-signup.json")
+    assert signup.returncode == 0, signup.stderr
+    token = json.loads(json.loads(signup.stdout)["body"])["access_token"]
+    me = make(
+        clone, "invoke", "FUNCTION=AuthFunction", "EVENT=events/auth-me.json", f"TOKEN={token}"
+    )
+    assert me.returncode == 0, me.stderr
+    user = json.loads(json.loads(me.stdout)["body"])
+    assert (
+        user["email"]
+        == json.loads(json.loads((ROOT / "events" / "auth-signup.json").read_text())["body"])[
+            "email"
+        ]
+    )
