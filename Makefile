@@ -106,7 +106,8 @@ load-failover: venv  ## 16 clients for 20 s while every connection to the databa
 	$(BIN)/python tools/load.py --failover --clients $${CLIENTS:-16} \
 		--duration $${DURATION:-20} --kill-every $${KILL_EVERY:-2}
 
-# Figures are ratios against baselines measured in the same run (docs/PERFORMANCE.md).
+# Figures are ratios against baselines measured in the same run: load elsewhere on the
+# machine hits a subject and its baseline alike.
 bench: venv  ## Cold starts, warm latency, login, local server, sizes: a table and bench/results.json
 	$(BIN)/python -m bench
 

@@ -3,7 +3,7 @@ answers them through the template's real Lambda handlers, with payload 2.0 event
 
 Gateway errors mirror API Gateway's own, `{"message": ...}` bodies: 404 for no route, 413
 over the 10 MB payload limit, 502 when the handler raises or returns something that is not
-a response, and 504 when it runs past its function's Timeout (see the README).
+a response, and 504 when it runs past its function's Timeout.
 """
 
 import base64

@@ -28,8 +28,6 @@ OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
 
 router = function_router(tags=["health"])
 
-# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
-
 
 @router.get("/health", response_model=Health, summary="Liveness, without touching the database")
 async def health() -> Health:

@@ -56,8 +56,6 @@ from tasks_queries import (
 
 router = function_router(tags=["tasks"])
 
-# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
-
 
 # What each error status of the task routes means (their OpenAPI descriptions).
 UNAUTHORIZED = {401: "Missing, invalid, expired or revoked access token"}
@@ -177,8 +175,8 @@ def _fields_of(model: type[BaseModel], *, items: type[BaseModel] | None = None) 
 
 
 # The reads' JSON, written from the rows' values, which already have the models' types
-# (the columns' own): validating them into models first cost more than the writing
-# (docs/PERFORMANCE.md). tests/test_tasks_queries.py checks the bytes against the models'.
+# (the columns' own): validating them into models first cost more than the writing.
+# tests/test_tasks_queries.py checks the bytes against the models'.
 TASK_JSON = TypeAdapter(_fields_of(TaskPublic))
 PAGE_JSON = TypeAdapter(_fields_of(TaskPage, items=TaskPublic))
 TRASH_JSON = TypeAdapter(_fields_of(TrashPage, items=TrashedTask))

@@ -29,7 +29,6 @@ def unauthorized(detail: str) -> NoReturn:
     )
 
 
-# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 async def get_access_claims(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> TokenClaims:
@@ -51,7 +50,7 @@ BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(beare
 
 
 # Built once, with bound parameters: building the statement on every request cost more
-# than running it (docs/PERFORMANCE.md). Each parameter takes its column's type.
+# than running it. Each parameter takes its column's type.
 _LIVE_SESSION_USER = (
     select(User)
     .join(AuthSession, col(AuthSession.user_id) == col(User.id))
@@ -75,7 +74,7 @@ _LIVE_SESSION_USER_FOR_WRITE = _LIVE_SESSION_USER.with_for_update(
 
 
 # What the task routes need of the user, as a Core row: loading an ORM `User` (identity
-# map, instance state, every column) cost more than the query (docs/PERFORMANCE.md).
+# map, instance state, every column) cost more than the query.
 _LIVE_SESSION_USER_ID = _LIVE_SESSION_USER.with_only_columns(col(User.id), col(User.is_active))
 _LIVE_SESSION_USER_ID_FOR_WRITE = _LIVE_SESSION_USER_ID.with_for_update(
     read=True, key_share=True, of=User
@@ -112,7 +111,7 @@ class UserRef(NamedTuple):
 async def get_current_user_ref(session: SessionDep, credentials: BearerCredentials) -> UserRef:
     """`CurrentUser`'s checks (and its share lock for a request that writes), in one
     dependency that decodes the token itself and reads two columns: each dependency
-    level costs FastAPI a resolution step per request (docs/PERFORMANCE.md)."""
+    level costs FastAPI a resolution step per request."""
     claims = _access_claims(credentials)
     query = (
         _LIVE_SESSION_USER_ID if session.info.get("read_only") else _LIVE_SESSION_USER_ID_FOR_WRITE
@@ -142,7 +141,7 @@ CurrentUserRef = Annotated[UserRef, Depends(get_current_user_ref)]
 
 # `CurrentUserRef`'s check as a condition, for a read that puts it in its own statement
 # (the task routes' GETs, which take `AccessClaims`): one statement where the dependency
-# and the read would be two, a round trip less on PostgreSQL (docs/PERFORMANCE.md). Its
+# and the read would be two, a round trip less on PostgreSQL. Its
 # parameters are `user_id`, `session_id` and `now`, as the dependency's.
 LIVE_SESSION = _LIVE_SESSION_USER_ID.where(col(User.is_active)).exists()
 

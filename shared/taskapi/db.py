@@ -143,7 +143,7 @@ def _end_autocommit(dbapi_connection: Any, _record: Any) -> None:
 
 def _ping_when_idle(engine: Engine) -> None:
     """`pool_pre_ping`, but only for a connection that has been idle: pinging on every
-    checkout cost a round trip per request (docs/PERFORMANCE.md)."""
+    checkout cost a round trip per request."""
 
     @event.listens_for(engine, "checkin")
     def note_checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -330,7 +330,7 @@ _READ_ONLY = "taskapi_read_only"
 def open_read_connection() -> Connection:
     """A connection for reads of Core rows that never write: a read-only session's
     autocommit and refusal to write, without the ORM `Session` (65 to 130 µs of CPU per
-    request that the task routes' GETs had no use for: docs/PERFORMANCE.md)."""
+    request that the task routes' GETs had no use for)."""
     engine = get_engine()
     connection = engine.connect().execution_options(**{_READ_ONLY: True})
     if engine.dialect.name == "postgresql":
@@ -360,10 +360,7 @@ def get_session() -> Generator[Session, None, None]:
 
 async def request_session(request: Request) -> AsyncGenerator[Session, None]:
     """The session of one request, opened and closed on the event loop; read-only (in
-    autocommit mode on PostgreSQL) for GET and HEAD.
-
-    `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
-    """
+    autocommit mode on PostgreSQL) for GET and HEAD."""
     with open_session(read_only=request.method in READ_ONLY_METHODS) as session:
         yield session
 

@@ -323,8 +323,7 @@ def create_app(
     The routers (made by `function_router`) have their routes served as the app's own,
     as they were built when declared: `app.include_router` would have FastAPI 0.165 build
     every route of an included router a second time, lazily, on the app's first request,
-    which doubled what route building costs a cold start (docs/PERFORMANCE.md, "Imports of
-    the merged code").
+    which doubled what route building costs a cold start.
 
     Each operation's id is its route function's name in camelCase; `description` also
     describes the app's tag in the OpenAPI document. `database=False` keeps SQLAlchemy out
