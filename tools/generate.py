@@ -40,45 +40,16 @@ def domain_apps() -> dict[str, FastAPI]:
 
 
 # API Gateway answers some requests itself, before or instead of a function, with a body
-# of its own: `{"message": "Not Found"}` for a path no route serves, 413 for a request over
-# its 10 MB limit, 502 when a function fails or answers malformed, 503 when it cannot
-# invoke one, 504 when a function outlives the 30-second integration timeout.
-GATEWAY_MESSAGE = {
-    "type": "object",
-    "title": "GatewayMessage",
-    "description": "An error body that API Gateway writes itself, not the API's functions.",
-    "properties": {"message": {"type": "string", "title": "Message"}},
-    "required": ["message"],
-}
-GATEWAY_RESPONSE = {
-    "description": (
-        'API Gateway\'s own error (`{"message": ...}`): 404 for a path no route serves, '
-        "413 for a request over 10 MB, 502 when the function failed, 503 when it could not "
-        "be invoked, 504 when it ran past the 30-second integration timeout"
-    ),
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/GatewayMessage"}}},
-}
-GATEWAY_STATUSES = ("413", "502", "503", "504")
+# of its own. Said once, in the document's description: listed on every operation it
+# crowded each one with four answers that are not the operation's.
+GATEWAY_ERRORS = (
+    '\n\nAPI Gateway answers some requests itself, with a `{"message": "..."}` body'
+    ' instead of the API\'s `{"detail": ...}`: 404 for a path no route serves, 413 for a'
+    " request over 10 MB, 502 when a function failed or answered malformed, 503 when it"
+    " could not invoke one, and 504 when a function ran past the 30-second integration"
+    " timeout. Any operation may get them."
+)
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-
-
-def _with_gateway_errors(responses: dict[str, Any]) -> dict[str, Any]:
-    """An operation's answers plus the gateway's own; where the function answers the same
-    status (503), either body."""
-    merged = dict(responses)
-    for code in GATEWAY_STATUSES:
-        own = merged.get(code)
-        if own is None:
-            merged[code] = {"$ref": "#/components/responses/GatewayError"}
-            continue
-        schema = own["content"]["application/json"]["schema"]
-        gateway = {"$ref": "#/components/schemas/GatewayMessage"}
-        merged[code] = {
-            **own,
-            "description": f"{own['description']}; or API Gateway's own {code}",
-            "content": {"application/json": {"schema": {"anyOf": [schema, gateway]}}},
-        }
-    return merged
 
 
 def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -101,17 +72,13 @@ def _documented(operation: dict[str, Any]) -> dict[str, Any]:
             {**parameter, "schema": _not_null(parameter["schema"])}
             for parameter in result["parameters"]
         ]
-    result["responses"] = _with_gateway_errors(result["responses"])
     return result
 
 
 def openapi_document() -> dict[str, Any]:
     """The apps' documents merged; a path or a differing schema defined twice is an error."""
     paths: dict[str, Any] = {}
-    components: dict[str, dict[str, Any]] = {
-        "schemas": {"GatewayMessage": GATEWAY_MESSAGE},
-        "responses": {"GatewayError": GATEWAY_RESPONSE},
-    }
+    components: dict[str, dict[str, Any]] = {}
     tags: dict[str, dict[str, str]] = {}
     version = "3.1.0"
     for domain, app in domain_apps().items():
@@ -136,7 +103,11 @@ def openapi_document() -> dict[str, Any]:
                 merged[name] = entry
     document: dict[str, Any] = {
         "openapi": version,
-        "info": {"title": "Task API", "version": __version__, "description": DESCRIPTION},
+        "info": {
+            "title": "Task API",
+            "version": __version__,
+            "description": DESCRIPTION + GATEWAY_ERRORS,
+        },
         # Relative: the document is served by the API itself, under whatever stage or base
         # path the page that loads it has.
         "servers": [{"url": "/"}],
