@@ -13,7 +13,11 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +92,68 @@ def free_port(host: str = "127.0.0.1") -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+class ServerStartError(RuntimeError):
+    """A server started for a test, a tool or a benchmark exited, or did not answer in time;
+    the message ends with its log."""
+
+
+def wait_until_serving(
+    process: "subprocess.Popen[Any]",
+    url: str,
+    log: Path,
+    *,
+    timeout: float = 90,
+    pause: float = 0.1,
+) -> None:
+    """Until `url` answers at all (any HTTP status): ServerStartError, with the log, if the
+    process exits first or `timeout` seconds pass. Every function's first worker imports at
+    start-up, all at once: on a busy machine that takes a while."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise ServerStartError(f"the server exited with {process.returncode}:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (a local server)
+                return
+        except urllib.error.HTTPError:
+            return  # an answer, whatever its status
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"no answer from {url}:\n{_tail(log)}") from None
+            time.sleep(pause)
+
+
+@contextmanager
+def running(
+    command: list[str],
+    *,
+    ready_url: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 90,
+) -> Iterator["subprocess.Popen[bytes]"]:
+    """`command` (a server: `python -m localapi ...`, uvicorn) until the block ends, once
+    `ready_url` answers; its output goes to `log`. The one way tests, tools and benchmarks
+    start a server and wait for it."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(  # noqa: S603 (the caller's own server command)
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until_serving(process, ready_url, log, timeout=timeout)
+        yield process
+    finally:
+        stop_process(process)
+
+
+def _tail(log: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {log})"
 
 
 def stop_process(process: "subprocess.Popen[Any]", *, grace: float = 10) -> None:
