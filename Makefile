@@ -66,7 +66,7 @@ invoke: local-venv  ## Call one function with an event: make invoke FUNCTION=Hea
 migrate: local-venv  ## Upgrade the configured database (local SQLite file by default) to head, in one line
 	@$(BIN)/python tools/migrate.py $(filter --debug,$(ARGS))
 
-openapi: venv  ## Regenerate the API's OpenAPI document and migration head that HealthFunction ships
+openapi: venv  ## Regenerate the OpenAPI document and migration head HealthFunction ships, and docs/API.md's route table
 	$(BIN)/python tools/generate.py
 
 test: lint typecheck pytest  ## ruff, mypy and pytest: what CI runs

@@ -32,6 +32,13 @@ def test_the_committed_document_matches_the_apps() -> None:
     assert committed == generator().openapi_text(), "stale: run `make openapi` and commit"
 
 
+def test_the_route_table_in_api_md_is_current() -> None:
+    committed = (ROOT / "docs" / "API.md").read_text()
+    assert committed == generator().api_doc_text(committed), "stale: run `make openapi`"
+    for path in generator().openapi_document()["paths"]:
+        assert f" {path}" in committed, path
+
+
 def test_the_committed_migration_head_matches_the_revisions() -> None:
     committed = (HEALTH / "health_migration_head.py").read_text()
     assert committed == generator().migration_head_text(), "stale: run `make openapi`"

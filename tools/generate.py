@@ -4,6 +4,7 @@
   apps (those that exist), minified to keep the function's folder small.
 - `functions/health/health_migration_head.py`: the newest Alembic revision, so that
   `GET /health/db` can compare the database with it without shipping or importing Alembic.
+- docs/API.md's route table, from the same document: routes added anywhere appear there.
 
 The health function serves and reads them as they are: it never imports the other
 functions. Run `make openapi` after changing a route, a schema or a migration; the tests
@@ -121,6 +122,48 @@ def openapi_document() -> dict[str, Any]:
     return document
 
 
+API_DOC = ROOT / "docs" / "API.md"
+ROUTES_START = "<!-- The route table: written by `make openapi` from the OpenAPI document. -->\n"
+ROUTES_END = "<!-- end of the route table -->"
+
+
+def route_table(document: dict[str, Any]) -> str:
+    """docs/API.md's table of every operation: its query parameters and headers, whether
+    it needs a token, its success and its other documented statuses."""
+    rows = [
+        "| call | what | token | success | also |",
+        "|---|---|---|---|---|",
+    ]
+    for path, item in document["paths"].items():
+        for method in METHODS:
+            operation = item.get(method)
+            if operation is None:
+                continue
+            parameters = operation.get("parameters", [])
+            query = [p["name"] for p in parameters if p["in"] == "query"]
+            headers = [p["name"] for p in parameters if p["in"] == "header"]
+            call = f"`{method.upper()} {path}" + (f"?{'&'.join(query)}`" if query else "`")
+            if headers:
+                call += " " + ", ".join(f"`{name}`" for name in headers)
+            codes = sorted(operation["responses"], key=str)
+            success = [code for code in codes if code.startswith(("2", "3"))]
+            rows.append(
+                f"| {call} | {operation.get('summary', '')} "
+                f"| {'bearer' if operation.get('security') else '-'} "
+                f"| {', '.join(success)} | {', '.join(c for c in codes if c not in success)} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
+def api_doc_text(current: str) -> str:
+    """docs/API.md with its route table rewritten from the document."""
+    before, found, rest = current.partition(ROUTES_START)
+    if not found or ROUTES_END not in rest:
+        raise ValueError(f"{API_DOC} has no route table markers")
+    after = rest[rest.index(ROUTES_END) :]
+    return before + ROUTES_START + route_table(openapi_document()) + after
+
+
 def openapi_text() -> str:
     # Minified: the function's folder must stay small (each is at most 64 KiB).
     return json.dumps(openapi_document(), separators=(",", ":"), sort_keys=False) + "\n"
@@ -144,7 +187,11 @@ def migration_head_text() -> str:
 
 
 def main() -> None:
-    outputs = {OPENAPI_FILE: openapi_text(), MIGRATION_HEAD_FILE: migration_head_text()}
+    outputs = {
+        OPENAPI_FILE: openapi_text(),
+        MIGRATION_HEAD_FILE: migration_head_text(),
+        API_DOC: api_doc_text(API_DOC.read_text()),
+    }
     for path, text in outputs.items():
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)} ({len(text.encode())} bytes)")
