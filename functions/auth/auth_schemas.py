@@ -8,7 +8,7 @@ from pydantic import AfterValidator, Field, field_validator
 from sqlmodel import SQLModel
 
 from taskapi.emails import EMAIL_MAX_LENGTH, normalise_email
-from taskapi.models import RequestModel, UserCreate, UserPublic, request_config
+from taskapi.models import RequestModel, UserCreate, UserPublic, with_examples
 from taskapi.openapi import (
     EXAMPLE_EMAIL,
     EXAMPLE_NEW_PASSWORD,
@@ -58,7 +58,7 @@ class SignupRequest(UserCreate):
 # Body of POST /api/auth/login. The email is not validated as an address: no account can
 # have a malformed one, so it simply fails to log in.
 class LoginRequest(RequestModel):
-    model_config = request_config({"email": EXAMPLE_EMAIL, "password": EXAMPLE_PASSWORD})
+    model_config = with_examples({"email": EXAMPLE_EMAIL, "password": EXAMPLE_PASSWORD})
 
     email: str = Field(
         min_length=1, max_length=EMAIL_MAX_LENGTH, json_schema_extra={"pattern": NO_NUL_PATTERN}
@@ -74,7 +74,7 @@ class LoginRequest(RequestModel):
 
 # Body of POST /api/auth/refresh.
 class RefreshRequest(RequestModel):
-    model_config = request_config(
+    model_config = with_examples(
         {"refresh_token": "the refresh_token of a sign-up, login or refresh"}
     )
 
@@ -83,14 +83,14 @@ class RefreshRequest(RequestModel):
 
 # Optional body of POST /api/auth/logout: a refresh token whose session ends too.
 class LogoutRequest(RequestModel):
-    model_config = request_config({})
+    model_config = with_examples({})
 
     refresh_token: str | None = None
 
 
 # Body of POST /api/auth/password.
 class PasswordChangeRequest(RequestModel):
-    model_config = request_config(
+    model_config = with_examples(
         {"current_password": EXAMPLE_PASSWORD, "new_password": EXAMPLE_NEW_PASSWORD}
     )
 
@@ -102,7 +102,7 @@ class PasswordChangeRequest(RequestModel):
 # cannot delete the account.
 class AccountDeletionRequest(RequestModel):
     # The password the password change's example sets: "Try it out" runs that one first.
-    model_config = request_config({"password": EXAMPLE_NEW_PASSWORD})
+    model_config = with_examples({"password": EXAMPLE_NEW_PASSWORD})
 
     password: GivenPassword
 
