@@ -338,7 +338,7 @@ def build_local_api(
     stage: str | None = None,
 ) -> LocalApi:
     """The app for a template (loaded, or its path): `workers` processes per function (0:
-    one more than the cores)."""
+    one per core)."""
     settings = developer_settings()
     if not isinstance(template, Template):
         template = load_template(template, settings)
@@ -347,10 +347,7 @@ def build_local_api(
 
 
 def default_workers() -> int:
-    # One more than the cores: while a worker's answer crosses back through the server's
-    # process, another keeps each core busy (`bench/localapi_throughput.py` compares it
-    # with uvicorn serving the app directly).
-    return (os.cpu_count() or 1) + 1
+    return os.cpu_count() or 1
 
 
 def start(
