@@ -159,6 +159,9 @@ REFUSED_PASSWORDS = {
     "over-72-bytes": "p" * 73,
     "over-72-bytes-multibyte": "é" * 37,
     "nul": "pass\x00word",
+    # Common passwords, in any letter case (the 10,000th of the list too).
+    "common": "SunShine",
+    "common-list-10000": "DESMOND1",
 }
 
 
@@ -179,6 +182,28 @@ def test_the_new_password_follows_the_signup_rules(
     assert [e["msg"] for e in refused.json()["detail"]] == [
         e["msg"] for e in response.json()["detail"]
     ]
+
+
+def test_a_common_password_is_refused_with_a_detail_that_says_so(
+    client: Client, db: Database
+) -> None:
+    access, _ = tokens(signup(client))
+    response = change_password(client, access, new="Iloveyou")
+    assert response.status == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "new_password"]
+    assert "most commonly used passwords" in error["msg"]
+    # An uncommon password of the same shape is fine.
+    assert change_password(client, access, new="Iloveyou, Quokka").status == 200
+
+
+def test_the_common_password_list_holds_at_least_the_10000_most_common() -> None:
+    from taskapi.rules import common_passwords
+
+    listed = common_passwords()
+    assert len(listed) >= 10_000
+    assert {"password", "12345678", "qwertyuiop", "iloveyou"} <= listed
+    assert all(entry == entry.lower() for entry in listed)
 
 
 @pytest.mark.parametrize(

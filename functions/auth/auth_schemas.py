@@ -11,10 +11,12 @@ from taskapi.emails import EMAIL_MAX_LENGTH, normalise_email
 from taskapi.models import RequestModel, UserCreate, UserPublic
 from taskapi.openapi import RESPONSE_CONFIG
 from taskapi.rules import (
+    NEW_PASSWORD_DESCRIPTION,
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
     PASSWORD_MIN_LENGTH,
     fits_bcrypt,
+    settable_password,
     storable_text,
 )
 from taskapi.tokens import TokenPair
@@ -26,10 +28,10 @@ NewPassword = Annotated[
         min_length=PASSWORD_MIN_LENGTH,
         # A character is at least one byte: 72 characters is the most that can fit.
         max_length=PASSWORD_MAX_BYTES,
-        description="At least 8 characters and at most 72 bytes in UTF-8; no NUL character",
+        description=NEW_PASSWORD_DESCRIPTION,
         json_schema_extra={"pattern": NO_NUL_PATTERN},
     ),
-    AfterValidator(fits_bcrypt),
+    AfterValidator(settable_password),
 ]
 # A password that a body presents to be checked: anything bcrypt can take. One that
 # could never have been set is refused as input rather than checked.

@@ -28,10 +28,11 @@ from sqlmodel import Field, SQLModel
 from taskapi.emails import EMAIL_MAX_LENGTH, signup_email
 from taskapi.openapi import RESPONSE_CONFIG
 from taskapi.rules import (
+    NEW_PASSWORD_DESCRIPTION,
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
     PASSWORD_MIN_LENGTH,
-    fits_bcrypt,
+    settable_password,
     storable_text,
     trimmed_pattern,
 )
@@ -195,7 +196,7 @@ class UserCreate(UserBase, RequestModel):
         min_length=PASSWORD_MIN_LENGTH,
         # A character is at least one byte: 72 characters is the most that can fit.
         max_length=PASSWORD_MAX_BYTES,
-        description="At least 8 characters and at most 72 bytes in UTF-8; no NUL character",
+        description=NEW_PASSWORD_DESCRIPTION,
         schema_extra={"json_schema_extra": {"pattern": NO_NUL_PATTERN}},
     )
 
@@ -207,7 +208,7 @@ class UserCreate(UserBase, RequestModel):
     def strip_name(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
 
-    _password = field_validator("password")(fits_bcrypt)
+    _password = field_validator("password")(settable_password)
     _name = field_validator("name")(storable_text)
 
 
