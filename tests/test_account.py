@@ -453,13 +453,19 @@ def test_every_foreign_key_references_the_user() -> None:
 
 
 @contextmanager
-def user_deleted_before(db: Database, email: str, statement_start: str) -> Iterator[None]:
+def user_deleted_before(
+    db: Database, email: str, statement_start: str, containing: str = ""
+) -> Iterator[None]:
     """Delete the user, on a connection of its own, just before the app's first statement
-    that starts with `statement_start`: the race with an account deletion, made certain."""
+    that starts with `statement_start` (and holds `containing`): the race with an account
+    deletion, made certain."""
     engine = get_engine()
 
     def delete_user_first(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith(f"{statement_start.upper()} "):
+        if (
+            statement.lstrip().upper().startswith(f"{statement_start.upper()} ")
+            and containing in statement
+        ):
             # As `delete_user` does: the user, and the failed logins kept by email.
             with db.engine.begin() as connection:
                 connection.execute(
@@ -494,16 +500,17 @@ def test_a_task_created_while_its_user_is_deleted_gets_401(client: Client, db: D
 
 def test_a_login_while_its_user_is_deleted_gets_401(client: Client, db: Database) -> None:
     """Login checks the password, then the account is deleted before its session's INSERT:
-    401, not 500, and no session row left behind."""
+    401 as for an unknown account, not 500, and no session row left behind."""
     signup(client)
     user = user_row(db, "ada@example.com")
 
-    # Its first write after bcrypt: giving back the attempt it reserved (on SQLite, later
-    # than that the login holds the database's write lock, and a deletion waits for it).
-    with user_deleted_before(db, user.email, "DELETE FROM login_attempt"):
+    # Its first statement after bcrypt: the lock on the user row, which checks the hash
+    # (later than that the login holds the row, or on SQLite the database's write lock,
+    # and a deletion waits for it).
+    with user_deleted_before(db, user.email, "SELECT", containing=".hashed_password = "):
         response = login(client)
 
-    assert_unauthorized(response, "Session expired or revoked")
+    assert_unauthorized(response, "Invalid email or password")
     assert rows_naming(db, user.id, user.email) == {}
 
 

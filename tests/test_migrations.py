@@ -51,6 +51,7 @@ def test_upgrade_check_downgrade_upgrade(empty_database: Database) -> None:
         "task",
         "auth_session",
         "login_attempt",
+        "login_device",
         "idempotency_key",
     }
     inspector = sa.inspect(empty_database.engine)

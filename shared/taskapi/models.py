@@ -261,6 +261,22 @@ class LoginAttempt(SQLModel, table=True):
     last_failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+# A device that has logged in before (its client keeps the `device_token` that login and
+# sign-up return; only the token's SHA-256 is stored). A login presenting it is throttled
+# by the device's own failures alone, so a stranger's guesses cannot lock it out (OWASP's
+# "device cookies"). Deleted with its user.
+class LoginDevice(SQLModel, table=True):
+    __tablename__ = "login_device"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE", index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    failed_count: int = Field(default=0)
+    first_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 # ---------------------------------------------------------------------------------------
 # Tasks
 
