@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +16,12 @@ from tests.support.auth import NEW_PASSWORD, PASSWORD
 from tests.support.concurrency import each_at_once
 from tests.support.database import Database
 from tests.support.functions import ROOT
-from tests.support.local_server import bearer, local_server, server_environment
+from tests.support.local_server import (
+    bearer,
+    local_server,
+    server_environment,
+    signup_over_http,
+)
 
 pytestmark = pytest.mark.postgres_only
 
@@ -35,15 +39,6 @@ def from_source(api: httpx.Client, address: str) -> httpx.Client:
         timeout=api.timeout,
         transport=httpx.HTTPTransport(local_address=address),
     )
-
-
-def signup(api: httpx.Client, email: str) -> dict[str, Any]:
-    response = api.post(
-        "/api/auth/signup", json={"email": email, "name": "Victim", "password": PASSWORD}
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 # ---------------------------------------------------------------------------------------
@@ -75,7 +70,7 @@ def test_a_password_change_ends_the_logins_in_flight(slow_hash_api: httpx.Client
     logged_in = 0
     for change in range(CHANGES):
         email = f"victim{change}@example.com"
-        victim = signup(api, email)
+        victim = signup_over_http(api, email)
         stop = threading.Event()
         tokens: list[tuple[str, str]] = []
 
@@ -136,7 +131,7 @@ def test_deletion_password_change_and_logins_racing_never_answer_503(
     outcomes: dict[str, set[int]] = {"delete": set(), "change": set(), "login": set()}
     for round_number in range(ROUNDS):
         email = f"racer{round_number}@example.com"
-        first = signup(api, email)
+        first = signup_over_http(api, email)
         second = api.post(LOGIN, json={"email": email, "password": PASSWORD})
         assert second.status_code == 200, second.text
         tokens = (first["access_token"], second.json()["access_token"])
@@ -182,7 +177,7 @@ def test_deletion_password_change_and_logins_racing_never_answer_503(
 
 def test_strangers_from_20_sources_do_not_lock_out_a_known_device(api: httpx.Client) -> None:
     email = "owner@example.com"
-    device_token = signup(api, email)["device_token"]
+    device_token = signup_over_http(api, email)["device_token"]
 
     def guesses(index: int) -> list[int]:
         with from_source(api, f"127.0.1.{index + 1}") as client:
@@ -226,7 +221,7 @@ def test_strangers_from_20_sources_do_not_lock_out_a_known_device(api: httpx.Cli
         assert int(refused.headers["retry-after"]) > 0
 
     # Another account's device token counts as none (the email's lockout applies).
-    other = signup(api, "other@example.com")["device_token"]
+    other = signup_over_http(api, "other@example.com")["device_token"]
     with from_source(api, "127.0.2.3") as client:
         borrowed = client.post(
             LOGIN, json={"email": email, "password": PASSWORD, "device_token": other}

@@ -14,18 +14,22 @@ def upgrade() -> None:
     op.create_table(
         "login_device",
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("user_id", sa.Uuid(), nullable=False),
-        sa.Column("token_hash", sa.String(length=64), nullable=False),
-        sa.Column("failed_count", sa.Integer(), nullable=False),
-        sa.Column("first_failed_at", TIMESTAMP, nullable=True),
-        sa.Column("last_failed_at", TIMESTAMP, nullable=True),
-        sa.Column("created_at", TIMESTAMP, nullable=False),
-        sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["user.id"],
-            name=op.f("fk_login_device_user_id_user"),
-            ondelete="CASCADE",
+        # The device's owner: deleted with the user.
+        sa.Column(
+            "user_id",
+            sa.Uuid(),
+            sa.ForeignKey("user.id", name=op.f("fk_login_device_user_id_user"), ondelete="CASCADE"),
+            nullable=False,
         ),
+        # The token's SHA-256 in hex; the token itself is never stored.
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        # The device's own run of failed logins (none while its timestamps are null).
+        sa.Column("failed_count", sa.Integer(), nullable=False),
+        *(
+            sa.Column(name, TIMESTAMP, nullable=True)
+            for name in ("first_failed_at", "last_failed_at")
+        ),
+        sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_login_device")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_login_device_token_hash")),
     )
