@@ -91,7 +91,6 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
     except IntegrityError:
         # The unique index on the (lower-cased) email is the only constraint a new user
         # can break, and only it is race-free: two sign-ups at once both pass any check.
-        session.rollback()
         raise HTTPException(
             status.HTTP_409_CONFLICT, "A user with this email already exists"
         ) from None
@@ -99,7 +98,6 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
     if pair is None:  # the user was made by this very transaction
         raise RuntimeError("a new user's session was not written")
     device_token = add_device(session, user_id=user.id, now=now)
-    session.commit()
     logger.info("signed up", extra={"user_id": str(user.id)})
     return auth_response(user, pair, device_token)
 
@@ -123,7 +121,8 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
         else None
     )
     # The attempt counts as a failure before bcrypt runs, and that count is committed at
-    # once: simultaneous attempts cannot all slip under the limit (docs/API.md).
+    # once, ending the transaction early: simultaneous attempts cannot all slip under the
+    # limit (docs/API.md), and no row lock is held through bcrypt.
     if device_id is not None:
         retry_after = reserve_device_attempt(session, device_id=device_id, now=now)
     else:
@@ -144,7 +143,6 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
     # From here the user row is locked, and the session is only written if the verified
     # hash is still the user's: a password change that commits meanwhile ends this login.
     if not lock_user_for_login(session, user_id=user.id, password_hash=verified_hash):
-        session.rollback()
         logger.info("login failed: the password changed meanwhile")
         unauthorized("Invalid email or password")
     if device_id is not None:
@@ -152,6 +150,7 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
     else:
         release_login_attempt(session, email=body.email, source_ip=source_ip)
     if not user.is_active:
+        # The right password's attempt is given back although the login is refused.
         session.commit()
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This account is inactive")
     recorded = record_login(
@@ -163,13 +162,11 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
         else None
     )
     if pair is None:
-        session.rollback()
         logger.info("login failed: the password changed meanwhile")
         unauthorized("Invalid email or password")
     device_token = body.device_token if device_id is not None else None
     if device_token is None:
         device_token = add_device(session, user_id=user.id, now=now)
-    session.commit()
     logger.info(
         "logged in",
         extra={"user_id": str(user.id), "session_id": str(pair.access.claims.session_id)},
@@ -190,9 +187,9 @@ async def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
     except InvalidTokenError:
         unauthorized("Invalid or expired refresh token")
     outcome = rotate_refresh_token(session, claims=claims, now=utcnow())
-    # Commit either way: a reused token's revocation must stick even though we refuse.
-    session.commit()
     if not isinstance(outcome, TokenPair):
+        # A reused token's revocation must stick although the request is refused.
+        session.commit()
         logger.warning(
             "refresh refused",
             extra={
@@ -235,7 +232,6 @@ async def logout(
             unauthorized("Invalid or expired refresh token")
         session_ids.add(refresh_claims.session_id)
     revoke_sessions(session, user_id=user.id, session_ids=session_ids, now=utcnow())
-    session.commit()
     logger.info(
         "logged out",
         extra={"user_id": str(user.id), "session_ids": sorted(map(str, session_ids))},
