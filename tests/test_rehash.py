@@ -40,7 +40,7 @@ SAMPLES = 24
 
 
 def median_seconds(client: Client, emails: list[str], password: str) -> float:
-    durations = []
+    durations: list[float] = []
     for email in emails:
         started = time.perf_counter()
         response = login(
