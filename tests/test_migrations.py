@@ -53,6 +53,7 @@ def test_upgrade_check_downgrade_upgrade(empty_database: Database) -> None:
         "login_attempt",
         "login_device",
         "idempotency_key",
+        "task_tombstone",
     }
     inspector = sa.inspect(empty_database.engine)
     for table, expected in EXPECTED_INDEXES.items():
