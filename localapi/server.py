@@ -53,11 +53,11 @@ def http_response(result: Any) -> tuple[int, Headers, bytes]:
     if isinstance(text, str):
         result = {**result, "body": ""}
     try:
-        serialised = json.dumps(result)
+        serialised = json.dumps(result, ensure_ascii=False)
         result = json.loads(serialised)
     except (TypeError, ValueError) as exc:
         raise InvalidResponseError(f"The result is not JSON: {exc}") from exc
-    _refuse_oversized(len(serialised), text if isinstance(text, str) else "")
+    _refuse_oversized(len(serialised.encode()), text if isinstance(text, str) else "")
     if isinstance(text, str):
         result["body"] = text
     if not isinstance(result, dict) or "statusCode" not in result:
@@ -84,8 +84,9 @@ def http_response(result: Any) -> tuple[int, Headers, bytes]:
     return status, headers, body.encode()
 
 
-# The most bytes one character of a string can take in JSON: an escaped surrogate pair.
-_MAX_JSON_BYTES_PER_CHAR = 12
+# The most bytes one character of a string takes in UTF-8 JSON without ASCII escapes: a
+# control character's `\u00XX`.
+_MAX_JSON_BYTES_PER_CHAR = 6
 
 
 def _refuse_oversized(rest: int, body: str) -> None:
@@ -93,7 +94,9 @@ def _refuse_oversized(rest: int, body: str) -> None:
     without its body as JSON. The body is escaped only when it might be too large."""
     if rest + len(body) * _MAX_JSON_BYTES_PER_CHAR <= MAX_RESULT_BYTES:
         return
-    size = rest + len(json.dumps(body)) - len('""')
+    # The python3.12+ runtimes (the template's is 3.13) write the result as UTF-8 JSON
+    # without ASCII escapes, so that is the size Lambda's limit applies to.
+    size = rest + len(json.dumps(body, ensure_ascii=False).encode()) - len('""')
     if size > MAX_RESULT_BYTES:
         raise InvalidResponseError(
             f"The result is {size} bytes, over Lambda's {MAX_RESULT_BYTES}-byte response limit"

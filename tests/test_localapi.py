@@ -394,11 +394,15 @@ def test_a_result_over_lambdas_6_mb_response_limit_is_rejected() -> None:
     limit = 6 * 1024 * 1024
     fits = {"statusCode": 200, "body": "a" * (limit - 100)}
     assert http_response(fits)[0] == 200
+    # The 3.13 runtime writes UTF-8 without ASCII escapes: four bytes an emoji, not twelve.
+    emoji = {"statusCode": 200, "body": "\N{GRINNING FACE}" * (limit // 4 - 100)}
+    assert http_response(emoji)[0] == 200
     for oversized in (
         {"statusCode": 200, "body": "a" * limit},
         # Under the limit as text, over it as JSON: every quote is escaped.
         {"statusCode": 200, "body": '"' * (limit // 2 + 1)},
         {"items": ["a" * limit]},
+        {"statusCode": 200, "body": "\N{GRINNING FACE}" * (limit // 4 + 1)},
     ):
         with pytest.raises(InvalidResponseError, match="6291456-byte response limit"):
             http_response(oversized)
