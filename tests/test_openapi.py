@@ -1,9 +1,11 @@
 """The one OpenAPI document: generated from the apps, committed, served by the health
 function with a page to browse it."""
 
+import io
 import json
 import re
 import uuid
+import zipfile
 from typing import Any
 from urllib.parse import urljoin
 
@@ -152,10 +154,14 @@ def test_the_pages_work_under_a_named_stage() -> None:
 
 
 def test_the_health_function_stays_small() -> None:
-    # Every function's code folder must stay within 64 KiB (the document is minified).
-    files = [path for path in HEALTH.rglob("*") if path.is_file()]
-    size = sum(path.stat().st_size for path in files if "__pycache__" not in path.parts)
-    assert size <= 64 * 1024, size
+    # Every function ships as a zip of at most 64 KiB (tests/test_build.py checks the built
+    # one, bytecode included); the document, minified, is most of this one's source.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(HEALTH.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, path.relative_to(HEALTH))
+    assert len(buffer.getvalue()) <= 32 * 1024, len(buffer.getvalue())
 
 
 def test_docs_and_openapi_are_replayed_from_events() -> None:
