@@ -183,22 +183,6 @@ def test_a_first_write_on_a_dead_connection_runs_once_on_a_new_one(
 
 
 @pytest.mark.postgres_only
-def test_a_read_only_session_reads_on_after_its_connection_dies(db: Database) -> None:
-    with open_session() as session:
-        make_user(session)
-    with open_session(read_only=True) as session:
-        pid = _backend_pid(session)
-        _terminate(db, pid)
-        # Mid-session: the read runs again on a new connection, still in autocommit mode.
-        assert [user.name for user in session.exec(select(User)).all()] == ["Ada"]
-        dbapi_connection = session.connection().connection.dbapi_connection
-        assert dbapi_connection is not None
-        assert dbapi_connection.autocommit is True
-        assert _backend_pid(session) != pid
-    assert dbapi_connection.autocommit is False
-
-
-@pytest.mark.postgres_only
 def test_a_write_after_the_transaction_began_is_never_replayed(db: Database) -> None:
     with open_session() as session:
         user = make_user(session)
