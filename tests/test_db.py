@@ -109,6 +109,16 @@ def _backend_pid(session: Session) -> int:
     return pid
 
 
+def _terminate(db: Database, pid: int) -> None:
+    """End one server process and wait until it is gone, as `pg_terminate_backend` alone
+    only signals it."""
+    assert db.scalar("SELECT pg_terminate_backend(:pid)", pid=pid) is True
+    deadline = time.monotonic() + 5
+    while db.scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", pid=pid):
+        assert time.monotonic() < deadline, f"backend {pid} still alive"
+        time.sleep(0.01)
+
+
 def _kill_the_pooled_connection(
     db: Database, monkeypatch: pytest.MonkeyPatch, *, ping_after_idle: float
 ) -> int:
@@ -117,7 +127,10 @@ def _kill_the_pooled_connection(
     monkeypatch.setattr(taskapi.db, "PING_AFTER_IDLE_SECONDS", ping_after_idle)
     with open_session() as session:
         pid = _backend_pid(session)
-    assert db.scalar("SELECT pg_terminate_backend(:pid)", pid=pid) is True
+    # Gone, so its FATAL message has reached the pooled connection's socket. A kill that
+    # lands between a checkout and the first statement is the request's to retry
+    # (`RetryAfterLostConnection`, tests/test_faults_database.py).
+    _terminate(db, pid)
     return pid
 
 
@@ -159,16 +172,6 @@ def count_pings(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
     monkeypatch.setattr(dialect, "do_ping", counted)
     return pings
-
-
-def _terminate(db: Database, pid: int) -> None:
-    """End one server process and wait until it is gone, as `pg_terminate_backend` alone
-    only signals it."""
-    assert db.scalar("SELECT pg_terminate_backend(:pid)", pid=pid) is True
-    deadline = time.monotonic() + 5
-    while db.scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", pid=pid):
-        assert time.monotonic() < deadline, f"backend {pid} still alive"
-        time.sleep(0.01)
 
 
 @pytest.mark.postgres_only

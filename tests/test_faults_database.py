@@ -354,36 +354,27 @@ def test_a_read_whose_connection_dies_mid_request_is_read_again(direct: Direct, 
 
 # The server process is named by the connection's backend pid, which PgBouncer hides.
 @pytest.mark.direct_only
-def test_a_write_whose_connection_dies_before_it_wrote_runs_once(direct: Direct) -> None:
-    """The create's connection dies under its first statement, a read: nothing was
-    written, so the request runs again on a new connection: 201, and one task."""
+@pytest.mark.parametrize(
+    ("when", "starting", "status", "rows"),
+    [
+        # Under its first statement, a read: nothing was written, so the request runs
+        # again on a new connection.
+        pytest.param("before", "SELECT", 201, 1, id="before-it-wrote"),
+        # The INSERT reached the server; the connection dies before COMMIT.
+        pytest.param("after", "INSERT INTO task", 503, 0, id="after-the-insert"),
+    ],
+)
+def test_a_create_whose_connection_dies_is_done_once_or_absent(
+    direct: Direct, when: Literal["before", "after"], starting: str, status: int, rows: int
+) -> None:
     account = new_account(direct, "ada@example.com")
-    with on_statement(
-        get_engine(), "before", "SELECT", lambda pid: direct.terminate([pid])
-    ) as killed:
-        response = direct.tasks.post(
-            "/api/tasks", json_body={"title": "once"}, token=account.access
-        )
+    with on_statement(get_engine(), when, starting, lambda pid: direct.terminate([pid])) as killed:
+        response = direct.tasks.post("/api/tasks", json_body={"title": "t"}, token=account.access)
     assert killed
-    assert response.status == 201, response.body
-    assert direct.db.scalar("SELECT count(*) FROM task WHERE title = 'once'") == 1
-
-
-# The server process is named by the connection's backend pid, which PgBouncer hides.
-@pytest.mark.direct_only
-def test_a_create_whose_connection_dies_after_the_insert_is_absent(direct: Direct) -> None:
-    """The INSERT reached the server; the connection dies before COMMIT: 503, no row."""
-    account = new_account(direct, "ada@example.com")
-    with on_statement(
-        get_engine(), "after", "INSERT INTO task", lambda pid: direct.terminate([pid])
-    ) as killed:
-        response = direct.tasks.post(
-            "/api/tasks", json_body={"title": "lost"}, token=account.access
-        )
-    assert killed
-    assert response.status == 503, response.body
-    assert response.headers["retry-after"]
-    assert direct.db.scalar("SELECT count(*) FROM task WHERE title = 'lost'") == 0
+    assert response.status == status, response.body
+    if status == 503:
+        assert response.headers["retry-after"]
+    assert direct.db.scalar("SELECT count(*) FROM task WHERE title = 't'") == rows
     assert direct.tasks.get("/api/tasks", token=account.access).status == 200
 
 

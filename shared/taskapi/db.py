@@ -29,8 +29,9 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import ORMExecuteState
 from sqlmodel import Session, create_engine
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from taskapi.factory import HttpMiddleware
 from taskapi.openapi import DATABASE_UNAVAILABLE_DETAIL, RETRY_AFTER
 from taskapi.settings import Settings, get_database_url, get_settings
 
@@ -271,7 +272,7 @@ class _ConnectionLostError(Exception):
     """Raised by the database error handler for a request to run again."""
 
 
-class RetryAfterLostConnection:
+class RetryAfterLostConnection(HttpMiddleware):
     """Run a request again, once, when its database connection was lost before it wrote
     anything (no INSERT, UPDATE, DELETE or other statement than a SELECT, no COMMIT sent).
 
@@ -282,13 +283,7 @@ class RetryAfterLostConnection:
     first; the request's body, read once from `receive`, is given again to the retry.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         received: list[Message] = []
 
         async def recording(message_source: Receive = receive) -> Message:
