@@ -90,11 +90,12 @@ class StatementLog:
             found.append(f"EXECUTE {name}: {sql}" if name and name != "<unnamed>" else sql)
         return found
 
-    def pinning(self) -> list[tuple[str, str]]:
-        """(reason, statement) for each logged statement that would pin a session, but the
-        migrate function's, which may pin its own (`MIGRATE_SESSION_MARK`)."""
+    def pinning(self, statements: list[str] | None = None) -> list[tuple[str, str]]:
+        """(reason, statement) for each logged statement (or each of `statements`) that
+        would pin a session, but the migrate function's, which may pin its own
+        (`MIGRATE_SESSION_MARK`)."""
         found = []
-        for sql in self.statements():
+        for sql in self.statements() if statements is None else statements:
             if sql.startswith(MIGRATE_SESSION_MARK):
                 continue
             for reason, pattern in PINNING.items():
