@@ -51,7 +51,9 @@ def test_upgrade_check_downgrade_upgrade(empty_database: Database) -> None:
         "task",
         "auth_session",
         "login_attempt",
+        "login_device",
         "idempotency_key",
+        "task_tombstone",
     }
     inspector = sa.inspect(empty_database.engine)
     for table, expected in EXPECTED_INDEXES.items():

@@ -11,7 +11,7 @@ import pytest
 
 from localapi.events import http_event
 from taskapi.rules import WHITESPACE
-from tests.support.auth import signup, tokens
+from tests.support.auth import PASSWORD, signup, tokens
 from tests.support.client import Client, invoke
 from tests.support.database import Database
 from tests.support.functions import ROOT, load_function, load_module
@@ -321,7 +321,7 @@ def test_the_title_pattern_is_what_the_server_accepts(title: str, db: Database) 
 def test_the_name_pattern_is_what_the_server_accepts(name: str, db: Database) -> None:
     schema = generator().openapi_document()["components"]["schemas"]["SignupRequest"]
     documented = re.search(schema["properties"]["name"]["pattern"], name) is not None
-    body = {"email": f"{uuid.uuid4().hex[:8]}@example.com", "name": name, "password": "x" * 8}
+    body = {"email": f"{uuid.uuid4().hex[:8]}@example.com", "name": name, "password": PASSWORD}
     response = Client("auth").post("/api/auth/signup", json_body=body)
     assert response.status == (201 if documented else 422), response.body
 
@@ -335,7 +335,7 @@ def test_reserved_email_domains_are_refused_as_documented(domain: str, db: Datab
     assert re.search(pattern, f"dev@{domain}") is None
     assert re.search(pattern, f"dev@{domain.upper()}") is None
     assert re.search(pattern, f"dev@{domain}.example.com") is not None
-    body = {"email": f"dev@{domain}", "name": "Dev", "password": "x" * 8}
+    body = {"email": f"dev@{domain}", "name": "Dev", "password": PASSWORD}
     response = Client("auth").post("/api/auth/signup", json_body=body)
     assert response.status == 422
     assert response.json()["detail"][0]["loc"] == ["body", "email"]

@@ -68,6 +68,7 @@ def test_create_answers_201_with_location_etag_and_the_stored_task(
         "updated_at": body["created_at"],
         "completed_at": None,
         "due_at": None,
+        "remind_at": None,
     }
     assert before <= parse_time(body["created_at"]) <= utcnow()
 
@@ -606,6 +607,7 @@ def test_list_shows_only_the_callers_live_tasks_newest_first(
         "updated_at": "2026-01-01T00:00:00Z",
         "completed_at": None,
         "due_at": None,
+        "remind_at": None,
     }
 
 
@@ -671,12 +673,22 @@ def test_an_empty_search_matches_everything(client: Client, ada: Account) -> Non
         ("\\", ["back\\slash"]),
         ("/", ["for/ward"]),
         ("'", ["it's"]),
+        # PostgreSQL matches with a literal regex: its metacharacters are text too.
+        (".", ["a.b"]),
+        ("A.B", ["a.b"]),
+        ("*", ["***=x"]),
+        ("***=", ["***=x"]),
+        ("(", ["(x|y)"]),
+        ("x|y", ["(x|y)"]),
+        ("[a]", ["[a]^$"]),
+        ("^$", ["[a]^$"]),
     ],
 )
 def test_search_treats_wildcards_literally(
     client: Client, ada: Account, q: str, expected: list[str]
 ) -> None:
-    for title in ("100% done", "1000 done", "a_b", "axb", "back\\slash", "for/ward", "it's"):
+    titles = ("100% done", "1000 done", "a_b", "axb", "back\\slash", "for/ward", "it's")
+    for title in (*titles, "a.b", "***=x", "(x|y)", "[a]^$"):
         insert_task(ada, title)
     response = client.get("/api/tasks", query={"q": q}, token=ada.token)
     assert [item["title"] for item in response.json()["items"]] == expected
