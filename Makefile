@@ -166,9 +166,16 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 validate: $(SAM_VENV)/.installed  ## sam validate --lint (errors and warnings both fail)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM) validate --lint
 
+# The architecture of every function and the layer: the template's Architecture parameter
+# and the PLATFORM that shared/Makefile builds the layer's wheels for, always together.
+# arm64 for AWS; ARCH=x86_64 (or ARCH=native) for `sam local` on an x86_64 machine.
+ARCH ?= arm64
+override ARCH := $(if $(filter native,$(ARCH)),$(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64),$(ARCH))
+SAM_BUILD_ARGS := --parameter-overrides Architecture=$(ARCH)
+
 # tests/test_build.py checks the artifacts' zipped sizes and imports them.
-build: $(SAM_VENV)/.installed  ## sam build (arm64, no Docker) into .aws-sam/build
-	$(SAM) build
+build: $(SAM_VENV)/.installed  ## sam build (no Docker) into .aws-sam/build: arm64, or ARCH=x86_64 / ARCH=native
+	PLATFORM=$(ARCH) $(SAM) build $(SAM_BUILD_ARGS)
 
 test-layer:  ## Build the layer for this machine (x86_64) into build/ for tests/test_build.py
 	env -u PYTHONPATH $(MAKE) -C shared build-SharedLayer \
