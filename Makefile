@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 emulator-deploy
+.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 check-sam-local emulator-deploy
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -185,8 +185,14 @@ check-build: validate build test-layer  ## What CI runs before the tests
 
 # Needs root (debootstrap), qemu-user-static and debootstrap; the arm64 root is cached in
 # ARM64_ROOT (default /var/cache/taskapi-arm64/trixie) and made when missing.
-check-arm64: build  ## The arm64 artifacts served under emulation; their glibc needs at most 2.34
+check-arm64: venv build  ## The arm64 artifacts served under emulation; their glibc needs at most 2.34
 	$(BIN)/python tools/check_arm64.py
+
+# Needs root (dockerd, debootstrap), Debian's docker.io and debootstrap, and the PostgreSQL
+# of TEST_DATABASE_URL. Starts dockerd when no engine runs (and stops it after); the base
+# image's stand-in root is cached in LAMBDA_ROOT (default /var/cache/taskapi-lambda).
+check-sam-local: venv $(SAM_VENV)/.installed  ## sam build + sam local invoke/start-api (EAGER) for this machine's architecture: the whole flow and a 50-create burst on a fresh PostgreSQL database
+	$(BIN)/python tools/check_sam_local.py
 
 EMULATOR_VENV ?= .venv-emulator
 
