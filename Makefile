@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 check-sam-local emulator-deploy
+.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 check-sam-local
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -99,7 +99,7 @@ audit: venv  ## Known vulnerabilities in the layer (findings fail unless securit
 	$(BIN)/python tools/audit.py
 
 clean:  ## Remove the virtualenvs, build output and caches
-	rm -rf $(VENV) $(SAM_VENV) $(CLIENTS_VENV) $(EMULATOR_VENV) .aws-sam build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CLIENTS_VENV) .aws-sam build .pytest_cache .mypy_cache .ruff_cache
 	rm -rf clients/node_modules clients/generated clients/build
 
 # --- What client developers do with the OpenAPI document (clients/) --------------------
@@ -193,13 +193,3 @@ check-arm64: venv build  ## The arm64 artifacts served under emulation; their gl
 # image's stand-in root is cached in LAMBDA_ROOT (default /var/cache/taskapi-lambda).
 check-sam-local: venv $(SAM_VENV)/.installed  ## sam build + sam local invoke/start-api (EAGER) for this machine's architecture: the whole flow and a 50-create burst on a fresh PostgreSQL database
 	$(BIN)/python tools/check_sam_local.py
-
-EMULATOR_VENV ?= .venv-emulator
-
-$(EMULATOR_VENV)/.installed: requirements-emulator.txt
-	test -x $(EMULATOR_VENV)/bin/python || $(PYTHON) -m venv $(EMULATOR_VENV)
-	$(EMULATOR_VENV)/bin/python -m pip install --quiet -r requirements-emulator.txt
-	touch $@
-
-emulator-deploy: build $(EMULATOR_VENV)/.installed  ## Create the stack on moto's server (docs/DEPLOY.md: how far it gets)
-	env -u PYTHONPATH AWS_DEFAULT_REGION=us-east-1 $(EMULATOR_VENV)/bin/python tools/emulator_deploy.py
