@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 check-sam-local
+.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 check-sam-local lambda-image
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -187,6 +187,10 @@ check-build: validate build test-layer  ## What CI runs before the tests
 # ARM64_ROOT (default /var/cache/taskapi-arm64/trixie) and made when missing.
 check-arm64: venv build  ## The arm64 artifacts served under emulation; their glibc needs at most 2.34
 	$(BIN)/python tools/check_arm64.py
+
+# Needs a running Docker engine; root and debootstrap when the stand-in has to be built.
+lambda-image: venv $(SAM_VENV)/.installed  ## The Lambda Python 3.13 base image for this machine: pulled, or a Debian stand-in under its name
+	$(BIN)/python tools/lambda_image.py
 
 # Needs root (dockerd, debootstrap), Debian's docker.io and debootstrap, and the PostgreSQL
 # of TEST_DATABASE_URL. Starts dockerd when no engine runs (and stops it after); the base

@@ -150,8 +150,23 @@ def invoke(function: str, event: str, options: list[str]) -> tuple[dict[str, Any
     started = time.monotonic()
     result = run_sam(sam("local", "invoke", function, "--event", event, *options))
     seconds = time.monotonic() - started
-    answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return answer, seconds
+    # The answer shares stdout with the function's own lines (its EMF metrics among them),
+    # sometimes on one line: the last object that is not a metrics record.
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    for line in result.stdout.splitlines():
+        position = line.find("{")
+        while position != -1:
+            try:
+                value, end = decoder.raw_decode(line, position)
+            except json.JSONDecodeError:
+                break
+            if isinstance(value, dict) and "_aws" not in value:
+                found.append(value)
+            position = line.find("{", end)
+    if not found:
+        raise SystemExit(f"{function} printed no answer:\n{result.stdout}\n{result.stderr}")
+    return found[-1], seconds
 
 
 def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
@@ -160,8 +175,24 @@ def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
     return response, time.monotonic() - started
 
 
+def lambda_containers() -> set[str]:
+    listed = docker(
+        "ps", "-aq", "--filter", "label=sam.cli.container.type=lambda", capture_output=True
+    )
+    return set(listed.stdout.split())
+
+
+def remove_left_over(before: set[str]) -> None:
+    """Any function container that this run started and SAM did not remove."""
+    left = sorted(lambda_containers() - before)
+    if left:
+        say(f"removing {len(left)} container(s) sam local left running: {' '.join(left)}")
+        docker("rm", "--force", *left, capture_output=True)
+
+
 @contextmanager
 def start_api(options: list[str], log: Path) -> Iterator[httpx.Client]:
+    before = lambda_containers()
     port = free_port()
     command = sam("local", "start-api", "--host", "127.0.0.1", "--port", str(port), *options)
     command += ["--warm-containers", "EAGER"]
@@ -193,13 +224,15 @@ def start_api(options: list[str], log: Path) -> Iterator[httpx.Client]:
         with httpx.Client(base_url=base_url, timeout=30) as client:
             yield client
     finally:
-        # SIGINT: SAM stops and removes its warm containers as on Ctrl-C.
-        os.killpg(server.pid, signal.SIGINT)
+        # SIGTERM: SAM stops and removes its warm containers (after SIGINT it has been seen
+        # to leave some running).
+        os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+        remove_left_over(before)
 
 
 def first_requests(api: httpx.Client) -> dict[str, float]:
