@@ -131,9 +131,9 @@ def token_decoding() -> None:
 
 
 def user_query() -> None:
-    # `CurrentUserRef`'s check, which the list now makes inside its page statement.
+    # `CurrentUser`'s check, which the list makes inside its page statement instead.
     row = connection.execute(
-        auth._LIVE_SESSION_USER_ID, {**user_params, "now": datetime.now(UTC)}
+        auth._LIVE_SESSION_USER, {**user_params, "now": datetime.now(UTC)}
     ).first()
     assert row is not None
 
@@ -197,7 +197,7 @@ def session_open_close() -> None:
 
 candidates: dict[str, Callable[[], None]] = {
     "reference: the whole ORM User (CurrentUser, /me and account routes)": user_query_orm,
-    "reference: CurrentUserRef's query on its own (now in the page statement)": user_query,
+    "reference: CurrentUser's query on its own (in the page statement instead)": user_query,
     "reference: a read-only ORM Session open/close (SessionDep)": session_open_close,
     "reference: the page validated into TaskPage and dumped": page_validated_and_dumped,
 }

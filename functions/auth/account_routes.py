@@ -49,6 +49,7 @@ def confirm_password(
     if retry_after:
         too_many_attempts(retry_after)
     if not verify_password(password, user.hashed_password):
+        # The failure stays counted although the request is refused.
         session.commit()
         logger.info("password check failed", extra={"user_id": str(user.id)})
         raise HTTPException(status.HTTP_403_FORBIDDEN, "The password is wrong")
@@ -88,9 +89,7 @@ async def change_password(
     )
     if not changed:
         # The account was deleted or this session revoked while the request ran.
-        session.rollback()
         unauthorized("Session expired or revoked")
-    session.commit()
     logger.info(
         "password changed",
         extra={"user_id": str(user.id), "session_id": str(claims.session_id)},
@@ -156,7 +155,6 @@ async def revoke_session(
     # Another user's session is 404 like an unknown one: a session id reveals nothing.
     if not revoke_sessions(session, user_id=user.id, session_ids={session_id}, now=utcnow()):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Session not found")
-    session.commit()
     logger.info("session revoked", extra={"user_id": str(user.id), "session_id": str(session_id)})
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -178,8 +176,6 @@ async def delete_account(
     """Delete the account with its tasks and sessions, for good; the email is free again."""
     confirm_password(session, source_ip, user=user, password=body.password, now=utcnow())
     if not delete_user(session, user_id=user.id, email=user.email):
-        session.rollback()
         unauthorized("Session expired or revoked")
-    session.commit()
     logger.info("account deleted", extra={"user_id": str(user.id)})
     return Response(status_code=status.HTTP_204_NO_CONTENT)

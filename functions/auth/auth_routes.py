@@ -80,12 +80,10 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
     except IntegrityError:
         # The unique index on the (lower-cased) email is the only constraint a new user
         # can break, and only it is race-free: two sign-ups at once both pass any check.
-        session.rollback()
         raise HTTPException(
             status.HTTP_409_CONFLICT, "A user with this email already exists"
         ) from None
     pair = start_session(session, user_id=user.id, now=now)
-    session.commit()
     logger.info("signed up", extra={"user_id": str(user.id)})
     return auth_response(user, pair)
 
@@ -102,7 +100,8 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
     """Exchange an email and password for a new session's tokens."""
     now = utcnow()
     # The attempt counts as a failure before bcrypt runs, and that count is committed at
-    # once: simultaneous attempts cannot all slip under the limit (docs/API.md).
+    # once, ending the transaction early: simultaneous attempts cannot all slip under the
+    # limit (docs/API.md), and no row lock is held through bcrypt.
     retry_after = reserve_login_attempt(session, email=body.email, source_ip=source_ip, now=now)
     session.commit()
     if retry_after:
@@ -116,12 +115,12 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
         unauthorized("Invalid email or password")
     release_login_attempt(session, email=body.email, source_ip=source_ip)
     if not user.is_active:
+        # The right password's attempt is given back although the login is refused.
         session.commit()
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This account is inactive")
     user.last_login_at = now
     session.add(user)
     pair = start_session(session, user_id=user.id, now=now)
-    session.commit()
     logger.info(
         "logged in",
         extra={"user_id": str(user.id), "session_id": str(pair.access.claims.session_id)},
@@ -142,9 +141,9 @@ async def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
     except InvalidTokenError:
         unauthorized("Invalid or expired refresh token")
     outcome = rotate_refresh_token(session, claims=claims, now=utcnow())
-    # Commit either way: a reused token's revocation must stick even though we refuse.
-    session.commit()
     if not isinstance(outcome, TokenPair):
+        # A reused token's revocation must stick although the request is refused.
+        session.commit()
         logger.warning(
             "refresh refused",
             extra={
@@ -187,7 +186,6 @@ async def logout(
             unauthorized("Invalid or expired refresh token")
         session_ids.add(refresh_claims.session_id)
     revoke_sessions(session, user_id=user.id, session_ids=session_ids, now=utcnow())
-    session.commit()
     logger.info(
         "logged out",
         extra={"user_id": str(user.id), "session_ids": sorted(map(str, session_ids))},

@@ -1,7 +1,7 @@
 """Data access for the auth function: users, sessions and login throttling.
 
-The helpers take keyword-only arguments and leave the commit to the route, so that each
-request is one transaction. Writes that race (failed-login counting, refresh rotation)
+The helpers take keyword-only arguments and never commit or roll back: each request is
+one unit of work (`taskapi.db`). Writes that race (failed-login counting, refresh rotation)
 are single atomic statements, never read-modify-write.
 """
 
@@ -161,7 +161,8 @@ def set_password(
     now: datetime,
 ) -> bool:
     """Store a new hash and revoke every other session of the user, in the request's
-    transaction; False if the user or the kept session ended meanwhile (nothing to commit).
+    transaction; False if the user or the kept session ended meanwhile (the route refuses,
+    and the request's rollback undoes the writes).
 
     The UPDATE of the user row comes first: it serialises concurrent changes of one
     user's password, and the check of the kept session, a statement after it, sees

@@ -370,8 +370,8 @@ _TASKS_HELD = (
 
 
 def add_task_within_quota(session: Session, *, task: Task, max_tasks: int) -> Task:
-    """Insert the task (flushed, not committed) unless the user would hold more than
-    `max_tasks`, trash included; then roll back and raise QuotaExceededError.
+    """Insert the task (flushed) unless the user would hold more than `max_tasks`, trash
+    included: then raise QuotaExceededError, and the request's rollback undoes the insert.
 
     The count comes after the INSERT, in the same transaction: on SQLite the INSERT takes
     the database's write lock, so the count sees every create committed before it; on
@@ -382,7 +382,6 @@ def add_task_within_quota(session: Session, *, task: Task, max_tasks: int) -> Ta
     session.flush()
     held = session.connection().execute(_TASKS_HELD, {"user_id": task.user_id}).scalar_one()
     if held > max_tasks:
-        session.rollback()
         raise QuotaExceededError(max_tasks)
     return task
 
@@ -407,7 +406,7 @@ def first_completion(now: datetime) -> sa.ColumnElement[datetime]:
     return func.coalesce(col(Task.completed_at), now)
 
 
-def update_task(
+def write_new_version(
     session: Session,
     *,
     task: Task,
@@ -432,9 +431,7 @@ def update_task(
     )
     if expected_version is not None:
         statement = statement.where(col(Task.version) == expected_version)
-    written = session.scalars(statement).one_or_none()
-    session.commit()
-    return written
+    return session.scalars(statement).one_or_none()
 
 
 def soft_delete_task(
@@ -449,5 +446,4 @@ def soft_delete_task(
     if expected_version is not None:
         statement = statement.where(col(Task.version) == expected_version)
     matched = session.connection().execute(statement).rowcount
-    session.commit()
     return bool(matched == 1)

@@ -1,6 +1,7 @@
 """`/api/tasks`: the caller's tasks, with ETags for optimistic concurrency."""
 
 import hashlib
+import uuid
 from types import GenericAlias
 from typing import Annotated, Any, TypeVar
 
@@ -15,7 +16,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from typing_extensions import TypedDict
 
 import tasks_queries
-from taskapi.auth import AccessClaims, CurrentUserRef, UserRef
+from taskapi.auth import AccessClaims, CurrentUser
 from taskapi.db import ReadConnection, SessionDep
 from taskapi.factory import function_router
 from taskapi.models import (
@@ -123,24 +124,24 @@ register_url_convertor("not_trash", NotTrash())
 _AnyTask = TypeVar("_AnyTask", Task, Row[Any])
 
 
-def owned_task(task: _AnyTask | None, user: UserRef, *, in_trash: bool) -> _AnyTask:
+def owned_task(task: _AnyTask | None, user_id: uuid.UUID, *, in_trash: bool) -> _AnyTask:
     """The task if it exists, is (or is not) in the trash, and is the user's: else 404/403."""
     if task is None or (task.deleted_at is not None) != in_trash:
         detail = "Task not found in the trash" if in_trash else "Task not found"
         raise HTTPException(status_code=http.HTTP_404_NOT_FOUND, detail=detail)
-    if task.user_id != user.id:
+    if task.user_id != user_id:
         raise HTTPException(
             status_code=http.HTTP_403_FORBIDDEN, detail="This task belongs to another user"
         )
     return task
 
 
-async def get_owned_task(task_id: TaskId, user: CurrentUserRef, session: SessionDep) -> Task:
-    return owned_task(session.get(Task, task_id), user, in_trash=False)
+async def get_owned_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+    return owned_task(session.get(Task, task_id), user.id, in_trash=False)
 
 
-async def get_trashed_task(task_id: TaskId, user: CurrentUserRef, session: SessionDep) -> Task:
-    return owned_task(session.get(Task, task_id), user, in_trash=True)
+async def get_trashed_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Task:
+    return owned_task(session.get(Task, task_id), user.id, in_trash=True)
 
 
 OwnedTask = Annotated[Task, Depends(get_owned_task)]
@@ -206,7 +207,7 @@ Skip = Annotated[int, Query(ge=0, le=MAX_INT32, description="Tasks to skip")]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 
 
-# The GETs take `AccessClaims` rather than `CurrentUserRef`: their own statement checks the
+# The GETs take `AccessClaims` rather than `CurrentUser`: their own statement checks the
 # caller's session (`taskapi.auth.LIVE_SESSION`), a query less per request.
 @router.get(
     "/api/tasks",
@@ -351,7 +352,7 @@ def quota_exceeded(max_tasks: int) -> HTTPException:
 )
 async def create_task(
     body: TaskCreate,
-    user: CurrentUserRef,
+    user: CurrentUser,
     session: SessionDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
@@ -384,7 +385,6 @@ async def create_task(
     location = f"/api/tasks/{task.id}"
     response = task_response(task, status_code=http.HTTP_201_CREATED, Location=location)
     if idempotency_key is None:
-        session.commit()
         return response
     session.add(
         IdempotencyKey(
@@ -399,14 +399,11 @@ async def create_task(
         )
     )
     try:
-        session.commit()
+        session.flush()
     except IntegrityError:
-        # A simultaneous request with the same key committed first (SQLite; on PostgreSQL
-        # the user's lock makes this one wait and find that answer above): its answer.
-        session.rollback()
-        found = find_idempotency_record(session, user_id=user.id, key=idempotency_key, now=now)
-        if found is not None:
-            return replay(found, body_fingerprint)
+        # A simultaneous request with the same key wrote it first (SQLite; on PostgreSQL
+        # the user's lock makes this one wait and find that answer above). Its answer is
+        # stored once it commits: a retry gets it.
         raise HTTPException(
             status_code=http.HTTP_409_CONFLICT,
             detail="A request with this Idempotency-Key is still in progress; retry it",
@@ -464,7 +461,7 @@ async def restore_task(
     """Put a deleted task back in the list, as a new version with a new `ETag`."""
     version = expected_version(task, if_match)
     now = utcnow()
-    restored = tasks_queries.update_task(
+    restored = tasks_queries.write_new_version(
         session,
         task=task,
         expected_version=version,
@@ -488,7 +485,7 @@ async def restore_task(
 async def get_task(task_id: TaskId, claims: AccessClaims, connection: ReadConnection) -> Response:
     """One of the caller's tasks, with its version in `ETag`."""
     found = tasks_queries.read_task(connection, task_id=task_id, claims=claims, now=utcnow())
-    task = owned_task(found, UserRef(claims.user_id), in_trash=False)
+    task = owned_task(found, claims.user_id, in_trash=False)
     return json_response(
         TASK_JSON.dump_json(task._asdict()), headers={"ETag": etag_of(task.id, task.version)}
     )
@@ -519,7 +516,9 @@ async def update_task(
         values["completed_at"] = (
             first_completion(now) if changes["status"] is TaskStatus.COMPLETED else None
         )
-    written = tasks_queries.update_task(session, task=task, expected_version=version, values=values)
+    written = tasks_queries.write_new_version(
+        session, task=task, expected_version=version, values=values
+    )
     return task_response(_written(written, if_match))
 
 
@@ -551,7 +550,7 @@ async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch 
     if task.status is TaskStatus.COMPLETED:
         return task_response(task)
     now = utcnow()
-    written = tasks_queries.update_task(
+    written = tasks_queries.write_new_version(
         session,
         task=task,
         expected_version=version,

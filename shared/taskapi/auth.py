@@ -1,12 +1,12 @@
-"""`CurrentUser`: the user behind a valid access token of a live session.
+"""Authentication, one path: `AccessClaims` checks the token, `CurrentUser` its session.
 
 One query loads the user and checks the session together, so a logged-out session's
-access token is refused at once, at no extra cost per request.
+access token is refused at once, at no extra cost per request; a read that needs no
+`User` puts the same check in its own statement (`LIVE_SESSION`).
 """
 
-import uuid
-from datetime import UTC, datetime
-from typing import Annotated, NamedTuple, NoReturn
+from datetime import datetime
+from typing import Annotated, Any, NoReturn
 
 import sqlalchemy as sa
 from fastapi import Depends, HTTPException, Request, status
@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import col, select
 
 from taskapi.db import SessionDep
-from taskapi.models import AuthSession, User
+from taskapi.models import AuthSession, User, utcnow
 from taskapi.tokens import InvalidTokenError, TokenClaims, decode_token
 
 bearer_scheme = HTTPBearer(auto_error=False, description="An access token from login or signup")
@@ -33,11 +33,8 @@ def unauthorized(detail: str) -> NoReturn:
 async def get_access_claims(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> TokenClaims:
-    """The claims of a valid access token; its session is not checked here."""
-    return _access_claims(credentials)
-
-
-def _access_claims(credentials: HTTPAuthorizationCredentials | None) -> TokenClaims:
+    """The one token check: the claims of a valid access token. Its session is checked by
+    `CurrentUser`, or by a read that puts `LIVE_SESSION` in its own statement."""
     if credentials is None:
         unauthorized("Not authenticated")
     try:
@@ -47,11 +44,10 @@ def _access_claims(credentials: HTTPAuthorizationCredentials | None) -> TokenCla
 
 
 AccessClaims = Annotated[TokenClaims, Depends(get_access_claims)]
-BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
-# Built once, with bound parameters: building the statement on every request cost more
-# than running it (docs/PERFORMANCE.md). Each parameter takes its column's type.
+# The session check, built once with bound parameters (`user_id`, `session_id`, `now`):
+# building the statement on every request cost more than running it.
 _LIVE_SESSION_USER = (
     select(User)
     .join(AuthSession, col(AuthSession.user_id) == col(User.id))
@@ -74,84 +70,44 @@ _LIVE_SESSION_USER_FOR_WRITE = _LIVE_SESSION_USER.with_for_update(
 )
 
 
-# What the task routes need of the user, as a Core row: loading an ORM `User` (identity
-# map, instance state, every column) cost more than the query (docs/PERFORMANCE.md).
-_LIVE_SESSION_USER_ID = _LIVE_SESSION_USER.with_only_columns(col(User.id), col(User.is_active))
-_LIVE_SESSION_USER_ID_FOR_WRITE = _LIVE_SESSION_USER_ID.with_for_update(
-    read=True, key_share=True, of=User
-)
+def _session_parameters(claims: TokenClaims, now: datetime) -> dict[str, Any]:
+    return {"user_id": claims.user_id, "session_id": claims.session_id, "now": now}
+
+
+def _refused(*, found: bool) -> NoReturn:
+    """401 for a session check that found no user, or an inactive one."""
+    unauthorized("Account is inactive" if found else "Session expired or revoked")
 
 
 async def get_current_user(session: SessionDep, claims: AccessClaims) -> User:
-    """The whole `User`, for the routes that show or change it (/me, the account routes)."""
+    """The user behind the access token, if its session is live and it is active: 401
+    otherwise. Share-locked for a request that writes (`_LIVE_SESSION_USER_FOR_WRITE`)."""
     query = _LIVE_SESSION_USER if session.info.get("read_only") else _LIVE_SESSION_USER_FOR_WRITE
-    user = session.exec(
-        query,
-        params={
-            "user_id": claims.user_id,
-            "session_id": claims.session_id,
-            "now": datetime.now(UTC),
-        },
-    ).first()
-    if user is None:
-        unauthorized("Session expired or revoked")
-    if not user.is_active:
-        unauthorized("Account is inactive")
+    user = session.exec(query, params=_session_parameters(claims, utcnow())).first()
+    if user is None or not user.is_active:
+        _refused(found=user is not None)
     return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-class UserRef(NamedTuple):
-    """The user behind a live session, as the task routes need it: its id."""
-
-    id: uuid.UUID
-
-
-async def get_current_user_ref(session: SessionDep, credentials: BearerCredentials) -> UserRef:
-    """`CurrentUser`'s checks (and its share lock for a request that writes), in one
-    dependency that decodes the token itself and reads two columns: each dependency
-    level costs FastAPI a resolution step per request (docs/PERFORMANCE.md)."""
-    claims = _access_claims(credentials)
-    query = (
-        _LIVE_SESSION_USER_ID if session.info.get("read_only") else _LIVE_SESSION_USER_ID_FOR_WRITE
-    )
-    return _live_user_ref(session.connection(), query, claims, now=datetime.now(UTC))
-
-
-def _live_user_ref(
-    connection: Connection,
-    query: sa.Select[uuid.UUID, bool],
-    claims: TokenClaims,
-    *,
-    now: datetime,
-) -> UserRef:
-    row = connection.execute(
-        query, {"user_id": claims.user_id, "session_id": claims.session_id, "now": now}
-    ).first()
-    if row is None:
-        unauthorized("Session expired or revoked")
-    if not row.is_active:
-        unauthorized("Account is inactive")
-    return UserRef(row.id)
-
-
-CurrentUserRef = Annotated[UserRef, Depends(get_current_user_ref)]
-
-
-# `CurrentUserRef`'s check as a condition, for a read that puts it in its own statement
+# `CurrentUser`'s check as a condition, for a read that puts it in its own statement
 # (the task routes' GETs, which take `AccessClaims`): one statement where the dependency
-# and the read would be two, a round trip less on PostgreSQL (docs/PERFORMANCE.md). Its
-# parameters are `user_id`, `session_id` and `now`, as the dependency's.
-LIVE_SESSION = _LIVE_SESSION_USER_ID.where(col(User.is_active)).exists()
+# and the read would be two, a round trip less on PostgreSQL. Its parameters are the
+# session check's.
+LIVE_SESSION = (
+    _LIVE_SESSION_USER.with_only_columns(col(User.id)).where(col(User.is_active)).exists()
+)
 
 
 def require_live_session(connection: Connection, claims: TokenClaims, *, now: datetime) -> None:
     """For a read whose statement, with `LIVE_SESSION` in it, found nothing: 401 if the
-    session or the user is why (as `CurrentUserRef` would have answered first); if
-    neither is, there was simply nothing to find."""
-    _live_user_ref(connection, _LIVE_SESSION_USER_ID, claims, now=now)
+    session or the user is why (as `CurrentUser` would have answered); if neither is,
+    there was simply nothing to find."""
+    row = connection.execute(_LIVE_SESSION_USER, _session_parameters(claims, now)).first()
+    if row is None or not row.is_active:
+        _refused(found=row is not None)
 
 
 async def get_source_ip(request: Request) -> str:

@@ -1,5 +1,13 @@
 """The engine and sessions: one engine per container, created on first use.
 
+One unit of work per request: the request's session (`SessionDep`) commits when the route
+returns and rolls back when it raises, before the response is sent, so a failed commit is
+answered as the error it is, never after a 2xx has gone out. Query and service helpers
+never commit or roll back; a route may `flush()` to meet an `IntegrityError` that it maps
+to a status. A route commits itself only where it must end its transaction early: to
+release row locks before slow work (bcrypt), or to keep what it wrote (a counted failure,
+a revocation) although it then refuses the request.
+
 Lambda runs one request at a time per container, so the PostgreSQL pool holds one
 connection by default. A connection that sat idle (a frozen container) is pinged before
 use and replaced if it died; one that dies under a statement that can safely run again is
@@ -359,16 +367,27 @@ def get_session() -> Generator[Session, None, None]:
 
 
 async def request_session(request: Request) -> AsyncGenerator[Session, None]:
-    """The session of one request, opened and closed on the event loop; read-only (in
-    autocommit mode on PostgreSQL) for GET and HEAD.
+    """The unit of work of one request (the module docstring's rule): committed when the
+    route returns, rolled back when it raises. Read-only (in autocommit mode on
+    PostgreSQL, nothing to commit) for GET and HEAD.
 
     `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
     """
-    with open_session(read_only=request.method in READ_ONLY_METHODS) as session:
-        yield session
+    read_only = request.method in READ_ONLY_METHODS
+    with open_session(read_only=read_only) as session:
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        if not read_only:
+            session.commit()
 
 
-SessionDep = Annotated[Session, Depends(request_session)]
+# scope="function": the code after `yield` runs when the route returns, before the
+# response is sent (FastAPI's default runs it afterwards, when a failed commit could
+# only be logged under a 2xx that already went out).
+SessionDep = Annotated[Session, Depends(request_session, scope="function")]
 
 
 async def request_connection() -> AsyncGenerator[Connection, None]:
