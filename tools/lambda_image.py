@@ -20,6 +20,7 @@ image is used, and how long making it took.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -91,12 +92,20 @@ def image_present(name: str) -> bool:
     return docker("image", "inspect", name, capture_output=True).returncode == 0
 
 
-def is_stand_in(name: str) -> bool:
+def stand_in_version() -> str:
+    """What the stand-in is made of: a change to the pins or the scripts makes it again."""
+    made_of = REQUIREMENTS.read_text() + ENTRYPOINT + BOOTSTRAP + json.dumps(ENVIRONMENT)
+    return hashlib.sha256(made_of.encode()).hexdigest()[:16]
+
+
+def stand_in_label(name: str) -> str | None:
+    """The version a stand-in under `name` was made from; None for the real image."""
     result = docker(
         "image", "inspect", "--format", "{{json .Config.Labels}}", name, capture_output=True
     )
     labels = json.loads(result.stdout or "null") or {}
-    return STAND_IN_LABEL in labels
+    label: str | None = labels.get(STAND_IN_LABEL)
+    return label
 
 
 def try_pull(name: str) -> bool:
@@ -170,7 +179,7 @@ def build_stand_in(name: str, architecture: str, cache: Path) -> dict[str, float
     changes += [
         "WORKDIR /var/task",
         'ENTRYPOINT ["/lambda-entrypoint.sh"]',
-        f"LABEL {STAND_IN_LABEL}=debian-trixie-awslambdaric",
+        f"LABEL {STAND_IN_LABEL}={stand_in_version()}",
     ]
     with tempfile.TemporaryDirectory(prefix="lambda-image-") as folder:
         archive = Path(folder) / "root.tar"
@@ -194,9 +203,12 @@ def ensure_image(architecture: str, cache: Path) -> dict[str, object]:
     name = image_name(architecture)
     started = time.monotonic()
     if image_present(name):
-        kind = "stand-in" if is_stand_in(name) else "real"
-        print(f"lambda image: {name} is in Docker already ({kind})", flush=True)
-        return {"image": name, "stand_in": kind == "stand-in", "image_seconds": 0.0}
+        label = stand_in_label(name)
+        if label in (None, stand_in_version()):
+            kind = "real" if label is None else "stand-in"
+            print(f"lambda image: {name} is in Docker already ({kind})", flush=True)
+            return {"image": name, "stand_in": label is not None, "image_seconds": 0.0}
+        print(f"lambda image: the stand-in {name} is out of date; making it again", flush=True)
     print(f"lambda image: pulling {name} (at most {PULL_SECONDS} s)", flush=True)
     if try_pull(name):
         seconds = round(time.monotonic() - started, 1)
