@@ -150,11 +150,19 @@ def invoke(function: str, event: str, options: list[str]) -> tuple[dict[str, Any
     started = time.monotonic()
     result = run_sam(sam("local", "invoke", function, "--event", event, *options))
     seconds = time.monotonic() - started
-    # The answer shares stdout with the function's own lines (its EMF metrics among them),
-    # sometimes on one line: the last object that is not a metrics record.
+    answer = answer_in(result.stdout)
+    if answer is None:
+        raise SystemExit(f"{function} printed no answer:\n{result.stdout}\n{result.stderr}")
+    return answer, seconds
+
+
+def answer_in(stdout: str) -> dict[str, Any] | None:
+    """The function's answer in what `sam local invoke` printed: it shares stdout with the
+    function's own lines (its EMF metrics among them), sometimes on one line, so the last
+    JSON object that is not a metrics record."""
     decoder = json.JSONDecoder()
     found: list[dict[str, Any]] = []
-    for line in result.stdout.splitlines():
+    for line in stdout.splitlines():
         position = line.find("{")
         while position != -1:
             try:
@@ -164,9 +172,7 @@ def invoke(function: str, event: str, options: list[str]) -> tuple[dict[str, Any
             if isinstance(value, dict) and "_aws" not in value:
                 found.append(value)
             position = line.find("{", end)
-    if not found:
-        raise SystemExit(f"{function} printed no answer:\n{result.stdout}\n{result.stderr}")
-    return found[-1], seconds
+    return found[-1] if found else None
 
 
 def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
