@@ -16,10 +16,12 @@ from taskapi.openapi import (
     RESPONSE_CONFIG,
 )
 from taskapi.rules import (
+    NEW_PASSWORD_DESCRIPTION,
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
     PASSWORD_MIN_LENGTH,
     fits_bcrypt,
+    settable_password,
     storable_text,
 )
 from taskapi.tokens import TokenPair
@@ -31,10 +33,10 @@ NewPassword = Annotated[
         min_length=PASSWORD_MIN_LENGTH,
         # A character is at least one byte: 72 characters is the most that can fit.
         max_length=PASSWORD_MAX_BYTES,
-        description="At least 8 characters and at most 72 bytes in UTF-8; no NUL character",
+        description=NEW_PASSWORD_DESCRIPTION,
         json_schema_extra={"pattern": NO_NUL_PATTERN},
     ),
-    AfterValidator(fits_bcrypt),
+    AfterValidator(settable_password),
 ]
 # A password that a body presents to be checked: anything bcrypt can take. One that
 # could never have been set is refused as input rather than checked.
@@ -55,6 +57,10 @@ class SignupRequest(UserCreate):
     pass
 
 
+# Longer than any token the server issues (43 characters), short enough to hash at once.
+DEVICE_TOKEN_MAX_LENGTH = 128
+
+
 # Body of POST /api/auth/login. The email is not validated as an address: no account can
 # have a malformed one, so it simply fails to log in.
 class LoginRequest(RequestModel):
@@ -64,6 +70,12 @@ class LoginRequest(RequestModel):
         min_length=1, max_length=EMAIL_MAX_LENGTH, json_schema_extra={"pattern": NO_NUL_PATTERN}
     )
     password: GivenPassword
+    device_token: str | None = Field(
+        default=None,
+        max_length=DEVICE_TOKEN_MAX_LENGTH,
+        description="The `device_token` this device got at an earlier login or sign-up: "
+        "the login is then limited only by this device's own failed attempts",
+    )
 
     @field_validator("email")
     @classmethod
@@ -144,6 +156,10 @@ class TokenResponse(SQLModel):
         )
 
 
-# What signup and login return: the user and a token pair.
+# What signup and login return: the user, a token pair and the device's token.
 class AuthResponse(TokenResponse):
     user: UserPublic
+    device_token: str = Field(
+        description="Keep it on this device and send it with every later login: a login "
+        "that presents it is not locked out by other sources' failed attempts"
+    )
