@@ -3,7 +3,8 @@ answers them through the template's real Lambda handlers, with payload 2.0 event
 
 Gateway errors mirror API Gateway's own, `{"message": ...}` bodies: 404 for no route, 413
 over the 10 MB payload limit, 502 when the handler raises or returns something that is not
-a response, and 504 when it runs past its function's Timeout (see the README).
+a response or is over Lambda's 6 MB response limit, and 504 when it runs past its
+function's Timeout.
 """
 
 import base64
@@ -13,7 +14,11 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,10 @@ Headers = list[tuple[str, str]]
 
 # API Gateway's maximum payload (HTTP APIs and Lambda's synchronous invocations alike).
 MAX_BODY_BYTES = 10 * 1024 * 1024
+# Lambda's limit on a synchronous invocation's response (the result as JSON): past it
+# Lambda returns an error instead and API Gateway answers 502. Enforced here so that an
+# answer too large for AWS cannot pass locally.
+MAX_RESULT_BYTES = 6 * 1024 * 1024
 # Set by the server, never passed through from the handler's response.
 _HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection"})
 
@@ -48,9 +57,11 @@ def http_response(result: Any) -> tuple[int, Headers, bytes]:
     if isinstance(text, str):
         result = {**result, "body": ""}
     try:
-        result = json.loads(json.dumps(result))
+        serialised = json.dumps(result, ensure_ascii=False)
+        result = json.loads(serialised)
     except (TypeError, ValueError) as exc:
         raise InvalidResponseError(f"The result is not JSON: {exc}") from exc
+    _refuse_oversized(len(serialised.encode()), text if isinstance(text, str) else "")
     if isinstance(text, str):
         result["body"] = text
     if not isinstance(result, dict) or "statusCode" not in result:
@@ -77,6 +88,25 @@ def http_response(result: Any) -> tuple[int, Headers, bytes]:
     return status, headers, body.encode()
 
 
+# The most bytes one character of a string takes in UTF-8 JSON without ASCII escapes: a
+# control character's `\u00XX`.
+_MAX_JSON_BYTES_PER_CHAR = 6
+
+
+def _refuse_oversized(rest: int, body: str) -> None:
+    """Refuse a result over Lambda's response limit: `rest` is the size of the result
+    without its body as JSON. The body is escaped only when it might be too large."""
+    if rest + len(body) * _MAX_JSON_BYTES_PER_CHAR <= MAX_RESULT_BYTES:
+        return
+    # The python3.12+ runtimes (the template's is 3.13) write the result as UTF-8 JSON
+    # without ASCII escapes, so that is the size Lambda's limit applies to.
+    size = rest + len(json.dumps(body, ensure_ascii=False).encode()) - len('""')
+    if size > MAX_RESULT_BYTES:
+        raise InvalidResponseError(
+            f"The result is {size} bytes, over Lambda's {MAX_RESULT_BYTES}-byte response limit"
+        )
+
+
 def gateway_error(status: int, message: str) -> tuple[int, Headers, bytes]:
     body = json.dumps({"message": message}).encode()
     return status, [("content-type", "application/json")], body
@@ -88,6 +118,68 @@ def free_port(host: str = "127.0.0.1") -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+class ServerStartError(RuntimeError):
+    """A server started for a test, a tool or a benchmark exited, or did not answer in time;
+    the message ends with its log."""
+
+
+def wait_until_serving(
+    process: "subprocess.Popen[Any]",
+    url: str,
+    log: Path,
+    *,
+    timeout: float = 90,
+    pause: float = 0.1,
+) -> None:
+    """Until `url` answers at all (any HTTP status): ServerStartError, with the log, if the
+    process exits first or `timeout` seconds pass. Every function's first worker imports at
+    start-up, all at once: on a busy machine that takes a while."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise ServerStartError(f"the server exited with {process.returncode}:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (a local server)
+                return
+        except urllib.error.HTTPError:
+            return  # an answer, whatever its status
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"no answer from {url}:\n{_tail(log)}") from None
+            time.sleep(pause)
+
+
+@contextmanager
+def running(
+    command: list[str],
+    *,
+    ready_url: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 90,
+) -> Iterator["subprocess.Popen[bytes]"]:
+    """`command` (a server: `python -m localapi ...`, uvicorn) until the block ends, once
+    `ready_url` answers; its output goes to `log`. The one way tests, tools and benchmarks
+    start a server and wait for it."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(  # noqa: S603 (the caller's own server command)
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until_serving(process, ready_url, log, timeout=timeout)
+        yield process
+    finally:
+        stop_process(process)
+
+
+def _tail(log: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {log})"
 
 
 def stop_process(process: "subprocess.Popen[Any]", *, grace: float = 10) -> None:
@@ -284,11 +376,18 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def start(template: Template | Path | str, *, workers: int, stage: str | None = None) -> LocalApi:
-    """The app with every function imported; FunctionInitError if one cannot start."""
+def start(
+    template: Template | Path | str,
+    *,
+    workers: int,
+    stage: str | None = None,
+    keep_serving: bool = False,
+) -> LocalApi:
+    """The app with every function imported; FunctionInitError if one cannot start, unless
+    `keep_serving`: then that function's routes answer 502 and the others serve."""
     api = build_local_api(template, workers=workers, stage=stage)
     try:
-        api.runtime.warm_up()
+        api.runtime.warm_up(keep_serving=keep_serving)
     except FunctionInitError:
         api.runtime.close()
         raise
@@ -297,13 +396,19 @@ def start(template: Template | Path | str, *, workers: int, stage: str | None = 
 
 def app_from_environment() -> LocalApi:
     """`uvicorn --factory` entry point: the reloader starts a fresh process that calls it.
-    A function that cannot start ends that process (status 1) after one line."""
+
+    At the first start, a function that cannot start ends that process (status 1) after one
+    line: nothing has served yet, and the developer reads why. After a save (the reloader
+    sets LOCALAPI_RELOADED) the server keeps serving: the broken function's routes answer
+    502 at once and every other function still answers, until the next save.
+    """
     configure_server_logging()
     try:
         return start(
             os.environ.get("LOCALAPI_TEMPLATE", "template.yaml"),
             workers=int(os.environ.get("LOCALAPI_WORKERS", "0")),
             stage=os.environ.get("LOCALAPI_STAGE") or None,
+            keep_serving=os.environ.get("LOCALAPI_RELOADED") == "1",
         )
     except FunctionInitError as error:
         report(error, debug=os.environ.get("LOCALAPI_DEBUG") == "1")

@@ -22,9 +22,10 @@ import pytest
 import uvicorn
 
 from localapi.reload import CodeReload
-from localapi.runtime import apply_environment, developer_settings
+from localapi.runtime import developer_settings
 from localapi.server import InvalidResponseError, http_response
 from localapi.template import Route, load_template
+from localapi.workers import function_environment
 from tests.support.local_server import local_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -389,6 +390,25 @@ def test_results_api_gateway_cannot_read_are_rejected(result: object) -> None:
         http_response(result)
 
 
+def test_a_result_over_lambdas_6_mb_response_limit_is_rejected() -> None:
+    # 6 MiB counts the result as JSON: the body's escapes and the other fields too.
+    limit = 6 * 1024 * 1024
+    fits = {"statusCode": 200, "body": "a" * (limit - 100)}
+    assert http_response(fits)[0] == 200
+    # The 3.13 runtime writes UTF-8 without ASCII escapes: four bytes an emoji, not twelve.
+    emoji = {"statusCode": 200, "body": "\N{GRINNING FACE}" * (limit // 4 - 100)}
+    assert http_response(emoji)[0] == 200
+    for oversized in (
+        {"statusCode": 200, "body": "a" * limit},
+        # Under the limit as text, over it as JSON: every quote is escaped.
+        {"statusCode": 200, "body": '"' * (limit // 2 + 1)},
+        {"items": ["a" * limit]},
+        {"statusCode": 200, "body": "\N{GRINNING FACE}" * (limit // 4 + 1)},
+    ):
+        with pytest.raises(InvalidResponseError, match="6291456-byte response limit"):
+            http_response(oversized)
+
+
 # ---------------------------------------------------------------------------------------
 # Over HTTP
 
@@ -545,14 +565,21 @@ def test_a_handler_past_its_timeout_gives_504_and_the_server_goes_on(
     assert client.get("/echo/after").status_code == 201
 
 
-def test_bodies_over_10_mb_get_413(client: httpx.Client) -> None:
+def test_bodies_over_10_mb_get_413_and_results_over_6_mb_502(client: httpx.Client) -> None:
     response = client.post("/echo/big", content=b"x" * (10 * 1024 * 1024 + 1))
     assert response.status_code == 413
     assert response.json() == {"message": "Request Entity Too Large"}
     just_fits = client.post(
         "/echo/big", content=b"x" * (10 * 1024 * 1024), headers={"content-type": "text/plain"}
     )
-    assert just_fits.status_code == 201
+    # It reaches the function, whose echo of it is over Lambda's 6 MB response limit:
+    # API Gateway's 502, as on AWS.
+    assert just_fits.status_code == 502
+    assert just_fits.json() == {"message": "Internal Server Error"}
+    fits_both_ways = client.post(
+        "/echo/big", content=b"x" * (4 * 1024 * 1024), headers={"content-type": "text/plain"}
+    )
+    assert fits_both_ways.status_code == 201
 
 
 def test_environment_layers_and_same_named_modules(client: httpx.Client) -> None:
@@ -580,9 +607,8 @@ def test_environment_layers_and_same_named_modules(client: httpx.Client) -> None
 def test_every_setting_the_template_sets_takes_the_shell_then_env_then_the_template(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layer: str
 ) -> None:
-    """Each variable of the real template's environment, at each layer of precedence."""
-    # apply_environment writes os.environ: give it a copy that the test throws away.
-    monkeypatch.setattr(os, "environ", os.environ.copy())
+    """Each variable of the real template's environment, at each layer of precedence, as
+    each function's workers see it."""
     template = load_template(ROOT / "template.yaml")
     names = sorted({name for f in template.functions.values() for name in f.environment})
     assert {"CORS_ORIGINS", "BCRYPT_ROUNDS", "LOG_LEVEL", "STAGE"} <= set(names)
@@ -595,17 +621,16 @@ def test_every_setting_the_template_sets_takes_the_shell_then_env_then_the_templ
         for name in names:
             monkeypatch.setenv(name, "from-shell")
     settings = developer_settings()
-    apply_environment(load_template(ROOT / "template.yaml", settings), threads=3, settings=settings)
-    for name in names:
-        if layer != "template":
-            assert os.environ[name] == ("from-shell" if layer == "shell" else "from-dotenv"), name
-            continue
-        # Neither set: the local defaults, then the template's values.
-        local = {"STAGE": "local", "DATABASE_POOL_SIZE": "3"}
-        expected = local.get(name) or next(
-            f.environment[name] for f in template.functions.values() if name in f.environment
-        )
-        assert os.environ[name] == expected, name
+    for function in load_template(ROOT / "template.yaml", settings).functions.values():
+        environment = function_environment(function, settings, pool_size=3)
+        for name in function.environment:
+            if layer != "template":
+                expected = "from-shell" if layer == "shell" else "from-dotenv"
+            else:
+                # Neither set: the local defaults, then the function's own value.
+                local = {"STAGE": "local", "DATABASE_POOL_SIZE": "3"}
+                expected = local.get(name) or template.functions[function.name].environment[name]
+            assert environment[name] == expected, (function.name, name)
 
 
 def test_a_variable_set_to_a_parameter_gives_the_parameter_the_developers_value() -> None:
@@ -618,8 +643,11 @@ def test_a_variable_set_to_a_parameter_gives_the_parameter_the_developers_value(
     assert chosen is not None
     assert chosen.allow_origins == ("http://a.example", "http://b.example")
     assert chosen.allow_methods == default.allow_methods
-    # Empty: the template's HasCors condition is false, as in a deploy with CorsOrigins "".
-    assert load_template(path, {"CORS_ORIGINS": ""}).cors is None
+    # Empty: the template's HasCors condition is false, as in a deploy with CorsOrigins "":
+    # a configuration that allows no origin (API Gateway still answers preflights itself).
+    closed = load_template(path, {"CORS_ORIGINS": ""}).cors
+    assert closed is not None
+    assert (closed.allow_origins, closed.allows("http://a.example")) == ((), False)
     # The variable itself, and the other functions' values of that parameter, agree.
     template = load_template(path, {"BCRYPT_ROUNDS": "5"})
     assert {f.environment["BCRYPT_ROUNDS"] for f in template.functions.values()} == {"5"}

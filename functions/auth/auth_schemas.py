@@ -19,12 +19,19 @@ from taskapi.models import (
     trimmed_text_schema,
     with_examples,
 )
-from taskapi.openapi import RESPONSE_CONFIG
+from taskapi.openapi import (
+    EXAMPLE_EMAIL,
+    EXAMPLE_NEW_PASSWORD,
+    EXAMPLE_PASSWORD,
+    RESPONSE_CONFIG,
+)
 from taskapi.rules import (
+    NEW_PASSWORD_DESCRIPTION,
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
     PASSWORD_MIN_LENGTH,
     fits_bcrypt,
+    settable_password,
     storable_text,
 )
 from taskapi.tokens import TokenPair
@@ -36,10 +43,10 @@ NewPassword = Annotated[
         min_length=PASSWORD_MIN_LENGTH,
         # A character is at least one byte: 72 characters is the most that can fit.
         max_length=PASSWORD_MAX_BYTES,
-        description="At least 8 characters and at most 72 bytes in UTF-8; no NUL character",
+        description=NEW_PASSWORD_DESCRIPTION,
         json_schema_extra={"pattern": NO_NUL_PATTERN},
     ),
-    AfterValidator(fits_bcrypt),
+    AfterValidator(settable_password),
 ]
 # A password that a body presents to be checked: anything bcrypt can take. One that
 # could never have been set is refused as input rather than checked.
@@ -79,24 +86,46 @@ class SignupRequest(UserCreate):
     pass
 
 
+# Longer than any token the server issues (43 characters), short enough to hash at once.
+DEVICE_TOKEN_MAX_LENGTH = 128
+
+
 # Body of POST /api/auth/login.
 class LoginRequest(RequestModel):
+    model_config = with_examples({"email": EXAMPLE_EMAIL, "password": EXAMPLE_PASSWORD})
+
     email: GivenEmail
     password: GivenPassword
+    device_token: str | None = Field(
+        default=None,
+        max_length=DEVICE_TOKEN_MAX_LENGTH,
+        description="The `device_token` this device got at an earlier login or sign-up: "
+        "the login is then limited only by this device's own failed attempts",
+    )
 
 
 # Body of POST /api/auth/refresh.
 class RefreshRequest(RequestModel):
+    model_config = with_examples(
+        {"refresh_token": "the refresh_token of a sign-up, login or refresh"}
+    )
+
     refresh_token: str
 
 
 # Optional body of POST /api/auth/logout: a refresh token whose session ends too.
 class LogoutRequest(RequestModel):
+    model_config = with_examples({})
+
     refresh_token: str | None = None
 
 
 # Body of POST /api/auth/password.
 class PasswordChangeRequest(RequestModel):
+    model_config = with_examples(
+        {"current_password": EXAMPLE_PASSWORD, "new_password": EXAMPLE_NEW_PASSWORD}
+    )
+
     current_password: GivenPassword
     new_password: NewPassword
 
@@ -104,12 +133,15 @@ class PasswordChangeRequest(RequestModel):
 # Body of DELETE /api/auth/me: the password, so that a stolen access token alone
 # cannot delete the account.
 class AccountDeletionRequest(RequestModel):
+    # The password the password change's example sets: "Try it out" runs that one first.
+    model_config = with_examples({"password": EXAMPLE_NEW_PASSWORD})
+
     password: GivenPassword
 
 
 # Body of POST /api/auth/password-reset.
 class PasswordResetRequest(RequestModel):
-    model_config = with_examples({"email": "ada@example.com"})
+    model_config = with_examples({"email": EXAMPLE_EMAIL})
 
     email: GivenEmail
 
@@ -117,7 +149,7 @@ class PasswordResetRequest(RequestModel):
 # Body of POST /api/auth/password-reset/confirm.
 class PasswordResetConfirm(RequestModel):
     model_config = with_examples(
-        {"token": "the-token-from-the-email", "new_password": "a new long passphrase"}
+        {"token": "the-token-from-the-email", "new_password": EXAMPLE_NEW_PASSWORD}
     )
 
     token: EmailedToken
@@ -156,7 +188,7 @@ class ProfileUpdate(RequestModel):
 # cannot move the account to another address.
 class EmailChangeRequest(RequestModel):
     model_config = with_examples(
-        {"password": "correct horse battery staple", "new_email": "ada.lovelace@example.com"}
+        {"password": EXAMPLE_PASSWORD, "new_email": "ada.lovelace@example.com"}
     )
 
     password: GivenPassword
@@ -240,6 +272,10 @@ class TokenResponse(SQLModel):
         )
 
 
-# What signup and login return: the user and a token pair.
+# What signup and login return: the user, a token pair and the device's token.
 class AuthResponse(TokenResponse):
     user: UserPublic
+    device_token: str = Field(
+        description="Keep it on this device and send it with every later login: a login "
+        "that presents it is not locked out by other sources' failed attempts"
+    )

@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import HTTPException, Query, status
+from fastapi import Depends, HTTPException, Query, status
 from sqlalchemy.exc import IntegrityError
 
 from account_routes import WRONG_PASSWORD, confirm_password
@@ -41,7 +41,7 @@ from auth_schemas import (
     SecurityEventPublic,
 )
 from auth_service import find_user
-from taskapi.auth import AccessClaims, CurrentUser, unauthorized
+from taskapi.auth import AccessClaims, CurrentUser, get_user_to_change, unauthorized
 from taskapi.db import SessionDep
 from taskapi.factory import function_router
 from taskapi.mail import send_email
@@ -58,6 +58,9 @@ from taskapi.passwords import hash_password
 from taskapi.settings import get_settings
 
 router = function_router(prefix="/api/auth", tags=["auth"])
+
+# The user row locked first, as every route that changes it takes it (taskapi.auth).
+UserToChange = Annotated[User, Depends(get_user_to_change)]
 
 RESET_THROTTLED = {
     status.HTTP_429_TOO_MANY_REQUESTS: "Too many reset requests for this email or from this source"
@@ -164,7 +167,7 @@ async def confirm_password_reset(
 
 
 @router.patch("/me", summary="Change the profile", response_model=UserPublic, responses=ME_ERRORS)
-async def update_me(body: ProfileUpdate, user: CurrentUser, session: SessionDep) -> User:
+async def update_me(body: ProfileUpdate, user: UserToChange, session: SessionDep) -> User:
     """Change the fields given (the name); absent ones stay as they are."""
     user.sqlmodel_update(body.model_dump(exclude_unset=True))
     user.updated_at = utcnow()
@@ -188,7 +191,7 @@ async def update_me(body: ProfileUpdate, user: CurrentUser, session: SessionDep)
 )
 async def request_email_change(
     body: EmailChangeRequest,
-    user: CurrentUser,
+    user: UserToChange,
     claims: AccessClaims,
     session: SessionDep,
     events: SecurityLogDep,

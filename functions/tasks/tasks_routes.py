@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -12,8 +13,9 @@ from fastapi import Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -24,8 +26,14 @@ import tasks_queries
 from taskapi.auth import AccessClaims, CurrentUser, unauthorized
 from taskapi.changes import reserve_changes
 from taskapi.db import ReadConnection, SessionDep
-from taskapi.factory import function_router, without_input
+from taskapi.factory import (
+    DEFAULT_MAX_BODY_BYTES,
+    function_router,
+    max_body_bytes,
+    without_input,
+)
 from taskapi.models import (
+    BATCH_MAX_OPERATIONS,
     IDEMPOTENCY_KEY_MAX_LENGTH,
     SEARCH_MAX_LENGTH,
     BatchOp,
@@ -69,8 +77,6 @@ from tasks_queries import (
 )
 
 router = function_router(tags=["tasks"])
-
-# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 
 
 # What each error status of the task routes means (their OpenAPI descriptions).
@@ -215,8 +221,8 @@ def _fields_of(model: type[BaseModel], *, items: type[BaseModel] | None = None) 
 
 
 # The reads' JSON, written from the rows' values, which already have the models' types
-# (the columns' own): validating them into models first cost more than the writing
-# (docs/PERFORMANCE.md). tests/test_tasks_queries.py checks the bytes against the models'.
+# (the columns' own): validating them into models first cost more than the writing.
+# tests/test_tasks_queries.py checks the bytes against the models'.
 TASK_JSON = TypeAdapter(_fields_of(TaskPublic))
 PAGE_JSON = TypeAdapter(_fields_of(TaskPage, items=TaskPublic))
 TRASH_JSON = TypeAdapter(_fields_of(TrashPage, items=TrashedTask))
@@ -366,16 +372,33 @@ async def list_tasks(
     return not_modified(if_none_match, tag) or json_response(body, headers={"ETag": tag})
 
 
+IDEMPOTENCY_KEY_PATTERN = rf"^[\x20-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$"
+
+
+def _usable_idempotency_key(key: str | None) -> str | None:
+    # One readable message for every way a key can be unusable, where pydantic's own
+    # (for an empty header "Value should have at least 1 item") tells a client nothing.
+    if key is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+        raise PydanticCustomError(
+            "idempotency_key",
+            "Idempotency-Key must be 1 to {max_length} printable ASCII characters (a UUID"
+            " will do); leave the header out to create without one",
+            {"max_length": IDEMPOTENCY_KEY_MAX_LENGTH},
+        )
+    return key
+
+
 IdempotencyKeyHeader = Annotated[
     str | SkipJsonSchema[None],
+    AfterValidator(_usable_idempotency_key),
     Header(
         alias="Idempotency-Key",
-        min_length=1,
-        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
-        pattern=r"^[\x20-\x7e]+$",
-        # Said again for the document: on the union with the (undocumented) None, FastAPI
-        # leaves the pattern out of it, and fuzzers and clients would send tabs.
-        json_schema_extra={"pattern": r"^[\x20-\x7e]+$"},
+        # For the document: the validator above checks the same rule.
+        json_schema_extra={
+            "minLength": 1,
+            "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+            "pattern": r"^[\x20-\x7e]+$",
+        },
         description=(
             "Makes the create safe to retry: the same key (1 to 255 printable ASCII "
             "characters) within 24 hours gets the first answer again, with "
@@ -911,7 +934,10 @@ def answer_batch(
         except HTTPException as error:
             results.append(error_result(error))
     insert_waiting()
-    return json_response(json.dumps({"results": results}, separators=(",", ":")).encode())
+    # UTF-8 as the single routes write it: ASCII escapes would triple a batch of emoji past
+    # Lambda's 6 MB response limit.
+    answer = json.dumps({"results": results}, separators=(",", ":"), ensure_ascii=False)
+    return json_response(answer.encode())
 
 
 @router.post(
@@ -922,6 +948,8 @@ def answer_batch(
         **CREATE_ERRORS,
     },
     summary="Create, change, complete and delete tasks in one request",
+    # The largest valid batch: 100 operations, each no larger than a single route's body.
+    openapi_extra=max_body_bytes(BATCH_MAX_OPERATIONS * DEFAULT_MAX_BODY_BYTES),
 )
 async def run_batch(
     body: BatchRequest,

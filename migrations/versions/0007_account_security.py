@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0004"
+down_revision: str | None = "0006"
 
 # Frozen here rather than imported from the models (see 0001).
 TIMESTAMP = sa.DateTime(timezone=True)

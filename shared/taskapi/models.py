@@ -27,12 +27,13 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Field, SQLModel
 
 from taskapi.emails import EMAIL_MAX_LENGTH, signup_email
-from taskapi.openapi import RESPONSE_CONFIG
+from taskapi.openapi import EXAMPLE_EMAIL, EXAMPLE_PASSWORD, RESPONSE_CONFIG
 from taskapi.rules import (
+    NEW_PASSWORD_DESCRIPTION,
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
     PASSWORD_MIN_LENGTH,
-    fits_bcrypt,
+    settable_password,
     storable_text,
     trimmed_pattern,
 )
@@ -212,11 +213,15 @@ class User(UserBase, table=True):
 
 # Body of POST /api/auth/signup.
 class UserCreate(UserBase, RequestModel):
+    model_config = with_examples(
+        {"email": EXAMPLE_EMAIL, "name": "Ada Lovelace", "password": EXAMPLE_PASSWORD}
+    )
+
     password: str = Field(
         min_length=PASSWORD_MIN_LENGTH,
         # A character is at least one byte: 72 characters is the most that can fit.
         max_length=PASSWORD_MAX_BYTES,
-        description="At least 8 characters and at most 72 bytes in UTF-8; no NUL character",
+        description=NEW_PASSWORD_DESCRIPTION,
         schema_extra={"json_schema_extra": {"pattern": NO_NUL_PATTERN}},
     )
 
@@ -228,7 +233,7 @@ class UserCreate(UserBase, RequestModel):
     def strip_name(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
 
-    _password = field_validator("password")(fits_bcrypt)
+    _password = field_validator("password")(settable_password)
     _name = field_validator("name")(storable_text)
 
 
@@ -288,6 +293,22 @@ class LoginAttempt(SQLModel, table=True):
     failed_count: int = Field(default=0)
     first_failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# A device that has logged in before (its client keeps the `device_token` that login and
+# sign-up return; only the token's SHA-256 is stored). A login presenting it is throttled
+# by the device's own failures alone, so a stranger's guesses cannot lock it out (OWASP's
+# "device cookies"). Deleted with its user.
+class LoginDevice(SQLModel, table=True):
+    __tablename__ = "login_device"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE", index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    failed_count: int = Field(default=0)
+    first_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 # ---------------------------------------------------------------------------------------

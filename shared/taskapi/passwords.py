@@ -4,7 +4,7 @@ bcrypt's own `hashpw`/`checkpw` are all the service needs: one scheme, one cost
 (`BCRYPT_ROUNDS`), and hashes in the modular crypt format (`$2b$<cost>$...`) that passlib
 wrote before, so every stored hash still verifies. passlib's `CryptContext` on top of it
 cost the auth function about 15 modules and a backend self-test of 16 more bcrypt
-operations in every cold start (docs/PERFORMANCE.md).
+operations in every cold start.
 
 Passwords longer than 72 bytes or holding a NUL byte are refused by the schemas before
 they get here (`taskapi.rules.fits_bcrypt`): bcrypt would ignore the rest, and bcrypt 5
@@ -48,6 +48,17 @@ def verify_password(password: str, hashed: str | None) -> bool:
         bcrypt.checkpw(password.encode(), _dummy_hash())
         return False
     return bcrypt.checkpw(password.encode(), hashed.encode())
+
+
+def needs_rehash(hashed: str) -> bool:
+    """Whether a stored hash has another cost than `BCRYPT_ROUNDS` (`$2b$<cost>$...`).
+
+    A login re-hashes such a password once it is verified: left at an old, lower cost,
+    a wrong password for a known email would be checked faster than an unknown email
+    (checked against the dummy hash at the configured cost), telling them apart.
+    """
+    _, _, cost, _ = hashed.split("$", 3)
+    return int(cost) != get_settings().bcrypt_rounds
 
 
 def clear_password_cache() -> None:

@@ -4,17 +4,18 @@ real HTTP, and what they send it."""
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from localapi.server import free_port, stop_process
+from localapi import server as localapi_server
+from localapi.server import ServerStartError, free_port, running
 from tests.support.auth import PASSWORD
 from tests.support.database import Database
 from tests.support.functions import ROOT
@@ -25,19 +26,11 @@ def wait_until_serving(
     process: "subprocess.Popen[bytes]", url: str, log: Path, *, name: str, pause: float = 0.1
 ) -> None:
     """Until `url` answers at all; the test fails with the process's log if it exits first
-    or does not answer within 90 s. Every function's first worker imports at start-up, all
-    at once: on a busy machine (tests in parallel) that takes a while."""
-    deadline = time.monotonic() + 90
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"{name} exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"{name} did not start:\n{log.read_text()}")
-            time.sleep(pause)
+    or does not answer within 90 s."""
+    try:
+        localapi_server.wait_until_serving(process, url, log, pause=pause)
+    except ServerStartError as error:
+        pytest.fail(f"{name}: {error}")
 
 
 @contextmanager
@@ -62,17 +55,13 @@ def local_server(
             environment[name] = value
     command = [sys.executable, "-m", "localapi", "--template", str(template), "--port", str(port)]
     command += options
-    with log.open("wb") as output:
-        process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-            command, cwd=cwd, env=environment, stdout=output, stderr=output
-        )
+    base_url = f"http://127.0.0.1:{port}"
     try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_until_serving(process, f"{base_url}/", log, name="The server")
-        with httpx.Client(base_url=base_url, timeout=15) as client:
+        server = running(command, ready_url=f"{base_url}/", log=log, env=environment, cwd=cwd)
+        with server, httpx.Client(base_url=base_url, timeout=15) as client:
             yield client, log
-    finally:
-        stop_process(process)
+    except ServerStartError as error:
+        pytest.fail(f"The server: {error}")
 
 
 def server_environment(database: Database) -> dict[str, str | None]:
@@ -101,7 +90,23 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def the_whole_flow(api: httpx.Client) -> None:
+@dataclass(frozen=True)
+class Gateway:
+    """What the API's front answers by itself: a CORS preflight, and a path no route has."""
+
+    preflight_status: int
+    no_route: tuple[int, dict[str, str]]
+
+
+# An HTTP API, as the local server emulates it.
+HTTP_API = Gateway(preflight_status=204, no_route=(404, {"message": "Not Found"}))
+# `sam local start-api` (SAM CLI 1.170) answers both as a REST API does.
+SAM_LOCAL = Gateway(
+    preflight_status=200, no_route=(403, {"message": "Missing Authentication Token"})
+)
+
+
+def the_whole_flow(api: httpx.Client, gateway: Gateway = HTTP_API) -> None:
     """What a client goes through, from sign-up to logout, and the health, docs, CORS and
     routing answers around it; the server's CORS_ORIGINS is http://localhost:5173."""
     signed_up = signup_over_http(api, "Flow@Example.com")
@@ -176,15 +181,15 @@ def the_whole_flow(api: httpx.Client) -> None:
         "/api/tasks",
         headers={"Origin": "http://localhost:5173", "Access-Control-Request-Method": "PUT"},
     )
-    assert preflight.status_code == 204
+    assert preflight.status_code == gateway.preflight_status
     assert "PUT" in preflight.headers["access-control-allow-methods"]
     # CORS_ORIGINS from the environment, not the template's "*".
     assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
 
     missing = api.get("/api/nothing-here")
-    assert (missing.status_code, missing.json()) == (404, {"message": "Not Found"})
+    assert (missing.status_code, missing.json()) == gateway.no_route
     # Routes are per method, as in the template: /health is GET only.
-    assert api.post("/health").status_code == 404
+    assert api.post("/health").status_code == gateway.no_route[0]
 
 
 def a_parallel_burst_of_50(api: httpx.Client) -> None:
