@@ -252,12 +252,14 @@ def in_a_thread(action: Any) -> threading.Thread:
     return thread
 
 
-def once_before(statement_start: str, action: Any) -> Any:
-    """Run `action()` once, just before the app's first statement that starts so."""
+def once_before(statement_start: str, action: Any, *, holding: str = "") -> Any:
+    """Run `action()` once, just before the app's first statement that starts so (and
+    holds `holding`)."""
     fired = threading.Event()
 
     def listener(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if not fired.is_set() and statement.lstrip().upper().startswith(statement_start):
+        text = statement.lstrip().upper()
+        if not fired.is_set() and text.startswith(statement_start) and holding in text:
             fired.set()
             action()
 
@@ -274,10 +276,12 @@ def test_a_reset_committed_while_bcrypt_checks_the_old_password(
     request_reset(client, "ada@example.com")
     token = mailbox.last_token("ada@example.com")
     results: list[Response] = []
-    # The login's first write after bcrypt: giving back the attempt it reserved.
+    # The login's first statement after bcrypt: locking the user row if its hash is still
+    # the one verified.
     listener = once_before(
-        "DELETE FROM LOGIN_ATTEMPT",
-        lambda: in_a_thread(lambda: results.append(confirm(client, token))).join(timeout=30),
+        "SELECT",
+        holding="FOR NO KEY UPDATE",
+        action=lambda: in_a_thread(lambda: results.append(confirm(client, token))).join(timeout=30),
     )
     event.listen(get_engine(), "before_cursor_execute", listener)
     try:

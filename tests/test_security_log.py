@@ -134,7 +134,7 @@ def test_a_long_user_agent_is_cut_and_nul_dropped(client: Client, db: Database) 
 @contextmanager
 def sessions_refused(db: Database) -> Iterator[None]:
     """A trigger that makes every INSERT of a session fail: the login's commit never happens."""
-    if db.backend == "postgresql":
+    if db.backend != "sqlite":  # PostgreSQL, directly or through PgBouncer
         create = [
             "CREATE FUNCTION refuse_session() RETURNS trigger LANGUAGE plpgsql AS"
             " $$ BEGIN RAISE EXCEPTION 'no sessions today'; END $$",
