@@ -250,6 +250,10 @@ def test_stateful_sequences_get_documented_answers(db: Database) -> None:
 
         def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
             STATEFUL_STEPS[f"{db.backend} {case.operation.label} {response.status_code}"] += 1
+            if beyond_the_schema(case):
+                # Valid by the document, refused by rules it states in words (an unknown
+                # cursor, a batch operation with another kind's fields): not a finding.
+                return
             case.validate_response(
                 response,
                 headers={} if drops_authorization(case) else self.headers,
