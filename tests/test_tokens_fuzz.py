@@ -193,9 +193,9 @@ def test_every_authenticated_route_answers_401(
     domain, method, path = route
     client = clients[domain]
     if path == "/api/auth/refresh":
-        body = {"refresh_token": token}
-        response = client.post(path, json_body=body)
-        if len(json.dumps(body).encode()) > DEFAULT_MAX_BODY_BYTES:
+        refresh = {"refresh_token": token}
+        response = client.post(path, json_body=refresh)
+        if len(json.dumps(refresh).encode()) > DEFAULT_MAX_BODY_BYTES:
             # A token too long for the route's body bound is refused before it is read.
             assert response.status == 413, (response.status, response.body[:300])
             return
