@@ -279,6 +279,7 @@ def test_session_dependency_yields_a_working_session(db: Database) -> None:
         assert session.exec(select(User)).all() == []
 
 
+@pytest.mark.perf
 def test_unreachable_database_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     # Port 1 on loopback: nothing listens, so the connection is refused at once.
     configure(
