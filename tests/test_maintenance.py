@@ -19,6 +19,7 @@ from taskapi.db import get_engine
 from taskapi.models import AuthSession, IdempotencyKey, LoginAttempt, Task, User, utcnow
 from tests.support.client import Client
 from tests.support.database import BACKENDS, Database, create_database, drop_database, migrate
+from tests.support.emf import emf_lines
 from tests.support.environment import configure
 from tests.support.functions import ROOT, load_function
 from tests.support.tasks import insert_task, make_account
@@ -161,10 +162,6 @@ def remaining(database_engine: sa.Engine) -> dict[str, set[Any]]:
             "keys": column("SELECT key FROM idempotency_key"),
             "tasks": column("SELECT id FROM task"),
         }
-
-
-def emf_lines(output: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in output.splitlines() if line.startswith('{"_aws"')]
 
 
 def test_the_run_deletes_exactly_the_old_rows_in_bounded_batches(
