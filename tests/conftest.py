@@ -18,6 +18,9 @@ from tests.support.keys import JWT_KEY
 from tests.support.local_server import local_server, server_environment
 from tests.support.tasks import Account, make_account
 
+# The fuzz's request count after the run (a summary hook, not a fixture).
+pytest_plugins = ["tests.support.fuzz_summary"]
+
 # ---------------------------------------------------------------------------------------
 # Environment
 
