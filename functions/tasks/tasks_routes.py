@@ -2,18 +2,15 @@
 
 import hashlib
 import uuid
-from types import GenericAlias
-from typing import Annotated, Any, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import SkipJsonSchema
-from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from starlette.convertors import StringConvertor, register_url_convertor
-from typing_extensions import TypedDict
 
 import tasks_queries
 from taskapi.auth import AccessClaims, CurrentUser
@@ -32,8 +29,10 @@ from taskapi.models import (
     TaskStatus,
     TaskUpdate,
     Timestamp,
-    TrashedTask,
     TrashPage,
+    page_json,
+    task_json,
+    trash_json,
     utcnow,
 )
 from taskapi.openapi import error_responses
@@ -120,11 +119,20 @@ class NotTrash(StringConvertor):
 register_url_convertor("not_trash", NotTrash())
 
 
-# An ORM task (the routes that write) or a Core row of its columns (the read by id).
-_AnyTask = TypeVar("_AnyTask", Task, Row[Any])
+class _Ownable(Protocol):
+    """What the ownership check reads of a task: an ORM `Task` (the routes that write) or
+    a row of its columns (the read by id)."""
+
+    @property
+    def user_id(self) -> uuid.UUID: ...
+    @property
+    def deleted_at(self) -> datetime | None: ...
 
 
-def owned_task(task: _AnyTask | None, user_id: uuid.UUID, *, in_trash: bool) -> _AnyTask:
+_Found = TypeVar("_Found", bound=_Ownable)
+
+
+def owned_task(task: _Found | None, user_id: uuid.UUID, *, in_trash: bool) -> _Found:
     """The task if it exists, is (or is not) in the trash, and is the user's: else 404/403."""
     if task is None or (task.deleted_at is not None) != in_trash:
         detail = "Task not found in the trash" if in_trash else "Task not found"
@@ -156,38 +164,19 @@ TrashedTaskDep = Annotated[Task, Depends(get_trashed_task)]
 
 
 def json_response(
-    body: BaseModel | bytes, *, status_code: int = 200, headers: dict[str, str] | None = None
+    body: bytes, *, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(
-        body if isinstance(body, bytes) else body.model_dump_json(),
+        body,
         status_code=status_code,
         headers=headers,
         media_type="application/json",
     )
 
 
-def _fields_of(model: type[BaseModel], *, items: type[BaseModel] | None = None) -> Any:
-    """`model`'s fields as a TypedDict (and a page's `items` as a list of the item's):
-    pydantic writes a dict of that type as `model_dump_json` writes the model."""
-    fields: dict[str, Any] = {name: field.annotation for name, field in model.model_fields.items()}
-    if items is not None:
-        fields["items"] = GenericAlias(list, (_fields_of(items),))
-    return TypedDict(f"{model.__name__}Fields", fields)  # type: ignore[operator]
-
-
-# The reads' JSON, written from the rows' values, which already have the models' types
-# (the columns' own): validating them into models first cost more than the writing
-# (docs/PERFORMANCE.md). tests/test_tasks_queries.py checks the bytes against the models'.
-TASK_JSON = TypeAdapter(_fields_of(TaskPublic))
-PAGE_JSON = TypeAdapter(_fields_of(TaskPage, items=TaskPublic))
-TRASH_JSON = TypeAdapter(_fields_of(TrashPage, items=TrashedTask))
-
-
 def task_response(task: Task, *, status_code: int = 200, **headers: str) -> Response:
     return json_response(
-        TaskPublic.model_validate(task),
-        status_code=status_code,
-        headers={"ETag": etag(task), **headers},
+        task_json(task), status_code=status_code, headers={"ETag": etag(task), **headers}
     )
 
 
@@ -266,10 +255,10 @@ async def list_tasks(
         due_after=due_after,
         overdue=overdue,
     )
-    page = tasks_queries.list_tasks(
+    items, total = tasks_queries.list_tasks(
         connection, claims=claims, where=where, sort=sort, skip=skip, limit=limit, now=utcnow()
     )
-    return json_response(PAGE_JSON.dump_json(page))
+    return json_response(page_json(items, total=total, skip=skip, limit=limit))
 
 
 IdempotencyKeyHeader = Annotated[
@@ -434,8 +423,8 @@ async def list_trash(
 ) -> Response:
     """The caller's deleted tasks, each with its `deleted_at`; they are removed for good
     `TRASH_RETENTION_DAYS` after deletion."""
-    page = list_trash_page(connection, claims=claims, skip=skip, limit=limit, now=utcnow())
-    return json_response(TRASH_JSON.dump_json(page))
+    items, total = list_trash_page(connection, claims=claims, skip=skip, limit=limit, now=utcnow())
+    return json_response(trash_json(items, total=total, skip=skip, limit=limit))
 
 
 @router.post(
@@ -486,9 +475,7 @@ async def get_task(task_id: TaskId, claims: AccessClaims, connection: ReadConnec
     """One of the caller's tasks, with its version in `ETag`."""
     found = tasks_queries.read_task(connection, task_id=task_id, claims=claims, now=utcnow())
     task = owned_task(found, claims.user_id, in_trash=False)
-    return json_response(
-        TASK_JSON.dump_json(task._asdict()), headers={"ETag": etag_of(task.id, task.version)}
-    )
+    return json_response(task_json(task), headers={"ETag": etag_of(task.id, task.version)})
 
 
 @router.put(
