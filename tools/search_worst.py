@@ -30,8 +30,8 @@ from sqlalchemy.engine import make_url
 
 from localapi.events import LambdaContext, http_event
 from localapi.runtime import import_file
+from taskapi import state
 from taskapi.db import reset_engine
-from taskapi.settings import clear_settings_cache
 from taskapi.tokens import issue_token
 from tools.search_data import (
     Q_MAX,
@@ -65,8 +65,7 @@ def use_database(url: str, statement_timeout_ms: int) -> Any:
             "LOG_LEVEL": "WARNING",
         }
     )
-    clear_settings_cache()
-    reset_engine()
+    state.reset()
     return import_file(ROOT / "functions" / "tasks" / "app.py", "tasks_app").handler
 
 

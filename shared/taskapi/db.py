@@ -32,6 +32,7 @@ from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.pool.base import _ConnectionFairy
 from sqlmodel import Session, create_engine
 
+from taskapi import state
 from taskapi.openapi import DATABASE_UNAVAILABLE_DETAIL, RETRY_AFTER
 from taskapi.settings import Settings, get_database_url, get_settings
 
@@ -272,7 +273,7 @@ _engine_lock = threading.Lock()
 
 
 def get_engine() -> Engine:
-    """The container's engine; `reset_engine()` drops it (tests, after changing settings)."""
+    """The container's engine, built on first use; `taskapi.state.reset()` drops it."""
     global _engine
     engine = _engine
     if engine is None:
@@ -289,6 +290,11 @@ def reset_engine() -> None:
         engine, _engine = _engine, None
     if engine is not None:
         engine.dispose()
+
+
+# Connections cannot outlive a snapshot, and the engine holds the database URL (its
+# password) it was built with.
+state.register(reset_engine)
 
 
 def open_session(*, read_only: bool = False) -> Session:
