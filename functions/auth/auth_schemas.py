@@ -8,29 +8,16 @@ from pydantic import AfterValidator, Field, field_validator
 from sqlmodel import SQLModel
 
 from taskapi.emails import EMAIL_MAX_LENGTH, normalise_email
-from taskapi.models import RequestModel, UserCreate, UserPublic
+from taskapi.models import NewPassword, RequestModel, UserCreate, UserPublic
 from taskapi.openapi import RESPONSE_CONFIG
 from taskapi.rules import (
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
-    PASSWORD_MIN_LENGTH,
     fits_bcrypt,
     storable_text,
 )
 from taskapi.tokens import TokenPair
 
-# A password that a body sets (sign-up, password change): the sign-up rules, in one place.
-NewPassword = Annotated[
-    str,
-    Field(
-        min_length=PASSWORD_MIN_LENGTH,
-        # A character is at least one byte: 72 characters is the most that can fit.
-        max_length=PASSWORD_MAX_BYTES,
-        description="At least 8 characters and at most 72 bytes in UTF-8; no NUL character",
-        json_schema_extra={"pattern": NO_NUL_PATTERN},
-    ),
-    AfterValidator(fits_bcrypt),
-]
 # A password that a body presents to be checked: anything bcrypt can take. One that
 # could never have been set is refused as input rather than checked.
 GivenPassword = Annotated[

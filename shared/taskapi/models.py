@@ -22,6 +22,7 @@ from pydantic import (
     TypeAdapter,
     field_validator,
 )
+from pydantic import Field as PydanticField
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Field, SQLModel
@@ -191,15 +192,23 @@ class User(UserBase, table=True):
     last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-# Body of POST /api/auth/signup.
-class UserCreate(UserBase, RequestModel):
-    password: str = Field(
+# A password that a body sets (sign-up, password change, reset): its rules, once.
+NewPassword = Annotated[
+    str,
+    PydanticField(
         min_length=PASSWORD_MIN_LENGTH,
         # A character is at least one byte: 72 characters is the most that can fit.
         max_length=PASSWORD_MAX_BYTES,
         description="At least 8 characters and at most 72 bytes in UTF-8; no NUL character",
-        schema_extra={"json_schema_extra": {"pattern": NO_NUL_PATTERN}},
-    )
+        json_schema_extra={"pattern": NO_NUL_PATTERN},
+    ),
+    AfterValidator(fits_bcrypt),
+]
+
+
+# Body of POST /api/auth/signup.
+class UserCreate(UserBase, RequestModel):
+    password: NewPassword
 
     # A bare address, normalised as every email is (taskapi.emails).
     _email = field_validator("email")(signup_email)
@@ -209,7 +218,6 @@ class UserCreate(UserBase, RequestModel):
     def strip_name(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
 
-    _password = field_validator("password")(fits_bcrypt)
     _name = field_validator("name")(storable_text)
 
 
