@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Response, status
 from sqlmodel import Session
 
-from auth_routes import LOCKED_OUT, LOCKED_OUT_HEADERS, UNAUTHORIZED, logger, too_many_attempts
+from auth_errors import LOCKED_OUT, LOCKED_OUT_HEADERS, UNAUTHORIZED, logger, too_many_attempts
 from auth_schemas import AccountDeletionRequest, PasswordChangeRequest, SessionList, SessionPublic
 from auth_service import (
     delete_user,
