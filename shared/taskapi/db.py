@@ -20,7 +20,7 @@ each take their own snapshot anyway.
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, FastAPI, Request
@@ -364,12 +364,6 @@ def _refuse_connection_writes(
         connection.get_execution_options().get(_READ_ONLY)
     ):
         raise RuntimeError(READ_ONLY_WRITE)
-
-
-def get_session() -> Generator[Session, None, None]:
-    """A session for scripts and tests; routes use `SessionDep`."""
-    with open_session() as session:
-        yield session
 
 
 async def request_session(request: Request) -> AsyncGenerator[Session, None]:
