@@ -113,6 +113,23 @@ class Settings(BaseSettings):
     maintenance_batch_size: int = Field(default=500, ge=1)
     maintenance_time_budget_seconds: float = Field(default=240.0, ge=0)
 
+    # Email (taskapi.mail). `auto`: SMTP when SMTP_SERVER is set, else SES on any stage but
+    # `local`/`test`, else the message is written to the log (a developer clicks the link).
+    email_delivery: Literal["auto", "ses", "smtp", "log"] = "auto"
+    email_from: str = "Task API <no-reply@example.com>"
+    # The base of the links in emails (the web app that takes the token).
+    public_url: str = "http://127.0.0.1:3000"
+    smtp_server: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = Field(default=None, repr=False)
+    # STARTTLS is required by default: credentials and reset links never cross in clear.
+    # `false` only for a local catcher without TLS (MailHog, aiosmtpd).
+    smtp_starttls: bool = True
+    # Seconds for each SMTP step (connect, each command): a stuck server costs a request
+    # a few seconds, never the function's timeout.
+    smtp_timeout_seconds: float = Field(default=3.0, gt=0)
+
     @property
     def is_local(self) -> bool:
         return self.stage in LOCAL_STAGES
