@@ -65,6 +65,7 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
         )
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "before_cursor_execute", _refuse_connection_writes)
+        event.listen(engine, "before_cursor_execute", _note_writes)
         return engine
 
     options: dict[str, Any] = {
@@ -101,6 +102,7 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
     engine = create_engine(url, **options)
     event.listen(engine, "checkin", _end_autocommit)
     event.listen(engine, "before_cursor_execute", _refuse_connection_writes)
+    event.listen(engine, "before_cursor_execute", _note_writes)
     _ping_when_idle(engine)
     if settings.database_secret_arn:
         event.listen(engine, "do_connect", _connect_with_rotated_secret)
@@ -352,6 +354,29 @@ def open_read_connection() -> Connection:
     return connection
 
 
+# Set in a connection's `info` (which lives as long as the DBAPI connection; a request
+# clears it first) by every statement that may write: anything but a compiled SELECT. A
+# request that wrote nothing ends with ROLLBACK instead of COMMIT: on PostgreSQL, the
+# COMMIT of a transaction that took a row lock (`CurrentUser`'s, for any request that
+# may write) waits for a flush of the WAL to disk, and a ROLLBACK does not.
+_WROTE = "taskapi_wrote"
+
+
+def _note_writes(
+    connection: Connection,
+    _cursor: Any,
+    _statement: str,
+    _parameters: Any,
+    context: DefaultExecutionContext,
+    _executemany: bool,
+) -> None:
+    compiled_select = context.compiled is not None and not (
+        context.is_text or context.isinsert or context.isupdate or context.isdelete or context.isddl
+    )
+    if not compiled_select:
+        connection.info[_WROTE] = True
+
+
 def _refuse_connection_writes(
     connection: Connection,
     _cursor: Any,
@@ -375,12 +400,18 @@ async def request_session(request: Request) -> AsyncGenerator[Session, None]:
     """
     read_only = request.method in READ_ONLY_METHODS
     with open_session(read_only=read_only) as session:
+        if not read_only:
+            session.connection().info[_WROTE] = False
         try:
             yield session
         except BaseException:
             session.rollback()
             raise
-        if not read_only:
+        if read_only:
+            return
+        # Objects added but not yet written are written now, so that they count as writes.
+        session.flush()
+        if session.in_transaction() and session.connection().info.get(_WROTE, True):
             session.commit()
 
 
