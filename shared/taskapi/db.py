@@ -64,8 +64,7 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
             connect_args={"check_same_thread": False},
         )
         event.listen(engine, "connect", _configure_sqlite)
-        event.listen(engine, "before_cursor_execute", _refuse_connection_writes)
-        event.listen(engine, "before_cursor_execute", _note_writes)
+        event.listen(engine, "before_cursor_execute", _watch_writes)
         return engine
 
     options: dict[str, Any] = {
@@ -101,8 +100,7 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
         )
     engine = create_engine(url, **options)
     event.listen(engine, "checkin", _end_autocommit)
-    event.listen(engine, "before_cursor_execute", _refuse_connection_writes)
-    event.listen(engine, "before_cursor_execute", _note_writes)
+    event.listen(engine, "before_cursor_execute", _watch_writes)
     _ping_when_idle(engine)
     if settings.database_secret_arn:
         event.listen(engine, "do_connect", _connect_with_rotated_secret)
@@ -354,15 +352,20 @@ def open_read_connection() -> Connection:
     return connection
 
 
-# Set in a connection's `info` (which lives as long as the DBAPI connection; a request
-# clears it first) by every statement that may write: anything but a compiled SELECT. A
-# request that wrote nothing ends with ROLLBACK instead of COMMIT: on PostgreSQL, the
-# COMMIT of a transaction that took a row lock (`CurrentUser`'s, for any request that
-# may write) waits for a flush of the WAL to disk, and a ROLLBACK does not.
+# Set in a connection's `info` (which lives as long as the DBAPI connection) by every
+# statement that may write, anything but a compiled SELECT, and cleared when a session's
+# transaction begins on it. A request that wrote nothing ends with ROLLBACK instead of
+# COMMIT: on PostgreSQL, the COMMIT of a transaction that took a row lock (`CurrentUser`'s,
+# for any request that may write) waits for a flush of the WAL to disk; a ROLLBACK does not.
 _WROTE = "taskapi_wrote"
 
 
-def _note_writes(
+@event.listens_for(Session, "after_begin")
+def _clear_writes(_session: Session, _transaction: Any, connection: Connection) -> None:
+    connection.info[_WROTE] = False
+
+
+def _watch_writes(
     connection: Connection,
     _cursor: Any,
     _statement: str,
@@ -370,25 +373,12 @@ def _note_writes(
     context: DefaultExecutionContext,
     _executemany: bool,
 ) -> None:
-    compiled_select = context.compiled is not None and not (
-        context.is_text or context.isinsert or context.isupdate or context.isdelete or context.isddl
-    )
-    if not compiled_select:
-        connection.info[_WROTE] = True
-
-
-def _refuse_connection_writes(
-    connection: Connection,
-    _cursor: Any,
-    _statement: str,
-    _parameters: Any,
-    context: DefaultExecutionContext,
-    _executemany: bool,
-) -> None:
-    if (context.isinsert or context.isupdate or context.isdelete) and (
-        connection.get_execution_options().get(_READ_ONLY)
-    ):
+    """Note a statement that may write; refuse a write on a read-only connection."""
+    dml = context.isinsert or context.isupdate or context.isdelete
+    if dml and connection.get_execution_options().get(_READ_ONLY):
         raise RuntimeError(READ_ONLY_WRITE)
+    if dml or context.compiled is None or context.is_text or context.isddl:
+        connection.info[_WROTE] = True
 
 
 async def request_session(request: Request) -> AsyncGenerator[Session, None]:
@@ -400,8 +390,6 @@ async def request_session(request: Request) -> AsyncGenerator[Session, None]:
     """
     read_only = request.method in READ_ONLY_METHODS
     with open_session(read_only=read_only) as session:
-        if not read_only:
-            session.connection().info[_WROTE] = False
         try:
             yield session
         except BaseException:
