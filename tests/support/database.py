@@ -26,7 +26,7 @@ BACKENDS = ("sqlite", "postgresql")
 # The tests' own engines open a connection per check, never competing for the app's pool.
 CHECK_SETTINGS = Settings(database_null_pool=True)
 # Tables emptied between tests, children first.
-TABLES = ("idempotency_key", "task", "auth_session", "login_attempt", "user")
+TABLES = ("idempotency_key", "task_tombstone", "task", "auth_session", "login_attempt", "user")
 
 
 def postgres_admin_url() -> str | None:
