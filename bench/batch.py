@@ -79,7 +79,7 @@ def measure(backend: str, rounds: int) -> dict[str, float]:
         for _ in range(rounds):
             single_ms.append(timed(singles))
             batch_ms.append(timed(batched))
-        reset_engine()
+        state.reset()
     return {"singles": statistics.median(single_ms), "batch": statistics.median(batch_ms)}
 
 
