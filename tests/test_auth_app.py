@@ -134,13 +134,16 @@ def test_sql_statements_per_call(client: Client, db: Database) -> None:
     with statements() as seen:
         access, refresh = tokens(login(client))
     # The attempt is reserved (one upsert of both counters, committed before bcrypt), the
-    # user looked up; the right password takes the reservation back, and the session and
-    # `last_login_at` are written in the same transaction.
-    assert len(seen) == 6, seen
-    assert verbs(seen[:2]) == ["INSERT login_attempt", "SELECT user"]
-    assert sorted(verbs(seen[2:])) == [
+    # user looked up; then the user row is locked if its hash is still the one checked,
+    # the right password takes the reservation back, and `last_login_at`, the session
+    # (only while the hash is still the user's) and the device are written in the same
+    # transaction.
+    assert len(seen) == 8, seen
+    assert verbs(seen[:3]) == ["INSERT login_attempt", "SELECT user", "SELECT user"]
+    assert sorted(verbs(seen[3:])) == [
         "DELETE login_attempt",
         "INSERT auth_session",
+        "INSERT login_device",
         "UPDATE login_attempt",
         "UPDATE user",
     ]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.functions import ROOT
-from tests.support.template import DATABASE_SECRET, transformed
+from tests.support.template import DATABASE_SECRET, sam_template, transformed
 
 VPC = {
     "SubnetIds": "subnet-0a1b2c3d,subnet-4e5f6a7b",
@@ -77,6 +77,9 @@ class Resolver:
             if key == "Fn::Join":
                 separator, items = argument
                 return separator.join(self.value(items))
+            if key == "Fn::Split":
+                separator, text = argument
+                return str(self.value(text)).split(separator)
         resolved = {key: self.value(value) for key, value in node.items()}
         return {key: value for key, value in resolved.items() if value is not NO_VALUE}
 
@@ -296,3 +299,37 @@ def test_prod_names_no_placeholder_origin_and_passes_its_own_rules() -> None:
         assert stack.refusals() == []
     assert stack.values["TracingMode"] == "Active"
     assert stack.values["DatabaseNullPool"] == "true"
+
+
+def cors_of(stack: Resolver) -> dict[str, Any]:
+    (api,) = of_type(stack.resources(), "AWS::ApiGatewayV2::Api").values()
+    cors: dict[str, Any] = api["Body"]["x-amazon-apigateway-cors"]
+    return cors
+
+
+def test_cors_allows_the_given_origins_and_none_when_empty() -> None:
+    # The transform put the default ("*") in place; the condition is CloudFormation's.
+    assert cors_of(deployed())["allowOrigins"] == ["*"]
+    # Empty: a configuration that allows no origin; browsers get no CORS headers.
+    assert cors_of(deployed(CorsOrigins="")) == {"maxAge": 600}
+
+
+@pytest.mark.parametrize("architecture", ["arm64", "x86_64"])
+def test_one_parameter_sets_every_function_and_the_layer(architecture: str) -> None:
+    resources = deployed(Architecture=architecture).resources()
+    (layer,) = of_type(resources, "AWS::Lambda::LayerVersion").values()
+    assert layer["CompatibleArchitectures"] == [architecture]
+    functions = of_type(resources, "AWS::Lambda::Function")
+    declared = of_type(sam_template()["Resources"], "AWS::Serverless::Function")
+    assert set(functions) == set(declared)
+    for name, function in functions.items():
+        assert function["Architectures"] == [architecture], name
+
+
+def test_database_url_is_declared_empty_so_that_sam_local_can_set_it() -> None:
+    stack = deployed(DatabaseSecretArn=DATABASE_SECRET)
+    for name, function in of_type(stack.resources(), "AWS::Lambda::Function").items():
+        variables = function["Environment"]["Variables"]
+        # Empty reads as unset (taskapi.settings): a deploy uses DATABASE_SECRET_ARN.
+        assert variables["DATABASE_URL"] == "", name
+        assert variables["DATABASE_SECRET_ARN"] == DATABASE_SECRET, name

@@ -31,7 +31,8 @@ from sqlalchemy.engine import make_url
 from localapi.events import LambdaContext, http_event
 from localapi.runtime import import_file
 from taskapi import state
-from taskapi.db import reset_engine
+from taskapi.db import reset_engine, set_database_defaults
+from taskapi.settings import get_settings
 from taskapi.tokens import issue_token
 from tools.search_data import (
     Q_MAX,
@@ -66,6 +67,11 @@ def use_database(url: str, statement_timeout_ms: int) -> Any:
         }
     )
     state.reset()
+    # The limit is the database's default, as the migrate function sets it.
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    with engine.begin() as connection:
+        set_database_defaults(connection, get_settings())
+    engine.dispose()
     return import_file(ROOT / "functions" / "tasks" / "app.py", "tasks_app").handler
 
 

@@ -18,9 +18,15 @@ from auth_service import (
     reserve_login_attempt,
     revoke_sessions,
     set_password,
-    wait_for_other_deletions,
 )
-from taskapi.auth import AccessClaims, CurrentUser, SourceIp, get_current_user, unauthorized
+from taskapi.auth import (
+    AccessClaims,
+    CurrentUser,
+    SourceIp,
+    get_user_to_change,
+    get_user_to_delete,
+    unauthorized,
+)
 from taskapi.db import SessionDep
 from taskapi.factory import function_router
 from taskapi.models import Detail, User, utcnow
@@ -40,10 +46,11 @@ def confirm_password(
     as a failed login. The only place these routes touch login throttling.
 
     The attempt is reserved as login reserves it (`reserve_login_attempt`), but inside
-    the route's transaction rather than committed before bcrypt: account deletion holds
-    the user's row lock from `get_user_to_delete` until it commits. A wrong password
-    commits the failure before answering; a right one gives the attempt back, committed
-    with the change itself.
+    the route's transaction rather than committed before bcrypt: the route's dependency
+    (`get_user_to_change`, `get_user_to_delete`) holds the user's row lock until it
+    commits, taken before these login-attempt rows, as every path takes them. A wrong
+    password commits the failure before answering; a right one gives the attempt back,
+    committed with the change itself.
     """
     retry_after = reserve_login_attempt(session, email=user.email, source_ip=source_ip, now=now)
     if retry_after:
@@ -56,13 +63,6 @@ def confirm_password(
     release_login_attempt(session, email=user.email, source_ip=source_ip)
 
 
-async def get_user_to_delete(session: SessionDep, claims: AccessClaims) -> User:
-    """`CurrentUser`, once no other deletion of the account is under way (a second click
-    of "delete" then finds no user: 401)."""
-    wait_for_other_deletions(session, user_id=claims.user_id)
-    return await get_current_user(session, claims)
-
-
 @router.post(
     "/password",
     response_model=Detail,
@@ -72,7 +72,7 @@ async def get_user_to_delete(session: SessionDep, claims: AccessClaims) -> User:
 )
 async def change_password(
     body: PasswordChangeRequest,
-    user: CurrentUser,
+    user: Annotated[User, Depends(get_user_to_change)],
     claims: AccessClaims,
     session: SessionDep,
     source_ip: SourceIp,

@@ -25,9 +25,15 @@ from auth_schemas import (
     TokenResponse,
 )
 from auth_service import (
+    add_device,
     add_user,
+    find_device,
     find_user,
+    lock_user_for_login,
+    record_login,
+    release_device_attempt,
     release_login_attempt,
+    reserve_device_attempt,
     reserve_login_attempt,
     revoke_sessions,
     rotate_refresh_token,
@@ -38,7 +44,7 @@ from taskapi.db import SessionDep
 from taskapi.factory import function_router
 from taskapi.models import Detail, User, UserPublic, utcnow
 from taskapi.openapi import error_responses
-from taskapi.passwords import verify_password
+from taskapi.passwords import hash_password, needs_rehash, verify_password
 from taskapi.tokens import InvalidTokenError, TokenPair, decode_token
 
 router = function_router(prefix="/api/auth", tags=["auth"])
@@ -46,8 +52,13 @@ router = function_router(prefix="/api/auth", tags=["auth"])
 # `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 
 
-def auth_response(user: User, pair: TokenPair) -> AuthResponse:
-    return AuthResponse.from_pair(pair, user=UserPublic.model_validate(user))
+def auth_response(
+    user: User, pair: TokenPair, device_token: str, **changed: object
+) -> AuthResponse:
+    """The answer of a sign-up or login; `changed` holds what the request wrote to the user
+    row by a statement (the ORM object still has the values it read)."""
+    public = UserPublic.model_validate(user).model_copy(update=changed)
+    return AuthResponse.from_pair(pair, user=public, device_token=device_token)
 
 
 @router.post(
@@ -68,9 +79,12 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
         raise HTTPException(
             status.HTTP_409_CONFLICT, "A user with this email already exists"
         ) from None
-    pair = start_session(session, user_id=user.id, now=now)
+    pair = start_session(session, user_id=user.id, password_hash=user.hashed_password, now=now)
+    if pair is None:  # the user was made by this very transaction
+        raise RuntimeError("a new user's session was not written")
+    device_token = add_device(session, user_id=user.id, now=now)
     logger.info("signed up", extra={"user_id": str(user.id)})
-    return auth_response(user, pair)
+    return auth_response(user, pair, device_token)
 
 
 @router.post(
@@ -84,10 +98,20 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
 async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) -> AuthResponse:
     """Exchange an email and password for a new session's tokens."""
     now = utcnow()
+    # A known device of this account counts its own failures alone; any other login
+    # counts towards its source's and the email's limits (docs/API.md, "Known devices").
+    device_id = (
+        find_device(session, token=body.device_token, email=body.email)
+        if body.device_token
+        else None
+    )
     # The attempt counts as a failure before bcrypt runs, and that count is committed at
     # once, ending the transaction early: simultaneous attempts cannot all slip under the
     # limit (docs/API.md), and no row lock is held through bcrypt.
-    retry_after = reserve_login_attempt(session, email=body.email, source_ip=source_ip, now=now)
+    if device_id is not None:
+        retry_after = reserve_device_attempt(session, device_id=device_id, now=now)
+    else:
+        retry_after = reserve_login_attempt(session, email=body.email, source_ip=source_ip, now=now)
     session.commit()
     if retry_after:
         too_many_attempts(retry_after)
@@ -98,19 +122,41 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
     if user is None or not password_ok:
         logger.info("login failed")
         unauthorized("Invalid email or password")
-    release_login_attempt(session, email=body.email, source_ip=source_ip)
+    verified_hash = user.hashed_password
+    # Made before any row is locked: bcrypt takes a quarter of a second.
+    new_hash = hash_password(body.password) if needs_rehash(verified_hash) else None
+    # From here the user row is locked, and the session is only written if the verified
+    # hash is still the user's: a password change that commits meanwhile ends this login.
+    if not lock_user_for_login(session, user_id=user.id, password_hash=verified_hash):
+        logger.info("login failed: the password changed meanwhile")
+        unauthorized("Invalid email or password")
+    if device_id is not None:
+        release_device_attempt(session, device_id=device_id)
+    else:
+        release_login_attempt(session, email=body.email, source_ip=source_ip)
     if not user.is_active:
         # The right password's attempt is given back although the login is refused.
         session.commit()
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This account is inactive")
-    user.last_login_at = now
-    session.add(user)
-    pair = start_session(session, user_id=user.id, now=now)
+    recorded = record_login(
+        session, user_id=user.id, verified_hash=verified_hash, new_hash=new_hash, now=now
+    )
+    pair = (
+        start_session(session, user_id=user.id, password_hash=new_hash or verified_hash, now=now)
+        if recorded
+        else None
+    )
+    if pair is None:
+        logger.info("login failed: the password changed meanwhile")
+        unauthorized("Invalid email or password")
+    device_token = body.device_token if device_id is not None else None
+    if device_token is None:
+        device_token = add_device(session, user_id=user.id, now=now)
     logger.info(
         "logged in",
         extra={"user_id": str(user.id), "session_id": str(pair.access.claims.session_id)},
     )
-    return auth_response(user, pair)
+    return auth_response(user, pair, device_token, last_login_at=now)
 
 
 @router.post(

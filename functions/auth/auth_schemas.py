@@ -37,6 +37,10 @@ class SignupRequest(UserCreate):
     pass
 
 
+# Longer than any token the server issues (43 characters), short enough to hash at once.
+DEVICE_TOKEN_MAX_LENGTH = 128
+
+
 # Body of POST /api/auth/login. The email is not validated as an address: no account can
 # have a malformed one, so it simply fails to log in.
 class LoginRequest(RequestModel):
@@ -44,6 +48,12 @@ class LoginRequest(RequestModel):
         min_length=1, max_length=EMAIL_MAX_LENGTH, json_schema_extra={"pattern": NO_NUL_PATTERN}
     )
     password: GivenPassword
+    device_token: str | None = Field(
+        default=None,
+        max_length=DEVICE_TOKEN_MAX_LENGTH,
+        description="The `device_token` this device got at an earlier login or sign-up: "
+        "the login is then limited only by this device's own failed attempts",
+    )
 
     @field_validator("email")
     @classmethod
@@ -111,6 +121,10 @@ class TokenResponse(SQLModel):
         )
 
 
-# What signup and login return: the user and a token pair.
+# What signup and login return: the user, a token pair and the device's token.
 class AuthResponse(TokenResponse):
     user: UserPublic
+    device_token: str = Field(
+        description="Keep it on this device and send it with every later login: a login "
+        "that presents it is not locked out by other sources' failed attempts"
+    )

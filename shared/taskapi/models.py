@@ -32,10 +32,11 @@ from typing_extensions import TypedDict
 from taskapi.emails import EMAIL_MAX_LENGTH, signup_email
 from taskapi.openapi import RESPONSE_CONFIG
 from taskapi.rules import (
+    NEW_PASSWORD_DESCRIPTION,
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
     PASSWORD_MIN_LENGTH,
-    fits_bcrypt,
+    settable_password,
     storable_text,
     trimmed_pattern,
 )
@@ -220,10 +221,10 @@ NewPassword = Annotated[
         min_length=PASSWORD_MIN_LENGTH,
         # A character is at least one byte: 72 characters is the most that can fit.
         max_length=PASSWORD_MAX_BYTES,
-        description="At least 8 characters and at most 72 bytes in UTF-8; no NUL character",
+        description=NEW_PASSWORD_DESCRIPTION,
         json_schema_extra={"pattern": NO_NUL_PATTERN},
     ),
-    AfterValidator(fits_bcrypt),
+    AfterValidator(settable_password),
 ]
 
 
@@ -289,6 +290,22 @@ class LoginAttempt(SQLModel, table=True):
     failed_count: int = Field(default=0)
     first_failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# A device that has logged in before (its client keeps the `device_token` that login and
+# sign-up return; only the token's SHA-256 is stored). A login presenting it is throttled
+# by the device's own failures alone, so a stranger's guesses cannot lock it out (OWASP's
+# "device cookies"). Deleted with its user.
+class LoginDevice(SQLModel, table=True):
+    __tablename__ = "login_device"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE", index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    failed_count: int = Field(default=0)
+    first_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 # ---------------------------------------------------------------------------------------

@@ -51,6 +51,17 @@ def verify_password(password: str, hashed: str | None) -> bool:
     return bcrypt.checkpw(password.encode(), hashed.encode())
 
 
+def needs_rehash(hashed: str) -> bool:
+    """Whether a stored hash has another cost than `BCRYPT_ROUNDS` (`$2b$<cost>$...`).
+
+    A login re-hashes such a password once it is verified: left at an old, lower cost,
+    a wrong password for a known email would be checked faster than an unknown email
+    (checked against the dummy hash at the configured cost), telling them apart.
+    """
+    _, _, cost, _ = hashed.split("$", 3)
+    return int(cost) != get_settings().bcrypt_rounds
+
+
 # Made before a snapshot for the restored environments (`prepare_password_checks`); it
 # depends on BCRYPT_ROUNDS alone.
 state.register(_dummy_hash.cache_clear, kept_on_restore=True)

@@ -38,6 +38,8 @@ ACCEPTED_DATABASE_URLS = (
     "postgresql://user:password@host:5432/dbname (or postgres://, postgresql+psycopg2://)"
     " or sqlite:///path/to/file.db"
 )
+# HS256 wants a key at least as long as its hash (RFC 7518 section 3.2): 32 bytes.
+JWT_KEY_MIN_BYTES = 32
 # Good enough for a laptop; any other stage must supply a real key.
 LOCAL_JWT_SECRET_KEY = "local-development-only-not-a-secret"  # noqa: S105
 
@@ -75,6 +77,7 @@ class Settings(BaseSettings):
     # Seconds to wait for a TCP connection before answering 503, well inside any Lambda timeout.
     database_connect_timeout: int = Field(default=3, ge=1)
     # PostgreSQL ends any statement running longer (a 503), well inside the functions' 10 s.
+    # The migrate function makes it the database's default (`taskapi.db.set_database_defaults`).
     database_statement_timeout_ms: int = Field(default=5000, ge=1)
     # RDS Proxy pools connections itself; a client-side pool on top only pins them.
     database_null_pool: bool = False
@@ -353,12 +356,27 @@ def _load_database_url() -> str:
 def _load_jwt_keys() -> KeyRing:
     settings = get_settings()
     if settings.jwt_secret_arn:
-        return key_ring_from_secret(_read_secret(settings.jwt_secret_arn))
-    if settings.jwt_secret_key:
-        return key_ring_from_secret(settings.jwt_secret_key)
-    if settings.is_local:
+        ring = key_ring_from_secret(_read_secret(settings.jwt_secret_arn))
+    elif settings.jwt_secret_key:
+        ring = key_ring_from_secret(settings.jwt_secret_key)
+    elif settings.is_local:
         return KeyRing(current=SigningKey(kid=DEFAULT_KID, key=LOCAL_JWT_SECRET_KEY))
-    raise ConfigurationError(f"Stage {settings.stage!r} needs JWT_SECRET_ARN or JWT_SECRET_KEY")
+    else:
+        raise ConfigurationError(f"Stage {settings.stage!r} needs JWT_SECRET_ARN or JWT_SECRET_KEY")
+    if not settings.is_local:
+        _refuse_short_keys(ring, stage=settings.stage)
+    return ring
+
+
+def _refuse_short_keys(ring: KeyRing, *, stage: str) -> None:
+    # A short key can be brute-forced offline from any one token; PyJWT only warns.
+    for key in (ring.current, *ring.previous):
+        if len(key.key.encode()) < JWT_KEY_MIN_BYTES:
+            raise ConfigurationError(
+                f"JWT key {key.kid!r} is {len(key.key.encode())} bytes; stage {stage!r} needs"
+                f" at least {JWT_KEY_MIN_BYTES} (set JWT_SECRET_KEY or the JWT_SECRET_ARN"
+                " secret to a random string such as `openssl rand -hex 32`)"
+            )
 
 
 # The database URL: from Secrets Manager on AWS, a SQLite file in local development.
