@@ -23,7 +23,7 @@ from sqlmodel import Session
 from bench.artifacts import Artifacts, Log, last_build, run_child
 from bench.database import SUBJECT_SETTINGS, BenchDatabase, scratch_database, signed_in_user
 from localapi.events import http_event
-from taskapi.db import build_engine
+from taskapi.db import allow_long_statements, build_engine
 from taskapi.models import TITLE_MAX_LENGTH
 from taskapi.settings import Settings
 from tools.search_data import worst_search
@@ -64,6 +64,8 @@ def seed(database: BenchDatabase, sizes: tuple[int, ...]) -> dict[int, str]:
             users[size] = user.id
         session.commit()
     with engine.begin() as connection:
+        # A bulk load: the migrations' statement limit, not an API request's.
+        allow_long_statements(connection)
         for size, user_id in users.items():
             _insert_tasks(connection, user_id=user_id, count=size)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:

@@ -168,8 +168,8 @@ def _production_path_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         other = next(mode for mode in POOLED_MODES if mode != default)
         checks.append(
             _target(
-                f"through PgBouncer, list + create p50: the template's default ({default})"
-                f" / {other}",
+                f"through PgBouncer, list + create p50: {default.split(', ')[1]} (the"
+                f" template's default) / {other.split(', ')[1]}",
                 sum(modes[default]["p50_ms"] for modes in requests.values()),
                 sum(modes[other]["p50_ms"] for modes in requests.values()),
                 1.0,

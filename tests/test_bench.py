@@ -304,7 +304,7 @@ def test_the_production_path_rows_are_judged() -> None:
     assert checks["cold start in the runtime client, health / bare app"] == (1.08, True)
     # The template deploys a pool of one: 3.0 ms against 5.0 for a connection per request.
     (pooler,) = (name for name in checks if name.startswith("through PgBouncer"))
-    assert "the template's default (PgBouncer, pool of one)" in pooler
+    assert "pool of one (the template's default) / connection per request" in pooler
     assert checks[pooler] == (0.6, True)
     assert checks["at the quota, first page p50: 10,000 tasks / 100"] == (1.2, True)
     assert checks["at the quota, total p50: 10,000 tasks / 100"] == (10.0, False)
