@@ -23,7 +23,7 @@ import uvicorn
 
 from localapi.reload import CodeReload
 from localapi.runtime import apply_environment, developer_settings
-from localapi.server import InvalidResponseError, http_response
+from localapi.server import InvalidResponseError, build_local_api, http_response
 from localapi.template import Route, load_template
 from tests.support.local_server import local_server
 
@@ -827,3 +827,14 @@ def test_invoke_reports_errors_as_lambda_does(toy_template: Path) -> None:
     unknown = run_invoke(toy_template, "NoSuchFunction")
     assert unknown.returncode == 2
     assert "No function 'NoSuchFunction'" in unknown.stderr
+
+
+def test_without_workers_each_function_may_start_one_more_than_the_cores() -> None:
+    # Every request also crosses the server's own process: one worker per core would
+    # leave a core idle under a steady load (localapi.server.default_workers).
+    api = build_local_api(ROOT / "template.yaml")
+    try:
+        sizes = {pool.size for pool in api.runtime.pools.values()}
+    finally:
+        api.runtime.close()
+    assert sizes == {(os.cpu_count() or 1) + 1}
