@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 from taskapi import models  # noqa: F401  (registers the tables on the metadata)
-from taskapi.db import allow_long_statements, build_engine
+from taskapi.db import allow_long_statements, build_engine, set_database_defaults
 from taskapi.settings import get_database_url, get_settings
 
 config = context.config
@@ -32,6 +32,9 @@ def for_this_dialect(dialect: str) -> Any:
 
 
 def run_migrations(connection: Connection) -> None:
+    # The migrations' own limit, whoever passed the connection: the database's default is
+    # the API's (`set_database_defaults`), too short for an index build.
+    allow_long_statements(connection)
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -42,6 +45,9 @@ def run_migrations(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        # On every run, not in a revision: a changed setting reaches the database with the
+        # next deploy's migrate, even when there is no revision to apply.
+        set_database_defaults(connection, get_settings())
 
 
 def run_migrations_offline() -> None:
@@ -63,7 +69,6 @@ else:
     engine = build_engine(get_database_url(), get_settings())
     try:
         with engine.connect() as connection:
-            allow_long_statements(connection)
             run_migrations(connection)
             connection.commit()
     finally:

@@ -1,4 +1,5 @@
-"""Fixtures: real databases (SQLite always, PostgreSQL when TEST_DATABASE_URL is set),
+"""Fixtures: real databases (SQLite always; PostgreSQL, directly and through PgBouncer,
+when TEST_DATABASE_URL is set),
 settings from the environment, and the real Lambda handlers fed API Gateway events.
 What they are built from lives in `tests/support/`.
 """
@@ -8,14 +9,26 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from tests.support.build import BUILD, FUNCTIONS, missing
 from tests.support.client import Client
-from tests.support.database import BACKENDS, Database, create_database, drop_database, migrate
+from tests.support.database import (
+    BACKENDS,
+    POOLED_DATABASE_TIME_ZONE,
+    Database,
+    create_database,
+    drop_database,
+    migrate,
+    pooler_for,
+    postgres_admin_url,
+)
 from tests.support.environment import configure, reset_caches
 from tests.support.functions import ROOT
 from tests.support.keys import JWT_KEY
 from tests.support.local_server import local_server, server_environment
+from tests.support.pgbouncer import PgBouncer, start_pgbouncer
+from tests.support.statement_log import log_statements
 from tests.support.tasks import Account, make_account
 
 # ---------------------------------------------------------------------------------------
@@ -46,15 +59,20 @@ def _reset_caches() -> Iterator[None]:
 
 
 # A test marked `<backend>_only` runs on that backend alone: it is not even collected for the
-# other one (rather than reported as skipped there).
-BACKEND_MARKERS = {"postgres_only": "sqlite", "sqlite_only": "postgresql"}
+# others (rather than reported as skipped there). `direct_only`: PostgreSQL without the
+# pooler (a test of what the API's own connections do on the server).
+BACKEND_MARKERS = {
+    "postgres_only": {"sqlite"},
+    "sqlite_only": {"postgresql", "pgbouncer"},
+    "direct_only": {"sqlite", "pgbouncer"},
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     def other_backend(item: pytest.Item) -> bool:
         params = getattr(item, "callspec", None)
         return params is not None and any(
-            item.get_closest_marker(marker) and excluded in params.params.values()
+            item.get_closest_marker(marker) and excluded & set(map(str, params.params.values()))
             for marker, excluded in BACKEND_MARKERS.items()
         )
 
@@ -64,10 +82,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if item not in deselected]
 
 
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of TEST_DATABASE_URL's server, for the run."""
+    pooler = start_pgbouncer(postgres_admin_url() or "")
+    yield pooler
+    pooler.stop()
+
+
 @pytest.fixture
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """A new, unmigrated database of the backend named by the test's parameter."""
-    database = create_database(request.param, tmp_path)
+    database = create_database(request.param, tmp_path, pooler_for(request, request.param))
     yield database
     drop_database(database)
 
@@ -76,11 +102,37 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[D
 def migrated_database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Database]:
-    """One migrated database per backend for the whole run; tests empty it before use."""
-    database = create_database(request.param, tmp_path_factory.mktemp("db"))
+    """One migrated database per backend for the whole run; tests empty it before use.
+
+    Through PgBouncer, the database's default time zone is Asia/Tokyo until the migration
+    sets UTC; it logs every statement from the end of its migration,
+    and at the end of the run no statement of the API (or of the tests that use its URL)
+    may have pinned a session: the run fails here otherwise."""
+    pooler = pooler_for(request, request.param)
+    database = create_database(request.param, tmp_path_factory.mktemp("db"), pooler)
+    log = None
+    if pooler is not None:
+        with database.engine.begin() as connection:
+            connection.execute(
+                sa.text(f'ALTER DATABASE "{database.name}" SET timezone = :zone'),
+                {"zone": POOLED_DATABASE_TIME_ZONE},
+            )
+        log = log_statements(postgres_admin_url() or "", database.name)
     migrate(database.url)
+    if pooler is not None:
+        # The migration set the database's defaults: PgBouncer reads them afresh, as
+        # docs/DEPLOY.md says to make it do after a migrate function's first run.
+        pooler.reconnect(database.name)
+    if log is not None:
+        log.skip_to_end()
     yield database
+    logged = [] if log is None else log.statements()
     drop_database(database)
+    if log is not None:
+        # An empty log would make the check below pass for nothing.
+        assert logged, f"no statement of the run was found in {log.path}"
+        pinning = log.pinning(logged)
+        assert not pinning, f"statements that pin a session behind RDS Proxy: {pinning}"
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine, make_url
 from taskapi.db import get_engine
 from tests.support.auth import PASSWORD, signup, tokens
 from tests.support.client import Client, Response
-from tests.support.database import Database
+from tests.support.database import Database, statement_timeout
 from tests.support.environment import configure
 from tests.support.functions import ROOT
 from tests.support.tcp_proxy import TcpProxy
@@ -334,6 +334,8 @@ def on_statement(
         event.remove(engine, name, listener)
 
 
+# The server process is named by the connection's backend pid, which PgBouncer hides.
+@pytest.mark.direct_only
 @pytest.mark.parametrize("path", ["/api/tasks", "/api/tasks/{task_id}"])
 def test_a_read_whose_connection_dies_mid_request_is_read_again(direct: Direct, path: str) -> None:
     """The user was loaded on the connection; it dies before the task query: 200."""
@@ -350,19 +352,29 @@ def test_a_read_whose_connection_dies_mid_request_is_read_again(direct: Direct, 
     assert titles == ["before"]
 
 
-def test_a_create_whose_connection_dies_after_the_insert_is_absent(direct: Direct) -> None:
-    """The INSERT reached the server; the connection dies before COMMIT: 503, no row."""
+# The server process is named by the connection's backend pid, which PgBouncer hides.
+@pytest.mark.direct_only
+@pytest.mark.parametrize(
+    ("when", "starting", "status", "rows"),
+    [
+        # Under its first statement, a read: nothing was written, so the request runs
+        # again on a new connection.
+        pytest.param("before", "SELECT", 201, 1, id="before-it-wrote"),
+        # The INSERT reached the server; the connection dies before COMMIT.
+        pytest.param("after", "INSERT INTO task", 503, 0, id="after-the-insert"),
+    ],
+)
+def test_a_create_whose_connection_dies_is_done_once_or_absent(
+    direct: Direct, when: Literal["before", "after"], starting: str, status: int, rows: int
+) -> None:
     account = new_account(direct, "ada@example.com")
-    with on_statement(
-        get_engine(), "after", "INSERT INTO task", lambda pid: direct.terminate([pid])
-    ) as killed:
-        response = direct.tasks.post(
-            "/api/tasks", json_body={"title": "lost"}, token=account.access
-        )
+    with on_statement(get_engine(), when, starting, lambda pid: direct.terminate([pid])) as killed:
+        response = direct.tasks.post("/api/tasks", json_body={"title": "t"}, token=account.access)
     assert killed
-    assert response.status == 503, response.body
-    assert response.headers["retry-after"]
-    assert direct.db.scalar("SELECT count(*) FROM task WHERE title = 'lost'") == 0
+    assert response.status == status, response.body
+    if status == 503:
+        assert response.headers["retry-after"]
+    assert direct.db.scalar("SELECT count(*) FROM task WHERE title = 't'") == rows
     assert direct.tasks.get("/api/tasks", token=account.access).status == 200
 
 
@@ -415,9 +427,9 @@ STATEMENT_TIMEOUT_MS = 300
 
 
 @pytest.fixture
-def slow(db: Database, monkeypatch: pytest.MonkeyPatch) -> Direct:
-    configure(monkeypatch, database_statement_timeout_ms=str(STATEMENT_TIMEOUT_MS))
-    return Direct(db, Client("auth"), Client("tasks"), Client("health"))
+def slow(db: Database) -> Iterator[Direct]:
+    with statement_timeout(db, STATEMENT_TIMEOUT_MS):
+        yield Direct(db, Client("auth"), Client("tasks"), Client("health"))
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -426,9 +438,10 @@ def test_a_statement_past_the_timeout_is_503_and_the_connection_serves_on(
 ) -> None:
     """The task table is locked, so the task query waits until statement_timeout ends it:
     503 with Retry-After within about the timeout, and the same pooled connection (the
-    same server process) answers the next request."""
+    same server process, when no pooler is between) answers the next request. Through
+    PgBouncer the timeout is the database's default, which the migrate function set."""
     account = new_account(slow, "ada@example.com")
-    [pid] = slow.app_backends()
+    pids = slow.app_backends()
     with slow.db.engine.connect() as blocker:
         blocker.execute(sa.text("LOCK TABLE task IN ACCESS EXCLUSIVE MODE"))
         response, elapsed = timed(
@@ -447,7 +460,8 @@ def test_a_statement_past_the_timeout_is_503_and_the_connection_serves_on(
     listed = slow.tasks.get("/api/tasks", token=account.access)
     assert listed.status == 200
     assert [task["title"] for task in listed.json()["items"]] == ["before"]
-    assert slow.app_backends() == [pid]
+    if slow.db.pooler is None:
+        assert slow.app_backends() == pids
 
 
 def test_every_connection_carries_the_statement_timeout(db: Database) -> None:

@@ -18,7 +18,14 @@ from localapi.events import LambdaContext
 from taskapi.db import get_engine
 from taskapi.models import AuthSession, IdempotencyKey, LoginAttempt, Task, User, utcnow
 from tests.support.client import Client
-from tests.support.database import BACKENDS, Database, create_database, drop_database, migrate
+from tests.support.database import (
+    BACKENDS,
+    Database,
+    create_database,
+    drop_database,
+    migrate,
+    pooler_for,
+)
 from tests.support.environment import configure
 from tests.support.functions import ROOT, load_function
 from tests.support.tasks import insert_task, make_account
@@ -250,7 +257,7 @@ def broken_database(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Database]:
     """A migrated database of its own, seeded, whose idempotency_key table is then dropped."""
-    database = create_database(request.param, tmp_path)
+    database = create_database(request.param, tmp_path, pooler_for(request, request.param))
     migrate(database.url)
     configure(monkeypatch, stage="test", database_url=database.url, maintenance_batch_size="2")
     seed(get_engine())

@@ -3,6 +3,7 @@ PostgreSQL, then proof that nothing was lost.
 
     python tools/load.py [--requests 10000] [--clients 32] [--time-limit 600]
     python tools/load.py --failover [--clients 16] [--duration 20] [--kill-every 2]
+    python tools/load.py --pgbouncer ...   (the API behind PgBouncer in transaction mode)
 
 It creates a fresh PostgreSQL database (next to TEST_DATABASE_URL's, default the local
 `test` database), migrates it, starts the local server on a free port of 127.0.0.1, signs
@@ -51,6 +52,7 @@ from sqlalchemy.engine import make_url
 
 from localapi.server import free_port, stop_process
 from taskapi.settings import normalize_database_url
+from tests.support.pgbouncer import PgBouncer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -127,13 +129,17 @@ class Result:
 
 
 @contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """A new, migrated PostgreSQL database; dropped afterwards."""
+def fresh_database(admin_url: str, *, pgbouncer: bool = False) -> Iterator[str]:
+    """A new, migrated PostgreSQL database, dropped afterwards; its URL for the API, through
+    PgBouncer in transaction mode (started for the run) with `pgbouncer`."""
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     name = f"taskapi_load_{uuid.uuid4().hex[:12]}"
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    pooler = PgBouncer(admin_url) if pgbouncer else None
+    if pooler is not None:
+        url = pooler.url(name).render_as_string(hide_password=False)
     try:
         subprocess.run(
             [sys.executable, "-m", "alembic", "upgrade", "head"],
@@ -142,8 +148,13 @@ def fresh_database(admin_url: str) -> Iterator[str]:
             check=True,
             capture_output=True,
         )
+        if pooler is not None:
+            # New server connections, which read the defaults the migration set.
+            pooler.reconnect(name)
         yield url
     finally:
+        if pooler is not None:
+            pooler.stop()
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -381,12 +392,16 @@ def run(
     seed: int = 1,
     duration: float | None = None,
     kill_every: float | None = None,
+    pgbouncer: bool = False,
 ) -> Result:
     """`requests` requests in all; or, with `duration`, as many as the clients send in that
     many seconds. With `kill_every`, the database's server processes die that often."""
     result = Result()
     lock = threading.Lock()
-    with fresh_database(admin_url) as url, local_server(url, log_path) as base_url:
+    with (
+        fresh_database(admin_url, pgbouncer=pgbouncer) as url,
+        local_server(url, log_path) as base_url,
+    ):
         database = make_url(url).database or ""
         sampler = ConnectionSampler(admin_url, database)
         sampler.start()
@@ -462,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--admin-url", default=os.environ.get("TEST_DATABASE_URL", DEFAULT_ADMIN_URL)
     )
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="the API reaches the database through PgBouncer in transaction mode",
+    )
     parser.add_argument("--log", type=Path, default=ROOT / "build" / "load-server.log")
     args = parser.parse_args(argv)
     args.log.parent.mkdir(parents=True, exist_ok=True)
@@ -474,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         duration=args.duration if args.failover else None,
         kill_every=args.kill_every if args.failover else None,
+        pgbouncer=args.pgbouncer,
     )
     print(json.dumps(result.summary(), indent=2))
     return 0 if result.ok else 1

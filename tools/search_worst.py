@@ -30,8 +30,8 @@ from sqlalchemy.engine import make_url
 
 from localapi.events import LambdaContext, http_event
 from localapi.runtime import import_file
-from taskapi.db import reset_engine
-from taskapi.settings import clear_settings_cache
+from taskapi.db import reset_engine, set_database_defaults
+from taskapi.settings import clear_settings_cache, get_settings
 from taskapi.tokens import issue_token
 from tools.search_data import (
     Q_MAX,
@@ -67,6 +67,11 @@ def use_database(url: str, statement_timeout_ms: int) -> Any:
     )
     clear_settings_cache()
     reset_engine()
+    # The limit is the database's default, as the migrate function sets it.
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    with engine.begin() as connection:
+        set_database_defaults(connection, get_settings())
+    engine.dispose()
     return import_file(ROOT / "functions" / "tasks" / "app.py", "tasks_app").handler
 
 

@@ -9,29 +9,37 @@ release row locks before slow work (bcrypt), or to keep what it wrote (a counted
 a revocation) although it then refuses the request.
 
 Lambda runs one request at a time per container, so the PostgreSQL pool holds one
-connection by default. A connection that sat idle (a frozen container) is pinged before
-use and replaced if it died; one that dies under a statement that can safely run again is
-replaced and the statement replayed on the fresh one (`_replay_on_a_fresh_connection`); a
-short connect timeout turns an unreachable database into a quick 503. On PostgreSQL, GET
-requests read in autocommit mode: no BEGIN and ROLLBACK round trips around statements that
-each take their own snapshot anyway.
+connection by default. A pooled connection that the server ended, or that sat idle long
+enough to be suspect, is replaced before a request uses it (`_replace_dead_connections`);
+a request whose connection is lost before it wrote anything runs again, once
+(`RetryAfterLostConnection`); a short connect timeout turns an unreachable database into a
+quick 503. On PostgreSQL, GET requests read in autocommit mode: no BEGIN and ROLLBACK
+round trips around statements that each take their own snapshot anyway.
+
+Connections carry no startup parameters and the API sends no session-level `SET`: RDS
+Proxy refuses the first and pins a session on the second. The statement timeout and the
+UTC time zone are the database's own defaults, which the migrate function sets
+(`set_database_defaults`), so every server connection a pooler opens gets them.
 """
 
 import logging
+import select
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator
-from typing import Annotated, Any, cast
+from collections.abc import AsyncGenerator, Generator
+from contextvars import ContextVar
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import event, exc, pool
+from sqlalchemy import event, exc, pool, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import ORMExecuteState
-from sqlalchemy.pool.base import _ConnectionFairy
 from sqlmodel import Session, create_engine
+from starlette.types import Message, Receive, Scope, Send
 
+from taskapi.factory import HttpMiddleware
 from taskapi.openapi import DATABASE_UNAVAILABLE_DETAIL, RETRY_AFTER
 from taskapi.settings import Settings, get_database_url, get_settings
 
@@ -39,12 +47,13 @@ logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # A pooled PostgreSQL connection idle for longer is pinged before it is handed out. Under
-# steady traffic a container's requests come closer together and skip the round trip; a
-# connection found dead by its first statement is replaced and the statement replayed
-# (`_replay_on_a_fresh_connection`).
+# steady traffic a container's requests come closer together and skip the round trip.
 PING_AFTER_IDLE_SECONDS = 5.0
 # The migrate function's limit instead (index builds take time); below its 300 s timeout.
 MIGRATION_STATEMENT_TIMEOUT_MS = 240_000
+# Opens the one session-level statement, the migrate function's (it may pin its own
+# session): the tests' check for statements that pin a session behind RDS Proxy skips it.
+MIGRATE_SESSION_MARK = "/* taskapi: the migrate function's own session */"
 # PostgreSQL's query_canceled: a statement that ran into statement_timeout.
 QUERY_CANCELED = "57014"
 # Request methods that never write (HTTP's safe methods): their sessions autocommit.
@@ -83,9 +92,6 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
             # kernel's ~15 minutes of retransmissions: a 503, not a Lambda timeout. Only
             # unacknowledged data counts, so a slow query's wait for its result does not.
             "tcp_user_timeout": settings.database_connect_timeout * 2000,
-            # Set in the startup packet, so it costs no round trip: no statement of a
-            # request keeps the server busy after the client and the Lambda have gone.
-            "options": f"-c statement_timeout={settings.database_statement_timeout_ms}",
         },
     }
     if settings.database_null_pool:
@@ -100,10 +106,11 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
     engine = create_engine(url, **options)
     event.listen(engine, "checkin", _end_autocommit)
     event.listen(engine, "before_cursor_execute", _refuse_connection_writes)
-    _ping_when_idle(engine)
+    _replace_dead_connections(engine)
+    event.listen(engine, "before_cursor_execute", _note_writes)
+    event.listen(engine, "commit", _note_commit)
     if settings.database_secret_arn:
         event.listen(engine, "do_connect", _connect_with_rotated_secret)
-    _replay_on_a_fresh_connection(engine)
     return engine
 
 
@@ -143,117 +150,182 @@ def allow_long_statements(connection: Connection) -> None:
         )
 
 
+def set_database_defaults(connection: Connection, settings: Settings) -> None:
+    """Make the API's statement timeout (`DATABASE_STATEMENT_TIMEOUT_MS`) and the UTC time
+    zone this database's defaults (PostgreSQL), and this connection's too.
+
+    Every session that starts on the database afterwards reads them at login, whatever the
+    server's defaults: each of a pooler's server connections, which no client could
+    configure without pinning it (a session-level `SET`) or being refused (startup
+    `options`, which RDS Proxy rejects). The migrate function calls this on every run, so
+    a changed setting reaches the database with the next deploy. A session that was open
+    before keeps what it had: this connection gets the values at once, as it may be the
+    server connection a pooler hands to the API next; others are listed in docs/DEPLOY.md.
+
+    A role's own setting (`ALTER ROLE ... SET`) would win over the database's: the
+    application's role must have none for these two.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    timeout = int(settings.database_statement_timeout_ms)
+    # ALTER DATABASE takes no parameters, nor a name but as a literal: hence the DO block.
+    # `timeout` is an int, so it cannot carry SQL.
+    connection.execute(
+        text(
+            "DO $$ BEGIN"
+            " EXECUTE format('ALTER DATABASE %I SET statement_timeout = %s', current_database(),"
+            f" {timeout});"
+            " EXECUTE format('ALTER DATABASE %I SET timezone = %L', current_database(), 'UTC');"
+            " END $$"
+        )
+    )
+    connection.execute(
+        text(
+            f"{MIGRATE_SESSION_MARK} SELECT set_config('statement_timeout', :timeout, false),"
+            " set_config('TimeZone', 'UTC', false)"
+        ),
+        {"timeout": str(timeout)},
+    )
+    # The session value above also replaced this transaction's own, longer limit.
+    allow_long_statements(connection)
+
+
 def _end_autocommit(dbapi_connection: Any, _record: Any) -> None:
     # Set by a read-only session (`open_session`); the next session expects transactions.
     if dbapi_connection is not None and dbapi_connection.autocommit:
         dbapi_connection.autocommit = False
 
 
-def _ping_when_idle(engine: Engine) -> None:
-    """`pool_pre_ping`, but only for a connection that has been idle: pinging on every
-    checkout cost a round trip per request (docs/PERFORMANCE.md)."""
+def _replace_dead_connections(engine: Engine) -> None:
+    """Hand out no pooled connection that is known or likely to be dead: the pool
+    discards it and checks out a fresh one (a checkout listener's `DisconnectionError`),
+    before the request sends anything on it.
+
+    - A connection with input waiting has been spoken to while it sat in the pool. An idle
+      session is sent nothing unasked (the API never LISTENs), so the server or a proxy
+      has ended it: a failover, a restart, `pg_terminate_backend`, an idle-connection
+      reaper, each of which sends its FATAL message and closes the socket. Polling the
+      socket costs no round trip.
+    - A connection idle for `PING_AFTER_IDLE_SECONDS` or more is pinged (`pool_pre_ping`
+      for idle connections only: pinging on every checkout cost a round trip per request).
+      That finds the peer that vanished without a word (a frozen container's connection
+      after a network change).
+    """
 
     @event.listens_for(engine, "checkin")
     def note_checkin(_dbapi_connection: Any, record: Any) -> None:
         record.info["checked_in_at"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        # A new connection has no check-in time, and needs no ping.
+    def replace_if_dead(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # A new connection has no check-in time, and needs no check.
         checked_in_at = record.info.get("checked_in_at")
-        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+        if checked_in_at is None:
+            return
+        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+        if readable:
+            raise exc.DisconnectionError("the server ended a pooled connection")
+        if time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
             return
         try:
             # The dialect's own ping: one round trip, outside any transaction.
             engine.dialect.do_ping(dbapi_connection)
         except Exception as error:
-            # The pool discards this connection and checks out a fresh one.
             raise exc.DisconnectionError(f"an idle connection failed its ping: {error}") from error
 
 
-def _replay_on_a_fresh_connection(engine: Engine) -> None:
-    """A statement that meets a dead connection runs again, once, on a fresh one, when that
-    cannot repeat or lose anything; otherwise the error stands (a 503).
+class _RequestWork:
+    """What one request did with the database so far (`RetryAfterLostConnection`)."""
 
-    Without this, a connection whose server went away while it sat in the pool for less
-    than `PING_AFTER_IDLE_SECONDS` (a failover, an RDS Proxy restart, an idle-connection
-    reaper) would turn the next request into a 503, once per warm container, although the
-    database is up again. A statement may run again:
+    def __init__(self) -> None:
+        self.retried = False
+        self.wrote = False
 
-    - when the connection had no transaction open: it is the first statement of its
-      transaction (psycopg2 sends BEGIN first), no COMMIT has been sent, and a server
-      session that died takes its open transaction with it, so nothing of it can remain;
-    - in autocommit mode, which only read-only sessions (GET and HEAD) use, when it
-      reads: each statement takes its own snapshot anyway, so reading on another
-      connection is what the next statement would have done.
 
-    A write inside a transaction that already sent statements is never replayed (those
-    statements died with the connection), nor is a COMMIT, which is not an `execute`.
-    SQLAlchemy's dialect decides what a disconnect is; on the replayed statement's own
-    failure SQLAlchemy handles the error as usual.
+_request_work: ContextVar[_RequestWork | None] = ContextVar("taskapi_request_work", default=None)
+
+
+_READS = ("SELECT", "SHOW")
+
+
+def _note_writes(
+    _connection: Connection,
+    _cursor: Any,
+    statement: str,
+    _parameters: Any,
+    context: DefaultExecutionContext,
+    _executemany: bool,
+) -> None:
+    work = _request_work.get()
+    if work is None or work.wrote:
+        return
+    # Any statement but a SELECT or SHOW counts as a write (DML, DDL, a data-changing WITH).
+    if (
+        context.isinsert
+        or context.isupdate
+        or context.isdelete
+        or not statement.lstrip()[:6].upper().startswith(_READS)
+    ):
+        work.wrote = True
+
+
+def _note_commit(_connection: Connection) -> None:
+    # A COMMIT whose answer was lost may have committed.
+    work = _request_work.get()
+    if work is not None:
+        work.wrote = True
+
+
+class _ConnectionLostError(Exception):
+    """Raised by the database error handler for a request to run again."""
+
+
+class RetryAfterLostConnection(HttpMiddleware):
+    """Run a request again, once, when its database connection was lost before it wrote
+    anything (no INSERT, UPDATE, DELETE or other statement than a SELECT, no COMMIT sent).
+
+    Everything such a request did died with its session, on the server, and the client has
+    been sent nothing, so running it again on a new connection is what the client's retry
+    would do, without the 503. A request that wrote may have committed, or half-done its
+    work: its error stands (503). `database_unavailable` decides, as it sees the error
+    first; the request's body, read once from `receive`, is given again to the retry.
     """
-    from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
-    dialect = engine.dialect
-    dbapi_error = dialect.loaded_dbapi.Error
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received: list[Message] = []
 
-    def replayable(cursor: Any, context: DefaultExecutionContext) -> bool:
-        connection = cursor.connection
-        if connection.autocommit:
-            return not (context.isinsert or context.isupdate or context.isdelete)
-        idle: bool = connection.get_transaction_status() == TRANSACTION_STATUS_IDLE
-        return idle
+        async def recording(message_source: Receive = receive) -> Message:
+            message = await message_source()
+            received.append(message)
+            return message
 
-    def execute(run: Any, cursor: Any, context: DefaultExecutionContext) -> None:
-        # Decided before the statement is sent: a failure changes the connection's state.
-        may_replay = replayable(cursor, context)
+        work = _RequestWork()
+        token = _request_work.set(work)
         try:
-            run(cursor)
-        except dbapi_error as error:
-            if not (may_replay and dialect.is_disconnect(error, cursor.connection, cursor)):
-                raise
             try:
-                fresh = _reconnect(context, error, autocommit=cursor.connection.autocommit)
-            except dbapi_error as connect_error:
-                # Still out of reach: the disconnect stays the request's error (a 503).
-                raise error from connect_error
-            logger.info("database connection lost; statement replayed on a new connection")
-            run(fresh)
+                await self.app(scope, recording, send)
+            except _ConnectionLostError:
+                logger.info("database connection lost before any write; request run again")
+                work.retried, work.wrote = True, False
+                replay = iter(list(received))
 
-    # The three ways SQLAlchemy hands a statement to the driver; each listener returns True
-    # to say that it has sent the statement itself. Every one's last argument is the context.
-    def replaying(send: Callable[..., None]) -> Callable[..., bool]:
-        def listener(cursor: Any, statement: str, *arguments: Any) -> bool:
-            execute(lambda c: send(c, statement, *arguments), cursor, arguments[-1])
-            return True
+                async def replaying() -> Message:
+                    return next(replay, None) or await receive()
 
-        return listener
-
-    event.listen(engine, "do_execute", replaying(dialect.do_execute))
-    event.listen(engine, "do_execute_no_params", replaying(dialect.do_execute_no_params))
-    event.listen(engine, "do_executemany", replaying(dialect.do_executemany))
+                await self.app(scope, replaying, send)
+        finally:
+            _request_work.reset(token)
 
 
-def _reconnect(context: DefaultExecutionContext, error: Exception, *, autocommit: bool) -> Any:
-    """Give the execution's pool entry a new DBAPI connection; a cursor on it.
-
-    The same steps as the pool's own recovery from a failed checkout ping
-    (`_ConnectionFairy._checkout`): the entry closes the dead connection and connects
-    again, running the usual connect events. The SQLAlchemy connection, its transaction
-    and the session above it carry on unaware: they hold the pool's proxy, not the DBAPI
-    connection.
-    """
-    proxy = cast(_ConnectionFairy, context.root_connection.connection)
-    record = proxy._connection_record
-    if record is None:  # a detached connection: nothing to give a new one to
-        raise exc.DisconnectionError("the connection is detached from its pool")
-    record.invalidate(error)
-    proxy.dbapi_connection = record.get_connection()
-    # Carried over from the dead connection: a read-only session's mode.
-    proxy.dbapi_connection.autocommit = autocommit
-    # Results are read from the context's cursor.
-    context.cursor = context.create_cursor()
-    return context.cursor
+def _may_run_again(error: Exception) -> bool:
+    work = _request_work.get()
+    return (
+        isinstance(error, exc.DBAPIError)
+        and error.connection_invalidated
+        and work is not None
+        and not work.retried
+        and not work.wrote
+    )
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -409,6 +481,8 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 
 
 async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    if _may_run_again(error):
+        raise _ConnectionLostError from error
     # psycopg2's QueryCanceled is an OperationalError: statement_timeout lands here too.
     if getattr(getattr(error, "orig", None), "pgcode", None) == QUERY_CANCELED:
         logger.warning("database statement timed out")
@@ -450,6 +524,9 @@ async def user_gone(request: Request, error: Exception) -> JSONResponse:
 
 
 def install_database_error_handlers(app: FastAPI) -> None:
+    # Added before the factory's middleware, so innermost: the request log and headers
+    # see one request, however many times it ran.
+    app.add_middleware(RetryAfterLostConnection)
     for error_class in UNAVAILABLE_ERRORS:
         app.add_exception_handler(error_class, database_unavailable)
     app.add_exception_handler(exc.IntegrityError, user_gone)

@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     # Seconds to wait for a TCP connection before answering 503, well inside any Lambda timeout.
     database_connect_timeout: int = Field(default=3, ge=1)
     # PostgreSQL ends any statement running longer (a 503), well inside the functions' 10 s.
+    # The migrate function makes it the database's default (`taskapi.db.set_database_defaults`).
     database_statement_timeout_ms: int = Field(default=5000, ge=1)
     # RDS Proxy pools connections itself; a client-side pool on top only pins them.
     database_null_pool: bool = False

@@ -1,12 +1,15 @@
-"""Databases for the tests: SQLite always, PostgreSQL when TEST_DATABASE_URL is set.
+"""Databases for the tests: SQLite always; PostgreSQL, directly and through PgBouncer in
+transaction mode (RDS Proxy's stand-in), when TEST_DATABASE_URL is set.
 
 PostgreSQL tests run in a database of their own, created for the session and dropped at
-the end. With REQUIRE_POSTGRES=1 (CI), a missing or unreachable PostgreSQL is an error,
-not a skip.
+the end. With REQUIRE_POSTGRES=1 (CI), a missing or unreachable PostgreSQL, or a missing
+PgBouncer, is an error, not a skip.
 """
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +21,20 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import SQLModel
 
 import taskapi.models  # noqa: F401 (rows_naming reads every table of the models)
-from taskapi.db import build_engine
+from taskapi.db import build_engine, set_database_defaults
 from taskapi.settings import Settings, normalize_database_url
 from tests.support.functions import load_module
+from tests.support.pgbouncer import PgBouncer
 
-BACKENDS = ("sqlite", "postgresql")
+BACKENDS = ("sqlite", "postgresql", "pgbouncer")
+# The backends whose database is PostgreSQL.
+POSTGRES_BACKENDS = frozenset({"postgresql", "pgbouncer"})
+# The run's database reached through PgBouncer starts with another default time zone than
+# UTC, as a server set up in Tokyo would have: the API must not depend on the server's.
+POOLED_DATABASE_TIME_ZONE = "Asia/Tokyo"
 # The tests' own engines open a connection per check, never competing for the app's pool.
 CHECK_SETTINGS = Settings(database_null_pool=True)
+DEFAULT_STATEMENT_TIMEOUT_MS: int = Settings.model_fields["database_statement_timeout_ms"].default
 # Tables emptied between tests, children first.
 TABLES = ("idempotency_key", "task", "auth_session", "login_attempt", "user")
 
@@ -46,6 +56,12 @@ class Database:
     backend: str
     url: str
     engine: Engine
+    # The PgBouncer between the API and the database (backend "pgbouncer").
+    pooler: PgBouncer | None = None
+
+    @property
+    def name(self) -> str:
+        return make_url(self.url).database or ""
 
     def scalar(self, sql: str, **params: Any) -> Any:
         with self.engine.connect() as connection:
@@ -61,8 +77,15 @@ class Database:
                 connection.execute(sa.text(f'DELETE FROM "{table}"'))
 
 
-def create_database(backend: str, directory: Path) -> Database:
-    """An empty database of the given backend; drop it with `drop_database`."""
+def pooler_for(request: pytest.FixtureRequest, backend: str) -> PgBouncer | None:
+    """The session's PgBouncer for the "pgbouncer" backend (started on first use)."""
+    return request.getfixturevalue("pgbouncer") if backend == "pgbouncer" else None
+
+
+def create_database(backend: str, directory: Path, pooler: PgBouncer | None = None) -> Database:
+    """An empty database of the given backend; drop it with `drop_database`. The
+    "pgbouncer" backend needs the `pooler`; its `engine` connects directly, and keeps its
+    own statements out of the database's statement log."""
     if backend == "sqlite":
         url = f"sqlite:///{directory / f'test-{uuid.uuid4().hex}.db'}"
         return Database(backend, url, build_engine(url, CHECK_SETTINGS))
@@ -79,7 +102,15 @@ def create_database(backend: str, directory: Path) -> Database:
     finally:
         admin.dispose()
     url = admin_url.set(database=name).render_as_string(hide_password=False)
-    return Database(backend, url, build_engine(url, CHECK_SETTINGS))
+    if backend == "postgresql":
+        return Database(backend, url, build_engine(url, CHECK_SETTINGS))
+    if pooler is None:
+        raise ValueError("the pgbouncer backend needs a running PgBouncer")
+    checks = sa.create_engine(
+        url, poolclass=sa.NullPool, connect_args={"options": "-c log_statement=none"}
+    )
+    pooled = pooler.url(name).render_as_string(hide_password=False)
+    return Database(backend, pooled, checks, pooler)
 
 
 def drop_database(database: Database) -> None:
@@ -126,3 +157,23 @@ def rows_naming(db: Database, user_id: uuid.UUID, email: str) -> dict[str, int]:
                 if number:
                     found[table.name] = number
     return found
+
+
+def set_statement_timeout(database: Database, milliseconds: int) -> None:
+    """The database's statement timeout, set as the migrate function sets it from
+    DATABASE_STATEMENT_TIMEOUT_MS; through PgBouncer, its server connections are renewed
+    so that the next transaction has it (as docs/DEPLOY.md says to do after a change)."""
+    with database.engine.begin() as connection:
+        set_database_defaults(connection, Settings(database_statement_timeout_ms=milliseconds))
+    if database.pooler is not None:
+        database.pooler.reconnect(database.name)
+
+
+@contextmanager
+def statement_timeout(database: Database, milliseconds: int) -> Iterator[None]:
+    """`set_statement_timeout` until the block ends, then the default again."""
+    set_statement_timeout(database, milliseconds)
+    try:
+        yield
+    finally:
+        set_statement_timeout(database, DEFAULT_STATEMENT_TIMEOUT_MS)
