@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 emulator-deploy
+.PHONY: help venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 check-sam-local lambda-image
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -99,7 +99,7 @@ audit: venv  ## Known vulnerabilities in the layer (findings fail unless securit
 	$(BIN)/python tools/audit.py
 
 clean:  ## Remove the virtualenvs, build output and caches
-	rm -rf $(VENV) $(SAM_VENV) $(CLIENTS_VENV) $(EMULATOR_VENV) .aws-sam build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CLIENTS_VENV) .aws-sam build .pytest_cache .mypy_cache .ruff_cache
 	rm -rf clients/node_modules clients/generated clients/build
 
 # --- What client developers do with the OpenAPI document (clients/) --------------------
@@ -166,9 +166,16 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 validate: $(SAM_VENV)/.installed  ## sam validate --lint (errors and warnings both fail)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM) validate --lint
 
+# The architecture of every function and the layer: the template's Architecture parameter
+# and the PLATFORM that shared/Makefile builds the layer's wheels for, always together.
+# arm64 for AWS; ARCH=x86_64 (or ARCH=native) for `sam local` on an x86_64 machine.
+ARCH ?= arm64
+override ARCH := $(if $(filter native,$(ARCH)),$(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64),$(ARCH))
+SAM_BUILD_ARGS := --parameter-overrides Architecture=$(ARCH)
+
 # tests/test_build.py checks the artifacts' zipped sizes and imports them.
-build: $(SAM_VENV)/.installed  ## sam build (arm64, no Docker) into .aws-sam/build
-	$(SAM) build
+build: $(SAM_VENV)/.installed  ## sam build (no Docker) into .aws-sam/build: arm64, or ARCH=x86_64 / ARCH=native
+	PLATFORM=$(ARCH) $(SAM) build $(SAM_BUILD_ARGS)
 
 test-layer:  ## Build the layer for this machine (x86_64) into build/ for tests/test_build.py
 	env -u PYTHONPATH $(MAKE) -C shared build-SharedLayer \
@@ -178,15 +185,15 @@ check-build: validate build test-layer  ## What CI runs before the tests
 
 # Needs root (debootstrap), qemu-user-static and debootstrap; the arm64 root is cached in
 # ARM64_ROOT (default /var/cache/taskapi-arm64/trixie) and made when missing.
-check-arm64: build  ## The arm64 artifacts served under emulation; their glibc needs at most 2.34
+check-arm64: venv build  ## The arm64 artifacts served under emulation; their glibc needs at most 2.34
 	$(BIN)/python tools/check_arm64.py
 
-EMULATOR_VENV ?= .venv-emulator
+# Needs a running Docker engine; root and debootstrap when the stand-in has to be built.
+lambda-image: venv $(SAM_VENV)/.installed  ## The Lambda Python 3.13 base image for this machine: pulled, or a Debian stand-in under its name
+	$(BIN)/python tools/lambda_image.py
 
-$(EMULATOR_VENV)/.installed: requirements-emulator.txt
-	test -x $(EMULATOR_VENV)/bin/python || $(PYTHON) -m venv $(EMULATOR_VENV)
-	$(EMULATOR_VENV)/bin/python -m pip install --quiet -r requirements-emulator.txt
-	touch $@
-
-emulator-deploy: build $(EMULATOR_VENV)/.installed  ## Create the stack on moto's server (docs/DEPLOY.md: how far it gets)
-	env -u PYTHONPATH AWS_DEFAULT_REGION=us-east-1 $(EMULATOR_VENV)/bin/python tools/emulator_deploy.py
+# Needs root (dockerd, debootstrap), Debian's docker.io and debootstrap, and the PostgreSQL
+# of TEST_DATABASE_URL. Starts dockerd when no engine runs (and stops it after); the base
+# image's stand-in root is cached in LAMBDA_ROOT (default /var/cache/taskapi-lambda).
+check-sam-local: venv $(SAM_VENV)/.installed  ## sam build + sam local invoke/start-api (EAGER) for this machine's architecture: the whole flow and a 50-create burst on a fresh PostgreSQL database
+	$(BIN)/python tools/check_sam_local.py

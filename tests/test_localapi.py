@@ -618,8 +618,11 @@ def test_a_variable_set_to_a_parameter_gives_the_parameter_the_developers_value(
     assert chosen is not None
     assert chosen.allow_origins == ("http://a.example", "http://b.example")
     assert chosen.allow_methods == default.allow_methods
-    # Empty: the template's HasCors condition is false, as in a deploy with CorsOrigins "".
-    assert load_template(path, {"CORS_ORIGINS": ""}).cors is None
+    # Empty: the template's HasCors condition is false, as in a deploy with CorsOrigins "":
+    # a configuration that allows no origin (API Gateway still answers preflights itself).
+    closed = load_template(path, {"CORS_ORIGINS": ""}).cors
+    assert closed is not None
+    assert (closed.allow_origins, closed.allows("http://a.example")) == ((), False)
     # The variable itself, and the other functions' values of that parameter, agree.
     template = load_template(path, {"BCRYPT_ROUNDS": "5"})
     assert {f.environment["BCRYPT_ROUNDS"] for f in template.functions.values()} == {"5"}

@@ -103,6 +103,23 @@ def test_secret_may_hold_a_plain_url(secretsmanager: Any, monkeypatch: pytest.Mo
     assert get_database_url() == "sqlite:///tmp/x.db"
 
 
+def test_the_templates_empty_database_url_reads_as_unset(
+    secretsmanager: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """template.yaml declares DATABASE_URL="" for every function (so that `sam local
+    --env-vars` can set it): a deployed function still reads its secret, and without one
+    a deployed stage still fails clearly."""
+    secret = secretsmanager.create_secret(Name="url", SecretString="sqlite:///tmp/x.db")
+    configure(monkeypatch, stage="dev", database_url="", database_secret_arn=secret["ARN"])
+    assert get_database_url() == "sqlite:///tmp/x.db"
+    monkeypatch.chdir("/")  # no developer's .env
+    configure(monkeypatch, stage="dev", database_url="", database_secret_arn="")
+    with pytest.raises(ConfigurationError, match="needs DATABASE_SECRET_ARN or DATABASE_URL"):
+        get_database_url()
+    configure(monkeypatch, stage="local", database_url="", database_secret_arn="")
+    assert get_database_url() == LOCAL_DATABASE_URL
+
+
 def test_missing_secret_is_a_clear_error(
     secretsmanager: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

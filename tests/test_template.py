@@ -159,8 +159,9 @@ def test_route_matching_honours_proxy_paths() -> None:
 def test_the_api_has_cors_throttling_and_access_logs(cfn: dict[str, Any]) -> None:
     (api,) = resources_of_type(cfn, "AWS::ApiGatewayV2::Api").values()
     condition, cors, otherwise = api["Properties"]["Body"]["x-amazon-apigateway-cors"]["Fn::If"]
-    # The parameter, resolved to its default ("*") by the transform; empty turns CORS off.
-    assert (condition, otherwise) == ("HasCors", {"Ref": "AWS::NoValue"})
+    # The parameter, resolved to its default ("*") by the transform; empty allows no
+    # origin. A mapping, never AWS::NoValue, which `sam local` cannot resolve.
+    assert (condition, otherwise) == ("HasCors", {"maxAge": 600})
     assert cors["allowOrigins"] == {"Fn::Split": [",", "*"]}
     assert {"authorization", "content-type", "if-match", "idempotency-key"} <= set(
         cors["allowHeaders"]
@@ -191,17 +192,24 @@ def functions(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def test_every_function_runs_python_3_13_on_arm64_with_the_layer(cfn: dict[str, Any]) -> None:
+def test_every_function_runs_python_3_13_on_one_architecture_with_the_layer(
+    cfn: dict[str, Any],
+) -> None:
+    parameter = sam_template()["Parameters"]["Architecture"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("arm64", ["arm64", "x86_64"])
     layers = resources_of_type(cfn, "AWS::Lambda::LayerVersion")
     (layer_name,) = layers
     assert layer_name.startswith("SharedLayer")
     layer = layers[layer_name]["Properties"]
     assert layer["CompatibleRuntimes"] == ["python3.13"]
-    assert layer["CompatibleArchitectures"] == ["arm64"]
+    # The transform leaves the parameter to CloudFormation: one place for all of them.
+    assert layer["CompatibleArchitectures"] == [{"Ref": "Architecture"}]
+    raw = yaml_parse(TEMPLATE.read_text())["Resources"]["SharedLayer"]["Metadata"]
+    assert raw["BuildArchitecture"] == {"Ref": "Architecture"}
     for name, function in functions(cfn).items():
         properties = function["Properties"]
         assert properties["Runtime"] == "python3.13", name
-        assert properties["Architectures"] == ["arm64"], name
+        assert properties["Architectures"] == [{"Ref": "Architecture"}], name
         assert properties["Layers"] == [{"Ref": layer_name}], name
 
 

@@ -77,6 +77,9 @@ class Resolver:
             if key == "Fn::Join":
                 separator, items = argument
                 return separator.join(self.value(items))
+            if key == "Fn::Split":
+                separator, text = argument
+                return str(self.value(text)).split(separator)
         resolved = {key: self.value(value) for key, value in node.items()}
         return {key: value for key, value in resolved.items() if value is not NO_VALUE}
 
@@ -297,3 +300,36 @@ def test_prod_names_no_placeholder_origin_and_passes_its_own_rules() -> None:
     # A pool of one per container behind the proxy: the faster mode through the pooler
     # (`make bench`), and the template's default.
     assert stack.values["DatabaseNullPool"] == "false"
+
+
+def cors_of(stack: Resolver) -> dict[str, Any]:
+    (api,) = of_type(stack.resources(), "AWS::ApiGatewayV2::Api").values()
+    cors: dict[str, Any] = api["Body"]["x-amazon-apigateway-cors"]
+    return cors
+
+
+def test_cors_allows_the_given_origins_and_none_when_empty() -> None:
+    # The transform put the default ("*") in place; the condition is CloudFormation's.
+    assert cors_of(deployed())["allowOrigins"] == ["*"]
+    # Empty: a configuration that allows no origin; browsers get no CORS headers.
+    assert cors_of(deployed(CorsOrigins="")) == {"maxAge": 600}
+
+
+@pytest.mark.parametrize("architecture", ["arm64", "x86_64"])
+def test_one_parameter_sets_every_function_and_the_layer(architecture: str) -> None:
+    resources = deployed(Architecture=architecture).resources()
+    (layer,) = of_type(resources, "AWS::Lambda::LayerVersion").values()
+    assert layer["CompatibleArchitectures"] == [architecture]
+    functions = of_type(resources, "AWS::Lambda::Function")
+    assert len(functions) == 5
+    for name, function in functions.items():
+        assert function["Architectures"] == [architecture], name
+
+
+def test_database_url_is_declared_empty_so_that_sam_local_can_set_it() -> None:
+    stack = deployed(DatabaseSecretArn=DATABASE_SECRET)
+    for name, function in of_type(stack.resources(), "AWS::Lambda::Function").items():
+        variables = function["Environment"]["Variables"]
+        # Empty reads as unset (taskapi.settings): a deploy uses DATABASE_SECRET_ARN.
+        assert variables["DATABASE_URL"] == "", name
+        assert variables["DATABASE_SECRET_ARN"] == DATABASE_SECRET, name

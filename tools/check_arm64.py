@@ -27,14 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from tools.debian_root import ensure_root
+
 ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_GLIBC = (2, 34)
 EM_AARCH64 = 183
 SHT_GNU_VERNEED = 0x6FFFFFFE
-SUITE = "trixie"
-# What the smoke run needs beyond `minbase`: the interpreter (with its stdlib: sqlite3,
-# ssl, ctypes) and nothing else.
-PACKAGES = "python3.13"
 QEMU = "qemu-aarch64-static"
 
 
@@ -97,32 +95,6 @@ def check_elves(build: Path) -> dict[str, object]:
     return {"elf_files": len(elves), "newest_glibc_required": ".".join(map(str, newest))}
 
 
-def ensure_root(root: Path) -> float:
-    """The arm64 root with Python 3.13; returns the seconds spent making it (0 if cached)."""
-    done = root / ".taskapi-arm64-ready"
-    if done.exists():
-        return 0.0
-    for tool in ("debootstrap", "dpkg-deb", QEMU):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is missing: apt-get install debootstrap qemu-user-static")
-    started = time.monotonic()
-    shutil.rmtree(root, ignore_errors=True)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    command = ["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase"]
-    command += [f"--include={PACKAGES}", SUITE, str(root)]
-    # Debootstrap's own default mirror unless DEBIAN_MIRROR names another.
-    if os.environ.get("DEBIAN_MIRROR"):
-        command.append(os.environ["DEBIAN_MIRROR"])
-    print("+", " ".join(command), flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)  # noqa: S603
-    # The first stage unpacks only what the second needs; the rest waits in the archive
-    # cache. Unpacking every package is all the interpreter needs (no maintainer scripts).
-    for package in sorted((root / "var/cache/apt/archives").glob("*.deb")):
-        subprocess.run(["dpkg-deb", "-x", str(package), str(root)], check=True)  # noqa: S603, S607
-    done.touch()
-    return time.monotonic() - started
-
-
 def run_smoke(root: Path, build: Path) -> dict[str, object]:
     python = root / "usr/bin/python3.13"
     with tempfile.TemporaryDirectory(prefix="taskapi-arm64-") as workdir:
@@ -154,7 +126,9 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     figures: dict[str, object] = check_elves(args.build)
-    figures["root_seconds"] = round(ensure_root(args.root), 1)
+    if shutil.which(QEMU) is None:
+        raise SystemExit(f"{QEMU} is missing: apt-get install qemu-user-static")
+    figures["root_seconds"] = round(ensure_root(args.root, "arm64"), 1)
     run_started = time.monotonic()
     figures.update(run_smoke(args.root, args.build))
     figures["emulated_run_seconds"] = round(time.monotonic() - run_started, 1)

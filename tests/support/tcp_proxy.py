@@ -26,9 +26,11 @@ def _reset(sock: socket.socket) -> None:
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to the target until told to fail."""
+    """Forwards 127.0.0.1:<port> (or `listen_host`'s) to the target until told to fail."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, listen_host: str = "127.0.0.1"
+    ) -> None:
         self.target = (target_host, target_port)
         self.mode: Mode = "forward"
         self.accepted = 0
@@ -37,7 +39,7 @@ class TcpProxy:
         self._held: list[socket.socket] = []  # blackholed connections, never answered
         self._trap: tuple[bytes, bool, Literal["reset", "blackhole"]] | None = None
         self.sprung = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server((listen_host, 0))
         self.port: int = self._listener.getsockname()[1]
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True)
