@@ -40,7 +40,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from bench.database import POSTGRES_ADMIN_URL, _admin
-from localapi.server import free_port, stop_process
+from localapi.server import free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 32)
@@ -50,22 +50,11 @@ LOCAL, DIRECT = "localapi (handler via Mangum)", "uvicorn app:app (direct)"
 @contextmanager
 def server(command: list[str], env: dict[str, str], port: int) -> Iterator[tuple[str, int]]:
     """The server's URL and process id, once it answers."""
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                httpx.get(f"{url}/api/tasks", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(f"{command} did not start")
-        yield url, process.pid
-    finally:
-        stop_process(process)
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "server.log"
+        with running(command, ready_url=f"{url}/api/tasks", log=log, env=env, cwd=ROOT) as process:
+            yield url, process.pid
 
 
 def cpu_seconds(pid: int) -> float:

@@ -66,6 +66,9 @@ class CodeReload(StatReload):
 
     def restart(self) -> None:
         self._reloaded, self._reported_exit = True, False
+        # The new server process inherits it: a function that a save broke answers 502
+        # while the others keep serving (`localapi.server.app_from_environment`).
+        os.environ["LOCALAPI_RELOADED"] = "1"
         # Past StatReload's own, which would forget the times just taken.
         BaseReload.restart(self)
 

@@ -1,25 +1,20 @@
-"""Runs the template's real handlers in this process, as the Lambda runtime would: each
-function imported once (its "container"), called with a Lambda-like context, bounded by
-the function's Timeout. `python -m localapi invoke` uses it; the server runs each function
-in worker processes instead (`localapi.workers`), which import it with `_import_handler`."""
+"""What a function's execution environment starts from: the developer's settings, the
+handler imported as Lambda imports it, and the errors of a function that cannot start or
+runs past its Timeout. `localapi.workers` runs each function in processes of its own, for
+the server and for `python -m localapi invoke` alike."""
 
-import asyncio
 import importlib.util
 import logging
 import os
 import sys
-import threading
-import weakref
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from dotenv import dotenv_values
 
-from localapi.events import LambdaContext
-from localapi.template import Function, Template
+from localapi.template import Function
 
 logger = logging.getLogger("localapi")
 
@@ -30,11 +25,11 @@ LOCAL_DEFAULTS = {"STAGE": "local"}
 
 
 class InvocationTimeoutError(TimeoutError):
-    """The handler ran past its function's Timeout; its thread is abandoned, not killed."""
+    """The handler ran past its function's Timeout; its worker process is killed."""
 
 
 class FunctionInitError(RuntimeError):
-    """A function failed to start (its module raised on import): the server does not serve."""
+    """A function failed to start (its module raised on import)."""
 
     def __init__(self, function: Function, error: BaseException | str) -> None:
         # A string: the error as a worker process described it ("Type: message").
@@ -48,96 +43,7 @@ def developer_settings(env_file: Path | str = ".env") -> dict[str, str]:
     return {**dotenv, **os.environ}
 
 
-def apply_environment(
-    template: Template, *, threads: int = 1, settings: Mapping[str, str] | None = None
-) -> None:
-    """Set the developer's settings, then the template's environment for the rest.
-
-    `settings` (default: `developer_settings()`) win over the local defaults, which win
-    over the template: STAGE is local whatever stage the template deploys, and the
-    database pool holds a connection per worker thread (a Lambda container serves one
-    request at a time; this process serves `threads`). `.env`'s values go into the
-    environment too, so that a function reads them as it reads the shell's. All functions
-    share this process, so a variable that two functions set differently takes the first
-    value, with a warning.
-    """
-    settings = developer_settings() if settings is None else settings
-    local_defaults = {**LOCAL_DEFAULTS, "DATABASE_POOL_SIZE": str(threads)}
-    chosen: dict[str, tuple[str, str]] = {}
-    for function in template.functions.values():
-        for name, value in function.environment.items():
-            if name in settings or name in local_defaults:
-                continue
-            if name in chosen and chosen[name][0] != value:
-                logger.warning(
-                    "%s: %s=%r differs from %s's %r; all functions share the latter",
-                    function.name,
-                    name,
-                    value,
-                    chosen[name][1],
-                    chosen[name][0],
-                )
-            chosen.setdefault(name, (value, function.name))
-    local = {name: value for name, value in local_defaults.items() if name not in settings}
-    os.environ.update({**{name: value for name, (value, _) in chosen.items()}, **local, **settings})
-
-
-def _give_thread_an_event_loop() -> None:
-    # Mangum runs each request with `asyncio.get_event_loop().run_until_complete(...)`.
-    # Outside the main thread there is no implicit loop (RuntimeError), so every worker
-    # owns one, as a Lambda container's single thread does. The server's own loop runs in
-    # another thread and is never touched by handlers.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    weakref.finalize(threading.current_thread(), loop.close)
-
-
-class Runtime:
-    """The template's functions, imported on first use and invoked on worker threads."""
-
-    def __init__(self, template: Template, *, threads: int = 16) -> None:
-        self.template = template
-        self._handlers: dict[str, Handler] = {}
-        self._import_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(
-            max_workers=threads,
-            thread_name_prefix="lambda",
-            initializer=_give_thread_an_event_loop,
-        )
-
-    def handler(self, function: Function) -> Handler:
-        """The function's handler, importing its module on first use (a cold start)."""
-        with self._import_lock:
-            if function.name not in self._handlers:
-                self._handlers[function.name] = _import_handler(function)
-            return self._handlers[function.name]
-
-    def submit(self, function: Function, event: Any) -> "Future[Any]":
-        context = LambdaContext(
-            function_name=function.name,
-            timeout_seconds=function.timeout,
-            memory_limit_in_mb=function.memory,
-        )
-        return self._executor.submit(self._call, function, event, context)
-
-    def _call(self, function: Function, event: Any, context: LambdaContext) -> Any:
-        return self.handler(function)(event, context)
-
-    def invoke_sync(self, function: Function, event: Any) -> Any:
-        future = self.submit(function, event)
-        try:
-            return future.result(timeout=function.timeout)
-        except TimeoutError:
-            if future.done():  # it just finished, or raised TimeoutError itself
-                return future.result()
-            raise InvocationTimeoutError(_timeout_message(function)) from None
-
-    def close(self) -> None:
-        # Abandoned (timed-out) handlers cannot be stopped: don't wait for them.
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _timeout_message(function: Function) -> str:
+def timeout_message(function: Function) -> str:
     return f"{function.name} timed out after {function.timeout:g} seconds"
 
 
@@ -166,7 +72,7 @@ def import_file(path: Path, name: str, *, search_paths: Iterable[Path] = ()) -> 
     return module
 
 
-def _import_handler(function: Function) -> Handler:
+def import_handler(function: Function) -> Handler:
     """Import the function's handler module, as a cold start does."""
     path = function.handler_file
     try:

@@ -3,7 +3,7 @@ answers them through the template's real Lambda handlers, with payload 2.0 event
 
 Gateway errors mirror API Gateway's own, `{"message": ...}` bodies: 404 for no route, 413
 over the 10 MB payload limit, 502 when the handler raises or returns something that is not
-a response, and 504 when it runs past its function's Timeout (see the README).
+a response, and 504 when it runs past its function's Timeout.
 """
 
 import base64
@@ -13,7 +13,11 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +92,68 @@ def free_port(host: str = "127.0.0.1") -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+class ServerStartError(RuntimeError):
+    """A server started for a test, a tool or a benchmark exited, or did not answer in time;
+    the message ends with its log."""
+
+
+def wait_until_serving(
+    process: "subprocess.Popen[Any]",
+    url: str,
+    log: Path,
+    *,
+    timeout: float = 90,
+    pause: float = 0.1,
+) -> None:
+    """Until `url` answers at all (any HTTP status): ServerStartError, with the log, if the
+    process exits first or `timeout` seconds pass. Every function's first worker imports at
+    start-up, all at once: on a busy machine that takes a while."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise ServerStartError(f"the server exited with {process.returncode}:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (a local server)
+                return
+        except urllib.error.HTTPError:
+            return  # an answer, whatever its status
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"no answer from {url}:\n{_tail(log)}") from None
+            time.sleep(pause)
+
+
+@contextmanager
+def running(
+    command: list[str],
+    *,
+    ready_url: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 90,
+) -> Iterator["subprocess.Popen[bytes]"]:
+    """`command` (a server: `python -m localapi ...`, uvicorn) until the block ends, once
+    `ready_url` answers; its output goes to `log`. The one way tests, tools and benchmarks
+    start a server and wait for it."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(  # noqa: S603 (the caller's own server command)
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until_serving(process, ready_url, log, timeout=timeout)
+        yield process
+    finally:
+        stop_process(process)
+
+
+def _tail(log: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {log})"
 
 
 def stop_process(process: "subprocess.Popen[Any]", *, grace: float = 10) -> None:
@@ -272,7 +338,7 @@ def build_local_api(
     stage: str | None = None,
 ) -> LocalApi:
     """The app for a template (loaded, or its path): `workers` processes per function (0:
-    `default_workers()`)."""
+    one more than the cores)."""
     settings = developer_settings()
     if not isinstance(template, Template):
         template = load_template(template, settings)
@@ -281,19 +347,24 @@ def build_local_api(
 
 
 def default_workers() -> int:
-    """One worker more than the cores. Every request crosses the server's own process as
-    well as a worker, so with one worker per core a core waits on the server's hand-offs
-    while its worker is idle; one more keeps every core busy. On 2 cores, 3 workers drew
-    level with uvicorn serving the tasks app directly at 8 clients, where 2 reached 0.8 of
-    it (`make bench`, the local-server row)."""
+    # One more than the cores: while a worker's answer crosses back through the server's
+    # process, another keeps each core busy (`bench/localapi_throughput.py` compares it
+    # with uvicorn serving the app directly).
     return (os.cpu_count() or 1) + 1
 
 
-def start(template: Template | Path | str, *, workers: int, stage: str | None = None) -> LocalApi:
-    """The app with every function imported; FunctionInitError if one cannot start."""
+def start(
+    template: Template | Path | str,
+    *,
+    workers: int,
+    stage: str | None = None,
+    keep_serving: bool = False,
+) -> LocalApi:
+    """The app with every function imported; FunctionInitError if one cannot start, unless
+    `keep_serving`: then that function's routes answer 502 and the others serve."""
     api = build_local_api(template, workers=workers, stage=stage)
     try:
-        api.runtime.warm_up()
+        api.runtime.warm_up(keep_serving=keep_serving)
     except FunctionInitError:
         api.runtime.close()
         raise
@@ -302,13 +373,19 @@ def start(template: Template | Path | str, *, workers: int, stage: str | None = 
 
 def app_from_environment() -> LocalApi:
     """`uvicorn --factory` entry point: the reloader starts a fresh process that calls it.
-    A function that cannot start ends that process (status 1) after one line."""
+
+    At the first start, a function that cannot start ends that process (status 1) after one
+    line: nothing has served yet, and the developer reads why. After a save (the reloader
+    sets LOCALAPI_RELOADED) the server keeps serving: the broken function's routes answer
+    502 at once and every other function still answers, until the next save.
+    """
     configure_server_logging()
     try:
         return start(
             os.environ.get("LOCALAPI_TEMPLATE", "template.yaml"),
             workers=int(os.environ.get("LOCALAPI_WORKERS", "0")),
             stage=os.environ.get("LOCALAPI_STAGE") or None,
+            keep_serving=os.environ.get("LOCALAPI_RELOADED") == "1",
         )
     except FunctionInitError as error:
         report(error, debug=os.environ.get("LOCALAPI_DEBUG") == "1")

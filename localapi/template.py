@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
+from samtranslator.yaml_helper import yaml_parse
 
 logger = logging.getLogger("localapi")
 
@@ -21,27 +21,6 @@ DEFAULT_MEMORY = 128
 
 class TemplateError(ValueError):
     """The template cannot be served: a missing handler, a malformed route..."""
-
-
-class _CloudFormationLoader(yaml.SafeLoader):
-    """Reads `!Ref X` as `{"Ref": X}` and `!Sub`, `!GetAtt`... as `{"Fn::Sub": ...}`."""
-
-
-def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if name == "Fn::GetAtt":
-            value = str(value).split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {name: value}
-
-
-_CloudFormationLoader.add_multi_constructor("!", _construct_tag)
 
 
 @dataclass(frozen=True)
@@ -193,8 +172,9 @@ def load_template(path: Path | str, settings: Mapping[str, str] | None = None) -
     developer's value everywhere it is used, in conditions and the CORS configuration too,
     as a deploy with that parameter would."""
     path = Path(path).resolve()
-    with path.open() as file:
-        document = yaml.load(file, Loader=_CloudFormationLoader)  # noqa: S506 (safe loader + tags)
+    # The SAM translator's reader (the one `sam` itself uses): `!Ref X` is `{"Ref": X}`,
+    # `!Sub ...` is `{"Fn::Sub": ...}`, as in the template the tests transform.
+    document = yaml_parse(path.read_text())
     if not isinstance(document, dict):
         raise TemplateError(f"{path} is not a template")
     resources: dict[str, Any] = document.get("Resources") or {}

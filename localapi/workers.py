@@ -4,8 +4,7 @@ one request at a time and keeps its warm state; it sees the developer's settings
 own function's `Environment` alone. A handler past its function's Timeout has its worker
 killed; the next request starts a new one. Up to `workers` processes per function serve
 concurrent requests, so throughput scales with cores rather than sharing one GIL.
-
-`python -m localapi invoke` keeps the in-process runtime (`localapi.runtime.Runtime`).
+`python -m localapi invoke` runs its one invocation in such a worker too.
 """
 
 import asyncio
@@ -22,8 +21,8 @@ from localapi.runtime import (
     LOCAL_DEFAULTS,
     FunctionInitError,
     InvocationTimeoutError,
-    _import_handler,
-    _timeout_message,
+    import_handler,
+    timeout_message,
 )
 from localapi.template import Function, Template
 
@@ -49,15 +48,21 @@ def function_environment(
     return {**function.environment, **local, **settings}
 
 
-def _serve(connection: Connection, function: Function, environment: dict[str, str]) -> None:
+def _serve(
+    connection: Connection, function: Function, environment: dict[str, str], logs_to_stderr: bool
+) -> None:
     """A worker process's life: init, then one invocation at a time until the pipe closes."""
     from localapi.server import configure_server_logging  # the server's module imports this one
 
+    if logs_to_stderr:
+        # `invoke` prints the result alone on stdout, as `sam local invoke` does; the
+        # function's JSON log lines, which its app factory writes to stdout, go to stderr.
+        os.dup2(2, 1)
     os.environ.clear()
     os.environ.update(environment)
     configure_server_logging()
     try:
-        handler = _import_handler(function)
+        handler = import_handler(function)
     except BaseException as error:  # SystemExit too: the server reports it, and stops
         if os.environ.get("LOCALAPI_DEBUG") == "1":
             traceback.print_exc()
@@ -86,12 +91,14 @@ def _serve(connection: Connection, function: Function, environment: dict[str, st
 class Worker:
     """One execution environment: a process, and the pipe to it."""
 
-    def __init__(self, function: Function, environment: dict[str, str]) -> None:
+    def __init__(
+        self, function: Function, environment: dict[str, str], *, logs_to_stderr: bool = False
+    ) -> None:
         self.function = function
         self.connection, child = _SPAWN.Pipe()
         self.process = _SPAWN.Process(
             target=_serve,
-            args=(child, function, environment),
+            args=(child, function, environment, logs_to_stderr),
             name=f"localapi-{function.name}",
             daemon=True,  # never outlives the server
         )
@@ -193,15 +200,18 @@ class FunctionPool:
         self.idle: list[Worker] = []
         self.workers: set[Worker] = set()
         self._slots: asyncio.Semaphore | None = None
+        # Why the function could not start after a save: its requests fail at once (502)
+        # instead of each waiting for an import that fails again; the next save retries.
+        self.broken: FunctionInitError | None = None
 
-    def start_one(self) -> None:
-        """Start and import one worker now (the server's start-up check)."""
-        worker = Worker(self.function, self.environment)
-        worker.wait_ready()
+    def add(self, worker: Worker) -> None:
+        """A worker started and imported elsewhere (at start-up), idle from now on."""
         self.workers.add(worker)
         self.idle.append(worker)
 
     async def invoke(self, event: Any) -> Any:
+        if self.broken is not None:
+            raise WorkerError(str(self.broken))
         if self._slots is None:  # made inside the server's event loop
             self._slots = asyncio.Semaphore(self.size)
         async with self._slots:
@@ -210,7 +220,7 @@ class FunctionPool:
                 reply = await worker.call(event, self.function.timeout)
             except TimeoutError:
                 self._discard(worker)
-                raise InvocationTimeoutError(_timeout_message(self.function)) from None
+                raise InvocationTimeoutError(timeout_message(self.function)) from None
             except (WorkerError, OSError) as error:
                 self._discard(worker)
                 raise WorkerError(str(error)) from error
@@ -262,19 +272,26 @@ class ProcessRuntime:
             if function.routes
         }
 
-    def warm_up(self) -> None:
-        """Start one worker per function, importing all at once: FunctionInitError for the
-        first that fails, before any request is served."""
+    def warm_up(self, *, keep_serving: bool = False) -> None:
+        """Start one worker per function, importing all at once, before any request is
+        served: FunctionInitError for the first that fails; with `keep_serving`, every
+        function that fails is marked broken instead and the others serve."""
         started = [Worker(pool.function, pool.environment) for pool in self.pools.values()]
-        try:
-            for pool, worker in zip(self.pools.values(), started, strict=True):
+        failed = []
+        for pool, worker in zip(self.pools.values(), started, strict=True):
+            try:
                 worker.wait_ready()
-                pool.workers.add(worker)
-                pool.idle.append(worker)
-        except FunctionInitError:
+            except FunctionInitError as error:
+                pool.broken = error
+                failed.append(error)
+                continue
+            pool.add(worker)
+        if failed and not keep_serving:
             for worker in started:
                 worker.kill()
-            raise
+            raise failed[0]
+        for failure in failed:
+            logger.error("%s: its routes answer 502 until a save fixes it", failure)
 
     async def invoke(self, function: Function, event: Any) -> Any:
         """The handler's result; WorkerError; or InvocationTimeoutError past its Timeout."""

@@ -3,10 +3,12 @@ in the same run, compared in the right direction. (`make bench-smoke` runs the b
 code itself; timings are never asserted.)"""
 
 import http.server
+import json
 import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -315,3 +317,14 @@ def test_the_production_path_rows_are_judged() -> None:
     quota_rows = printed.split("At the quota", 1)[1].split("\n\n", 1)[0].splitlines()
     search = next(line for line in quota_rows if line.startswith("worst search"))
     assert search.split()[-4:] == ["50.00", "503", "503", "-"]
+
+
+def test_performance_md_shows_the_table_of_the_saved_results() -> None:
+    """docs/PERFORMANCE.md's figures are what `python -m bench.report bench/results.json`
+    prints today: a new `make bench` run must be copied in."""
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "PERFORMANCE.md").read_text()
+    start = "<!-- python -m bench.report bench/results.json -->\n"
+    shown = doc[doc.index(start) + len(start) : doc.index("\n<!-- end of python -m bench.report")]
+    results = json.loads((root / "bench" / "results.json").read_text())
+    assert shown == table(results, markdown=True).strip("\n")

@@ -2,6 +2,7 @@
 with a reason, a partial audit fails, and an audit that could not reach the vulnerability
 service says so loudly instead of passing quietly."""
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +63,28 @@ def test_a_partial_audit_fails() -> None:
     assert "1 of 2 packages were not audited" in verdict.lines[0]
 
 
-def test_an_unreachable_service_is_a_loud_notice_not_a_pass() -> None:
-    verdict = judge({"dependencies": [skipped("fastapi"), skipped("ecdsa")]}, {})
-    assert verdict.status == 0
-    text = "\n".join(verdict.lines)
-    assert "DEPENDENCY AUDIT DID NOT RUN" in text
-    assert "NOTHING WAS CHECKED" in text
-    assert "OK" not in text
+def test_an_unreachable_service_fails_unless_allowed_and_is_always_a_loud_notice() -> None:
+    report = {"dependencies": [skipped("fastapi"), skipped("ecdsa")]}
+    for allowed, status in ((False, 3), (True, 0)):
+        verdict = judge(report, {}, allow_unchecked=allowed)
+        assert verdict.status == status
+        text = "\n".join(verdict.lines)
+        assert "DEPENDENCY AUDIT DID NOT RUN" in text
+        assert "NOTHING WAS CHECKED" in text
+        assert "AUDIT_ALLOW_UNCHECKED=1" in text
+        assert "OK" not in text
+
+
+def test_main_reads_the_allowance_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"dependencies": [skipped("fastapi")]}))
+    monkeypatch.delenv("AUDIT_ALLOW_UNCHECKED", raising=False)
+    assert main(["--report", str(report)]) == 3
+    monkeypatch.setenv("AUDIT_ALLOW_UNCHECKED", "1")
+    assert main(["--report", str(report)]) == 0
+    assert "this run passes anyway" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("line", ["GHSA-1", "GHSA-1 #", "GHSA 1  # reason"])

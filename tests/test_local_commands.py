@@ -3,14 +3,18 @@
 folder laid out as a fresh clone (links to this one's code and virtualenv, a `.env` and a
 SQLite file of its own). Settings precedence, start-up output and failures as one line."""
 
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ CLONE = (
     "template.yaml",
     "alembic.ini",
     "requirements-dev.txt",
+    "requirements-local.txt",
     "functions",
     "shared",
     "migrations",
@@ -56,6 +61,7 @@ SETTINGS = (
     "MAKELEVEL",
 )
 PREFLIGHT = {"Access-Control-Request-Method": "POST"}
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 @pytest.fixture
@@ -222,6 +228,61 @@ def test_the_templates_defaults_apply_when_nothing_else_is_set(clone: Path) -> N
         output = running.output()
     assert '"OPTIONS /api/tasks HTTP/1.1"' not in output
     assert "Application startup complete" not in output
+    # The functions' JSON request lines are quiet too: one option for the whole server.
+    assert '"message": "request"' not in output, output
+
+
+def test_each_request_is_one_line_in_make_runs_log(clone: Path) -> None:
+    path = f"/api/tasks/{uuid.uuid4()}"
+    with make_run(clone) as running:
+        assert running.client.get(path).status_code == 401
+        output = running.output()
+    lines = [line for line in output.splitlines() if path in line]
+    assert len(lines) == 1, output
+    logged = json.loads(lines[0])
+    assert (logged["message"], logged["method"], logged["status"]) == ("request", "GET", 401)
+
+
+def test_a_save_that_breaks_a_function_answers_502_at_once_and_the_rest_serves(
+    clone: Path,
+) -> None:
+    # Copies of the functions and of the template that names them (code is found from
+    # the template's real path), not links to this checkout's: the test saves into them.
+    for name in ("functions", "template.yaml"):
+        (clone / name).unlink()
+    shutil.copytree(ROOT / "functions", clone / "functions", ignore=IGNORED)
+    shutil.copy(ROOT / "template.yaml", clone / "template.yaml")
+    app = clone / "functions" / "tasks" / "app.py"
+    code = app.read_text()
+    with make_run(clone) as running:
+        client = running.client
+        assert client.get("/api/tasks").status_code == 401
+        app.write_text(code + "\nimport nonexistent_module_xyz\n")
+        said = "[localapi] TasksFunction cannot start: "
+        wait_for(lambda: said in running.output(), running.output)
+        started = time.monotonic()
+        broken = client.get("/api/tasks")
+        assert time.monotonic() - started < 1
+        assert (broken.status_code, broken.json()) == (502, {"message": "Internal Server Error"})
+        assert client.get("/health").status_code == 200
+        assert client.post("/api/auth/login", json={}).status_code == 422
+        app.write_text(code)
+        wait_for(lambda: client.get("/api/tasks").status_code == 401, running.output)
+        output = running.output()
+    # Once per restart: a save may be seen as two (the file truncated, then written).
+    lines = [line for line in output.splitlines() if said in line]
+    assert lines, output
+    for line in lines:
+        assert "No module named 'nonexistent_module_xyz'" in line
+        assert line.endswith("its routes answer 502 until a save fixes it"), line
+
+
+def wait_for(condition: Callable[[], bool], output: Callable[[], str]) -> None:
+    """Until `condition` holds (a reload and its functions' imports: 60 s at most)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, output()
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("where", ["shell", ".env"])
@@ -393,3 +454,66 @@ def test_make_invoke_says_what_to_type(clone: Path) -> None:
     [line] = failing(make(clone, "invoke", "FUNCTION=NoSuchFunction"))
     assert "No function 'NoSuchFunction'" in line
     assert "HealthFunction" in line
+
+
+# ---------------------------------------------------------------------------------------
+# What README.md tells a newcomer to type, run as written
+
+
+def readme_block(heading: str) -> str:
+    """The first ```sh block after `heading` in README.md."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(f"\n## {heading}\n") :]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_first_requests_run_as_written_against_make_run(clone: Path) -> None:
+    script = readme_block("First requests")
+    assert "API=http://127.0.0.1:3000\n" in script
+    with make_run(clone) as running:
+        # The one change: the port this test's server listens on.
+        script = script.replace("http://127.0.0.1:3000", str(running.client.base_url))
+        result = subprocess.run(  # noqa: S603
+            ["bash", "-euo", "pipefail", "-c", script],  # noqa: S607
+            cwd=clone,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    listed, completed = (json.loads(line) for line in result.stdout.splitlines())
+    [task] = listed["items"]
+    assert (task["title"], task["priority"], listed["total"]) == ("Buy milk", "High", 1)
+    assert task["due_at"] == "2030-01-01T09:00:00Z"
+    assert (completed["id"], completed["status"]) == (task["id"], "Completed")
+    assert completed["completed_at"] is not None
+
+
+def test_every_make_invoke_in_the_readme_answers_2xx_as_written(clone: Path) -> None:
+    commands = re.findall(r"^make invoke .*$", readme_block("Working locally"), flags=re.M)
+    assert len(commands) >= 4
+    for command in commands:
+        result = make(clone, *command.split()[1:])
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        answer = json.loads(result.stdout)
+        assert "errorType" not in answer, (command, answer)
+        if "statusCode" in answer:
+            assert 200 <= answer["statusCode"] < 300, (command, answer)
+
+
+def test_make_invoke_takes_a_token(clone: Path) -> None:
+    signup = make(clone, "invoke", "FUNCTION=AuthFunction", "EVENT=events/auth-signup.json")
+    assert signup.returncode == 0, signup.stderr
+    token = json.loads(json.loads(signup.stdout)["body"])["access_token"]
+    me = make(
+        clone, "invoke", "FUNCTION=AuthFunction", "EVENT=events/auth-me.json", f"TOKEN={token}"
+    )
+    assert me.returncode == 0, me.stderr
+    user = json.loads(json.loads(me.stdout)["body"])
+    assert (
+        user["email"]
+        == json.loads(json.loads((ROOT / "events" / "auth-signup.json").read_text())["body"])[
+            "email"
+        ]
+    )

@@ -22,9 +22,10 @@ import pytest
 import uvicorn
 
 from localapi.reload import CodeReload
-from localapi.runtime import apply_environment, developer_settings
+from localapi.runtime import developer_settings
 from localapi.server import InvalidResponseError, build_local_api, http_response
 from localapi.template import Route, load_template
+from localapi.workers import function_environment
 from tests.support.local_server import local_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -580,9 +581,8 @@ def test_environment_layers_and_same_named_modules(client: httpx.Client) -> None
 def test_every_setting_the_template_sets_takes_the_shell_then_env_then_the_template(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layer: str
 ) -> None:
-    """Each variable of the real template's environment, at each layer of precedence."""
-    # apply_environment writes os.environ: give it a copy that the test throws away.
-    monkeypatch.setattr(os, "environ", os.environ.copy())
+    """Each variable of the real template's environment, at each layer of precedence, as
+    each function's workers see it."""
     template = load_template(ROOT / "template.yaml")
     names = sorted({name for f in template.functions.values() for name in f.environment})
     assert {"CORS_ORIGINS", "BCRYPT_ROUNDS", "LOG_LEVEL", "STAGE"} <= set(names)
@@ -595,17 +595,16 @@ def test_every_setting_the_template_sets_takes_the_shell_then_env_then_the_templ
         for name in names:
             monkeypatch.setenv(name, "from-shell")
     settings = developer_settings()
-    apply_environment(load_template(ROOT / "template.yaml", settings), threads=3, settings=settings)
-    for name in names:
-        if layer != "template":
-            assert os.environ[name] == ("from-shell" if layer == "shell" else "from-dotenv"), name
-            continue
-        # Neither set: the local defaults, then the template's values.
-        local = {"STAGE": "local", "DATABASE_POOL_SIZE": "3"}
-        expected = local.get(name) or next(
-            f.environment[name] for f in template.functions.values() if name in f.environment
-        )
-        assert os.environ[name] == expected, name
+    for function in load_template(ROOT / "template.yaml", settings).functions.values():
+        environment = function_environment(function, settings, pool_size=3)
+        for name in function.environment:
+            if layer != "template":
+                expected = "from-shell" if layer == "shell" else "from-dotenv"
+            else:
+                # Neither set: the local defaults, then the function's own value.
+                local = {"STAGE": "local", "DATABASE_POOL_SIZE": "3"}
+                expected = local.get(name) or template.functions[function.name].environment[name]
+            assert environment[name] == expected, (function.name, name)
 
 
 def test_a_variable_set_to_a_parameter_gives_the_parameter_the_developers_value() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.client import Client
+from tests.support.client import Client, with_example_email
 from tests.support.database import Database
 from tests.support.functions import ROOT
 from tests.support.local_server import (
@@ -81,7 +81,8 @@ def test_the_server_answers_as_the_handlers_do(api: httpx.Client, db: Database) 
         )
         direct = Client(domain).request(method, path, body=body, headers=headers, query=query)
         assert over_http.status_code == direct.status, (method, path)
-        assert over_http.json() == direct.json(), (method, path)
+        answers = (with_example_email(over_http.text), with_example_email(direct.body))
+        assert json.loads(answers[0]) == json.loads(answers[1]), (method, path)
         assert over_http.headers.get("etag") == direct.headers.get("etag"), (method, path)
 
 

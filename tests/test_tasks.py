@@ -521,6 +521,7 @@ def test_delete_is_soft(client: Client, ada: Account, db: Database) -> None:
     before = utcnow()
     response = client.delete(f"/api/tasks/{created['id']}", token=ada.token)
     assert (response.status, response.body) == (204, "")
+    assert "content-type" not in response.headers
 
     row = stored(created["id"])
     assert row.deleted_at is not None

@@ -156,7 +156,12 @@ def test_keys_outside_1_to_255_printable_ascii_are_422(
 ) -> None:
     response = post(client, ada, {"title": "T"}, key=key)
     assert response.status == 422, response.body
-    assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["header", "Idempotency-Key"]
+    assert error["msg"] == (
+        "Idempotency-Key must be 1 to 255 printable ASCII characters (a UUID will do);"
+        " leave the header out to create without one"
+    )
     assert task_count(db) == 0
 
 

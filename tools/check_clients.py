@@ -15,40 +15,14 @@ Screenshots go to SCREENSHOT_DIR (default: a folder in the system's temporary di
 import os
 import secrets
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from localapi.server import ServerStartError, free_port, running
+
 ROOT = Path(__file__).resolve().parent.parent
-START_SECONDS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_until_up(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while True:
-        if server.poll() is not None:
-            raise SystemExit(
-                f"the local server exited with {server.returncode}:\n{log.read_text()}"
-            )
-        try:
-            with urllib.request.urlopen(f"{base_url}/health", timeout=1):  # noqa: S310 (loopback)
-                return
-        except (urllib.error.URLError, OSError):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the local server did not start:\n{log.read_text()}") from None
-            time.sleep(0.2)
 
 
 def main(commands: list[str], *, stage: str | None = None) -> int:
@@ -85,21 +59,17 @@ def main(commands: list[str], *, stage: str | None = None) -> int:
         serve += ["--port", str(port), "--log-level", "warning"]
         if stage:
             serve += ["--stage", stage]
-        with log.open("wb") as output:
-            server = subprocess.Popen(serve, cwd=folder, env=env, stdout=output, stderr=output)  # noqa: S603
+            base_url = f"{base_url}/{stage}"
         try:
-            if stage:
-                base_url = f"{base_url}/{stage}"
-            wait_until_up(base_url, server, log)
-            for command in commands:
-                print(f"$ {command} {base_url}", flush=True)
-                argv = [*shlex.split(command), base_url]
-                if subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode:  # noqa: S603
-                    print(f"failed: {command}\nserver log:\n{log.read_text()}", file=sys.stderr)
-                    return 1
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+            with running(serve, ready_url=f"{base_url}/health", log=log, env=env, cwd=Path(folder)):
+                for command in commands:
+                    print(f"$ {command} {base_url}", flush=True)
+                    argv = [*shlex.split(command), base_url]
+                    if subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode:  # noqa: S603
+                        print(f"failed: {command}\nserver log:\n{log.read_text()}", file=sys.stderr)
+                        return 1
+        except ServerStartError as error:
+            raise SystemExit(f"the local server: {error}") from None
         print(f"screenshots in {env['SCREENSHOT_DIR']}")
     return 0
 

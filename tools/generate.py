@@ -4,6 +4,7 @@
   apps (those that exist), minified to keep the function's folder small.
 - `functions/health/health_migration_head.py`: the newest Alembic revision, so that
   `GET /health/db` can compare the database with it without shipping or importing Alembic.
+- docs/API.md's route table, from the same document: routes added anywhere appear there.
 
 The health function serves and reads them as they are: it never imports the other
 functions. Run `make openapi` after changing a route, a schema or a migration; the tests
@@ -40,45 +41,16 @@ def domain_apps() -> dict[str, FastAPI]:
 
 
 # API Gateway answers some requests itself, before or instead of a function, with a body
-# of its own: `{"message": "Not Found"}` for a path no route serves, 413 for a request over
-# its 10 MB limit, 502 when a function fails or answers malformed, 503 when it cannot
-# invoke one, 504 when a function outlives the 30-second integration timeout.
-GATEWAY_MESSAGE = {
-    "type": "object",
-    "title": "GatewayMessage",
-    "description": "An error body that API Gateway writes itself, not the API's functions.",
-    "properties": {"message": {"type": "string", "title": "Message"}},
-    "required": ["message"],
-}
-GATEWAY_RESPONSE = {
-    "description": (
-        'API Gateway\'s own error (`{"message": ...}`): 404 for a path no route serves, '
-        "413 for a request over 10 MB, 502 when the function failed, 503 when it could not "
-        "be invoked, 504 when it ran past the 30-second integration timeout"
-    ),
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/GatewayMessage"}}},
-}
-GATEWAY_STATUSES = ("413", "502", "503", "504")
+# of its own. Said once, in the document's description: listed on every operation it
+# crowded each one with four answers that are not the operation's.
+GATEWAY_ERRORS = (
+    '\n\nAPI Gateway answers some requests itself, with a `{"message": "..."}` body'
+    ' instead of the API\'s `{"detail": ...}`: 404 for a path no route serves, 413 for a'
+    " request over 10 MB, 502 when a function failed or answered malformed, 503 when it"
+    " could not invoke one, and 504 when a function ran past the 30-second integration"
+    " timeout. Any operation may get them."
+)
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-
-
-def _with_gateway_errors(responses: dict[str, Any]) -> dict[str, Any]:
-    """An operation's answers plus the gateway's own; where the function answers the same
-    status (503), either body."""
-    merged = dict(responses)
-    for code in GATEWAY_STATUSES:
-        own = merged.get(code)
-        if own is None:
-            merged[code] = {"$ref": "#/components/responses/GatewayError"}
-            continue
-        schema = own["content"]["application/json"]["schema"]
-        gateway = {"$ref": "#/components/schemas/GatewayMessage"}
-        merged[code] = {
-            **own,
-            "description": f"{own['description']}; or API Gateway's own {code}",
-            "content": {"application/json": {"schema": {"anyOf": [schema, gateway]}}},
-        }
-    return merged
 
 
 def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -101,17 +73,13 @@ def _documented(operation: dict[str, Any]) -> dict[str, Any]:
             {**parameter, "schema": _not_null(parameter["schema"])}
             for parameter in result["parameters"]
         ]
-    result["responses"] = _with_gateway_errors(result["responses"])
     return result
 
 
 def openapi_document() -> dict[str, Any]:
     """The apps' documents merged; a path or a differing schema defined twice is an error."""
     paths: dict[str, Any] = {}
-    components: dict[str, dict[str, Any]] = {
-        "schemas": {"GatewayMessage": GATEWAY_MESSAGE},
-        "responses": {"GatewayError": GATEWAY_RESPONSE},
-    }
+    components: dict[str, dict[str, Any]] = {}
     tags: dict[str, dict[str, str]] = {}
     version = "3.1.0"
     for domain, app in domain_apps().items():
@@ -136,7 +104,11 @@ def openapi_document() -> dict[str, Any]:
                 merged[name] = entry
     document: dict[str, Any] = {
         "openapi": version,
-        "info": {"title": "Task API", "version": __version__, "description": DESCRIPTION},
+        "info": {
+            "title": "Task API",
+            "version": __version__,
+            "description": DESCRIPTION + GATEWAY_ERRORS,
+        },
         # Relative: the document is served by the API itself, under whatever stage or base
         # path the page that loads it has.
         "servers": [{"url": "/"}],
@@ -148,6 +120,48 @@ def openapi_document() -> dict[str, Any]:
             section: dict(sorted(entries.items())) for section, entries in components.items()
         }
     return document
+
+
+API_DOC = ROOT / "docs" / "API.md"
+ROUTES_START = "<!-- The route table: written by `make openapi` from the OpenAPI document. -->\n"
+ROUTES_END = "<!-- end of the route table -->"
+
+
+def route_table(document: dict[str, Any]) -> str:
+    """docs/API.md's table of every operation: its query parameters and headers, whether
+    it needs a token, its success and its other documented statuses."""
+    rows = [
+        "| call | what | token | success | also |",
+        "|---|---|---|---|---|",
+    ]
+    for path, item in document["paths"].items():
+        for method in METHODS:
+            operation = item.get(method)
+            if operation is None:
+                continue
+            parameters = operation.get("parameters", [])
+            query = [p["name"] for p in parameters if p["in"] == "query"]
+            headers = [p["name"] for p in parameters if p["in"] == "header"]
+            call = f"`{method.upper()} {path}" + (f"?{'&'.join(query)}`" if query else "`")
+            if headers:
+                call += " " + ", ".join(f"`{name}`" for name in headers)
+            codes = sorted(operation["responses"], key=str)
+            success = [code for code in codes if code.startswith(("2", "3"))]
+            rows.append(
+                f"| {call} | {operation.get('summary', '')} "
+                f"| {'bearer' if operation.get('security') else '-'} "
+                f"| {', '.join(success)} | {', '.join(c for c in codes if c not in success)} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
+def api_doc_text(current: str) -> str:
+    """docs/API.md with its route table rewritten from the document."""
+    before, found, rest = current.partition(ROUTES_START)
+    if not found or ROUTES_END not in rest:
+        raise ValueError(f"{API_DOC} has no route table markers")
+    after = rest[rest.index(ROUTES_END) :]
+    return before + ROUTES_START + route_table(openapi_document()) + after
 
 
 def openapi_text() -> str:
@@ -173,7 +187,11 @@ def migration_head_text() -> str:
 
 
 def main() -> None:
-    outputs = {OPENAPI_FILE: openapi_text(), MIGRATION_HEAD_FILE: migration_head_text()}
+    outputs = {
+        OPENAPI_FILE: openapi_text(),
+        MIGRATION_HEAD_FILE: migration_head_text(),
+        API_DOC: api_doc_text(API_DOC.read_text()),
+    }
     for path, text in outputs.items():
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)} ({len(text.encode())} bytes)")

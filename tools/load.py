@@ -50,7 +50,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from localapi.server import free_port, stop_process
+from localapi.server import free_port, running
 from taskapi.settings import normalize_database_url
 from tests.support.pgbouncer import PgBouncer
 
@@ -184,23 +184,9 @@ def local_server(database_url: str, log_path: Path) -> Iterator[str]:
         "--workers",
         str(SERVER_WORKERS),
     ]
-    with log_path.open("w") as log:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)  # noqa: S603
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the local server did not start; see {log_path}")
-                time.sleep(0.2)
-            yield base_url
-        finally:
-            stop_process(server)
+    base_url = f"http://127.0.0.1:{port}"
+    with running(command, ready_url=f"{base_url}/health", log=log_path, env=env, cwd=ROOT):
+        yield base_url
 
 
 class ConnectionSampler(threading.Thread):

@@ -37,7 +37,6 @@ logger = logging.getLogger("taskapi.auth")
 
 router = function_router(prefix="/api/auth", tags=["auth"])
 
-# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 
 # What each error status of the auth routes means (their OpenAPI descriptions).
 UNAUTHORIZED = {

@@ -8,8 +8,13 @@ from pydantic import AfterValidator, Field, field_validator
 from sqlmodel import SQLModel
 
 from taskapi.emails import EMAIL_MAX_LENGTH, normalise_email
-from taskapi.models import RequestModel, UserCreate, UserPublic
-from taskapi.openapi import RESPONSE_CONFIG
+from taskapi.models import RequestModel, UserCreate, UserPublic, request_config
+from taskapi.openapi import (
+    EXAMPLE_EMAIL,
+    EXAMPLE_NEW_PASSWORD,
+    EXAMPLE_PASSWORD,
+    RESPONSE_CONFIG,
+)
 from taskapi.rules import (
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
@@ -53,6 +58,8 @@ class SignupRequest(UserCreate):
 # Body of POST /api/auth/login. The email is not validated as an address: no account can
 # have a malformed one, so it simply fails to log in.
 class LoginRequest(RequestModel):
+    model_config = request_config({"email": EXAMPLE_EMAIL, "password": EXAMPLE_PASSWORD})
+
     email: str = Field(
         min_length=1, max_length=EMAIL_MAX_LENGTH, json_schema_extra={"pattern": NO_NUL_PATTERN}
     )
@@ -67,16 +74,26 @@ class LoginRequest(RequestModel):
 
 # Body of POST /api/auth/refresh.
 class RefreshRequest(RequestModel):
+    model_config = request_config(
+        {"refresh_token": "the refresh_token of a sign-up, login or refresh"}
+    )
+
     refresh_token: str
 
 
 # Optional body of POST /api/auth/logout: a refresh token whose session ends too.
 class LogoutRequest(RequestModel):
+    model_config = request_config({})
+
     refresh_token: str | None = None
 
 
 # Body of POST /api/auth/password.
 class PasswordChangeRequest(RequestModel):
+    model_config = request_config(
+        {"current_password": EXAMPLE_PASSWORD, "new_password": EXAMPLE_NEW_PASSWORD}
+    )
+
     current_password: GivenPassword
     new_password: NewPassword
 
@@ -84,6 +101,9 @@ class PasswordChangeRequest(RequestModel):
 # Body of DELETE /api/auth/me: the password, so that a stolen access token alone
 # cannot delete the account.
 class AccountDeletionRequest(RequestModel):
+    # The password the password change's example sets: "Try it out" runs that one first.
+    model_config = request_config({"password": EXAMPLE_NEW_PASSWORD})
+
     password: GivenPassword
 
 

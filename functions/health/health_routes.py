@@ -4,6 +4,7 @@ import functools
 import importlib.util
 import json
 import re
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,15 +21,13 @@ from health_check import (
 )
 from taskapi import __version__
 from taskapi.factory import function_router
-from taskapi.openapi import RETRY_AFTER, error_responses
+from taskapi.openapi import EXAMPLE_EMAIL, RETRY_AFTER, error_responses
 
 # Written by `make openapi` from the auth, tasks and health apps; served as it is, so this
 # function never imports the others.
 OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
 
 router = function_router(tags=["health"])
-
-# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 
 
 @router.get("/health", response_model=Health, summary="Liveness, without touching the database")
@@ -84,7 +83,14 @@ def _openapi_document(prefix: str) -> bytes:
 @router.get("/openapi.json", include_in_schema=False)
 async def openapi(request: Request) -> Response:
     document = _openapi_document(_prefix(request, "/openapi.json"))
+    # The examples' account with an email of its own at each load: "Try it out" on sign-up
+    # (and on login after it) works every time, not only the first.
+    fresh = f"{EXAMPLE_USER}-{secrets.token_hex(3)}@{EXAMPLE_DOMAIN}".encode()
+    document = document.replace(f'"{EXAMPLE_EMAIL}"'.encode(), b'"' + fresh + b'"')
     return Response(content=document, media_type="application/json")
+
+
+EXAMPLE_USER, _, EXAMPLE_DOMAIN = EXAMPLE_EMAIL.partition("@")
 
 
 # ---------------------------------------------------------------------------------------
@@ -151,6 +157,8 @@ REDOC_PAGE = get_redoc_html(
     # The fonts would come from a public CDN; the page falls back to system fonts.
     with_google_fonts=False,
 ).body
+# Without the patterns, which a reader cannot use (the fields' descriptions say the rules).
+REDOC_PAGE = bytes(REDOC_PAGE).replace(b"<redoc spec-url=", b"<redoc hide-schema-pattern spec-url=")
 
 
 @router.get("/docs", include_in_schema=False)

@@ -100,7 +100,7 @@ def _order_by(sort: TaskSort) -> tuple[sa.ColumnElement[Any], ...]:
 
 
 # The columns of a task that clients see, selected as plain rows: loading ORM objects only
-# to copy them into TaskPublic cost more than the query (docs/PERFORMANCE.md).
+# to copy them into TaskPublic cost more than the query.
 _PUBLIC_COLUMNS = tuple(col(getattr(Task, name)) for name in TaskPublic.model_fields)
 # The escape character of the search's LIKE patterns.
 _LIKE_ESCAPE = "/"
@@ -146,7 +146,7 @@ def _overdue() -> sa.ColumnElement[bool]:
 def _list_statements(shape: _Shape) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The page and the count statements for one combination of filters, built once with
     bound parameters: building and cache-keying the expressions cost about as much as
-    running them (docs/PERFORMANCE.md)."""
+    running them."""
     conditions: list[sa.ColumnElement[bool]] = [
         col(Task.user_id) == sa.bindparam("user_id"),
         col(Task.deleted_at).is_(None),

@@ -1,6 +1,7 @@
 """`/api/tasks`: the caller's tasks, with ETags for optimistic concurrency."""
 
 import hashlib
+import re
 import uuid
 from types import GenericAlias
 from typing import Annotated, Any, TypeVar
@@ -8,8 +9,9 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, TypeAdapter
+from pydantic import AfterValidator, BaseModel, TypeAdapter
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from starlette.convertors import StringConvertor, register_url_convertor
@@ -54,8 +56,6 @@ from tasks_queries import (
 )
 
 router = function_router(tags=["tasks"])
-
-# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 
 
 # What each error status of the task routes means (their OpenAPI descriptions).
@@ -176,8 +176,8 @@ def _fields_of(model: type[BaseModel], *, items: type[BaseModel] | None = None) 
 
 
 # The reads' JSON, written from the rows' values, which already have the models' types
-# (the columns' own): validating them into models first cost more than the writing
-# (docs/PERFORMANCE.md). tests/test_tasks_queries.py checks the bytes against the models'.
+# (the columns' own): validating them into models first cost more than the writing.
+# tests/test_tasks_queries.py checks the bytes against the models'.
 TASK_JSON = TypeAdapter(_fields_of(TaskPublic))
 PAGE_JSON = TypeAdapter(_fields_of(TaskPage, items=TaskPublic))
 TRASH_JSON = TypeAdapter(_fields_of(TrashPage, items=TrashedTask))
@@ -272,16 +272,33 @@ async def list_tasks(
     return json_response(PAGE_JSON.dump_json(page))
 
 
+IDEMPOTENCY_KEY_PATTERN = rf"^[\x20-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$"
+
+
+def _usable_idempotency_key(key: str | None) -> str | None:
+    # One readable message for every way a key can be unusable, where pydantic's own
+    # (for an empty header "Value should have at least 1 item") tells a client nothing.
+    if key is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+        raise PydanticCustomError(
+            "idempotency_key",
+            "Idempotency-Key must be 1 to {max_length} printable ASCII characters (a UUID"
+            " will do); leave the header out to create without one",
+            {"max_length": IDEMPOTENCY_KEY_MAX_LENGTH},
+        )
+    return key
+
+
 IdempotencyKeyHeader = Annotated[
     str | SkipJsonSchema[None],
+    AfterValidator(_usable_idempotency_key),
     Header(
         alias="Idempotency-Key",
-        min_length=1,
-        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
-        pattern=r"^[\x20-\x7e]+$",
-        # Said again for the document: on the union with the (undocumented) None, FastAPI
-        # leaves the pattern out of it, and fuzzers and clients would send tabs.
-        json_schema_extra={"pattern": r"^[\x20-\x7e]+$"},
+        # For the document: the validator above checks the same rule.
+        json_schema_extra={
+            "minLength": 1,
+            "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+            "pattern": r"^[\x20-\x7e]+$",
+        },
         description=(
             "Makes the create safe to retry: the same key (1 to 255 printable ASCII "
             "characters) within 24 hours gets the first answer again, with "

@@ -3,9 +3,9 @@
 Routes and dependencies are `async def` although nothing in them awaits: FastAPI runs a
 plain `def` one in a worker thread, and under Mangum, which runs every invocation as a task
 of its own, anyio starts that thread afresh for each one, which costs more than the work
-itself (docs/PERFORMANCE.md). A Lambda container serves one request at a time, so blocking
-on the database (or on bcrypt) holds nothing up. Code that relies on this says so in one
-line that points here.
+itself. A Lambda container serves one request at a time, so blocking
+on the database (or on bcrypt) holds nothing up. This holds for every route and
+dependency of the layer and of the functions, and is said only here.
 
 Exceptions (the rule for the whole repository): an exception class is defined in the
 module whose interface raises it, named `...Error`, and callers import it from there. The

@@ -29,7 +29,6 @@ def unauthorized(detail: str) -> NoReturn:
     )
 
 
-# `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
 async def get_access_claims(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> TokenClaims:

@@ -410,7 +410,7 @@ _READ_ONLY = "taskapi_read_only"
 def open_read_connection() -> Connection:
     """A connection for reads of Core rows that never write: a read-only session's
     autocommit and refusal to write, without the ORM `Session` (65 to 130 µs of CPU per
-    request that the task routes' GETs had no use for: docs/PERFORMANCE.md)."""
+    request that the task routes' GETs had no use for)."""
     engine = get_engine()
     connection = engine.connect().execution_options(**{_READ_ONLY: True})
     if engine.dialect.name == "postgresql":
@@ -441,10 +441,7 @@ def get_session() -> Generator[Session, None, None]:
 async def request_session(request: Request) -> AsyncGenerator[Session, None]:
     """The unit of work of one request (the module docstring's rule): committed when the
     route returns, rolled back when it raises. Read-only (in autocommit mode on
-    PostgreSQL, nothing to commit) for GET and HEAD.
-
-    `async def` although nothing awaits: the reason is in the `taskapi` package docstring.
-    """
+    PostgreSQL, nothing to commit) for GET and HEAD."""
     read_only = request.method in READ_ONLY_METHODS
     with open_session(read_only=read_only) as session:
         try:

@@ -323,8 +323,7 @@ def create_app(
     The routers (made by `function_router`) have their routes served as the app's own,
     as they were built when declared: `app.include_router` would have FastAPI 0.165 build
     every route of an included router a second time, lazily, on the app's first request,
-    which doubled what route building costs a cold start (docs/PERFORMANCE.md, "Imports of
-    the merged code").
+    which doubled what route building costs a cold start.
 
     Each operation's id is its route function's name in camelCase; `description` also
     describes the app's tag in the OpenAPI document. `database=False` keeps SQLAlchemy out
@@ -412,6 +411,16 @@ def make_handler(app: FastAPI) -> LambdaHandler:
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         _ensure_event_loop()
-        return mangum(event, context)
+        return _untyped_when_empty(mangum(event, context))
 
     return handler
+
+
+def _untyped_when_empty(response: dict[str, Any]) -> dict[str, Any]:
+    """No content-type on a 204 or 304: Mangum gives every payload 2.0 answer without one
+    `application/json`, an empty one included, which would describe a body that is not there."""
+    if response.get("statusCode") in (204, 304) and not response.get("body"):
+        headers = response.get("headers") or {}
+        if headers.get("content-type") == "application/json":
+            del headers["content-type"]
+    return response

@@ -111,7 +111,7 @@ def configure_logging(level: str) -> None:
     # Alembic announces each of its plugins at INFO whenever it is imported (seven lines per
     # migrate function cold start), and Mangum writes a line of its own per request ("GET
     # /api/tasks 200"), which the request line already says with more: a second JSON line
-    # that cost about as much as the first (docs/PERFORMANCE.md). Only worth reading when
+    # that cost about as much as the first. Only worth reading when
     # debugging.
     quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
     for name in ("alembic.runtime.plugins", "mangum.http"):

@@ -2,7 +2,7 @@
 CloudWatch Logs turns into metrics, with no API call and no dependency.
 
 Written here rather than through Powertools' `Metrics`: the format is one small object, and
-Powertools would add about 2 MiB to the zipped layer (see docs/PERFORMANCE.md).
+Powertools would add its whole package to the layer for it.
 """
 
 import json

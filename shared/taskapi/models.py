@@ -26,7 +26,7 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Field, SQLModel
 
 from taskapi.emails import EMAIL_MAX_LENGTH, signup_email
-from taskapi.openapi import RESPONSE_CONFIG
+from taskapi.openapi import EXAMPLE_EMAIL, EXAMPLE_PASSWORD, RESPONSE_CONFIG
 from taskapi.rules import (
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
@@ -141,11 +141,21 @@ def _document_request_defaults(schema: JsonDict) -> None:
             prop["description"] = f"{prop['description']} {said}" if "description" in prop else said
 
 
-# The base of every request body: unknown fields are refused (422), defaults documented.
+def request_config(example: JsonDict | None = None) -> ConfigDict:
+    """A request body's config: unknown fields are refused (422), defaults documented, and
+    `example` is what Swagger UI's "Try it out" pre-fills (a test validates each)."""
+
+    def document(schema: JsonDict) -> None:
+        _document_request_defaults(schema)
+        if example is not None:
+            schema["examples"] = [example]
+
+    return ConfigDict(extra="forbid", json_schema_extra=document)
+
+
+# The base of every request body.
 class RequestModel(SQLModel):
-    model_config = ConfigDict(  # type: ignore[assignment]
-        extra="forbid", json_schema_extra=_document_request_defaults
-    )
+    model_config = request_config()  # type: ignore[assignment]
 
 
 # The body of every answer that is only a message: errors other than request validation
@@ -191,6 +201,10 @@ class User(UserBase, table=True):
 
 # Body of POST /api/auth/signup.
 class UserCreate(UserBase, RequestModel):
+    model_config = request_config(
+        {"email": EXAMPLE_EMAIL, "name": "Ada Lovelace", "password": EXAMPLE_PASSWORD}
+    )
+
     password: str = Field(
         min_length=PASSWORD_MIN_LENGTH,
         # A character is at least one byte: 72 characters is the most that can fit.
@@ -368,6 +382,15 @@ class Task(TaskBase, table=True):
 
 # Body of POST /api/tasks.
 class TaskCreate(TaskBase, RequestModel):
+    model_config = request_config(
+        {
+            "title": "Buy milk",
+            "description": "Two litres, for the week",
+            "priority": "High",
+            "due_at": "2030-01-04T17:00:00Z",
+        }
+    )
+
     _strip = field_validator("title", mode="before")(_strip_title)
     _storable = field_validator("title", "description")(storable_text)
 
@@ -376,6 +399,8 @@ class TaskCreate(TaskBase, RequestModel):
 # `priority` may be omitted but not null: `SkipJsonSchema[None]` keeps the None that means
 # "absent" out of the document, and `not_null` refuses an explicit null.
 class TaskUpdate(RequestModel):
+    model_config = request_config({"status": "In Progress", "due_at": "2030-01-05T17:00:00Z"})
+
     # The length limits go on `str` itself: on the union they would also meet the None.
     title: (
         Annotated[str, StringConstraints(min_length=1, max_length=TITLE_MAX_LENGTH)]

@@ -34,6 +34,14 @@ RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 Responses = dict[int | str, dict[str, Any]]
 
+# The request examples' account, which Swagger UI's "Try it out" pre-fills: sign up, log
+# in, change the password (to the second), delete the account (with the second). The
+# health function serves the document with the email made fresh at each load, so that
+# sign-up works each time it is tried.
+EXAMPLE_EMAIL = "ada@example.com"
+EXAMPLE_PASSWORD = "a long walk in the park"  # noqa: S105 (a documented example)
+EXAMPLE_NEW_PASSWORD = "a longer walk in the hills"  # noqa: S105
+
 
 def retry_after_header(description: str) -> dict[str, Any]:
     """The OpenAPI description of a `Retry-After` header (seconds)."""

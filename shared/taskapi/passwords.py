@@ -4,7 +4,7 @@ bcrypt's own `hashpw`/`checkpw` are all the service needs: one scheme, one cost
 (`BCRYPT_ROUNDS`), and hashes in the modular crypt format (`$2b$<cost>$...`) that passlib
 wrote before, so every stored hash still verifies. passlib's `CryptContext` on top of it
 cost the auth function about 15 modules and a backend self-test of 16 more bcrypt
-operations in every cold start (docs/PERFORMANCE.md).
+operations in every cold start.
 
 Passwords longer than 72 bytes or holding a NUL byte are refused by the schemas before
 they get here (`taskapi.rules.fits_bcrypt`): bcrypt would ignore the rest, and bcrypt 5

@@ -2,7 +2,7 @@
 
 With SnapStart, Lambda runs a function's initialisation once, when a version is
 published, snapshots the memory of the initialised environment, and starts every later
-environment of that version from the snapshot (docs/PERFORMANCE.md). So:
+environment of that version from the snapshot. So:
 
 - before the snapshot, whatever a first request would still load or build is loaded and
   built now, while it costs nothing at restore: the engine (SQLAlchemy's dialect and

@@ -138,7 +138,7 @@ def issue_token_pair(
 class VerifiedTokens:
     """Access tokens this container has verified, by their exact text, each with the key
     ring and algorithm that verified it: verifying one again with PyJWT cost a tenth of
-    a warm list request (docs/PERFORMANCE.md).
+    a warm list request.
 
     Only a token that passed every check gets in, so a client cannot fill it with
     tokens of its own making; it holds at most `size` of them, the oldest leaving first.
@@ -232,7 +232,7 @@ def _verify(token: str, expected_type: TokenType, keys: KeyRing, algorithm: str)
 def _unverified_header(token: str) -> dict[str, Any]:
     """The header, only to pick the key by: `jwt.decode` reads and checks it again.
     PyJWT's `get_unverified_header` would decode and check every segment, as `decode` does
-    next, for a third of the decoding's time (docs/PERFORMANCE.md); the token's size
+    next, for a third of the decoding's time; the token's size
     and alphabet are already checked."""
     segment = token.partition(".")[0]
     header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))

@@ -4,7 +4,6 @@ real HTTP, and what they send it."""
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -15,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from localapi.server import free_port, stop_process
+from localapi import server as localapi_server
+from localapi.server import ServerStartError, free_port, running
 from tests.support.auth import PASSWORD
 from tests.support.database import Database
 from tests.support.functions import ROOT
@@ -26,19 +26,11 @@ def wait_until_serving(
     process: "subprocess.Popen[bytes]", url: str, log: Path, *, name: str, pause: float = 0.1
 ) -> None:
     """Until `url` answers at all; the test fails with the process's log if it exits first
-    or does not answer within 90 s. Every function's first worker imports at start-up, all
-    at once: on a busy machine (tests in parallel) that takes a while."""
-    deadline = time.monotonic() + 90
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"{name} exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"{name} did not start:\n{log.read_text()}")
-            time.sleep(pause)
+    or does not answer within 90 s."""
+    try:
+        localapi_server.wait_until_serving(process, url, log, pause=pause)
+    except ServerStartError as error:
+        pytest.fail(f"{name}: {error}")
 
 
 @contextmanager
@@ -63,17 +55,13 @@ def local_server(
             environment[name] = value
     command = [sys.executable, "-m", "localapi", "--template", str(template), "--port", str(port)]
     command += options
-    with log.open("wb") as output:
-        process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-            command, cwd=cwd, env=environment, stdout=output, stderr=output
-        )
+    base_url = f"http://127.0.0.1:{port}"
     try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_until_serving(process, f"{base_url}/", log, name="The server")
-        with httpx.Client(base_url=base_url, timeout=15) as client:
+        server = running(command, ready_url=f"{base_url}/", log=log, env=environment, cwd=cwd)
+        with server, httpx.Client(base_url=base_url, timeout=15) as client:
             yield client, log
-    finally:
-        stop_process(process)
+    except ServerStartError as error:
+        pytest.fail(f"The server: {error}")
 
 
 def server_environment(database: Database) -> dict[str, str | None]:
