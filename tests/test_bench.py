@@ -95,7 +95,7 @@ def results(
     }
 
 
-def verdicts(checks: list[dict[str, Any]]) -> dict[str, tuple[float, bool | None]]:
+def verdicts(checks: list[dict[str, Any]]) -> dict[str, tuple[float | None, bool | None]]:
     return {check["target"]: (check["ratio"], check["met"]) for check in checks}
 
 
