@@ -11,10 +11,13 @@ CASES = [
     ("tasks", "PUT", "/api/tasks", "GET, POST"),
     ("tasks", "POST", "/api/tasks/1", "DELETE, GET, PUT"),
     ("tasks", "GET", "/api/tasks/1/complete", "PATCH"),
-    # The trash is no task: `/api/tasks/{task_id}`'s methods are not its own.
-    ("tasks", "PUT", "/api/tasks/trash", "GET"),
-    ("tasks", "DELETE", "/api/tasks/trash", "GET"),
-    ("tasks", "PATCH", "/api/tasks/trash", "GET"),
+    # The trash, the changes feed and the batch are no tasks: `/api/tasks/{task_id}`'s
+    # methods are not theirs.
+    ("tasks", "PUT", "/api/tasks/trash", "DELETE, GET"),
+    ("tasks", "PATCH", "/api/tasks/trash", "DELETE, GET"),
+    ("tasks", "DELETE", "/api/tasks/changes", "GET"),
+    ("tasks", "GET", "/api/tasks/batch", "POST"),
+    ("tasks", "GET", "/api/tasks/trash/1", "DELETE"),
     ("auth", "GET", "/api/auth/signup", "POST"),
     ("auth", "PUT", "/api/auth/me", "DELETE, GET"),
     ("health", "POST", "/health", "GET"),

@@ -50,6 +50,10 @@ EXPECTED_STATUS = {
     "tasks-list-overdue.json": 200,
     "tasks-trash.json": 200,
     "tasks-restore.json": 200,
+    "tasks-changes.json": 200,
+    "tasks-batch.json": 200,
+    "tasks-empty-trash.json": 204,
+    "tasks-remove-from-trash.json": 204,
 }
 # The custom domain's API mapping that base-path-*.json were sent through (events/README.md).
 EVENT_BASE_PATH = "/v1"
@@ -61,7 +65,7 @@ ADDRESSES = {
     "base-path": ("/v1", "$default"),
 }
 # Events whose task must be in the trash first.
-NEEDS_TRASHED_TASK = {"tasks-restore.json"}
+NEEDS_TRASHED_TASK = {"tasks-restore.json", "tasks-remove-from-trash.json"}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -179,15 +183,13 @@ def filled_in(event: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     session_id = decode_token(user["access_token"], expected_type="access").session_id
     text = text.replace(EVENT_SESSION_ID, str(session_id))
     filled: dict[str, Any] = json.loads(text)
-    if filled["rawPath"].startswith(f"/api/tasks/{EVENT_TASK_ID}/") or filled["rawPath"] == (
-        f"/api/tasks/{EVENT_TASK_ID}"
-    ):
-        task = f"/api/tasks/{user['task_id']}"
-        old = f"/api/tasks/{EVENT_TASK_ID}"
-        filled["rawPath"] = filled["rawPath"].replace(old, task, 1)
-        filled["requestContext"]["http"]["path"] = filled["rawPath"]
-        proxy = filled["pathParameters"]["proxy"]
-        filled["pathParameters"]["proxy"] = re.sub(r"^\d+", user["task_id"], proxy)
+    for collection in ("/api/tasks", "/api/tasks/trash"):
+        old = f"{collection}/{EVENT_TASK_ID}"
+        if filled["rawPath"].startswith(f"{old}/") or filled["rawPath"] == old:
+            filled["rawPath"] = filled["rawPath"].replace(old, f"{collection}/{user['task_id']}", 1)
+            filled["requestContext"]["http"]["path"] = filled["rawPath"]
+            proxy = filled["pathParameters"]["proxy"]
+            filled["pathParameters"]["proxy"] = re.sub(r"\d+", user["task_id"], proxy, count=1)
     return filled
 
 
@@ -298,7 +300,11 @@ def test_the_replayed_events_change_what_they_say(db: Database) -> None:
 
 
 # Each scheduled event's function: the part of its name after `schedule-`.
-SCHEDULED = {"schedule-health.json": "health", "schedule-maintenance.json": "maintenance"}
+SCHEDULED = {
+    "schedule-health.json": "health",
+    "schedule-maintenance.json": "maintenance",
+    "schedule-reminders.json": "reminders",
+}
 
 
 def test_every_scheduled_event_names_its_function() -> None:
@@ -312,9 +318,17 @@ def test_scheduled_events_replay_through_their_function(db: Database, name: str)
     if SCHEDULED[name] == "health":
         assert result["status"] == "ok"
         assert result["database"] == "ok"
+    elif SCHEDULED[name] == "reminders":
+        assert (result["sent"], result["failed"], result["complete"]) == (0, 0, True)
     else:
         assert (result["failed"], result["complete"]) == ([], True)
-        assert set(result["deleted"]) == {"sessions", "login_attempts", "idempotency_keys", "trash"}
+        assert set(result["deleted"]) == {
+            "sessions",
+            "login_attempts",
+            "idempotency_keys",
+            "trash",
+            "tombstones",
+        }
 
 
 @pytest.mark.parametrize("empty_database", ["sqlite", "postgresql"], indirect=True)

@@ -52,6 +52,7 @@ def test_upgrade_check_downgrade_upgrade(empty_database: Database) -> None:
         "auth_session",
         "login_attempt",
         "idempotency_key",
+        "task_tombstone",
     }
     inspector = sa.inspect(empty_database.engine)
     for table, expected in EXPECTED_INDEXES.items():

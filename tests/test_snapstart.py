@@ -291,10 +291,10 @@ def test_the_api_and_the_schedule_invoke_the_alias_of_a_published_version() -> N
     # SnapStart applies to published versions only: every route goes to an alias.
     assert set(api_routes(cfn).values()) == set(HTTP_FUNCTIONS)
     permissions = resources_of_type(cfn, "AWS::Lambda::Permission").values()
-    # (The maintenance function's schedule invokes it directly: no SnapStart there.)
+    # (The maintenance and reminders schedules invoke them directly: no SnapStart there.)
     assert {p["Properties"]["FunctionName"]["Ref"] for p in permissions} == {
         f"{name}Aliaslive" for name in HTTP_FUNCTIONS
-    } | {"MaintenanceFunction"}
+    } | {"MaintenanceFunction", "RemindersFunction"}
     (rule,) = [
         rule
         for rule in resources_of_type(cfn, "AWS::Events::Rule").values()

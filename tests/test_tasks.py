@@ -68,6 +68,7 @@ def test_create_answers_201_with_location_etag_and_the_stored_task(
         "updated_at": body["created_at"],
         "completed_at": None,
         "due_at": None,
+        "remind_at": None,
     }
     assert before <= parse_time(body["created_at"]) <= utcnow()
 
@@ -607,6 +608,7 @@ def test_list_shows_only_the_callers_live_tasks_newest_first(
         "updated_at": "2026-01-01T00:00:00Z",
         "completed_at": None,
         "due_at": None,
+        "remind_at": None,
     }
 
 

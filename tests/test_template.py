@@ -28,7 +28,7 @@ from tests.support.template import (
 )
 
 # Invoked by EventBridge or by hand, not through the API.
-EVENT_FUNCTIONS = {"MaintenanceFunction": "maintenance"}
+EVENT_FUNCTIONS = {"MaintenanceFunction": "maintenance", "RemindersFunction": "reminders"}
 ALL_FUNCTIONS = (*HTTP_FUNCTIONS, *EVENT_FUNCTIONS, "MigrateFunction")
 # Which secrets each function may read: no function gets a secret it does not use.
 SECRETS = {
@@ -36,6 +36,7 @@ SECRETS = {
     "TasksFunction": {"DatabaseSecretArn", "JwtSecret"},
     "HealthFunction": {"DatabaseSecretArn"},
     "MaintenanceFunction": {"DatabaseSecretArn"},
+    "RemindersFunction": {"DatabaseSecretArn"},
     "MigrateFunction": {"DatabaseSecretArn"},
 }
 # The contract's settings (docs/API.md "Configuration") that the deployed functions get.
@@ -303,14 +304,34 @@ def test_each_schedule_targets_its_function(
     )
 
 
+def test_the_reminders_run_every_minute(cfn: dict[str, Any]) -> None:
+    (rule,) = [
+        rule["Properties"]
+        for rule in resources_of_type(cfn, "AWS::Events::Rule").values()
+        if rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    ]
+    assert rule["State"] == "ENABLED"
+    assert [target["Arn"] for target in rule["Targets"]] == [
+        {"Fn::GetAtt": ["RemindersFunction", "Arn"]}
+    ]
+
+
 def test_the_maintenance_run_is_not_retried_and_gets_the_retention(cfn: dict[str, Any]) -> None:
-    (config,) = resources_of_type(cfn, "AWS::Lambda::EventInvokeConfig").values()
-    assert config["Properties"]["FunctionName"] == {"Ref": "MaintenanceFunction"}
-    assert config["Properties"]["MaximumRetryAttempts"] == 0
+    configs = resources_of_type(cfn, "AWS::Lambda::EventInvokeConfig").values()
+    assert {config["Properties"]["FunctionName"]["Ref"] for config in configs} == {
+        "MaintenanceFunction",
+        "RemindersFunction",
+    }
+    assert all(config["Properties"]["MaximumRetryAttempts"] == 0 for config in configs)
     env = functions(cfn)["MaintenanceFunction"]["Properties"]["Environment"]["Variables"]
     assert env["TRASH_RETENTION_DAYS"] == {"Ref": "TrashRetentionDays"}
+    assert env["CHANGES_RETENTION_DAYS"] == {"Ref": "ChangesRetentionDays"}
     budget = float(env["MAINTENANCE_TIME_BUDGET_SECONDS"])
     assert budget < functions(cfn)["MaintenanceFunction"]["Properties"]["Timeout"]
+    reminders = functions(cfn)["RemindersFunction"]["Properties"]
+    # A run ends before the next minute's starts.
+    assert float(reminders["Environment"]["Variables"]["REMINDERS_TIME_BUDGET_SECONDS"]) < 60
+    assert reminders["Timeout"] == 60
     tasks_env = functions(cfn)["TasksFunction"]["Properties"]["Environment"]["Variables"]
     assert tasks_env["MAX_TASKS_PER_USER"] == {"Ref": "MaxTasksPerUser"}
     parameters = sam_template()["Parameters"]

@@ -197,6 +197,8 @@ def test_reserved_concurrency_bounds_each_api_function() -> None:
         "MigrateFunction": None,
         # One run an hour: reserving would only take from the account's pool.
         "MaintenanceFunction": None,
+        # Runs may overlap safely (each reminder is claimed once).
+        "RemindersFunction": None,
     }
     # 0, the default, leaves a function unreserved (a reservation of 0 would stop it).
     defaults = of_type(deployed().resources(), "AWS::Lambda::Function")

@@ -7,15 +7,12 @@ run twice at once (reserved concurrency 1 in template.yaml). Its errors and dura
 are its own, too, not the health check's.
 """
 
-import logging
 from typing import Any
 
 from maintenance_jobs import publish_metrics, run_maintenance
-from taskapi.db import get_engine
-from taskapi.logs import configure_logging, invocation_fields, log_context
+from taskapi.jobs import run_scheduled
+from taskapi.logs import configure_logging
 from taskapi.settings import get_database_url, get_settings
-
-logger = logging.getLogger("taskapi.maintenance")
 
 configure_logging(get_settings().log_level)
 # Resolve the database secret while the container starts: a missing one stops it here.
@@ -24,15 +21,4 @@ get_database_url()
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Run every purge; the counts are returned, logged and written as EMF metrics."""
-    with log_context(**invocation_fields(context), trigger="schedule"):
-        settings = get_settings()
-        remaining = getattr(context, "get_remaining_time_in_millis", None)
-        result = run_maintenance(
-            get_engine(),
-            settings,
-            remaining_seconds=remaining() / 1000 if remaining is not None else None,
-        )
-        summary = result.summary()
-        logger.info("maintenance run", extra={"maintenance": summary})
-        publish_metrics(result, stage=settings.stage)
-    return summary
+    return run_scheduled("maintenance", context, run_maintenance, publish_metrics)

@@ -11,12 +11,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel, col
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import col
 
+from taskapi.changes import TOMBSTONES, record_pruned, remove_for_good, table_of
+from taskapi.jobs import deadline
 from taskapi.metrics import METRICS_NAMESPACE, Unit, put_metrics
 from taskapi.models import (
     IDEMPOTENCY_KEY_LIFETIME,
@@ -24,6 +26,7 @@ from taskapi.models import (
     IdempotencyKey,
     LoginAttempt,
     Task,
+    TaskTombstone,
     utcnow,
 )
 from taskapi.settings import Settings
@@ -69,16 +72,47 @@ def trash_past_retention(now: datetime, settings: Settings) -> sa.ColumnElement[
     return sa.and_(col(Task.deleted_at).is_not(None), col(Task.deleted_at) < cutoff)
 
 
+def tombstones_past_retention(now: datetime, settings: Settings) -> sa.ColumnElement[bool]:
+    """The changes feed's records of removed tasks, older than CHANGES_RETENTION_DAYS."""
+    cutoff = now - timedelta(days=settings.changes_retention_days)
+    return col(TaskTombstone.removed_at) < cutoff
+
+
+# How a purge deletes the rows that one batch chose: the count deleted.
+Remover = Callable[[Connection, sa.Table, sa.ColumnElement[bool], datetime], int]
+
+
+def delete_rows(
+    connection: Connection, table: sa.Table, chosen: sa.ColumnElement[bool], now: datetime
+) -> int:
+    return int(connection.execute(sa.delete(table).where(chosen)).rowcount)
+
+
+def remove_trash(
+    connection: Connection, table: sa.Table, chosen: sa.ColumnElement[bool], now: datetime
+) -> int:
+    # Each task leaves a tombstone, so that the changes feed still reports it gone.
+    return len(remove_for_good(connection, chosen, now=now))
+
+
+def delete_tombstones(
+    connection: Connection, table: sa.Table, chosen: sa.ColumnElement[bool], now: datetime
+) -> int:
+    # Each user's feed learns how far its history now starts (a cursor before it is 410).
+    pruned = connection.execute(
+        sa.delete(table).where(chosen).returning(TOMBSTONES.c.user_id, TOMBSTONES.c.change_seq)
+    ).all()
+    record_pruned(connection, pruned)
+    return len(pruned)
+
+
 @dataclass(frozen=True)
 class Purge:
     name: str  # the key in the run's counts
     metric: str  # the EMF metric of its count
     table: sa.Table
     condition: Callable[[datetime, Settings], sa.ColumnElement[bool]]
-
-
-def table_of(model: type[SQLModel]) -> sa.Table:
-    return cast(sa.Table, sa.inspect(model).local_table)
+    remove: Remover = delete_rows
 
 
 PURGES = (
@@ -95,7 +129,14 @@ PURGES = (
         table_of(IdempotencyKey),
         idempotency_keys_past_their_lifetime,
     ),
-    Purge("trash", "TrashedTasksDeleted", table_of(Task), trash_past_retention),
+    Purge("trash", "TrashedTasksDeleted", table_of(Task), trash_past_retention, remove_trash),
+    Purge(
+        "tombstones",
+        "TombstonesDeleted",
+        TOMBSTONES,
+        tombstones_past_retention,
+        delete_tombstones,
+    ),
 )
 
 
@@ -103,14 +144,16 @@ PURGES = (
 # Running them
 
 
-def batch_delete(table: sa.Table, condition: sa.ColumnElement[bool], batch_size: int) -> sa.Delete:
-    """DELETE at most `batch_size` rows that match, chosen by primary key (however many
-    columns it has). The condition is repeated outside the subquery: on PostgreSQL a row
-    changed meanwhile (a task restored from the trash) is checked again before it goes."""
+def one_batch(
+    table: sa.Table, condition: sa.ColumnElement[bool], batch_size: int
+) -> sa.ColumnElement[bool]:
+    """At most `batch_size` rows that match, chosen by primary key (however many columns
+    it has). The condition is repeated outside the subquery: on PostgreSQL a row changed
+    meanwhile (a task restored from the trash) is checked again before it goes."""
     key_columns = list(table.primary_key.columns)
     key: Any = key_columns[0] if len(key_columns) == 1 else sa.tuple_(*key_columns)
     chosen = sa.select(*key_columns).where(condition).limit(batch_size)
-    return sa.delete(table).where(key.in_(chosen), condition)
+    return sa.and_(key.in_(chosen), condition)
 
 
 @dataclass
@@ -139,24 +182,26 @@ def run_maintenance(
 ) -> MaintenanceResult:
     """Every purge in turn, within the time budget; never raises for a database error."""
     started = time.monotonic()
-    budget = settings.maintenance_time_budget_seconds
-    if remaining_seconds is not None:
-        budget = min(budget, remaining_seconds - TIMEOUT_MARGIN_SECONDS)
-    deadline = started + budget
+    stop_at = deadline(
+        started,
+        budget=settings.maintenance_time_budget_seconds,
+        remaining=remaining_seconds,
+        margin=TIMEOUT_MARGIN_SECONDS,
+    )
     now = now or utcnow()
     result = MaintenanceResult()
     for purge in PURGES:
-        statement = batch_delete(
+        chosen = one_batch(
             purge.table, purge.condition(now, settings), settings.maintenance_batch_size
         )
         deleted = 0
         try:
             while True:
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= stop_at:
                     result.complete = False
                     break
                 with engine.begin() as connection:
-                    count = connection.execute(statement).rowcount
+                    count = purge.remove(connection, purge.table, chosen, now)
                 deleted += count
                 if count < settings.maintenance_batch_size:
                     break

@@ -1,5 +1,6 @@
 """Data access for tasks: the list page and the conditional writes behind ETags."""
 
+import base64
 import enum
 import functools
 import uuid
@@ -15,6 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, func
 
 from taskapi.auth import LIVE_SESSION, require_live_session
+from taskapi.changes import TASKS, remove_for_good
 from taskapi.models import (
     IDEMPOTENCY_KEY_LIFETIME,
     IdempotencyKey,
@@ -22,6 +24,7 @@ from taskapi.models import (
     TaskPriority,
     TaskPublic,
     TaskStatus,
+    TaskTombstone,
     User,
     UTCDateTime,
 )
@@ -348,17 +351,14 @@ def list_trash_page(
 # Creating: the quota and idempotency keys
 
 
-class QuotaExceededError(Exception):
-    """The user already holds the most tasks allowed; nothing was written."""
-
-
 def lock_user_tasks(session: Session, *, user_id: uuid.UUID) -> None:
-    """Hold the user's row until the transaction ends, so that the user's creates run one
-    at a time: each one counts (and looks up its key) after the previous one committed.
+    """Hold the user's row until the transaction ends, before an Idempotency-Key is looked
+    up: simultaneous requests with one key then run one at a time, and the second finds
+    the first one's answer. (Every change also takes this lock, later, with its number.)
 
     PostgreSQL: `FOR NO KEY UPDATE`, which leaves alone the key-share locks that other
     tables' foreign keys take (a login inserting a session does not wait). SQLite has no
-    row locks and needs none: its one writer at a time does the same.
+    row locks: there the primary key of the stored answer refuses the second one.
     """
     statement = sa.select(col(User.id)).where(col(User.id) == user_id)
     session.execute(statement.with_for_update(key_share=True))
@@ -369,21 +369,29 @@ _TASKS_HELD = (
 )
 
 
-def add_task_within_quota(session: Session, *, task: Task, max_tasks: int) -> Task:
-    """Insert the task (flushed) unless the user would hold more than `max_tasks`, trash
-    included: then raise QuotaExceededError, and the request's rollback undoes the insert.
+def tasks_held(session: Session, *, user_id: uuid.UUID) -> int:
+    """How many tasks the user holds, the trash included (the quota counts them all).
 
-    The count comes after the INSERT, in the same transaction: on SQLite the INSERT takes
-    the database's write lock, so the count sees every create committed before it; on
-    PostgreSQL `lock_user_tasks` must come first (a statement's snapshot predates any
-    wait for a lock inside it, so the lock cannot ride in the count).
+    Counted after the caller reserved its change numbers (`taskapi.changes`), which holds
+    the user's row (PostgreSQL) or the database's write lock (SQLite) until the
+    transaction ends: the user's creates run one at a time, and the count sees every one
+    committed before it (on PostgreSQL each statement's snapshot starts after the lock
+    wait).
     """
-    session.add(task)
-    session.flush()
-    held = session.connection().execute(_TASKS_HELD, {"user_id": task.user_id}).scalar_one()
-    if held > max_tasks:
-        raise QuotaExceededError(max_tasks)
-    return task
+    return int(session.connection().execute(_TASKS_HELD, {"user_id": user_id}).scalar_one())
+
+
+# The new rows as clients see them, and their versions (the ETags'), in the order given.
+_INSERT_TASKS = sa.insert(TASKS).returning(
+    *_PUBLIC_COLUMNS, col(Task.version), sort_by_parameter_order=True
+)
+
+
+def insert_tasks(session: Session, *, rows: list[dict[str, Any]]) -> list[sa.Row[Any]]:
+    """Insert tasks (not committed) in one Core INSERT ... RETURNING (SQLAlchemy's
+    "insertmanyvalues": one statement for many rows, answered in the order given), without
+    ORM objects that only the answer would read: a batch's creates in one round trip."""
+    return list(session.connection().execute(_INSERT_TASKS, rows).all())
 
 
 def find_idempotency_record(
@@ -412,20 +420,28 @@ def write_new_version(
     task: Task,
     expected_version: int | None,
     values: dict[str, Any],
+    change_seq: int,
     in_trash: bool = False,
 ) -> Task | None:
-    """Apply `values` and bump the version in one UPDATE; None if no live row (with
-    `in_trash`, no trashed row) matched.
+    """Apply `values`, bump the version and store the change's number, in one UPDATE;
+    None if no live row (with `in_trash`, no trashed row) matched.
 
     With `expected_version`, the row must still carry that version: of concurrent writers
     that read the same version, exactly one wins. RETURNING hands back the row as it now
     is, including what other writers changed in the columns this one left alone.
+    A new `remind_at` re-arms the reminder (`reminded_at` cleared).
     """
     deleted = col(Task.deleted_at)
+    extra: dict[str, Any] = {"reminded_at": None} if "remind_at" in values else {}
     statement = (
         sa.update(Task)
         .where(col(Task.id) == task.id, deleted.is_not(None) if in_trash else deleted.is_(None))
-        .values(**values, version=col(Task.version) + 1)
+        .values(
+            **values,
+            **extra,
+            version=col(Task.version) + 1,
+            change_seq=change_seq,
+        )
         .returning(Task)
         .execution_options(populate_existing=True, synchronize_session=False)
     )
@@ -435,15 +451,152 @@ def write_new_version(
 
 
 def soft_delete_task(
-    session: Session, *, task: Task, expected_version: int | None, now: datetime
+    session: Session, *, task: Task, expected_version: int | None, now: datetime, change_seq: int
 ) -> bool:
-    """Mark the task deleted (the row stays); False if no live row matched."""
+    """Mark the task deleted (the row stays) and cancel its reminder; False if no live row
+    matched."""
     statement = (
         sa.update(Task)
         .where(col(Task.id) == task.id, col(Task.deleted_at).is_(None))
-        .values(deleted_at=now, updated_at=now, version=col(Task.version) + 1)
+        .values(
+            deleted_at=now,
+            updated_at=now,
+            remind_at=None,
+            version=col(Task.version) + 1,
+            change_seq=change_seq,
+        )
     )
     if expected_version is not None:
         statement = statement.where(col(Task.version) == expected_version)
     matched = session.connection().execute(statement).rowcount
     return bool(matched == 1)
+
+
+def empty_trash(
+    session: Session, *, user_id: uuid.UUID, task_id: int | None, now: datetime
+) -> list[int]:
+    """Remove for good the user's trashed tasks (or the one with `task_id`); their ids."""
+    condition = col(Task.user_id) == user_id
+    if task_id is not None:
+        condition = sa.and_(condition, col(Task.id) == task_id)
+    return remove_for_good(session.connection(), condition, now=now)
+
+
+# ---------------------------------------------------------------------------------------
+# The changes feed (`taskapi.changes` says how changes are numbered)
+
+# The user's change counter and where the kept history starts, for a live session only.
+_FEED_STATE = sa.select(col(User.task_change_seq), col(User.task_changes_pruned)).where(
+    col(User.id) == sa.bindparam("user_id"), LIVE_SESSION
+)
+
+
+def _feed_statement() -> Any:
+    """The user's tasks changed after a change number and the tombstones of those removed
+    after it, in one statement (one snapshot: a task that moves from the table to its
+    tombstone meanwhile is seen in exactly one of them), in the order of their numbers."""
+    after = sa.bindparam("after", type_=sa.BigInteger)
+    live = sa.select(
+        col(Task.change_seq).label("seq"),
+        col(Task.deleted_at).is_not(None).label("gone"),
+        *_PUBLIC_COLUMNS,
+    ).where(col(Task.user_id) == sa.bindparam("user_id"), col(Task.change_seq) > after)
+    tombstone_columns = {"id": col(TaskTombstone.task_id), "user_id": col(TaskTombstone.user_id)}
+    removed = sa.select(
+        col(TaskTombstone.change_seq),
+        sa.true(),
+        *(tombstone_columns.get(name, sa.null()) for name in TaskPublic.model_fields),
+    ).where(
+        col(TaskTombstone.user_id) == sa.bindparam("user_id"),
+        col(TaskTombstone.change_seq) > after,
+    )
+    return (
+        sa.union_all(live, removed)
+        .order_by(sa.literal_column("seq"))
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+
+
+_FEED = _feed_statement()
+
+
+class UnknownCursorError(Exception):
+    """A cursor this server did not hand out to this user (or that is not a cursor)."""
+
+
+class ExpiredCursorError(Exception):
+    """A cursor older than the kept history: deletions since may have been forgotten."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A place in a user's changes: every change numbered up to `after` was seen; and
+    tombstones up to `since` were never needed (a client that started from nothing after
+    they were removed), so their removal does not make it 410."""
+
+    after: int
+    since: int
+
+    def encode(self) -> str:
+        text = f"{self.after}.{self.since}".encode()
+        return base64.urlsafe_b64encode(text).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> "Cursor":
+        try:
+            text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
+            after, since = (int(part) for part in text.split("."))
+        except (ValueError, UnicodeDecodeError):
+            raise UnknownCursorError(value) from None
+        # int() takes signs, spaces and underscores: only the encoder's own spelling passes.
+        if cls(after, since).encode() != value or after < 0 or since < 0:
+            raise UnknownCursorError(value)
+        return cls(after, since)
+
+
+def read_changes(
+    connection: Connection, *, claims: TokenClaims, cursor: str | None, limit: int, now: datetime
+) -> dict[str, Any]:
+    """A page of the changes feed as `TaskChanges` in plain data.
+
+    Of a task changed several times in the page only its last change counts: it is listed
+    once, as it is now (or among `deleted`). Without `has_more`, the next cursor is the
+    user's counter as it was read before the page: every change numbered up to it had
+    committed by then, so the page held them all.
+    """
+    parameters = {"user_id": claims.user_id, "session_id": claims.session_id, "now": now}
+    state = connection.execute(_FEED_STATE, parameters).first()
+    if state is None:
+        require_live_session(connection, claims, now=now)
+        raise UnknownCursorError(cursor)  # the user is live, so this cannot happen
+    counter, pruned = int(state.task_change_seq), int(state.task_changes_pruned)
+    if cursor is None:
+        start = Cursor(after=-1, since=pruned)
+    else:
+        start = Cursor.decode(cursor)
+        if start.after > counter or start.since > counter:
+            raise UnknownCursorError(cursor)
+        if pruned > max(start.after, start.since):
+            raise ExpiredCursorError(cursor)
+    rows = connection.execute(
+        _FEED, {"user_id": claims.user_id, "after": start.after, "limit": limit + 1}
+    ).all()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    latest: dict[int, sa.Row[Any]] = {}
+    for row in rows:
+        latest.pop(row.id, None)
+        latest[row.id] = row
+    names = tuple(TaskPublic.model_fields)
+    items: list[dict[str, Any]] = [
+        dict(zip(names, row[2:], strict=True)) for row in latest.values() if not row.gone
+    ]
+    deleted = [row.id for row in latest.values() if row.gone]
+    after = rows[-1].seq if has_more else max(counter, rows[-1].seq if rows else start.after)
+    next_cursor = Cursor(after=int(after), since=max(start.since, 0))
+    return {
+        "items": items,
+        "deleted": deleted,
+        "cursor": next_cursor.encode(),
+        "has_more": has_more,
+    }

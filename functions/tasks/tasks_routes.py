@@ -1,32 +1,43 @@
 """`/api/tasks`: the caller's tasks, with ETags for optimistic concurrency."""
 
 import hashlib
+import json
 import re
 import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from types import GenericAlias
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, TypeAdapter
+from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 from starlette.convertors import StringConvertor, register_url_convertor
 from typing_extensions import TypedDict
 
 import tasks_queries
-from taskapi.auth import AccessClaims, CurrentUser
+from taskapi.auth import AccessClaims, CurrentUser, unauthorized
+from taskapi.changes import reserve_changes
 from taskapi.db import ReadConnection, SessionDep
-from taskapi.factory import function_router
+from taskapi.factory import function_router, without_input
 from taskapi.models import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     SEARCH_MAX_LENGTH,
+    BatchOp,
+    BatchOperation,
+    BatchRequest,
+    BatchResponse,
     Detail,
     IdempotencyKey,
     Task,
+    TaskChanges,
     TaskCreate,
     TaskPage,
     TaskPriority,
@@ -43,16 +54,20 @@ from taskapi.settings import get_settings
 from tasks_queries import (
     DEFAULT_SORT,
     MAX_INT32,
-    QuotaExceededError,
+    ExpiredCursorError,
     TaskFilter,
     TaskSort,
-    add_task_within_quota,
+    UnknownCursorError,
+    empty_trash,
     etag_of,
     find_idempotency_record,
     first_completion,
+    insert_tasks,
     list_trash_page,
     lock_user_tasks,
+    read_changes,
     soft_delete_task,
+    tasks_held,
 )
 
 router = function_router(tags=["tasks"])
@@ -100,6 +115,30 @@ def expected_version(task: Task, if_match: str | None) -> int | None:
     raise precondition_failed()
 
 
+IfNoneMatch = Annotated[
+    str | SkipJsonSchema[None],
+    Header(description="Answer 304, with no body, if the current ETag is one of these"),
+]
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Unchanged since the ETag in If-None-Match"}
+}
+
+
+def _opaque(tag: str) -> str:
+    return tag.strip().removeprefix("W/")
+
+
+def not_modified(if_none_match: str | None, current: str) -> Response | None:
+    """304 with the ETag and no body when If-None-Match names the current ETag (`*`: any);
+    compared weakly, as RFC 9110 has it for If-None-Match."""
+    if if_none_match is None:
+        return None
+    tags = {_opaque(tag) for tag in if_none_match.split(",")}
+    if "*" in tags or _opaque(current) in tags:
+        return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers={"ETag": current})
+    return None
+
+
 # ---------------------------------------------------------------------------------------
 # The ownership dependency: every route that takes an id gets its task through it.
 
@@ -108,16 +147,16 @@ TaskId = Annotated[
 ]
 
 
-class NotTrash(StringConvertor):
-    """The path segment of a task id (`{task_id:not_trash}`): any segment but a whole
-    `trash`, which names the trash, a resource of its own that serves GET alone. So
-    `PUT /api/tasks/trash` is 405 with `Allow: GET`, not a request for task "trash"; other
-    ids that are no integer still reach the route, and its 422."""
+class TaskIdSegment(StringConvertor):
+    """The path segment of a task id (`{task_id:id_segment}`): any segment but the names
+    of the collection's own resources (`trash`, `changes`, `batch`), each with its own
+    methods. So `PUT /api/tasks/trash` is 405 with `Allow: DELETE, GET`, not a request for
+    task "trash"; other ids that are no integer still reach the route, and its 422."""
 
-    regex = "(?!trash$)[^/]+"
+    regex = "(?!(?:trash|changes|batch)$)[^/]+"
 
 
-register_url_convertor("not_trash", NotTrash())
+register_url_convertor("id_segment", TaskIdSegment())
 
 
 # An ORM task (the routes that write) or a Core row of its columns (the read by id).
@@ -181,6 +220,7 @@ def _fields_of(model: type[BaseModel], *, items: type[BaseModel] | None = None) 
 TASK_JSON = TypeAdapter(_fields_of(TaskPublic))
 PAGE_JSON = TypeAdapter(_fields_of(TaskPage, items=TaskPublic))
 TRASH_JSON = TypeAdapter(_fields_of(TrashPage, items=TrashedTask))
+CHANGES_JSON = TypeAdapter(_fields_of(TaskChanges, items=TaskPublic))
 
 
 def task_response(task: Task, *, status_code: int = 200, **headers: str) -> Response:
@@ -200,6 +240,40 @@ def _written(task: Task | None, if_match: str | None) -> Task:
     raise HTTPException(status_code=http.HTTP_404_NOT_FOUND, detail="Task not found")
 
 
+class Writes:
+    """One request's writes of the user's tasks: their change numbers, reserved from the
+    user's counter (`taskapi.changes`) at the first write, `planned` at once (a batch
+    reserves one per operation: one statement, not one per write), which also holds the
+    user's lock until the transaction ends; and the quota, counted once under that lock
+    and then kept up to date as this request creates."""
+
+    def __init__(self, session: Session, user_id: uuid.UUID, *, planned: int = 1) -> None:
+        self.session, self.user_id, self.planned = session, user_id, planned
+        self.numbers: Iterator[int] = iter(())
+        self.held: int | None = None
+
+    def change(self) -> int:
+        number = next(self.numbers, None)
+        if number is None:
+            reserved = reserve_changes(
+                self.session.connection(), user_id=self.user_id, count=self.planned
+            )
+            if reserved is None:
+                # Deleted while this request ran: as a moment later, its sessions are gone.
+                unauthorized("Session expired or revoked")
+            self.numbers = iter(reserved)
+            number = next(self.numbers)
+        return number
+
+    def take_room(self, max_tasks: int) -> None:
+        """Count one more task against the quota, or 409; call after `change()`."""
+        if self.held is None:
+            self.held = tasks_held(self.session, user_id=self.user_id)
+        if self.held >= max_tasks:
+            raise quota_exceeded(max_tasks)
+        self.held += 1
+
+
 # ---------------------------------------------------------------------------------------
 # Routes
 
@@ -212,7 +286,18 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 @router.get(
     "/api/tasks",
     response_model=TaskPage,
-    responses=error_responses(Detail, UNAUTHORIZED),
+    responses={
+        200: {
+            "headers": {
+                "ETag": {
+                    "description": "The page's version (query and content)",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        **NOT_MODIFIED,
+        **error_responses(Detail, UNAUTHORIZED),
+    },
     summary="List the caller's tasks",
 )
 async def list_tasks(
@@ -256,8 +341,10 @@ async def list_tasks(
             )
         ),
     ] = DEFAULT_SORT,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
-    """One page of the caller's tasks that are not deleted, filtered and sorted."""
+    """One page of the caller's tasks that are not deleted, filtered and sorted; with
+    `If-None-Match` holding the page's `ETag`, 304 while the page is unchanged."""
     where = TaskFilter(
         statuses=tuple(status or ()),
         priorities=tuple(priority or ()),
@@ -269,7 +356,14 @@ async def list_tasks(
     page = tasks_queries.list_tasks(
         connection, claims=claims, where=where, sort=sort, skip=skip, limit=limit, now=utcnow()
     )
-    return json_response(PAGE_JSON.dump_json(page))
+    body = PAGE_JSON.dump_json(page)
+    # The page's own bytes (each task's `updated_at` changes with every write, and the
+    # total with every create or delete) and the query that chose them: nothing is read
+    # beyond the answer itself. The user is in the key too: two users' empty pages differ.
+    query = repr((claims.user_id, where, sort, skip, limit)).encode()
+    digest = hashlib.sha256(query + b"\0" + body).hexdigest()
+    tag = f'"{digest[:32]}"'
+    return not_modified(if_none_match, tag) or json_response(body, headers={"ETag": tag})
 
 
 IDEMPOTENCY_KEY_PATTERN = rf"^[\x20-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$"
@@ -310,6 +404,10 @@ CONFLICT = {
     409: "The caller holds the most tasks allowed, or a request with the same "
     "Idempotency-Key is still in progress"
 }
+# The errors of the routes that create (and take an Idempotency-Key).
+CREATE_ERRORS = error_responses(Detail, UNAUTHORIZED | CONFLICT)
+# A route that answers 204 with no body.
+NO_CONTENT: dict[str, Any] = {"status_code": http.HTTP_204_NO_CONTENT, "response_class": Response}
 CREATED_HEADERS = {
     **ETAG_HEADER,
     "Location": {"description": "The new task", "schema": {"type": "string"}},
@@ -321,8 +419,8 @@ CREATED_HEADERS = {
 }
 
 
-def fingerprint(body: TaskCreate) -> str:
-    """The same task asked for twice hashes alike, however its JSON was spelled."""
+def fingerprint(body: BaseModel) -> str:
+    """The same request asked for twice hashes alike, however its JSON was spelled."""
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
@@ -335,14 +433,17 @@ def replay(record: IdempotencyKey, body_fingerprint: str) -> Response:
                     "type": "idempotency_key_reused",
                     "loc": ("header", "Idempotency-Key"),
                     "msg": "This Idempotency-Key was used with a different body; "
-                    "send a new key for a new task",
+                    "send a new key for a new request",
                 }
             ]
         )
+    # The headers the first answer had (a batch's has neither).
+    headers = {"ETag": record.etag, "Location": record.location}
     return Response(
         record.body,
         status_code=record.status_code,
-        headers={"ETag": record.etag, "Location": record.location, "Idempotent-Replayed": "true"},
+        headers={name: value for name, value in headers.items() if value}
+        | {"Idempotent-Replayed": "true"},
         media_type="application/json",
     )
 
@@ -351,67 +452,74 @@ def quota_exceeded(max_tasks: int) -> HTTPException:
     return HTTPException(
         status_code=http.HTTP_409_CONFLICT,
         detail=(
-            f"You hold {max_tasks} tasks, the most allowed; tasks in the trash count too "
-            f"until they are removed for good. Delete tasks you no longer need."
+            f"You hold {max_tasks} tasks, the most allowed; tasks in the trash count too. "
+            "To free room, empty the trash (DELETE /api/tasks/trash), remove single tasks "
+            "from it (DELETE /api/tasks/trash/{id}), or delete tasks and then empty it."
         ),
     )
 
 
-@router.post(
-    "/api/tasks",
-    response_model=TaskPublic,
-    status_code=http.HTTP_201_CREATED,
-    responses={
-        201: {"headers": CREATED_HEADERS},
-        **error_responses(Detail, UNAUTHORIZED | CONFLICT),
-    },
-    summary="Create a task",
-)
-async def create_task(
-    body: TaskCreate,
-    user: CurrentUser,
-    session: SessionDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
-    """A new task of the caller's; its URL is in `Location`, its version in `ETag`.
+def new_task(writes: Writes, body: TaskCreate, now: datetime) -> dict[str, Any]:
+    """The row of a task to create, numbered and counted against the quota (else 409)."""
+    completed = body.status is TaskStatus.COMPLETED
+    values = {
+        **body.model_dump(),
+        "user_id": writes.user_id,
+        "created_at": now,
+        "updated_at": now,
+        "completed_at": now if completed else None,
+        # A completed task reminds no one.
+        "remind_at": None if completed else body.remind_at,
+        "version": 1,
+        "change_seq": writes.change(),
+    }
+    writes.take_room(get_settings().max_tasks_per_user)
+    return values
 
-    With an `Idempotency-Key`, a retry within 24 hours gets the first answer again
-    (`Idempotent-Replayed: true`) instead of a second task.
-    """
-    now = utcnow()
-    lock_user_tasks(session, user_id=user.id)
-    body_fingerprint = fingerprint(body) if idempotency_key is not None else ""
-    if idempotency_key is not None:
-        found = find_idempotency_record(session, user_id=user.id, key=idempotency_key, now=now)
-        if found is not None:
-            return replay(found, body_fingerprint)
-    task = Task.model_validate(
-        body,
-        update={
-            "user_id": user.id,
-            "created_at": now,
-            "updated_at": now,
-            "completed_at": now if body.status is TaskStatus.COMPLETED else None,
-        },
+
+def created(row: Row[Any]) -> Response:
+    """What POST /api/tasks answers for a task it inserted: 201, the task, its URL and ETag."""
+    return json_response(
+        TASK_JSON.dump_json(row._asdict()),
+        status_code=http.HTTP_201_CREATED,
+        headers={"ETag": etag_of(row.id, row.version), "Location": f"/api/tasks/{row.id}"},
     )
-    max_tasks = get_settings().max_tasks_per_user
-    try:
-        add_task_within_quota(session, task=task, max_tasks=max_tasks)
-    except QuotaExceededError:
-        raise quota_exceeded(max_tasks) from None
-    location = f"/api/tasks/{task.id}"
-    response = task_response(task, status_code=http.HTTP_201_CREATED, Location=location)
-    if idempotency_key is None:
-        return response
+
+
+def create_one(session: Session, *, writes: Writes, body: TaskCreate, now: datetime) -> Response:
+    """What POST /api/tasks answers (without an Idempotency-Key)."""
+    (row,) = insert_tasks(session, rows=[new_task(writes, body, now)])
+    return created(row)
+
+
+def idempotently(
+    session: Session,
+    *,
+    user_id: uuid.UUID,
+    key: str | None,
+    body: BaseModel,
+    now: datetime,
+    answer: Callable[[], Response],
+) -> Response:
+    """`answer()`; with an Idempotency-Key, stored with it in the request's transaction,
+    or the stored answer of an earlier request with that key (24 hours)."""
+    if key is None:
+        return answer()
+    lock_user_tasks(session, user_id=user_id)
+    body_fingerprint = fingerprint(body)
+    found = find_idempotency_record(session, user_id=user_id, key=key, now=now)
+    if found is not None:
+        return replay(found, body_fingerprint)
+    response = answer()
     session.add(
         IdempotencyKey(
-            user_id=user.id,
-            key=idempotency_key,
+            user_id=user_id,
+            key=key,
             fingerprint=body_fingerprint,
             status_code=response.status_code,
             body=bytes(response.body).decode(),
-            location=location,
-            etag=etag(task),
+            location=response.headers.get("location", ""),
+            etag=response.headers.get("etag", ""),
             created_at=now,
         )
     )
@@ -426,6 +534,35 @@ async def create_task(
             detail="A request with this Idempotency-Key is still in progress; retry it",
         ) from None
     return response
+
+
+@router.post(
+    "/api/tasks",
+    response_model=TaskPublic,
+    status_code=http.HTTP_201_CREATED,
+    responses={201: {"headers": CREATED_HEADERS}, **CREATE_ERRORS},
+    summary="Create a task",
+)
+async def create_task(
+    body: TaskCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """A new task of the caller's; its URL is in `Location`, its version in `ETag`.
+
+    With an `Idempotency-Key`, a retry within 24 hours gets the first answer again
+    (`Idempotent-Replayed: true`) instead of a second task.
+    """
+    now = utcnow()
+    return idempotently(
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        body=body,
+        now=now,
+        answer=lambda: create_one(session, writes=Writes(session, user.id), body=body, now=now),
+    )
 
 
 @router.get(
@@ -455,8 +592,96 @@ async def list_trash(
     return json_response(TRASH_JSON.dump_json(page))
 
 
+@router.delete(
+    "/api/tasks/trash",
+    **NO_CONTENT,
+    responses=error_responses(Detail, UNAUTHORIZED),
+    summary="Empty the trash: remove every deleted task of the caller's for good",
+)
+async def empty_the_trash(user: CurrentUser, session: SessionDep) -> Response:
+    """Every task in the caller's trash is removed for good (and stops counting against
+    the quota); the changes feed reports them deleted."""
+    empty_trash(session, user_id=user.id, task_id=None, now=utcnow())
+    return Response(status_code=http.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/api/tasks/trash/{task_id}",
+    **NO_CONTENT,
+    responses=error_responses(
+        Detail,
+        UNAUTHORIZED
+        | {
+            403: "The task belongs to another user",
+            404: "No such task, or it is not in the trash",
+        },
+    ),
+    summary="Remove one deleted task for good",
+)
+async def remove_from_trash(task: TrashedTaskDep, session: SessionDep) -> Response:
+    """The task, which must be in the caller's trash, is removed for good."""
+    if not empty_trash(session, user_id=task.user_id, task_id=task.id, now=utcnow()):
+        # Restored, or removed, by someone else since it was read.
+        raise HTTPException(
+            status_code=http.HTTP_404_NOT_FOUND, detail="Task not found in the trash"
+        )
+    return Response(status_code=http.HTTP_204_NO_CONTENT)
+
+
+Cursor = Annotated[
+    str | SkipJsonSchema[None],
+    Query(
+        max_length=200,
+        description="The `cursor` of the previous page; none: from the beginning",
+    ),
+]
+
+
+@router.get(
+    "/api/tasks/changes",
+    response_model=TaskChanges,
+    responses={
+        410: {
+            "model": Detail,
+            "description": "The cursor is older than the kept history: start again without one",
+        },
+        **error_responses(Detail, UNAUTHORIZED),
+    },
+    summary="What changed in the caller's tasks since a cursor (offline sync)",
+)
+async def list_changes(
+    claims: AccessClaims,
+    connection: ReadConnection,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Changes per page")] = 100,
+) -> Response:
+    """Tasks created or changed since `cursor`, as they are now, and the ids of those
+    deleted, trashed or purged, in the order the changes committed. Follow `cursor` until
+    `has_more` is false and apply each page in turn: the result is the server's list."""
+    try:
+        page = read_changes(connection, claims=claims, cursor=cursor, limit=limit, now=utcnow())
+    except UnknownCursorError:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "cursor_unknown",
+                    "loc": ("query", "cursor"),
+                    "msg": "This cursor was not handed out by this feed for this user; "
+                    "start again without one",
+                }
+            ]
+        ) from None
+    except ExpiredCursorError:
+        raise HTTPException(
+            status_code=http.HTTP_410_GONE,
+            detail="This cursor is older than the kept history of changes "
+            "(CHANGES_RETENTION_DAYS): start again without a cursor",
+        ) from None
+    return json_response(CHANGES_JSON.dump_json(page))
+
+
 @router.post(
-    "/api/tasks/{task_id:not_trash}/restore",
+    "/api/tasks/{task_id:id_segment}/restore",
     response_model=TaskPublic,
     responses={
         200: {"headers": ETAG_HEADER},
@@ -483,6 +708,7 @@ async def restore_task(
         task=task,
         expected_version=version,
         values={"deleted_at": None, "updated_at": now},
+        change_seq=Writes(session, task.user_id).change(),
         in_trash=True,
     )
     if restored is None and if_match is None:
@@ -494,30 +720,35 @@ async def restore_task(
 
 
 @router.get(
-    "/api/tasks/{task_id:not_trash}",
+    "/api/tasks/{task_id:id_segment}",
     response_model=TaskPublic,
-    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID)},
+    responses={
+        200: {"headers": ETAG_HEADER},
+        **NOT_MODIFIED,
+        **error_responses(Detail, BY_ID),
+    },
     summary="Read a task",
 )
-async def get_task(task_id: TaskId, claims: AccessClaims, connection: ReadConnection) -> Response:
-    """One of the caller's tasks, with its version in `ETag`."""
+async def get_task(
+    task_id: TaskId,
+    claims: AccessClaims,
+    connection: ReadConnection,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """One of the caller's tasks, with its version in `ETag`; with `If-None-Match` holding
+    it, 304 while the task is unchanged."""
     found = tasks_queries.read_task(connection, task_id=task_id, claims=claims, now=utcnow())
     task = owned_task(found, claims.user_id, in_trash=False)
-    return json_response(
-        TASK_JSON.dump_json(task._asdict()), headers={"ETag": etag_of(task.id, task.version)}
+    tag = etag_of(task.id, task.version)
+    return not_modified(if_none_match, tag) or json_response(
+        TASK_JSON.dump_json(task._asdict()), headers={"ETag": tag}
     )
 
 
-@router.put(
-    "/api/tasks/{task_id:not_trash}",
-    response_model=TaskPublic,
-    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID | PRECONDITION)},
-    summary="Change some fields of a task",
-)
-async def update_task(
-    task: OwnedTask, body: TaskUpdate, session: SessionDep, if_match: IfMatch = None
+def update_one(
+    session: Session, *, writes: Writes, task: Task, body: TaskUpdate, if_match: str | None
 ) -> Response:
-    """Change the fields sent and keep the others; with `If-Match`, only if unchanged since."""
+    """What PUT /api/tasks/{id} answers, once the task and the body passed their checks."""
     version = expected_version(task, if_match)
     changes = {
         field: value
@@ -530,39 +761,29 @@ async def update_task(
     now = utcnow()
     values: dict[str, Any] = {**changes, "updated_at": now}
     if "status" in changes:
-        values["completed_at"] = (
-            first_completion(now) if changes["status"] is TaskStatus.COMPLETED else None
-        )
+        completed = changes["status"] is TaskStatus.COMPLETED
+        values["completed_at"] = first_completion(now) if completed else None
+        if completed:
+            values["remind_at"] = None  # a completed task reminds no one
     written = tasks_queries.write_new_version(
-        session, task=task, expected_version=version, values=values
+        session, task=task, expected_version=version, values=values, change_seq=writes.change()
     )
     return task_response(_written(written, if_match))
 
 
-@router.delete(
-    "/api/tasks/{task_id:not_trash}",
-    status_code=http.HTTP_204_NO_CONTENT,
-    response_class=Response,
-    responses=error_responses(Detail, BY_ID | PRECONDITION),
-    summary="Delete a task (it stays in the database, marked deleted)",
-)
-async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
-    """Move a task out of every list and read; the row stays, marked deleted."""
+def delete_one(session: Session, *, writes: Writes, task: Task, if_match: str | None) -> Response:
+    """What DELETE /api/tasks/{id} answers, once the task passed its checks."""
     version = expected_version(task, if_match)
-    deleted = soft_delete_task(session, task=task, expected_version=version, now=utcnow())
+    deleted = soft_delete_task(
+        session, task=task, expected_version=version, now=utcnow(), change_seq=writes.change()
+    )
     if not deleted:
         _written(None, if_match)
     return Response(status_code=http.HTTP_204_NO_CONTENT)
 
 
-@router.patch(
-    "/api/tasks/{task_id:not_trash}/complete",
-    response_model=TaskPublic,
-    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID | PRECONDITION)},
-    summary="Mark a task completed (idempotent)",
-)
-async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
-    """Set the status to `Completed`; completing again keeps the first `completed_at`."""
+def complete_one(session: Session, *, writes: Writes, task: Task, if_match: str | None) -> Response:
+    """What PATCH /api/tasks/{id}/complete answers, once the task passed its checks."""
     version = expected_version(task, if_match)
     if task.status is TaskStatus.COMPLETED:
         return task_response(task)
@@ -575,6 +796,166 @@ async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch 
             "status": TaskStatus.COMPLETED,
             "completed_at": first_completion(now),
             "updated_at": now,
+            "remind_at": None,
         },
+        change_seq=writes.change(),
     )
     return task_response(_written(written, if_match))
+
+
+@router.put(
+    "/api/tasks/{task_id:id_segment}",
+    response_model=TaskPublic,
+    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID | PRECONDITION)},
+    summary="Change some fields of a task",
+)
+async def update_task(
+    task: OwnedTask, body: TaskUpdate, session: SessionDep, if_match: IfMatch = None
+) -> Response:
+    """Change the fields sent and keep the others; with `If-Match`, only if unchanged since.
+    A new `remind_at` re-arms the reminder; completing the task cancels it."""
+    writes = Writes(session, task.user_id)
+    return update_one(session, writes=writes, task=task, body=body, if_match=if_match)
+
+
+@router.delete(
+    "/api/tasks/{task_id:id_segment}",
+    status_code=http.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(Detail, BY_ID | PRECONDITION),
+    summary="Delete a task (it stays in the database, marked deleted)",
+)
+async def delete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
+    """Move a task out of every list and read, and cancel its reminder; the row stays,
+    marked deleted, in the trash."""
+    writes = Writes(session, task.user_id)
+    return delete_one(session, writes=writes, task=task, if_match=if_match)
+
+
+@router.patch(
+    "/api/tasks/{task_id:id_segment}/complete",
+    response_model=TaskPublic,
+    responses={200: {"headers": ETAG_HEADER}, **error_responses(Detail, BY_ID | PRECONDITION)},
+    summary="Mark a task completed (idempotent)",
+)
+async def complete_task(task: OwnedTask, session: SessionDep, if_match: IfMatch = None) -> Response:
+    """Set the status to `Completed` and cancel the reminder; completing again keeps the
+    first `completed_at`."""
+    writes = Writes(session, task.user_id)
+    return complete_one(session, writes=writes, task=task, if_match=if_match)
+
+
+# ---------------------------------------------------------------------------------------
+# Batch: the single routes' answers, many in one request and one transaction
+
+
+def body_invalid(error: ValidationError) -> Response:
+    """The 422 that FastAPI answers for a body that fails its model (`loc` from `body`)."""
+    errors = [
+        {**entry, "loc": ("body", *entry["loc"])} for entry in error.errors(include_url=False)
+    ]
+    return json_response(
+        json.dumps({"detail": jsonable_encoder(without_input(errors))}).encode(),
+        status_code=http.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+def run_operation(session: Session, *, writes: Writes, operation: BatchOperation) -> Response:
+    """The answer the operation's single route gives (update, complete, delete), its
+    checks in the same order: the task (404, 403), then the body (422), then If-Match
+    (412) and the write."""
+    # Read afresh: an earlier operation of the batch may have changed the task.
+    found = session.get(Task, operation.id, populate_existing=True)
+    task = owned_task(found, writes.user_id, in_trash=False)
+    if operation.op is BatchOp.UPDATE:
+        try:
+            update_body = TaskUpdate.model_validate(operation.body)
+        except ValidationError as error:
+            return body_invalid(error)
+        return update_one(
+            session, writes=writes, task=task, body=update_body, if_match=operation.if_match
+        )
+    if operation.op is BatchOp.COMPLETE:
+        return complete_one(session, writes=writes, task=task, if_match=operation.if_match)
+    return delete_one(session, writes=writes, task=task, if_match=operation.if_match)
+
+
+def batch_result(response: Response) -> dict[str, Any]:
+    """The single route's answer as a result: `body` and `etag` null where it sends none."""
+    return {
+        "status": response.status_code,
+        "body": json.loads(bytes(response.body)) if response.body else None,
+        "etag": response.headers.get("etag"),
+    }
+
+
+def error_result(error: HTTPException) -> dict[str, Any]:
+    """What the single route answers for an HTTPException (a 4xx: nothing of it written)."""
+    return {"status": error.status_code, "body": {"detail": error.detail}, "etag": None}
+
+
+def answer_batch(
+    session: Session, *, user_id: uuid.UUID, operations: list[BatchOperation], now: datetime
+) -> Response:
+    """Every operation's result, in order. Consecutive creates are inserted together, in
+    one statement, once they are numbered and counted: their ids, numbers and results
+    are what they would be one by one."""
+    results: list[dict[str, Any]] = []
+    writes = Writes(session, user_id, planned=len(operations))
+    waiting: list[tuple[int, dict[str, Any]]] = []  # creates to insert: (result index, row)
+
+    def insert_waiting() -> None:
+        rows = insert_tasks(session, rows=[row for _, row in waiting]) if waiting else []
+        for (index, _), row in zip(waiting, rows, strict=True):
+            results[index] = batch_result(created(row))
+        waiting.clear()
+
+    for operation in operations:
+        if operation.op is BatchOp.CREATE:
+            try:
+                body = TaskCreate.model_validate(operation.body)
+                waiting.append((len(results), new_task(writes, body, now)))
+                results.append({})
+            except ValidationError as error:
+                results.append(batch_result(body_invalid(error)))
+            except HTTPException as error:
+                results.append(error_result(error))
+            continue
+        insert_waiting()
+        try:
+            response = run_operation(session, writes=writes, operation=operation)
+            results.append(batch_result(response))
+        except HTTPException as error:
+            results.append(error_result(error))
+    insert_waiting()
+    return json_response(json.dumps({"results": results}, separators=(",", ":")).encode())
+
+
+@router.post(
+    "/api/tasks/batch",
+    response_model=BatchResponse,
+    responses={
+        200: {"headers": {"Idempotent-Replayed": CREATED_HEADERS["Idempotent-Replayed"]}},
+        **CREATE_ERRORS,
+    },
+    summary="Create, change, complete and delete tasks in one request",
+)
+async def run_batch(
+    body: BatchRequest,
+    user: CurrentUser,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Up to 100 operations, in order, in one transaction: each result is what its single
+    route would have answered (status, body, ETag), and an operation that fails (a 4xx)
+    writes nothing while the others go ahead. An `Idempotency-Key` works as on a create:
+    a retry within 24 hours gets the first answer again."""
+    now = utcnow()
+    return idempotently(
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        body=body,
+        now=now,
+        answer=lambda: answer_batch(session, user_id=user.id, operations=body.operations, now=now),
+    )

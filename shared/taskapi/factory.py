@@ -262,9 +262,15 @@ async def validation_error(request: Request, error: Exception) -> JSONResponse:
     """
     if not isinstance(error, RequestValidationError):  # registered for this class alone
         raise TypeError(error)
-    errors = [{key: value for key, value in e.items() if key != "input"} for e in error.errors()]
+    errors = without_input(error.errors())
     _explain_content_type(request, errors)
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
+
+def without_input(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """A 422's `detail` list: the errors without the `input` they would echo back (see
+    `validation_error`); the batch route's operations answer with it too."""
+    return [{key: value for key, value in e.items() if key != "input"} for e in errors]
 
 
 def _explain_content_type(request: Request, errors: list[dict[str, Any]]) -> None:

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
@@ -158,6 +159,17 @@ class RequestModel(SQLModel):
     model_config = request_config()  # type: ignore[assignment]
 
 
+def with_examples(*examples: JsonDict) -> ConfigDict:
+    """A request model's `model_config` that adds valid bodies to its document (Swagger
+    UI's "Try it out" sends the first) and keeps `RequestModel`'s own schema changes."""
+
+    def document(schema: JsonDict) -> None:
+        _document_request_defaults(schema)
+        schema["examples"] = list(examples)
+
+    return ConfigDict(json_schema_extra=document)
+
+
 # The body of every answer that is only a message: errors other than request validation
 # (`{"detail": "..."}`, as the contract has them) and confirmations such as logout's.
 class Detail(SQLModel):
@@ -168,6 +180,9 @@ class Detail(SQLModel):
 
 # ---------------------------------------------------------------------------------------
 # Users
+
+# A counter column: 0 for rows written before it existed, and by any INSERT that leaves it out.
+COUNTER: dict[str, Any] = {"server_default": sa.text("0")}
 
 
 # Fields a client may see and set at sign-up.
@@ -197,6 +212,12 @@ class User(UserBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The changes feed (`GET /api/tasks/changes`): the number of the user's last task
+    # change, taken under this row's lock, so that the user's changes are numbered in the
+    # order they commit; and the highest change number whose tombstone the maintenance
+    # run has removed (a cursor below it is 410).
+    task_change_seq: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs=COUNTER)
+    task_changes_pruned: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs=COUNTER)
 
 
 # Body of POST /api/auth/signup.
@@ -328,6 +349,11 @@ class TaskBase(SQLModel):
     status: TaskStatus = Field(default=TaskStatus.PENDING)
     priority: TaskPriority = Field(default=TaskPriority.MEDIUM)
     due_at: Timestamp | None = Field(default=None)
+    remind_at: Timestamp | None = Field(
+        default=None,
+        description="When to email the owner a reminder (ISO 8601 with an offset); "
+        "cleared when the task is completed or deleted",
+    )
 
 
 # PostgreSQL's pg_trgm index for the list's `ILIKE '%text%'` search (migration 0003 says
@@ -342,6 +368,10 @@ TASK_SEARCH_INDEX = sa.Index(
     postgresql_ops={"title": "gin_trgm_ops", "description": "gin_trgm_ops"},
     info={"dialect": "postgresql"},
 ).ddl_if(dialect="postgresql")
+
+
+# A task whose reminder is set and not sent yet (the reminders run adds "due by now").
+REMINDER_DUE = sa.text("remind_at IS NOT NULL AND reminded_at IS NULL")
 
 
 # The `task` table; `deleted_at` marks a soft delete and `version` backs the ETag.
@@ -361,6 +391,15 @@ class Task(TaskBase, table=True):
             sqlite_where=sa.text("deleted_at IS NOT NULL"),
         ),
         TASK_SEARCH_INDEX,
+        # The changes feed: one user's changes in the order they committed.
+        sa.Index("ix_task_user_change_seq", "user_id", "change_seq"),
+        # Reminders still to send, soonest first, and nothing else (most tasks have none).
+        sa.Index(
+            "ix_task_reminder_due",
+            "remind_at",
+            postgresql_where=REMINDER_DUE,
+            sqlite_where=REMINDER_DUE,
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -378,16 +417,22 @@ class Task(TaskBase, table=True):
     due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     version: int = Field(default=1)
+    remind_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # When the reminder for the current `remind_at` went out; a new `remind_at` clears it.
+    reminded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The user's change number of this task's last change (`User.task_change_seq`).
+    change_seq: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs=COUNTER)
 
 
 # Body of POST /api/tasks.
 class TaskCreate(TaskBase, RequestModel):
-    model_config = request_config(
+    model_config = with_examples(
         {
-            "title": "Buy milk",
-            "description": "Two litres, for the week",
+            "title": "Write the quarterly report",
+            "description": "Figures from the finance sheet",
             "priority": "High",
-            "due_at": "2030-01-04T17:00:00Z",
+            "due_at": "2030-03-31T17:00:00Z",
+            "remind_at": "2030-03-30T09:00:00Z",
         }
     )
 
@@ -399,7 +444,7 @@ class TaskCreate(TaskBase, RequestModel):
 # `priority` may be omitted but not null: `SkipJsonSchema[None]` keeps the None that means
 # "absent" out of the document, and `not_null` refuses an explicit null.
 class TaskUpdate(RequestModel):
-    model_config = request_config({"status": "In Progress", "due_at": "2030-01-05T17:00:00Z"})
+    model_config = with_examples({"status": "In Progress", "remind_at": "2030-03-30T15:00:00Z"})
 
     # The length limits go on `str` itself: on the union they would also meet the None.
     title: (
@@ -417,6 +462,10 @@ class TaskUpdate(RequestModel):
     priority: TaskPriority | SkipJsonSchema[None] = None
     due_at: Timestamp | None = Field(
         default=None, description="ISO 8601 with an offset; null clears the due date"
+    )
+    remind_at: Timestamp | None = Field(
+        default=None,
+        description="ISO 8601 with an offset; a new time re-arms the reminder, null cancels it",
     )
 
     _strip = field_validator("title", mode="before")(_strip_title)
@@ -465,6 +514,104 @@ class TrashPage(SQLModel):
     total: int
     skip: int
     limit: int
+
+
+# The page that GET /api/tasks/changes returns.
+class TaskChanges(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
+    items: list[TaskPublic] = Field(description="Tasks created or changed, as they are now")
+    deleted: list[int] = Field(description="Ids of tasks deleted, trashed or purged")
+    cursor: str = Field(description="Where the next page starts: pass it back as `cursor`")
+    has_more: bool = Field(description="true: more changes follow; ask again with `cursor`")
+
+
+BATCH_MAX_OPERATIONS = 100
+
+
+class BatchOp(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    COMPLETE = "complete"
+    DELETE = "delete"
+
+
+# One operation of POST /api/tasks/batch: what the single route takes, in one object.
+class BatchOperation(RequestModel):
+    op: BatchOp = Field(
+        description="create: POST /api/tasks; update: PUT, complete: PATCH .../complete, "
+        "delete: DELETE /api/tasks/{id}"
+    )
+    id: Annotated[int, Field(ge=1, le=2**31 - 1)] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="The task's id: required by update, complete and delete; not by create",
+    )
+    if_match: Annotated[str, Field(max_length=1024)] | SkipJsonSchema[None] = Field(
+        default=None, description="The single route's If-Match header"
+    )
+    body: dict[str, Any] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="The single route's body: TaskCreate for create (required), "
+        "TaskUpdate for update (required); none for complete and delete",
+    )
+
+    @model_validator(mode="after")
+    def _id_where_needed(self) -> "BatchOperation":
+        if (self.op is BatchOp.CREATE) != (self.id is None):
+            raise ValueError("`id` is required by update, complete and delete, and not by create")
+        if (self.op in (BatchOp.CREATE, BatchOp.UPDATE)) != (self.body is not None):
+            raise ValueError("`body` is required by create and update, and not by the others")
+        if self.op is BatchOp.CREATE and self.if_match is not None:
+            raise ValueError("`if_match` applies to an existing task, not to create")
+        return self
+
+
+# Body of POST /api/tasks/batch.
+class BatchRequest(RequestModel):
+    model_config = with_examples(
+        {
+            "operations": [
+                {"op": "create", "body": {"title": "Buy milk", "priority": "Low"}},
+                {"op": "create", "body": {"title": "Call the plumber"}},
+            ]
+        }
+    )
+
+    operations: list[BatchOperation] = Field(
+        min_length=1, max_length=BATCH_MAX_OPERATIONS, description="1 to 100, run in order"
+    )
+
+
+# One operation's answer: the single route's status, body and ETag (null where the single
+# route sends none).
+class BatchResult(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
+    status: int
+    body: dict[str, Any] | None = Field(
+        description="The single route's body: a Task, or an error's `detail`; null for a 204"
+    )
+    etag: str | None = Field(description="The single route's ETag; null where it sends none")
+
+
+# The answer of POST /api/tasks/batch: one result per operation, in order.
+class BatchResponse(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
+    results: list[BatchResult]
+
+
+# A task removed for good (emptied from the trash, or purged by the maintenance run): the
+# changes feed's record that it is gone, at the change number of its deletion, kept
+# CHANGES_RETENTION_DAYS. Its primary key leads with the feed's order; the task id is in
+# it because tasks written outside the API (before the feed existed) share number 0.
+class TaskTombstone(SQLModel, table=True):
+    __tablename__ = "task_tombstone"
+
+    user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE", primary_key=True)
+    change_seq: int = Field(sa_type=sa.BigInteger, primary_key=True)
+    task_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    removed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
 
 
 # ---------------------------------------------------------------------------------------

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     max_tasks_per_user: int = Field(default=10000, ge=1)
     # Days a deleted task stays in the trash before the maintenance run removes it.
     trash_retention_days: int = Field(default=30, ge=1)
+    # Days the changes feed keeps a removed task's tombstone; a cursor older is 410.
+    changes_retention_days: int = Field(default=90, ge=1)
+    # Seconds a reminders run may spend sending: it runs every minute, so well inside one.
+    reminders_time_budget_seconds: float = Field(default=45.0, ge=0)
     # The maintenance run: rows deleted per transaction, and seconds it may spend (it also
     # stops 5 s before the function's own timeout).
     maintenance_batch_size: int = Field(default=500, ge=1)

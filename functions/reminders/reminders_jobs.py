@@ -1,0 +1,150 @@
+"""Reminders: each due reminder claimed by one run, emailed, and marked sent, once.
+
+Each reminder is its own transaction: one UPDATE claims the soonest due reminder and
+marks it sent (`reminded_at`), the email goes out while that row stays locked, and the
+commit makes the mark final. On PostgreSQL the claim skips rows that another run holds
+(`FOR UPDATE SKIP LOCKED`), so overlapping runs share the work and never send one
+reminder twice; on SQLite the UPDATE takes the database's write lock, which a second run
+waits for, and then finds the reminder marked. An email that fails is rolled back (the
+reminder stays due) and skipped for the rest of the run, to be tried again by the next
+one; a run that stops half-way (its time budget, a crash, a database error) leaves the
+unsent ones due. Only a crash between the mail server's acceptance and the commit can
+send one again.
+"""
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import col
+
+from taskapi.changes import TASKS
+from taskapi.jobs import deadline
+from taskapi.mail import send_email
+from taskapi.metrics import METRICS_NAMESPACE, Unit, put_metrics
+from taskapi.models import User, utcnow
+from taskapi.settings import Settings
+
+logger = logging.getLogger("taskapi.reminders")
+
+# Stop claiming this long before the function's own timeout (an email takes seconds at
+# worst: SMTP_TIMEOUT_SECONDS per step).
+TIMEOUT_MARGIN_SECONDS = 10.0
+
+_NOW = sa.bindparam("now", type_=TASKS.c.remind_at.type)
+_DUE = sa.and_(
+    TASKS.c.remind_at.is_not(None),
+    TASKS.c.reminded_at.is_(None),
+    TASKS.c.remind_at <= _NOW,
+    TASKS.c.deleted_at.is_(None),
+)
+_OWNER = sa.select(col(User.email)).where(col(User.id) == TASKS.c.user_id, col(User.is_active))
+
+# The soonest due reminder that no other run holds, claimed and marked in one statement.
+_CLAIM = (
+    sa.update(TASKS)
+    .where(
+        TASKS.c.id
+        == sa.select(TASKS.c.id)
+        .where(
+            _DUE,
+            _OWNER.exists(),
+            TASKS.c.id.not_in(sa.bindparam("skipped", expanding=True)),
+        )
+        .order_by(TASKS.c.remind_at, TASKS.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery(),
+        # Checked again on the row as it is now (another run may have marked it).
+        _DUE,
+    )
+    .values(reminded_at=_NOW)
+    .returning(TASKS.c.id, TASKS.c.user_id, TASKS.c.title, TASKS.c.due_at, TASKS.c.remind_at)
+)
+_OWNER_EMAIL = sa.select(col(User.email)).where(col(User.id) == sa.bindparam("user_id"))
+
+
+@dataclass
+class RemindersResult:
+    sent: int = 0
+    failed: int = 0
+    # False when the run stopped with reminders possibly still due (time, database).
+    complete: bool = True
+    duration_ms: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reminder_text(row: Any) -> tuple[str, str]:
+    """The subject and text of a task's reminder."""
+    due = f"It is due {row.due_at:%Y-%m-%d %H:%M} UTC." if row.due_at else "It has no due date."
+    text = (
+        f'You asked to be reminded of your task "{row.title}" at '
+        f"{row.remind_at:%Y-%m-%d %H:%M} UTC.\n\n{due}\n"
+    )
+    return f"Reminder: {row.title}", text
+
+
+def run_reminders(
+    engine: Engine,
+    settings: Settings,
+    *,
+    remaining_seconds: float | None = None,
+    now: datetime | None = None,
+) -> RemindersResult:
+    """Send every reminder due by `now`, one transaction each, within the time budget;
+    never raises for one email, nor for a database error (the next run carries on)."""
+    started = time.monotonic()
+    stop_at = deadline(
+        started,
+        budget=settings.reminders_time_budget_seconds,
+        remaining=remaining_seconds,
+        margin=TIMEOUT_MARGIN_SECONDS,
+    )
+    now = now or utcnow()
+    result = RemindersResult()
+    skipped: list[int] = []
+    try:
+        while True:
+            if time.monotonic() >= stop_at:
+                result.complete = False
+                break
+            with engine.connect() as connection:
+                row = connection.execute(_CLAIM, {"now": now, "skipped": skipped}).first()
+                if row is None:
+                    connection.commit()
+                    break
+                to = connection.execute(_OWNER_EMAIL, {"user_id": row.user_id}).scalar_one()
+                subject, text = reminder_text(row)
+                if send_email(to=to, subject=subject, text=text):
+                    connection.commit()
+                    result.sent += 1
+                else:
+                    # Still due: the next run tries again (send_email logged why).
+                    connection.rollback()
+                    skipped.append(row.id)
+                    result.failed += 1
+    except sa.exc.SQLAlchemyError as error:
+        logger.error(
+            "reminders run stopped by a database error",
+            extra={"error": type(error).__name__, "sent": result.sent},
+            exc_info=error,
+        )
+        result.complete = False
+    result.duration_ms = round((time.monotonic() - started) * 1000, 2)
+    return result
+
+
+def publish_metrics(result: RemindersResult, *, stage: str) -> None:
+    """One EMF line: reminders sent and failed, and the run's duration."""
+    metrics: dict[str, tuple[float, Unit]] = {
+        "RemindersSent": (result.sent, "Count"),
+        "RemindersFailed": (result.failed, "Count"),
+        "RemindersDuration": (result.duration_ms, "Milliseconds"),
+    }
+    put_metrics(namespace=METRICS_NAMESPACE, dimensions={"Stage": stage}, metrics=metrics)
