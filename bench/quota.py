@@ -45,6 +45,8 @@ READS: dict[str, tuple[str, dict[str, str]]] = {
     "filtered page (status, priority)": ("/api/tasks", {"status": "Pending", "priority": "High"}),
     "sorted by due date": ("/api/tasks", {"sort": "due_at"}),
     "worst search (200 characters)": ("/api/tasks", {"q": WORST_Q}),
+    # The first page of an offline client's sync (100 tasks, the feed's default).
+    "changes feed from the start": ("/api/tasks/changes", {}),
     # A page past the end carries no row, so the route counts on its own: `total` alone
     # (and the scan that finds the page empty).
     "total (page past the end)": ("/api/tasks", {"skip": "100000"}),
@@ -77,18 +79,19 @@ def seed(database: BenchDatabase, sizes: tuple[int, ...]) -> dict[int, str]:
 
 def _insert_tasks(connection: sa.Connection, *, user_id: uuid.UUID, count: int) -> None:
     # Statuses and priorities in turn, every other task due (past and future alike), one
-    # in twenty in the trash: the mix a long-lived account has.
+    # in twenty in the trash: the mix a long-lived account has. Each task's change number
+    # is its place in the series, as if the user had written them one by one.
     connection.execute(
         sa.text(
             "INSERT INTO task (user_id, title, description, status, priority, due_at,"
-            " created_at, updated_at, completed_at, deleted_at, version)"
+            " created_at, updated_at, completed_at, deleted_at, version, change_seq)"
             " SELECT :user_id, rpad('Task ' || n || ' ', :title_length, 'x'), :description,"
             " (ARRAY['Pending', 'In Progress', 'Completed'])[1 + n % 3],"
             " (ARRAY['Low', 'Medium', 'High'])[1 + (n / 3) % 3],"
             " CASE WHEN n % 2 = 0 THEN now() + (n - :count / 2) * interval '1 hour' END,"
             " now() - n * interval '1 minute', now() - n * interval '1 minute',"
             " CASE WHEN n % 3 = 2 THEN now() END,"
-            " CASE WHEN n % 20 = 0 THEN now() END, 1"
+            " CASE WHEN n % 20 = 0 THEN now() END, 1, n"
             " FROM generate_series(1, :count) n"
         ),
         {
@@ -97,6 +100,10 @@ def _insert_tasks(connection: sa.Connection, *, user_id: uuid.UUID, count: int) 
             "description": DESCRIPTION,
             "count": count,
         },
+    )
+    connection.execute(
+        sa.text('UPDATE "user" SET task_change_seq = :count WHERE id = :user_id'),
+        {"user_id": user_id, "count": count},
     )
 
 
