@@ -323,7 +323,7 @@ def test_one_parameter_sets_every_function_and_the_layer(architecture: str) -> N
     (layer,) = of_type(resources, "AWS::Lambda::LayerVersion").values()
     assert layer["CompatibleArchitectures"] == [architecture]
     functions = of_type(resources, "AWS::Lambda::Function")
-    assert len(functions) == 5
+    assert len(functions) == 6
     for name, function in functions.items():
         assert function["Architectures"] == [architecture], name
 
