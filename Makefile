@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/shared:$(CURDIR)
 # would otherwise report as a duplicate module.
 FUNCTION_DIRS := $(wildcard functions/*)
 
-.PHONY: help venv local-venv run invoke test test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 check-sam-local lambda-image
+.PHONY: help venv local-venv run invoke test test-perf test-py313 lint typecheck pytest migrate openapi clean audit fuzz load load-failover bench bench-smoke validate build test-layer check-build check-clients check-arm64 check-sam-local lambda-image
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,7 +49,7 @@ $(PY313_VENV)/.installed: requirements-dev.txt requirements-local.txt shared/req
 	touch $@
 
 test-py313: $(PY313_VENV)/.installed  ## pytest on Python 3.13, the Lambda runtime's version
-	$(PY313_VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(PY313_VENV)/bin/pytest -n $(PYTEST_WORKERS) -m "$(PYTEST_MARKERS)" $(PYTEST_ARGS)
 
 # ARGS go to the server: make run ARGS='--log-level warning' (python -m localapi --help).
 run: local-venv migrate  ## Serve the whole API at http://127.0.0.1:3000 (PORT changes it, ARGS adds options)
@@ -93,8 +93,17 @@ PYTEST_WORKERS ?= auto
 COVERAGE_FLOOR ?= $(if $(TEST_DATABASE_URL),98,94)
 COVERAGE ?= --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
+# Tests that assert a time or run a load carry the `perf` marker: on a busy machine they
+# fail for reasons that are no bug, so `make test` leaves them out and `make test-perf`
+# (a CI step of its own) runs them. PYTEST_MARKERS= runs every test.
+PYTEST_MARKERS ?= not perf
+
 pytest: venv  ## pytest alone, with coverage (PYTEST_ARGS passes options, PYTEST_WORKERS=0 runs in one process, COVERAGE= skips coverage)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) $(COVERAGE) $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "$(PYTEST_MARKERS)" $(COVERAGE) $(PYTEST_ARGS)
+
+# One test at a time, so that each times itself and not its neighbours.
+test-perf: venv  ## The timing and load tests (marker `perf`), which `make test` leaves out
+	$(BIN)/pytest -n 0 -m perf $(PYTEST_ARGS)
 
 fuzz: venv  ## schemathesis, every check, single requests and stateful sequences, longer than make test's run (FUZZ_EXAMPLES per operation)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-150} $(BIN)/pytest tests/test_fuzz_openapi.py $(PYTEST_ARGS)

@@ -5,6 +5,9 @@ document, and running it against the local server checks the document against th
 Usage: python clients/flow.py http://127.0.0.1:PORT (with clients/generated on the path).
 """
 
+import json
+import os
+import re
 import sys
 import time
 import uuid
@@ -12,7 +15,20 @@ from http import HTTPStatus
 from typing import TypeVar
 
 from task_api_client import AuthenticatedClient, Client
-from task_api_client.api.auth import get_me, login, logout, refresh, signup
+from task_api_client.api.auth import (
+    confirm_email_change,
+    confirm_password_reset,
+    get_me,
+    list_security_events,
+    list_sessions,
+    login,
+    logout,
+    refresh,
+    request_email_change,
+    request_password_reset,
+    signup,
+    update_me,
+)
 from task_api_client.api.tasks import (
     complete_task,
     create_task,
@@ -31,8 +47,16 @@ from task_api_client.models import (
     BatchOperationBody,
     BatchRequest,
     BatchResponse,
+    Detail,
+    EmailChangeConfirm,
+    EmailChangeRequest,
     LoginRequest,
+    PasswordResetConfirm,
+    PasswordResetRequest,
+    ProfileUpdate,
     RefreshRequest,
+    SecurityEventPage,
+    SessionList,
     SignupRequest,
     TaskChanges,
     TaskCreate,
@@ -43,12 +67,33 @@ from task_api_client.models import (
     TaskStatus,
     TaskUpdate,
     TokenResponse,
+    UserPublic,
 )
 from task_api_client.types import Response
 
 T = TypeVar("T")
 R = TypeVar("R")
 PASSWORD = "correct horse battery"  # noqa: S105 (a test account on a throwaway database)
+NEW_PASSWORD = "a new password, longer"  # noqa: S105
+TOKEN = re.compile(r"\?token=([A-Za-z0-9_-]+)")
+
+
+def mailed_token(address: str) -> str:
+    """The token of the last mail to `address`, from the local server's log (SERVER_LOG),
+    where it writes mails when no mail server is configured."""
+    for _ in range(50):
+        with open(os.environ["SERVER_LOG"], encoding="utf-8", errors="replace") as log:
+            messages = [
+                json.loads(line)["message"]
+                for line in log
+                if line.startswith("{") and '"email_delivery"' in line
+            ]
+        for message in reversed(messages):
+            match = TOKEN.search(message)
+            if match and f"To: {address}\n" in message:
+                return match.group(1)
+        time.sleep(0.1)
+    raise SystemExit(f"no mail to {address} in the server log")
 
 
 def expect(step: str, response: Response[R], status: int) -> None:
@@ -170,7 +215,68 @@ def main(base_url: str) -> None:
     fresh_client = AuthenticatedClient(base_url=base_url, token=fresh.access_token)
     expect("logout", logout.sync_detailed(client=fresh_client), HTTPStatus.OK)
     expect("me after logout", get_me.sync_detailed(client=fresh_client), HTTPStatus.UNAUTHORIZED)
+
+    account(base_url, public, email)
     print("py  flow complete")
+
+
+def account(base_url: str, public: Client, email: str) -> None:
+    """The profile, sessions, an email change and a password reset by mail, the log."""
+    logged_in = login.sync_detailed(
+        client=public, body=LoginRequest(email=email, password=PASSWORD)
+    )
+    expect("login again", logged_in, HTTPStatus.OK)
+    client = AuthenticatedClient(
+        base_url=base_url, token=body("login", logged_in, AuthResponse).access_token
+    )
+
+    renamed = update_me.sync_detailed(client=client, body=ProfileUpdate(name="Python Client"))
+    expect("update profile", renamed, HTTPStatus.OK)
+    if body("update profile", renamed, UserPublic).name != "Python Client":
+        raise SystemExit("update profile: name unchanged")
+
+    listed = list_sessions.sync_detailed(client=client)
+    expect("sessions", listed, HTTPStatus.OK)
+    current = [item for item in body("sessions", listed, SessionList).items if item.current]
+    if len(current) != 1 or current[0].ip is None or current[0].last_used_at is None:
+        raise SystemExit(f"sessions: no device fields on the current one {current!r}")
+
+    new_email = f"new-{email}"
+    asked = request_email_change.sync_detailed(
+        client=client, body=EmailChangeRequest(password=PASSWORD, new_email=new_email)
+    )
+    expect("request email change", asked, HTTPStatus.ACCEPTED)
+    changed = confirm_email_change.sync_detailed(
+        client=public, body=EmailChangeConfirm(token=mailed_token(new_email))
+    )
+    expect("confirm email change", changed, HTTPStatus.OK)
+    if body("confirm email change", changed, UserPublic).email != new_email:
+        raise SystemExit("confirm email change: email unchanged")
+
+    reset = request_password_reset.sync_detailed(
+        client=public, body=PasswordResetRequest(email=new_email)
+    )
+    expect("request password reset", reset, HTTPStatus.ACCEPTED)
+    body("request password reset", reset, Detail)
+    confirmed = confirm_password_reset.sync_detailed(
+        client=public,
+        body=PasswordResetConfirm(token=mailed_token(new_email), new_password=NEW_PASSWORD),
+    )
+    expect("confirm password reset", confirmed, HTTPStatus.OK)
+    expect("me after the reset", get_me.sync_detailed(client=client), HTTPStatus.UNAUTHORIZED)
+
+    again = login.sync_detailed(
+        client=public, body=LoginRequest(email=new_email, password=NEW_PASSWORD)
+    )
+    expect("login with the new password", again, HTTPStatus.OK)
+    client = AuthenticatedClient(
+        base_url=base_url, token=body("login", again, AuthResponse).access_token
+    )
+    events = list_security_events.sync_detailed(client=client, limit=5)
+    expect("security log", events, HTTPStatus.OK)
+    types = [item.type_.value for item in body("security log", events, SecurityEventPage).items]
+    if types[:3] != ["login", "password_reset", "password_reset_requested"]:
+        raise SystemExit(f"security log: unexpected events {types}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 // (default settings) and calls made by openapi-fetch: `tsc --strict` checks it against
 // the document, and running it against the local server checks the document against the
 // API. Usage: node build/flow.js http://127.0.0.1:PORT
+import { readFileSync } from "node:fs";
 import createClient from "openapi-fetch";
 import type { components, paths } from "./generated/api.js";
 
@@ -25,6 +26,25 @@ function required<T>(step: string, value: T | undefined): T {
     throw new Error(`${step}: no body`);
   }
   return value;
+}
+
+// The token of the last mail to `address`, from the local server's log (SERVER_LOG), where
+// it writes mails when no mail server is configured.
+async function mailedToken(address: string): Promise<string> {
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    const lines = readFileSync(process.env["SERVER_LOG"] ?? "", "utf8").split("\n");
+    const messages = lines
+      .filter((line) => line.startsWith("{") && line.includes('"email_delivery"'))
+      .map((line) => String((JSON.parse(line) as { message: unknown }).message));
+    for (const message of messages.reverse()) {
+      const match = /\?token=([A-Za-z0-9_-]+)/.exec(message);
+      if (match?.[1] !== undefined && message.includes(`To: ${address}\n`)) {
+        return match[1];
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`no mail to ${address} in the server log`);
 }
 
 const email = `ts-${Date.now()}-${Math.random().toString(16).slice(2, 8)}@example.com`;
@@ -192,4 +212,63 @@ const after = await api.GET("/api/auth/me", {
   headers: { Authorization: `Bearer ${fresh.access_token}` },
 });
 expect("me after logout", after.response.status, 401);
+// The account: profile, sessions, an email change and a password reset by mail, the log.
+const again = await api.POST("/api/auth/login", { body: { email, password } });
+expect("login again", again.response.status, 200);
+const account = { Authorization: `Bearer ${required("login again", again.data).access_token}` };
+
+const renamed = await api.PATCH("/api/auth/me", {
+  body: { name: "TypeScript Client" },
+  headers: account,
+});
+expect("update profile", renamed.response.status, 200);
+if (required("update profile", renamed.data).name !== "TypeScript Client") {
+  throw new Error("update profile: name unchanged");
+}
+
+const sessions = await api.GET("/api/auth/sessions", { headers: account });
+expect("sessions", sessions.response.status, 200);
+const current = required("sessions", sessions.data).items.filter((item) => item.current);
+const ip: string | null | undefined = current[0]?.ip;
+if (current.length !== 1 || ip === null || current[0]?.last_used_at === null) {
+  throw new Error(`sessions: no device fields ${JSON.stringify(current)}`);
+}
+
+const newEmail = `new-${email}`;
+const asked = await api.POST("/api/auth/email", {
+  body: { password, new_email: newEmail },
+  headers: account,
+});
+expect("request email change", asked.response.status, 202);
+const changed = await api.POST("/api/auth/email/confirm", {
+  body: { token: await mailedToken(newEmail) },
+});
+expect("confirm email change", changed.response.status, 200);
+if (required("confirm email change", changed.data).email !== newEmail) {
+  throw new Error("confirm email change: email unchanged");
+}
+
+const newPassword = "a new password, longer";
+const reset = await api.POST("/api/auth/password-reset", { body: { email: newEmail } });
+expect("request password reset", reset.response.status, 202);
+const confirmed = await api.POST("/api/auth/password-reset/confirm", {
+  body: { token: await mailedToken(newEmail), new_password: newPassword },
+});
+expect("confirm password reset", confirmed.response.status, 200);
+const ended = await api.GET("/api/auth/me", { headers: account });
+expect("me after the reset", ended.response.status, 401);
+
+const relogged = await api.POST("/api/auth/login", {
+  body: { email: newEmail, password: newPassword },
+});
+expect("login with the new password", relogged.response.status, 200);
+const events = await api.GET("/api/auth/events", {
+  params: { query: { limit: 5 } },
+  headers: { Authorization: `Bearer ${required("login", relogged.data).access_token}` },
+});
+expect("security log", events.response.status, 200);
+const types = required("security log", events.data).items.map((item) => item.type);
+if (types.slice(0, 3).join() !== "login,password_reset,password_reset_requested") {
+  throw new Error(`security log: unexpected events ${types.join()}`);
+}
 console.log("ts  flow complete");

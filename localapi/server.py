@@ -3,7 +3,8 @@ answers them through the template's real Lambda handlers, with payload 2.0 event
 
 Gateway errors mirror API Gateway's own, `{"message": ...}` bodies: 404 for no route, 413
 over the 10 MB payload limit, 502 when the handler raises or returns something that is not
-a response, and 504 when it runs past its function's Timeout.
+a response or is over Lambda's 6 MB response limit, and 504 when it runs past its
+function's Timeout.
 """
 
 import base64
@@ -36,6 +37,10 @@ Headers = list[tuple[str, str]]
 
 # API Gateway's maximum payload (HTTP APIs and Lambda's synchronous invocations alike).
 MAX_BODY_BYTES = 10 * 1024 * 1024
+# Lambda's limit on a synchronous invocation's response (the result as JSON): past it
+# Lambda returns an error instead and API Gateway answers 502. Enforced here so that an
+# answer too large for AWS cannot pass locally.
+MAX_RESULT_BYTES = 6 * 1024 * 1024
 # Set by the server, never passed through from the handler's response.
 _HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection"})
 
@@ -52,9 +57,11 @@ def http_response(result: Any) -> tuple[int, Headers, bytes]:
     if isinstance(text, str):
         result = {**result, "body": ""}
     try:
-        result = json.loads(json.dumps(result))
+        serialised = json.dumps(result, ensure_ascii=False)
+        result = json.loads(serialised)
     except (TypeError, ValueError) as exc:
         raise InvalidResponseError(f"The result is not JSON: {exc}") from exc
+    _refuse_oversized(len(serialised.encode()), text if isinstance(text, str) else "")
     if isinstance(text, str):
         result["body"] = text
     if not isinstance(result, dict) or "statusCode" not in result:
@@ -79,6 +86,25 @@ def http_response(result: Any) -> tuple[int, Headers, bytes]:
         except ValueError as exc:
             raise InvalidResponseError(f"body is not base64: {exc}") from exc
     return status, headers, body.encode()
+
+
+# The most bytes one character of a string takes in UTF-8 JSON without ASCII escapes: a
+# control character's `\u00XX`.
+_MAX_JSON_BYTES_PER_CHAR = 6
+
+
+def _refuse_oversized(rest: int, body: str) -> None:
+    """Refuse a result over Lambda's response limit: `rest` is the size of the result
+    without its body as JSON. The body is escaped only when it might be too large."""
+    if rest + len(body) * _MAX_JSON_BYTES_PER_CHAR <= MAX_RESULT_BYTES:
+        return
+    # The python3.12+ runtimes (the template's is 3.13) write the result as UTF-8 JSON
+    # without ASCII escapes, so that is the size Lambda's limit applies to.
+    size = rest + len(json.dumps(body, ensure_ascii=False).encode()) - len('""')
+    if size > MAX_RESULT_BYTES:
+        raise InvalidResponseError(
+            f"The result is {size} bytes, over Lambda's {MAX_RESULT_BYTES}-byte response limit"
+        )
 
 
 def gateway_error(status: int, message: str) -> tuple[int, Headers, bytes]:
@@ -338,7 +364,7 @@ def build_local_api(
     stage: str | None = None,
 ) -> LocalApi:
     """The app for a template (loaded, or its path): `workers` processes per function (0:
-    one more than the cores)."""
+    one per core)."""
     settings = developer_settings()
     if not isinstance(template, Template):
         template = load_template(template, settings)
@@ -347,10 +373,7 @@ def build_local_api(
 
 
 def default_workers() -> int:
-    # One more than the cores: while a worker's answer crosses back through the server's
-    # process, another keeps each core busy (`bench/localapi_throughput.py` compares it
-    # with uvicorn serving the app directly).
-    return (os.cpu_count() or 1) + 1
+    return os.cpu_count() or 1
 
 
 def start(

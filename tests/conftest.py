@@ -28,6 +28,7 @@ from tests.support.functions import ROOT
 from tests.support.keys import JWT_KEY
 from tests.support.local_server import local_server, server_environment
 from tests.support.pgbouncer import PgBouncer, start_pgbouncer
+from tests.support.smtp import Mailbox, smtp_server
 from tests.support.statement_log import log_statements
 from tests.support.tasks import Account, make_account
 
@@ -169,6 +170,21 @@ def client(request: pytest.FixtureRequest, db: Database) -> Client:
     """A client of the tasks function, or of the one that a `client` marker names."""
     marker = request.node.get_closest_marker("client")
     return Client(marker.args[0] if marker else "tasks")
+
+
+@pytest.fixture
+def mailbox(db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mailbox]:
+    """A real SMTP server that the layer's mail goes to (plain SMTP, no STARTTLS: the
+    STARTTLS path has its own tests), and no waiting on the reset route's fixed time."""
+    with smtp_server() as mailbox:
+        configure(
+            monkeypatch,
+            smtp_server="127.0.0.1",
+            smtp_port=str(mailbox.port),
+            smtp_starttls="false",
+            password_reset_answer_seconds="0",
+        )
+        yield mailbox
 
 
 @pytest.fixture

@@ -159,6 +159,9 @@ REFUSED_PASSWORDS = {
     "over-72-bytes": "p" * 73,
     "over-72-bytes-multibyte": "é" * 37,
     "nul": "pass\x00word",
+    # Common passwords, in any letter case (the 10,000th of the list too).
+    "common": "SunShine",
+    "common-list-10000": "DESMOND1",
 }
 
 
@@ -179,6 +182,28 @@ def test_the_new_password_follows_the_signup_rules(
     assert [e["msg"] for e in refused.json()["detail"]] == [
         e["msg"] for e in response.json()["detail"]
     ]
+
+
+def test_a_common_password_is_refused_with_a_detail_that_says_so(
+    client: Client, db: Database
+) -> None:
+    access, _ = tokens(signup(client))
+    response = change_password(client, access, new="Iloveyou")
+    assert response.status == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "new_password"]
+    assert "most commonly used passwords" in error["msg"]
+    # An uncommon password of the same shape is fine.
+    assert change_password(client, access, new="Iloveyou, Quokka").status == 200
+
+
+def test_the_common_password_list_holds_at_least_the_10000_most_common() -> None:
+    from taskapi.rules import common_passwords
+
+    listed = common_passwords()
+    assert len(listed) >= 10_000
+    assert {"password", "12345678", "qwertyuiop", "iloveyou"} <= listed
+    assert all(entry == entry.lower() for entry in listed)
 
 
 @pytest.mark.parametrize(
@@ -245,15 +270,24 @@ def test_sessions_after_two_logins_a_refresh_and_a_logout(client: Client, db: Da
         str(session_id(signup_access)),
     ]
     assert [item["current"] for item in items] == [True, False]
-    assert all(set(item) == {"id", "created_at", "expires_at", "current"} for item in items)
+    assert all(
+        set(item)
+        == {"id", "created_at", "expires_at", "current", "ip", "user_agent", "last_used_at"}
+        for item in items
+    )
     rows_by_id = auth_sessions(db, user_row(db, "ada@example.com").id)
     for item in items:
         row = rows_by_id[uuid.UUID(item["id"])]
         assert parse_time(item["created_at"]) == row.created_at
         assert parse_time(item["expires_at"]) == row.expires_at
+        assert parse_time(item["last_used_at"]) == row.last_used_at
+        assert item["ip"] == "127.0.0.1"
     # The refresh extended its session to the new refresh token's expiry.
     new_refresh = decode_token(refreshed["refresh_token"], expected_type="refresh")
     assert parse_time(items[0]["expires_at"]) == new_refresh.expires_at
+    # ... and its `last_used_at` is the refresh's; the sign-up's session was never used again.
+    assert parse_time(items[0]["last_used_at"]) > parse_time(items[0]["created_at"])
+    assert items[1]["last_used_at"] == items[1]["created_at"]
     # The list from another session marks that one as current.
     other_view = client.get(SESSIONS, token=signup_access).json()["items"]
     assert [item["current"] for item in other_view] == [False, True]
@@ -428,14 +462,20 @@ def test_every_foreign_key_references_the_user() -> None:
 
 
 @contextmanager
-def user_deleted_before(db: Database, email: str, statement_start: str) -> Iterator[None]:
+def user_deleted_before(
+    db: Database, email: str, statement_start: str, containing: str = ""
+) -> Iterator[None]:
     """Delete the user, on a connection of its own, just before the app's first statement
-    that starts with `statement_start`: the race with an account deletion, made certain."""
+    that starts with `statement_start` (and holds `containing`): the race with an account
+    deletion, made certain."""
     engine = get_engine()
 
     def delete_user_first(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         # Quotes aside: PostgreSQL's SQL quotes "user", SQLite's does not.
-        if statement.lstrip().upper().replace('"', "").startswith(f"{statement_start.upper()} "):
+        if (
+            statement.lstrip().upper().replace('"', "").startswith(f"{statement_start.upper()} ")
+            and containing in statement
+        ):
             # As `delete_user` does: the user, and the failed logins kept by email.
             with db.engine.begin() as connection:
                 connection.execute(
@@ -471,16 +511,17 @@ def test_a_task_created_while_its_user_is_deleted_gets_401(client: Client, db: D
 
 def test_a_login_while_its_user_is_deleted_gets_401(client: Client, db: Database) -> None:
     """Login checks the password, then the account is deleted before its session's INSERT:
-    401, not 500, and no session row left behind."""
+    401 as for an unknown account, not 500, and no session row left behind."""
     signup(client)
     user = user_row(db, "ada@example.com")
 
-    # Its first write after bcrypt: giving back the attempt it reserved (on SQLite, later
-    # than that the login holds the database's write lock, and a deletion waits for it).
-    with user_deleted_before(db, user.email, "DELETE FROM login_attempt"):
+    # Its first statement after bcrypt: the lock on the user row, which checks the hash
+    # (later than that the login holds the row, or on SQLite the database's write lock,
+    # and a deletion waits for it).
+    with user_deleted_before(db, user.email, "SELECT", containing=".hashed_password = "):
         response = login(client)
 
-    assert_unauthorized(response, "Session expired or revoked")
+    assert_unauthorized(response, "Invalid email or password")
     assert rows_naming(db, user.id, user.email) == {}
 
 

@@ -19,7 +19,7 @@ CASES = [
     ("tasks", "GET", "/api/tasks/batch", "POST"),
     ("tasks", "GET", "/api/tasks/trash/1", "DELETE"),
     ("auth", "GET", "/api/auth/signup", "POST"),
-    ("auth", "PUT", "/api/auth/me", "DELETE, GET"),
+    ("auth", "PUT", "/api/auth/me", "DELETE, GET, PATCH"),
     ("health", "POST", "/health", "GET"),
 ]
 

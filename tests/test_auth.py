@@ -33,6 +33,17 @@ REFRESH = "/api/auth/refresh"
 LOGOUT = "/api/auth/logout"
 
 
+# What sign-up and login answer.
+AUTH_RESPONSE_KEYS = {
+    "user",
+    "access_token",
+    "refresh_token",
+    "token_type",
+    "expires_in",
+    "device_token",
+}
+
+
 # The `client` fixture's requests go to the auth function.
 pytestmark = pytest.mark.client("auth")
 
@@ -45,7 +56,7 @@ def test_signup_creates_the_user_and_a_session(client: Client, db: Database) -> 
     response = signup(client, email="  Ada.Lovelace@Example.COM ", name="  Ada  ")
     assert response.status == 201
     body = response.json()
-    assert set(body) == {"user", "access_token", "refresh_token", "token_type", "expires_in"}
+    assert set(body) == AUTH_RESPONSE_KEYS
     assert (body["token_type"], body["expires_in"]) == ("bearer", 15 * 60)
     user = body["user"]
     assert set(user) == {
@@ -173,7 +184,7 @@ def test_login_starts_a_new_session_and_sets_last_login(client: Client, db: Data
     response = login(client, email="  ADA@example.com ")
     assert response.status == 200
     body = response.json()
-    assert set(body) == {"user", "access_token", "refresh_token", "token_type", "expires_in"}
+    assert set(body) == AUTH_RESPONSE_KEYS
     assert (body["token_type"], body["expires_in"]) == ("bearer", 900)
     user = body["user"]
     assert user["id"] == signed_up["user"]["id"]

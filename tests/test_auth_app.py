@@ -134,13 +134,17 @@ def test_sql_statements_per_call(client: Client, db: Database) -> None:
     with statements() as seen:
         access, refresh = tokens(login(client))
     # The attempt is reserved (one upsert of both counters, committed before bcrypt), the
-    # user looked up; the right password takes the reservation back, and the session and
-    # `last_login_at` are written in the same transaction.
-    assert len(seen) == 6, seen
-    assert verbs(seen[:2]) == ["INSERT login_attempt", "SELECT user"]
-    assert sorted(verbs(seen[2:])) == [
+    # user looked up; then the user row is locked if its hash is still the one checked,
+    # the right password takes the reservation back, and `last_login_at`, the session
+    # (only while the hash is still the user's) and the device, with
+    # the login's security event, are written in the same transaction.
+    assert len(seen) == 9, seen
+    assert verbs(seen[:3]) == ["INSERT login_attempt", "SELECT user", "SELECT user"]
+    assert sorted(verbs(seen[3:])) == [
         "DELETE login_attempt",
         "INSERT auth_session",
+        "INSERT login_device",
+        "INSERT security_event",
         "UPDATE login_attempt",
         "UPDATE user",
     ]
@@ -155,8 +159,8 @@ def test_sql_statements_per_call(client: Client, db: Database) -> None:
 
     with statements() as seen:
         assert login(client, password="wrong password").status == 401
-    # The reservation is the count: a failure writes nothing more.
-    assert verbs(seen) == ["INSERT login_attempt", "SELECT user"], seen
+    # The reservation is the count; the known user's log gets the failure.
+    assert verbs(seen) == ["INSERT login_attempt", "SELECT user", "INSERT security_event"], seen
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,12 +180,18 @@ def test_openapi_declares_the_real_statuses() -> None:
         ("/api/auth/sessions", "get"): {"200", "401", "503"},
         ("/api/auth/sessions/{session_id}", "delete"): {"204", "401", "404", "422", "503"},
         ("/api/auth/me", "delete"): {"204", "401", "403", "422", "429", "503"},
+        ("/api/auth/me", "patch"): {"200", "401", "422", "503"},
+        ("/api/auth/password-reset", "post"): {"202", "422", "429", "503"},
+        ("/api/auth/password-reset/confirm", "post"): {"200", "401", "422", "503"},
+        ("/api/auth/email", "post"): {"202", "401", "403", "409", "422", "429", "503"},
+        ("/api/auth/email/confirm", "post"): {"200", "401", "409", "422", "503"},
+        ("/api/auth/events", "get"): {"200", "401", "422", "503"},
     }
     assert {path for path, _ in expected} == set(paths)
     for (path, method), statuses in expected.items():
         responses = paths[path][method]["responses"]
         assert set(responses) == statuses, path
-        for status in statuses - {"200", "201", "204", "422"}:
+        for status in statuses - {"200", "201", "202", "204", "422"}:
             schema = responses[status]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/Detail"}
     assert document["components"]["schemas"]["Detail"]["required"] == ["detail"]

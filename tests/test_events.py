@@ -327,6 +327,8 @@ def test_scheduled_events_replay_through_their_function(db: Database, name: str)
             "login_attempts",
             "idempotency_keys",
             "trash",
+            "security_events",
+            "account_tokens",
             "tombstones",
         }
 

@@ -18,6 +18,7 @@ from tests.support.client import invoke
 from tests.support.database import Database
 from tests.support.environment import configure
 from tests.support.functions import ROOT, load_function, load_module
+from tests.support.keys import JWT_KEY
 
 EVENTS = ROOT / "events"
 UNREACHABLE_URL = "postgresql+psycopg2://postgres@127.0.0.1:1/x"
@@ -157,7 +158,7 @@ def test_scheduled_check_returns_the_summary_and_writes_metrics(
 def test_scheduled_check_reports_an_unreachable_database(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    configure(monkeypatch, stage="prod", database_url=UNREACHABLE_URL, jwt_secret_key="k")
+    configure(monkeypatch, stage="prod", database_url=UNREACHABLE_URL, jwt_secret_key=JWT_KEY)
     handler = load_function("health").handler
     capsys.readouterr()
     started = time.monotonic()
@@ -217,7 +218,7 @@ def test_health_db_answers_503_when_the_database_is_not_configured(
 ) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
-    configure(monkeypatch, stage="prod", jwt_secret_key="k")
+    configure(monkeypatch, stage="prod", jwt_secret_key=JWT_KEY)
     response = invoke(load_function("health").handler, event("health-db"))
     assert response.status == 503
     assert response.json() == {

@@ -390,6 +390,25 @@ def test_results_api_gateway_cannot_read_are_rejected(result: object) -> None:
         http_response(result)
 
 
+def test_a_result_over_lambdas_6_mb_response_limit_is_rejected() -> None:
+    # 6 MiB counts the result as JSON: the body's escapes and the other fields too.
+    limit = 6 * 1024 * 1024
+    fits = {"statusCode": 200, "body": "a" * (limit - 100)}
+    assert http_response(fits)[0] == 200
+    # The 3.13 runtime writes UTF-8 without ASCII escapes: four bytes an emoji, not twelve.
+    emoji = {"statusCode": 200, "body": "\N{GRINNING FACE}" * (limit // 4 - 100)}
+    assert http_response(emoji)[0] == 200
+    for oversized in (
+        {"statusCode": 200, "body": "a" * limit},
+        # Under the limit as text, over it as JSON: every quote is escaped.
+        {"statusCode": 200, "body": '"' * (limit // 2 + 1)},
+        {"items": ["a" * limit]},
+        {"statusCode": 200, "body": "\N{GRINNING FACE}" * (limit // 4 + 1)},
+    ):
+        with pytest.raises(InvalidResponseError, match="6291456-byte response limit"):
+            http_response(oversized)
+
+
 # ---------------------------------------------------------------------------------------
 # Over HTTP
 
@@ -546,14 +565,21 @@ def test_a_handler_past_its_timeout_gives_504_and_the_server_goes_on(
     assert client.get("/echo/after").status_code == 201
 
 
-def test_bodies_over_10_mb_get_413(client: httpx.Client) -> None:
+def test_bodies_over_10_mb_get_413_and_results_over_6_mb_502(client: httpx.Client) -> None:
     response = client.post("/echo/big", content=b"x" * (10 * 1024 * 1024 + 1))
     assert response.status_code == 413
     assert response.json() == {"message": "Request Entity Too Large"}
     just_fits = client.post(
         "/echo/big", content=b"x" * (10 * 1024 * 1024), headers={"content-type": "text/plain"}
     )
-    assert just_fits.status_code == 201
+    # It reaches the function, whose echo of it is over Lambda's 6 MB response limit:
+    # API Gateway's 502, as on AWS.
+    assert just_fits.status_code == 502
+    assert just_fits.json() == {"message": "Internal Server Error"}
+    fits_both_ways = client.post(
+        "/echo/big", content=b"x" * (4 * 1024 * 1024), headers={"content-type": "text/plain"}
+    )
+    assert fits_both_ways.status_code == 201
 
 
 def test_environment_layers_and_same_named_modules(client: httpx.Client) -> None:

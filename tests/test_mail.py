@@ -52,7 +52,7 @@ def test_the_local_stage_writes_the_message_to_the_log(
 ) -> None:
     with caplog.at_level(logging.INFO, logger="taskapi.mail"):
         assert send_email(to="ada@example.com", subject="Reset", text=TEXT) is True
-    (record,) = caplog.records
+    (record,) = [r for r in caplog.records if r.name == "taskapi.mail"]
     message = record.getMessage()
     assert "To: ada@example.com" in message
     assert "Subject: Reset" in message
@@ -111,7 +111,8 @@ def test_smtp_refusals_are_counted_not_raised(
         with caplog.at_level(logging.WARNING, logger="taskapi.mail"):
             assert send_email(to="bob@example.com", subject="Hello", text=TEXT) is False
     assert mailbox.messages == []
-    (record,) = caplog.records
+    # Only the layer's own line (aiosmtpd logs its side of the failure too).
+    (record,) = [r for r in caplog.records if r.name == "taskapi.mail"]
     assert record.getMessage() == "email not sent"
     # The text (a token, in real use) never reaches the log.
     assert "abc_123" not in caplog.text
@@ -178,5 +179,15 @@ def test_ses_refusing_an_unverified_sender_is_counted(
     with caplog.at_level(logging.WARNING, logger="taskapi.mail"):
         assert send_email(to="ada@example.com", subject="Reset", text=TEXT) is False
     assert ses.sent_messages == []
-    assert "MessageRejected" in caplog.records[0].__dict__["error"]
+    (record,) = [r for r in caplog.records if r.name == "taskapi.mail"]
+    assert "MessageRejected" in record.__dict__["error"]
     assert emf_counts(capsys.readouterr().out) == [(0, 1)]
+
+
+def test_links_start_with_public_url_or_the_local_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert get_settings().link_base == "http://127.0.0.1:3000"
+    configure(monkeypatch, public_url="https://app.example.com/")
+    assert get_settings().link_base == "https://app.example.com"
+    # A deployed stage without PUBLIC_URL has no address to link to: the token alone.
+    configure(monkeypatch, public_url="", stage="prod")
+    assert get_settings().link_base == ""

@@ -16,7 +16,18 @@ from sqlmodel import Session
 
 from localapi.events import LambdaContext
 from taskapi.db import get_engine
-from taskapi.models import AuthSession, IdempotencyKey, LoginAttempt, Task, User, utcnow
+from taskapi.models import (
+    AccountToken,
+    AccountTokenPurpose,
+    AuthSession,
+    IdempotencyKey,
+    LoginAttempt,
+    SecurityEvent,
+    SecurityEventType,
+    Task,
+    User,
+    utcnow,
+)
 from tests.support.client import Client
 from tests.support.database import (
     BACKENDS,
@@ -75,6 +86,7 @@ def seeded(db: Database, monkeypatch: pytest.MonkeyPatch) -> dict[str, set[Any]]
         maintenance_batch_size=str(BATCH_SIZE),
         trash_retention_days="30",
         login_lockout_minutes="15",
+        security_event_days="90",
     )
     return seed(get_engine())
 
@@ -84,9 +96,14 @@ def seed(engine: sa.Engine) -> dict[str, set[Any]]:
     keep: dict[str, set[Any]] = {"sessions": set(), "login_attempts": set(), "keys": set()}
     keep["tasks"] = set()
     with Session(engine) as session:
-        user = User(email=f"{uuid.uuid4().hex[:8]}@example.com", name="u", hashed_password="x")
-        session.add(user)
-        session.flush()
+
+        def new_user() -> User:
+            row = User(email=f"{uuid.uuid4().hex[:8]}@example.com", name="u", hashed_password="x")
+            session.add(row)
+            session.flush()
+            return row
+
+        user = new_user()
 
         def login(expires: timedelta, revoked: timedelta | None = None) -> AuthSession:
             row = AuthSession(
@@ -124,6 +141,23 @@ def seed(engine: sa.Engine) -> dict[str, set[Any]]:
                 )
             )
 
+        def event(age: timedelta) -> SecurityEvent:
+            row = SecurityEvent(user_id=user.id, type=SecurityEventType.LOGIN, created_at=now - age)
+            session.add(row)
+            return row
+
+        def token(expires: timedelta) -> AccountToken:
+            # One token per user and purpose: each gets a user of its own.
+            row = AccountToken(
+                user_id=new_user().id,
+                purpose=AccountTokenPurpose.PASSWORD_RESET,
+                token_hash=uuid.uuid4().hex,
+                created_at=now - timedelta(minutes=30),
+                expires_at=now + expires,
+            )
+            session.add(row)
+            return row
+
         def task(title: str, deleted: timedelta | None) -> Task:
             row = Task(
                 user_id=user.id,
@@ -134,13 +168,16 @@ def seed(engine: sa.Engine) -> dict[str, set[Any]]:
             return row
 
         # Old: expired or revoked over a day ago; failures older than the window; keys
-        # over 24 hours old; tasks deleted over 30 days ago.
+        # over 24 hours old; tasks deleted over 30 days ago; events over 90 days old;
+        # tokens past their expiry.
         for n in range(OLD_PER_KIND):
             login(expires=-timedelta(days=1, minutes=1 + n))
             login(expires=timedelta(days=3), revoked=-timedelta(days=2, minutes=n))
             attempt(f"old{n}@example.com", -timedelta(minutes=16 + n))
             key(f"old-{n}", timedelta(hours=24, minutes=1 + n))
             task(f"old {n}", deleted=timedelta(days=30, minutes=1 + n))
+            event(timedelta(days=90, minutes=1 + n))
+            token(-timedelta(seconds=1 + n))
         # New: each just inside its limit.
         new_rows = [
             login(expires=-timedelta(hours=23)),
@@ -153,7 +190,11 @@ def seed(engine: sa.Engine) -> dict[str, set[Any]]:
             task("live", deleted=None),
             task("recently deleted", deleted=timedelta(days=29)),
         ]
+        new_event = event(timedelta(days=89, hours=23))
+        new_token = token(timedelta(minutes=1))
         session.commit()
+        keep["events"] = {new_event.id}
+        keep["tokens"] = {new_token.user_id}
         keep["sessions"] = {row.id for row in new_rows}
         keep["login_attempts"] = {"recent@example.com"}
         keep["keys"] = {"recent"}
@@ -173,6 +214,8 @@ def remaining(database_engine: sa.Engine) -> dict[str, set[Any]]:
             "login_attempts": column("SELECT email FROM login_attempt"),
             "keys": column("SELECT key FROM idempotency_key"),
             "tasks": column("SELECT id FROM task"),
+            "events": {uuid.UUID(str(v)) for v in column("SELECT id FROM security_event")},
+            "tokens": {uuid.UUID(str(v)) for v in column("SELECT user_id FROM account_token")},
         }
 
 
@@ -191,6 +234,8 @@ def test_the_run_deletes_exactly_the_old_rows_in_bounded_batches(
         "login_attempts": OLD_PER_KIND,
         "idempotency_keys": OLD_PER_KIND,
         "trash": OLD_PER_KIND,
+        "security_events": OLD_PER_KIND,
+        "account_tokens": OLD_PER_KIND,
         # The trash's tombstones are new: the changes feed keeps them for 90 days.
         "tombstones": 0,
     }
@@ -201,7 +246,7 @@ def test_the_run_deletes_exactly_the_old_rows_in_bounded_batches(
     assert all(rows <= BATCH_SIZE for _, rows in deletes), deletes
     per_table = {table: [rows for t, rows in deletes if t == table] for table, _ in deletes}
     assert per_table["auth_session"] == [2, 2, 2, 2, 2, 0]
-    for table in ("login_attempt", "idempotency_key", "task"):
+    for table in ("login_attempt", "idempotency_key", "task", "security_event", "account_token"):
         assert per_table[table] == [2, 2, 1], table
 
     output = capsys.readouterr().out
@@ -214,12 +259,15 @@ def test_the_run_deletes_exactly_the_old_rows_in_bounded_batches(
         "LoginAttemptsDeleted": "Count",
         "IdempotencyKeysDeleted": "Count",
         "TrashedTasksDeleted": "Count",
+        "SecurityEventsDeleted": "Count",
+        "AccountTokensDeleted": "Count",
         "TombstonesDeleted": "Count",
         "MaintenanceFailures": "Count",
         "MaintenanceDuration": "Milliseconds",
     }
     assert (emf["Stage"], emf["SessionsDeleted"], emf["TrashedTasksDeleted"]) == ("test", 10, 5)
     assert (emf["LoginAttemptsDeleted"], emf["IdempotencyKeysDeleted"]) == (5, 5)
+    assert (emf["SecurityEventsDeleted"], emf["AccountTokensDeleted"]) == (5, 5)
     assert emf["MaintenanceFailures"] == 0
     (log,) = [
         json.loads(line)
@@ -286,6 +334,8 @@ def test_a_failing_purge_does_not_stop_the_others(
         "login_attempts": OLD_PER_KIND,
         "idempotency_keys": 0,
         "trash": OLD_PER_KIND,
+        "security_events": OLD_PER_KIND,
+        "account_tokens": OLD_PER_KIND,
         "tombstones": 0,
     }
     output = capsys.readouterr().out
@@ -307,6 +357,8 @@ def test_purges_cover_every_table_that_only_grows() -> None:
         "login_attempt",
         "idempotency_key",
         "task",
+        "security_event",
+        "account_token",
         "task_tombstone",
     }
     # Keyed by primary key, however many columns it has (login_attempt may gain one).

@@ -27,6 +27,8 @@ EXPECTED_INDEXES = {
         "ix_task_user_deleted_at",
     },
     "idempotency_key": {"ix_idempotency_key_created_at"},
+    "security_event": {"ix_security_event_user_newest", "ix_security_event_created_at"},
+    "account_token": {"ix_account_token_token_hash", "ix_account_token_expires_at"},
 }
 
 
@@ -51,7 +53,10 @@ def test_upgrade_check_downgrade_upgrade(empty_database: Database) -> None:
         "task",
         "auth_session",
         "login_attempt",
+        "login_device",
         "idempotency_key",
+        "security_event",
+        "account_token",
         "task_tombstone",
     }
     inspector = sa.inspect(empty_database.engine)

@@ -1,9 +1,11 @@
 """The one OpenAPI document: generated from the apps, committed, served by the health
 function with a page to browse it."""
 
+import io
 import json
 import re
 import uuid
+import zipfile
 from typing import Any
 from urllib.parse import urljoin
 
@@ -14,7 +16,7 @@ from referencing.jsonschema import DRAFT202012
 
 from localapi.events import http_event
 from taskapi.rules import WHITESPACE
-from tests.support.auth import signup, tokens
+from tests.support.auth import PASSWORD, signup, tokens
 from tests.support.client import Client, invoke, with_example_email
 from tests.support.database import Database
 from tests.support.functions import ROOT, load_function, load_module
@@ -164,10 +166,14 @@ def test_the_pages_work_under_a_named_stage() -> None:
 
 
 def test_the_health_function_stays_small() -> None:
-    # Every function's code folder must stay within 64 KiB (the document is minified).
-    files = [path for path in HEALTH.rglob("*") if path.is_file()]
-    size = sum(path.stat().st_size for path in files if "__pycache__" not in path.parts)
-    assert size <= 64 * 1024, size
+    # Every function ships as a zip of at most 64 KiB (tests/test_build.py checks the built
+    # one, bytecode included); the document, minified, is most of this one's source.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(HEALTH.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, path.relative_to(HEALTH))
+    assert len(buffer.getvalue()) <= 32 * 1024, len(buffer.getvalue())
 
 
 def test_docs_and_openapi_are_replayed_from_events() -> None:
@@ -209,7 +215,17 @@ def test_operation_ids_are_the_route_functions_names() -> None:
 
 def test_public_operations_say_they_need_no_token() -> None:
     document = generator().openapi_document()
-    public = {"/api/auth/signup", "/api/auth/login", "/api/auth/refresh", "/health", "/health/db"}
+    public = {
+        "/api/auth/signup",
+        "/api/auth/login",
+        "/api/auth/refresh",
+        # The emailed token is the credential.
+        "/api/auth/password-reset",
+        "/api/auth/password-reset/confirm",
+        "/api/auth/email/confirm",
+        "/health",
+        "/health/db",
+    }
     for _, path, operation in operations(document):
         if path in public:
             assert operation["security"] == [], path
@@ -331,7 +347,7 @@ def test_the_title_pattern_is_what_the_server_accepts(title: str, db: Database) 
 def test_the_name_pattern_is_what_the_server_accepts(name: str, db: Database) -> None:
     schema = generator().openapi_document()["components"]["schemas"]["SignupRequest"]
     documented = re.search(schema["properties"]["name"]["pattern"], name) is not None
-    body = {"email": f"{uuid.uuid4().hex[:8]}@example.com", "name": name, "password": "x" * 8}
+    body = {"email": f"{uuid.uuid4().hex[:8]}@example.com", "name": name, "password": PASSWORD}
     response = Client("auth").post("/api/auth/signup", json_body=body)
     assert response.status == (201 if documented else 422), response.body
 
@@ -345,7 +361,7 @@ def test_reserved_email_domains_are_refused_as_documented(domain: str, db: Datab
     assert re.search(pattern, f"dev@{domain}") is None
     assert re.search(pattern, f"dev@{domain.upper()}") is None
     assert re.search(pattern, f"dev@{domain}.example.com") is not None
-    body = {"email": f"dev@{domain}", "name": "Dev", "password": "x" * 8}
+    body = {"email": f"dev@{domain}", "name": "Dev", "password": PASSWORD}
     response = Client("auth").post("/api/auth/signup", json_body=body)
     assert response.status == 422
     assert response.json()["detail"][0]["loc"] == ["body", "email"]

@@ -188,10 +188,10 @@ def test_a_search_forced_past_the_statement_timeout_is_503_within_it(
     request: pytest.FixtureRequest,
     through: str,
 ) -> None:
-    """The crafted rows each hold every trigram of the search, so the index cannot rule
-    any out and PostgreSQL matches the 200 characters at each of 5,000 places of 1,000
-    rows: seconds. With a limit of 500 ms (the database's default, as the migrate function
-    sets it) the request ends at the limit, with 503, directly and through PgBouncer."""
+    """With a limit of 50 ms (the database's default, as the migrate function sets it) the
+    crafted search (every row holds every trigram of it, so the index rules none out)
+    cannot finish: the request ends at the limit, with 503, directly and through
+    PgBouncer."""
     db = searchable.db
     if through == "pgbouncer":
         pooler = request.getfixturevalue("pgbouncer")
@@ -200,12 +200,72 @@ def test_a_search_forced_past_the_statement_timeout_is_503_within_it(
     configure(monkeypatch, **{**searchable.settings, "database_url": db.url})
     client = Client("tasks")
     q = worst_search("adversarial")[1]
-    with statement_timeout(db, 500):
+    with statement_timeout(db, 50):
         started = time.monotonic()
         response = client.get("/api/tasks", query={"q": q}, token=searchable.crafted.token)
         elapsed = time.monotonic() - started
     assert response.status == 503, response.body
     assert response.headers["retry-after"] == "5"
-    assert 0.5 <= elapsed < 1.5, elapsed
+    # Within the limit, give or take a shared machine's scheduling.
+    assert elapsed < 1.5, elapsed
     # The connection serves the next request.
     assert client.get("/api/tasks", token=searchable.crafted.token).status == 200
+
+
+# The review's user (issue 29, finding 3): tasks titled `aab` with descriptions of 5,000
+# `a`, as many as took ILIKE past the 5 s limit every time.
+BACKTRACKING_TASKS = 4500
+
+
+@pytest.fixture(scope="module")
+def backtracking(searchable: Searchable) -> Account:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        configure(monkeypatch, **searchable.settings)
+        account = make_account("backtracking@example.com")
+    with searchable.db.engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO task (user_id, title, description, status, priority, created_at,"
+                " updated_at, version) SELECT :user, 'aab', repeat('a', :length), 'Pending',"
+                " 'Low', now(), now(), 1 FROM generate_series(1, :count)"
+            ),
+            {"user": account.user_id, "length": DESCRIPTION_MAX, "count": BACKTRACKING_TASKS},
+        )
+        connection.execute(sa.text("ANALYZE task"))
+    return account
+
+
+# ILIKE's worst case (it compares 200 characters at each of the 5,000 places) and
+# Boyer-Moore-Horspool's (strpos: the last character matches everywhere), and the
+# trigram-poor ones: each finds no task.
+BACKTRACKING_SEARCHES = [
+    "a" * (Q_MAX - 1) + "b",
+    "b" + "a" * (Q_MAX - 1),
+    "a" * (Q_MAX // 2) + "b" + "a" * (Q_MAX // 2 - 1),
+    "A" * (Q_MAX - 1) + "B",
+]
+
+
+@pytest.mark.parametrize("q", BACKTRACKING_SEARCHES, ids=["a-b", "b-a", "a-b-a", "upper"])
+def test_the_backtracking_searches_find_what_they_should(
+    client: Client, backtracking: Account, q: str
+) -> None:
+    status, body, _ = search(client, backtracking, q)
+    assert (status, body["total"]) == (200, 0), body
+    # What is there is found, in any case.
+    status, body, _ = search(client, backtracking, "AAB")
+    assert (status, body["total"]) == (200, BACKTRACKING_TASKS)
+    status, body, _ = search(client, backtracking, "b" + "a" * 3)
+    assert (status, body["total"]) == (200, 0)
+
+
+@pytest.mark.perf
+@pytest.mark.parametrize("q", BACKTRACKING_SEARCHES, ids=["a-b", "b-a", "a-b-a", "upper"])
+def test_the_backtracking_search_at_4500_tasks_answers_well_inside_the_timeout(
+    client: Client, backtracking: Account, q: str
+) -> None:
+    """ILIKE took 5 s and more (503) for the first; PostgreSQL's literal regex reads each
+    description once (docs/RELIABILITY.md has the figures, `tools/search_worst.py`)."""
+    status, body, elapsed = search(client, backtracking, q)
+    assert status == 200, body
+    assert elapsed < STATEMENT_TIMEOUT_S / 2, elapsed

@@ -61,6 +61,10 @@ def test_log_level_is_one_of_the_templates_names(monkeypatch: pytest.MonkeyPatch
         get_settings()
 
 
+# What `GenerateSecretString` writes: long enough for HS256.
+GENERATED_KEY = "generated-jwt-key-" + "g" * 32
+
+
 def test_secrets_are_read_once_and_cached(
     secretsmanager: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -78,7 +82,7 @@ def test_secrets_are_read_once_and_cached(
             }
         ),
     )
-    jwt = secretsmanager.create_secret(Name="taskapi/jwt", SecretString="generated-jwt-key")
+    jwt = secretsmanager.create_secret(Name="taskapi/jwt", SecretString=GENERATED_KEY)
     configure(
         monkeypatch,
         stage="prod",
@@ -89,12 +93,12 @@ def test_secrets_are_read_once_and_cached(
     monkeypatch.delenv("JWT_SECRET_KEY", raising=False)
 
     assert get_database_url() == "postgresql+psycopg2://app:p%40ss%2Fword@db.internal:5432/tasks"
-    assert get_jwt_keys().current.key == "generated-jwt-key"
+    assert get_jwt_keys().current.key == GENERATED_KEY
 
     # Cached for SECRET_CACHE_SECONDS (300): a rotation is picked up after that
     # (tests/test_key_rotation.py), not on every call.
-    secretsmanager.put_secret_value(SecretId=jwt["ARN"], SecretString="rotated")
-    assert get_jwt_keys().current.key == "generated-jwt-key"
+    secretsmanager.put_secret_value(SecretId=jwt["ARN"], SecretString="rotated-" + GENERATED_KEY)
+    assert get_jwt_keys().current.key == GENERATED_KEY
 
 
 def test_secret_may_hold_a_plain_url(secretsmanager: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,11 +197,11 @@ def test_the_secrets_client_is_built_once_per_container(
     from taskapi.aws import CONNECT_TIMEOUT, READ_TIMEOUT, aws_client
 
     database = secretsmanager.create_secret(Name="once/db", SecretString="sqlite:///x.db")
-    jwt = secretsmanager.create_secret(Name="once/jwt", SecretString="key")
+    jwt = secretsmanager.create_secret(Name="once/jwt", SecretString=GENERATED_KEY)
     configure(monkeypatch, stage="prod", database_secret_arn=database["ARN"])
     configure(monkeypatch, jwt_secret_arn=jwt["ARN"])
     client = aws_client("secretsmanager")
-    assert (get_database_url(), get_jwt_keys().current.key) == ("sqlite:///x.db", "key")
+    assert (get_database_url(), get_jwt_keys().current.key) == ("sqlite:///x.db", GENERATED_KEY)
     assert aws_client("secretsmanager") is client
     config = client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (CONNECT_TIMEOUT, READ_TIMEOUT)
@@ -257,3 +261,35 @@ def test_a_url_in_the_database_secret_is_normalised_too(
     secret = secretsmanager.create_secret(Name="heroku", SecretString="postgres://a:b@h:5432/d")
     configure(monkeypatch, stage="dev", database_secret_arn=secret["ARN"])
     assert get_database_url() == "postgresql+psycopg2://a:b@h:5432/d"
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "k",
+        "x" * 31,
+        json.dumps(
+            {
+                "current": {"kid": "new", "key": "y" * 32},
+                "previous": [{"kid": "old", "key": "short"}],
+            }
+        ),
+    ],
+)
+def test_a_short_jwt_key_outside_local_development_is_a_one_line_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    configure(monkeypatch, stage="prod", jwt_secret_key=secret)
+    with pytest.raises(ConfigurationError) as raised:
+        get_jwt_keys()
+    message = str(raised.value)
+    assert "needs at least 32" in message
+    assert "JWT_SECRET_KEY" in message
+    assert "\n" not in message
+    # It never echoes the key.
+    assert not any(secret in message for secret in ("kk", "x" * 31, "zz"))
+
+
+def test_a_short_jwt_key_is_allowed_in_local_development(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, stage="test", jwt_secret_key="k")
+    assert get_jwt_keys().current.key == "k"

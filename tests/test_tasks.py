@@ -674,12 +674,22 @@ def test_an_empty_search_matches_everything(client: Client, ada: Account) -> Non
         ("\\", ["back\\slash"]),
         ("/", ["for/ward"]),
         ("'", ["it's"]),
+        # PostgreSQL matches with a literal regex: its metacharacters are text too.
+        (".", ["a.b"]),
+        ("A.B", ["a.b"]),
+        ("*", ["***=x"]),
+        ("***=", ["***=x"]),
+        ("(", ["(x|y)"]),
+        ("x|y", ["(x|y)"]),
+        ("[a]", ["[a]^$"]),
+        ("^$", ["[a]^$"]),
     ],
 )
 def test_search_treats_wildcards_literally(
     client: Client, ada: Account, q: str, expected: list[str]
 ) -> None:
-    for title in ("100% done", "1000 done", "a_b", "axb", "back\\slash", "for/ward", "it's"):
+    titles = ("100% done", "1000 done", "a_b", "axb", "back\\slash", "for/ward", "it's")
+    for title in (*titles, "a.b", "***=x", "(x|y)", "[a]^$"):
         insert_task(ada, title)
     response = client.get("/api/tasks", query={"q": q}, token=ada.token)
     assert [item["title"] for item in response.json()["items"]] == expected

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.functions import ROOT
-from tests.support.template import DATABASE_SECRET, transformed
+from tests.support.template import DATABASE_SECRET, sam_template, transformed
 
 VPC = {
     "SubnetIds": "subnet-0a1b2c3d,subnet-4e5f6a7b",
@@ -146,6 +146,11 @@ def test_with_subnets_both_endpoints_and_the_vpc_policy() -> None:
     assert secrets["VpcEndpointType"] == "Interface"
     assert secrets["PrivateDnsEnabled"] is True  # boto3's default endpoint resolves to it
     assert secrets["SubnetIds"] == VPC["SubnetIds"].split(",")
+    # The SES API (sesv2), for the mails, the same way.
+    ses = services["com.amazonaws.${AWS::Region}.email"]
+    assert (ses["VpcEndpointType"], ses["PrivateDnsEnabled"]) == ("Interface", True)
+    assert ses["SubnetIds"] == secrets["SubnetIds"]
+    assert ses["SecurityGroupIds"] == secrets["SecurityGroupIds"]
     s3 = services["com.amazonaws.${AWS::Region}.s3"]
     assert s3["VpcEndpointType"] == "Gateway"
     assert s3["RouteTableIds"] == [VPC["RouteTableIds"]]
@@ -168,10 +173,41 @@ def test_endpoints_can_be_left_to_an_existing_nat_or_endpoint() -> None:
     assert not of_type(resources, "AWS::EC2::VPCEndpoint")
     for role in function_roles(resources).values():
         assert VPC_POLICY in managed_policies(role)
-    # Without route tables there is no S3 gateway endpoint, only Secrets Manager's.
+    # Without route tables there is no S3 gateway endpoint, only the interface ones.
     without_routes = deployed(**{**VPC, "RouteTableIds": ""}).resources()
-    (endpoint,) = of_type(without_routes, "AWS::EC2::VPCEndpoint").values()
-    assert endpoint["VpcEndpointType"] == "Interface"
+    endpoints = of_type(without_routes, "AWS::EC2::VPCEndpoint").values()
+    assert [e["VpcEndpointType"] for e in endpoints] == ["Interface", "Interface"]
+
+
+def test_the_api_functions_may_send_email_as_the_sender_only() -> None:
+    stack = deployed(EmailSender="tasks@mail.example.org", PublicUrl="https://app.example.org")
+    resources = stack.resources()
+    functions = of_type(resources, "AWS::Lambda::Function")
+    for name, role in function_roles(resources).items():
+        statements = [
+            statement
+            for policy in role.get("Policies", [])
+            for statement in policy["PolicyDocument"]["Statement"]
+            if "ses:SendEmail" in statement["Action"]
+        ]
+        environment = functions[name]["Environment"]["Variables"]
+        assert stack.value(environment["EMAIL_FROM"]) == "tasks@mail.example.org"
+        assert stack.value(environment["PUBLIC_URL"]) == "https://app.example.org"
+        if name.startswith("RemindersFunction"):
+            continue  # its own role, which sends the reminders
+        if not name.startswith(("AuthFunction", "TasksFunction")):
+            assert statements == [], name
+            continue
+        (statement,) = statements
+        assert statement["Action"] == ["ses:SendEmail"]
+        address, domain = statement["Resource"]
+        prefix = "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/"
+        assert address == {"Fn::Sub": f"{prefix}${{EmailSender}}"}
+        template, variables = domain["Fn::Sub"]
+        assert template == f"{prefix}${{Domain}}"
+        # The domain of the sender: the part after its "@".
+        index, parts = stack.value(variables["Domain"])["Fn::Select"]
+        assert parts[index] == "mail.example.org"
 
 
 def test_endpoints_without_the_vpc_id_are_refused() -> None:
@@ -323,7 +359,8 @@ def test_one_parameter_sets_every_function_and_the_layer(architecture: str) -> N
     (layer,) = of_type(resources, "AWS::Lambda::LayerVersion").values()
     assert layer["CompatibleArchitectures"] == [architecture]
     functions = of_type(resources, "AWS::Lambda::Function")
-    assert len(functions) == 6
+    declared = of_type(sam_template()["Resources"], "AWS::Serverless::Function")
+    assert set(functions) == set(declared)
     for name, function in functions.items():
         assert function["Architectures"] == [architecture], name
 

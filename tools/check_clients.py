@@ -36,8 +36,11 @@ def main(commands: list[str], *, stage: str | None = None) -> int:
             "BCRYPT_ROUNDS": "4",
             "CORS_ORIGINS": "",
             "LOG_LEVEL": "WARNING",
+            # The flows read the mails (reset and email-change links) where the local
+            # server writes them with no mail settings: its log.
+            "SERVER_LOG": str(Path(folder) / "server.log"),
         }
-        for name in ("DATABASE_SECRET_ARN", "JWT_SECRET_ARN"):
+        for name in ("DATABASE_SECRET_ARN", "JWT_SECRET_ARN", "EMAIL_DELIVERY", "SMTP_SERVER"):
             env.pop(name, None)
         env.setdefault("SCREENSHOT_DIR", str(Path(tempfile.gettempdir()) / "task-api-screenshots"))
         Path(env["SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,12 @@
 import logging
 from typing import Annotated, NoReturn
 
-from fastapi import Body, HTTPException, Request, status
+from fastapi import Body, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 
+from account_service import Device, SecurityLog
 from auth_schemas import (
     AuthResponse,
     LoginRequest,
@@ -17,9 +18,16 @@ from auth_schemas import (
     TokenResponse,
 )
 from auth_service import (
+    RefreshFailure,
+    add_device,
     add_user,
+    find_device,
     find_user,
+    lock_user_for_login,
+    record_login,
+    release_device_attempt,
     release_login_attempt,
+    reserve_device_attempt,
     reserve_login_attempt,
     revoke_sessions,
     rotate_refresh_token,
@@ -28,9 +36,9 @@ from auth_service import (
 from taskapi.auth import AccessClaims, CurrentUser, SourceIp, unauthorized
 from taskapi.db import SessionDep
 from taskapi.factory import function_router
-from taskapi.models import Detail, User, UserPublic, utcnow
+from taskapi.models import Detail, SecurityEventType, User, UserPublic, utcnow
 from taskapi.openapi import error_responses, retry_after_header
-from taskapi.passwords import verify_password
+from taskapi.passwords import hash_password, needs_rehash, verify_password
 from taskapi.tokens import InvalidTokenError, TokenPair, decode_token
 
 logger = logging.getLogger("taskapi.auth")
@@ -60,8 +68,29 @@ def too_many_attempts(retry_after: int) -> NoReturn:
     )
 
 
-def auth_response(user: User, pair: TokenPair) -> AuthResponse:
-    return AuthResponse.from_pair(pair, user=UserPublic.model_validate(user))
+async def get_device(request: Request, source_ip: SourceIp) -> Device:
+    """The request's source address and User-Agent, as sessions and events keep them."""
+    return Device.of(ip=source_ip, user_agent=request.headers.get("user-agent"))
+
+
+DeviceDep = Annotated[Device, Depends(get_device)]
+
+
+async def get_security_log(session: SessionDep, device: DeviceDep) -> SecurityLog:
+    """The request's security log: its transaction, device and time."""
+    return SecurityLog(session=session, device=device, now=utcnow())
+
+
+SecurityLogDep = Annotated[SecurityLog, Depends(get_security_log)]
+
+
+def auth_response(
+    user: User, pair: TokenPair, device_token: str, **changed: object
+) -> AuthResponse:
+    """The answer of a sign-up or login; `changed` holds what the request wrote to the user
+    row by a statement (the ORM object still has the values it read)."""
+    public = UserPublic.model_validate(user).model_copy(update=changed)
+    return AuthResponse.from_pair(pair, user=public, device_token=device_token)
 
 
 @router.post(
@@ -71,9 +100,9 @@ def auth_response(user: User, pair: TokenPair) -> AuthResponse:
     response_model=AuthResponse,
     responses=error_responses(Detail, REGISTERED),
 )
-async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
+async def signup(body: SignupRequest, session: SessionDep, events: SecurityLogDep) -> AuthResponse:
     """Create an account and log it in."""
-    now = utcnow()
+    now = events.now
     try:
         user = add_user(session, body=body, now=now)
     except IntegrityError:
@@ -82,9 +111,15 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
         raise HTTPException(
             status.HTTP_409_CONFLICT, "A user with this email already exists"
         ) from None
-    pair = start_session(session, user_id=user.id, now=now)
+    pair = start_session(
+        session, user_id=user.id, password_hash=user.hashed_password, now=now, device=events.device
+    )
+    if pair is None:  # the user was made by this very transaction
+        raise RuntimeError("a new user's session was not written")
+    device_token = add_device(session, user_id=user.id, now=now)
+    events.record(SecurityEventType.SIGNUP, user.id, session_id=pair.access.claims.session_id)
     logger.info("signed up", extra={"user_id": str(user.id)})
-    return auth_response(user, pair)
+    return auth_response(user, pair, device_token)
 
 
 @router.post(
@@ -95,13 +130,25 @@ async def signup(body: SignupRequest, session: SessionDep) -> AuthResponse:
         Detail, UNAUTHORIZED | INACTIVE | LOCKED_OUT, headers=LOCKED_OUT_HEADERS
     ),
 )
-async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) -> AuthResponse:
+async def login(body: LoginRequest, session: SessionDep, events: SecurityLogDep) -> AuthResponse:
     """Exchange an email and password for a new session's tokens."""
-    now = utcnow()
+    now = events.now
+    # A known device of this account counts its own failures alone; any other login
+    # counts towards its source's and the email's limits (docs/API.md, "Known devices").
+    device_id = (
+        find_device(session, token=body.device_token, email=body.email)
+        if body.device_token
+        else None
+    )
     # The attempt counts as a failure before bcrypt runs, and that count is committed at
     # once, ending the transaction early: simultaneous attempts cannot all slip under the
     # limit (docs/API.md), and no row lock is held through bcrypt.
-    retry_after = reserve_login_attempt(session, email=body.email, source_ip=source_ip, now=now)
+    if device_id is not None:
+        retry_after = reserve_device_attempt(session, device_id=device_id, now=now)
+    else:
+        retry_after = reserve_login_attempt(
+            session, email=body.email, source_ip=events.device.ip, now=now
+        )
     session.commit()
     if retry_after:
         too_many_attempts(retry_after)
@@ -110,21 +157,54 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
     # password, and both count towards the lockout: neither reveals whether it exists.
     password_ok = verify_password(body.password, user.hashed_password if user else None)
     if user is None or not password_ok:
+        if user is not None:
+            # The known user's log keeps the failure although the request is refused.
+            events.record(SecurityEventType.LOGIN_FAILED, user.id)
+            session.commit()
         logger.info("login failed")
         unauthorized("Invalid email or password")
-    release_login_attempt(session, email=body.email, source_ip=source_ip)
+    verified_hash = user.hashed_password
+    # Made before any row is locked: bcrypt takes a quarter of a second.
+    new_hash = hash_password(body.password) if needs_rehash(verified_hash) else None
+    # From here the user row is locked, and the session is only written if the verified
+    # hash is still the user's: a password change that commits meanwhile ends this login.
+    if not lock_user_for_login(session, user_id=user.id, password_hash=verified_hash):
+        logger.info("login failed: the password changed meanwhile")
+        unauthorized("Invalid email or password")
+    if device_id is not None:
+        release_device_attempt(session, device_id=device_id)
+    else:
+        release_login_attempt(session, email=body.email, source_ip=events.device.ip)
     if not user.is_active:
         # The right password's attempt is given back although the login is refused.
         session.commit()
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This account is inactive")
-    user.last_login_at = now
-    session.add(user)
-    pair = start_session(session, user_id=user.id, now=now)
+    recorded = record_login(
+        session, user_id=user.id, verified_hash=verified_hash, new_hash=new_hash, now=now
+    )
+    pair = (
+        start_session(
+            session,
+            user_id=user.id,
+            password_hash=new_hash or verified_hash,
+            now=now,
+            device=events.device,
+        )
+        if recorded
+        else None
+    )
+    if pair is None:
+        logger.info("login failed: the password changed meanwhile")
+        unauthorized("Invalid email or password")
+    device_token = body.device_token if device_id is not None else None
+    if device_token is None:
+        device_token = add_device(session, user_id=user.id, now=now)
+    events.record(SecurityEventType.LOGIN, user.id, session_id=pair.access.claims.session_id)
     logger.info(
         "logged in",
         extra={"user_id": str(user.id), "session_id": str(pair.access.claims.session_id)},
     )
-    return auth_response(user, pair)
+    return auth_response(user, pair, device_token, last_login_at=now)
 
 
 @router.post(
@@ -133,15 +213,23 @@ async def login(body: LoginRequest, session: SessionDep, source_ip: SourceIp) ->
     response_model=TokenResponse,
     responses=error_responses(Detail, UNAUTHORIZED),
 )
-async def refresh(body: RefreshRequest, session: SessionDep) -> TokenResponse:
+async def refresh(
+    body: RefreshRequest, session: SessionDep, events: SecurityLogDep
+) -> TokenResponse:
     """Exchange a refresh token for a new pair; the presented token stops working."""
     try:
         claims = decode_token(body.refresh_token, expected_type="refresh")
     except InvalidTokenError:
         unauthorized("Invalid or expired refresh token")
-    outcome = rotate_refresh_token(session, claims=claims, now=utcnow())
+    now = events.now
+    outcome = rotate_refresh_token(session, claims=claims, now=now)
+    if outcome is RefreshFailure.TOKEN_REUSED:
+        events.record(
+            SecurityEventType.REFRESH_TOKEN_REUSED, claims.user_id, session_id=claims.session_id
+        )
     if not isinstance(outcome, TokenPair):
-        # A reused token's revocation must stick although the request is refused.
+        # A reused token's revocation, and its event, must stick although the request is
+        # refused.
         session.commit()
         logger.warning(
             "refresh refused",
@@ -166,6 +254,7 @@ async def logout(
     user: CurrentUser,
     claims: AccessClaims,
     session: SessionDep,
+    events: SecurityLogDep,
     # Optional, so omitted rather than null: the None stays out of the document.
     body: Annotated[LogoutRequest | SkipJsonSchema[None], Body()] = None,
 ) -> Detail:
@@ -184,7 +273,9 @@ async def logout(
         if refresh_claims.user_id != user.id:
             unauthorized("Invalid or expired refresh token")
         session_ids.add(refresh_claims.session_id)
-    revoke_sessions(session, user_id=user.id, session_ids=session_ids, now=utcnow())
+    now = events.now
+    revoke_sessions(session, user_id=user.id, session_ids=session_ids, now=now)
+    events.record(SecurityEventType.LOGOUT, user.id, session_id=claims.session_id)
     logger.info(
         "logged out",
         extra={"user_id": str(user.id), "session_ids": sorted(map(str, session_ids))},

@@ -6,7 +6,9 @@ are single atomic statements, never read-modify-write.
 """
 
 import enum
+import hashlib
 import math
+import secrets
 import uuid
 from datetime import datetime, timedelta
 
@@ -14,11 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from account_service import Device
 from taskapi.models import (
     ANY_SOURCE,
     LOGIN_SOURCE_MAX_LENGTH,
     AuthSession,
     LoginAttempt,
+    LoginDevice,
     User,
     UserCreate,
     UTCDateTime,
@@ -50,20 +54,84 @@ def add_user(session: Session, *, body: UserCreate, now: datetime) -> User:
     return user
 
 
-def start_session(session: Session, *, user_id: uuid.UUID, now: datetime) -> TokenPair:
-    """Stage a new login session and return its first token pair."""
+def start_session(
+    session: Session, *, user_id: uuid.UUID, password_hash: str, now: datetime, device: Device
+) -> TokenPair | None:
+    """Stage a new login session, on this device, and return its first token pair; None if
+    `password_hash`
+    is no longer the user's (or the user is gone or inactive).
+
+    One INSERT ... SELECT checks the hash the caller verified and writes the session: a
+    password change that committed after the check (at any moment, on SQLite as on
+    PostgreSQL) leaves no session of the old password behind, because the statement sees
+    it, or it comes later and revokes the session with every other one.
+    """
     session_id = uuid.uuid4()
     pair = issue_token_pair(user_id=user_id, session_id=session_id, now=now)
-    session.add(
-        AuthSession(
-            id=session_id,
-            user_id=user_id,
-            refresh_jti=pair.refresh.claims.jti,
-            created_at=now,
-            expires_at=pair.refresh.claims.expires_at,
+    table = AuthSession.__table__  # type: ignore[attr-defined]
+    values = {
+        "id": session_id,
+        "user_id": user_id,
+        "refresh_jti": pair.refresh.claims.jti,
+        "created_at": now,
+        "expires_at": pair.refresh.claims.expires_at,
+        "ip": device.ip,
+        "user_agent": device.user_agent,
+        "last_used_at": now,
+    }
+    still_current = (
+        select(User.id)
+        .where(
+            col(User.id) == user_id,
+            col(User.hashed_password) == password_hash,
+            col(User.is_active).is_(True),
         )
+        .exists()
     )
-    return pair
+    row = sa.select(
+        *(sa.literal(value, table.c[name].type).label(name) for name, value in values.items())
+    ).where(still_current)
+    inserted = session.exec(sa.insert(table).from_select(list(values), row))
+    return pair if inserted.rowcount == 1 else None
+
+
+def lock_user_for_login(session: Session, *, user_id: uuid.UUID, password_hash: str) -> bool:
+    """Lock the user row for the rest of the login (FOR NO KEY UPDATE on PostgreSQL), if its
+    hash is still the one the login verified; False if a password change came first.
+
+    Taken before any login-attempt or device row: every path that touches a user row and
+    its throttling rows takes the user row first (password change and account deletion
+    lock it in their dependency), so no two of them wait on each other in a cycle.
+    """
+    found = session.exec(
+        select(User.id)
+        .where(col(User.id) == user_id, col(User.hashed_password) == password_hash)
+        .with_for_update(key_share=True)
+    ).first()
+    return found is not None
+
+
+def record_login(
+    session: Session,
+    *,
+    user_id: uuid.UUID,
+    verified_hash: str,
+    new_hash: str | None,
+    now: datetime,
+) -> bool:
+    """Note the login's time on the user row and, when `new_hash` is given (the stored
+    cost is not `BCRYPT_ROUNDS`), store it in place of the verified hash; False if the
+    password changed or the user went away meanwhile."""
+    values: dict[str, object] = {"last_login_at": now}
+    if new_hash is not None:
+        values["hashed_password"] = new_hash
+    updated = session.exec(
+        sa.update(User)
+        .where(col(User.id) == user_id, col(User.hashed_password) == verified_hash)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(updated.rowcount == 1)
 
 
 class RefreshFailure(enum.Enum):
@@ -97,7 +165,11 @@ def rotate_refresh_token(
             col(AuthSession.expires_at) > now,
             user_is_active,
         )
-        .values(refresh_jti=pair.refresh.claims.jti, expires_at=pair.refresh.claims.expires_at)
+        .values(
+            refresh_jti=pair.refresh.claims.jti,
+            expires_at=pair.refresh.claims.expires_at,
+            last_used_at=now,
+        )
         .execution_options(synchronize_session=False)
     )
     if rotated.rowcount == 1:
@@ -197,33 +269,16 @@ def set_password(
     return kept is not None
 
 
-# First key of the advisory locks that serialise deletions of one account (the second is
-# a hash of the user id); the two-key form never meets the migrations' one-key lock.
-ACCOUNT_DELETION_LOCK = 17
-
-
-def wait_for_other_deletions(session: Session, *, user_id: uuid.UUID) -> None:
-    """On PostgreSQL, wait (until commit) for any other deletion of this account.
-
-    Taken before the user row's share lock (`CurrentUser`): two deletions that both held
-    it would each wait for the other's to lock the row FOR UPDATE, a deadlock. SQLite
-    has one writer at a time already.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        key = sa.func.hashtext(str(user_id))
-        session.exec(select(sa.func.pg_advisory_xact_lock(ACCOUNT_DELETION_LOCK, key)))
-
-
 def delete_user(session: Session, *, user_id: uuid.UUID, email: str) -> bool:
     """Delete the user and every row that names them, in the request's transaction;
     False if the user is already gone.
 
-    The user row is locked first (FOR UPDATE on PostgreSQL; SQLite has one writer at a
-    time anyway): a request of the user that already holds it (a task insert's
-    foreign-key check takes a share lock) finishes first and its rows are deleted
-    with the rest; one that comes later waits and then finds no user. Tables that
-    reference the user carry `ON DELETE CASCADE`; rows that name the user without a
-    foreign key (failed logins, keyed by email) are deleted here.
+    The user row is locked FOR UPDATE (on PostgreSQL; SQLite has one writer at a time
+    anyway), as the route's dependency already did: a request of the user that already
+    holds it (a task insert's foreign-key check takes a share lock) finishes first and
+    its rows are deleted with the rest; one that comes later waits and then finds no
+    user. Tables that reference the user carry `ON DELETE CASCADE`; rows that name the
+    user without a foreign key (failed logins, keyed by email) are deleted here.
     """
     locked = session.exec(select(User.id).where(User.id == user_id).with_for_update()).first()
     if locked is None:
@@ -345,3 +400,75 @@ def release_login_attempt(session: Session, *, email: str, source_ip: str) -> No
         )
     )
     _decrement(session, email=email, sources=[ANY_SOURCE])
+
+
+# ---------------------------------------------------------------------------------------
+# Known devices
+
+
+def _device_token_hash(token: str) -> str:
+    # The token is 256 random bits: a fast hash is enough (nothing to guess offline).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def add_device(session: Session, *, user_id: uuid.UUID, now: datetime) -> str:
+    """Stage a new known device of the user; its token, which only the client keeps."""
+    token = secrets.token_urlsafe(32)
+    session.add(LoginDevice(user_id=user_id, token_hash=_device_token_hash(token), created_at=now))
+    return token
+
+
+def find_device(session: Session, *, token: str, email: str) -> uuid.UUID | None:
+    """The id of the known device with this token, if it belongs to the account of this
+    (normalised) email; a token of another account counts as none."""
+    found: uuid.UUID | None = session.exec(
+        select(LoginDevice.id)
+        .join(User, col(User.id) == col(LoginDevice.user_id))
+        .where(col(LoginDevice.token_hash) == _device_token_hash(token), col(User.email) == email)
+    ).first()
+    return found
+
+
+def reserve_device_attempt(session: Session, *, device_id: uuid.UUID, now: datetime) -> int:
+    """`reserve_login_attempt` for a known device: its own count of failures alone, up to
+    `LOGIN_MAX_ATTEMPTS` in the lockout window; 0 if it may go on, else the seconds until
+    it may try again. One conditional UPDATE, so simultaneous attempts cannot all slip
+    under the limit."""
+    settings = get_settings()
+    lockout = timedelta(minutes=settings.login_lockout_minutes)
+    window_start = now - lockout
+    now_value = sa.literal(now, UTCDateTime())
+    count = col(LoginDevice.failed_count)
+    first = col(LoginDevice.first_failed_at)
+    locked = sa.and_(
+        count >= settings.login_max_attempts, col(LoginDevice.last_failed_at) > window_start
+    )
+    run_expired = sa.or_(first.is_(None), first <= window_start)
+    reserved = session.exec(
+        sa.update(LoginDevice)
+        .where(col(LoginDevice.id) == device_id, sa.not_(locked))
+        .values(
+            failed_count=sa.case((run_expired, 1), else_=count + 1),
+            first_failed_at=sa.case((run_expired, now_value), else_=first),
+            last_failed_at=now_value,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if reserved.rowcount == 1:
+        return 0
+    last_failed_at = session.exec(
+        select(LoginDevice.last_failed_at).where(col(LoginDevice.id) == device_id)
+    ).first()
+    if last_failed_at is None:
+        return 1
+    return max(1, math.ceil((last_failed_at + lockout - now).total_seconds()))
+
+
+def release_device_attempt(session: Session, *, device_id: uuid.UUID) -> None:
+    """Take back a reservation whose password was right: the device's run of failures ends."""
+    session.exec(
+        sa.update(LoginDevice)
+        .where(col(LoginDevice.id) == device_id)
+        .values(failed_count=0, first_failed_at=None, last_failed_at=None)
+        .execution_options(synchronize_session=False)
+    )

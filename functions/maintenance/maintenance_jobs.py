@@ -1,4 +1,6 @@
-"""The scheduled clean-up: rows that only grow, deleted in bounded batches.
+"""The scheduled clean-up: rows that only grow, deleted in bounded batches (ended
+sessions, old login failures, idempotency records, the trash, the security log past its
+retention, expired emailed tokens).
 
 Each purge deletes at most `MAINTENANCE_BATCH_SIZE` rows per transaction, so no batch
 holds locks for long or outlives the statement timeout, and stops starting batches once
@@ -22,9 +24,11 @@ from taskapi.jobs import deadline
 from taskapi.metrics import METRICS_NAMESPACE, Unit, put_metrics
 from taskapi.models import (
     IDEMPOTENCY_KEY_LIFETIME,
+    AccountToken,
     AuthSession,
     IdempotencyKey,
     LoginAttempt,
+    SecurityEvent,
     Task,
     TaskTombstone,
     utcnow,
@@ -70,6 +74,16 @@ def trash_past_retention(now: datetime, settings: Settings) -> sa.ColumnElement[
     """Deleted tasks whose TRASH_RETENTION_DAYS have run out: removed for good."""
     cutoff = now - timedelta(days=settings.trash_retention_days)
     return sa.and_(col(Task.deleted_at).is_not(None), col(Task.deleted_at) < cutoff)
+
+
+def security_events_past_retention(now: datetime, settings: Settings) -> sa.ColumnElement[bool]:
+    """Security log entries older than SECURITY_EVENT_DAYS."""
+    return col(SecurityEvent.created_at) < now - timedelta(days=settings.security_event_days)
+
+
+def expired_account_tokens(now: datetime, settings: Settings) -> sa.ColumnElement[bool]:
+    """Emailed tokens (password reset, email change) that can no longer be used."""
+    return col(AccountToken.expires_at) <= now
 
 
 def tombstones_past_retention(now: datetime, settings: Settings) -> sa.ColumnElement[bool]:
@@ -137,6 +151,13 @@ PURGES = (
         tombstones_past_retention,
         delete_tombstones,
     ),
+    Purge(
+        "security_events",
+        "SecurityEventsDeleted",
+        table_of(SecurityEvent),
+        security_events_past_retention,
+    ),
+    Purge("account_tokens", "AccountTokensDeleted", table_of(AccountToken), expired_account_tokens),
 )
 
 

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0004"
+down_revision: str | None = "0007"
 
 # Frozen here rather than imported from the models (see 0001).
 TIMESTAMP = sa.DateTime(timezone=True)

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from taskapi.db import SessionDep
 from taskapi.models import AuthSession, User, utcnow
@@ -78,10 +79,43 @@ def _refused(*, found: bool) -> NoReturn:
     unauthorized("Account is inactive" if found else "Session expired or revoked")
 
 
+# For the routes that change or delete the user row itself (password change, account
+# deletion): the lock they need, taken first, FOR NO KEY UPDATE or FOR UPDATE. The user
+# row comes before any login-attempt row on every path (a login locks it before its
+# throttling rows too), and no request upgrades a share lock that another request also
+# holds: two such upgrades, or an upgrade and a login waiting for the other's rows, were
+# deadlocks, answered 503 (docs/RELIABILITY.md).
+_USER_TO_CHANGE = select(User.id).where(col(User.id) == sa.bindparam("user_id"))
+
+
 async def get_current_user(session: SessionDep, claims: AccessClaims) -> User:
     """The user behind the access token, if its session is live and it is active: 401
     otherwise. Share-locked for a request that writes (`_LIVE_SESSION_USER_FOR_WRITE`)."""
     query = _LIVE_SESSION_USER if session.info.get("read_only") else _LIVE_SESSION_USER_FOR_WRITE
+    return _current_user(session, claims, query)
+
+
+async def get_user_to_change(session: SessionDep, claims: AccessClaims) -> User:
+    """`CurrentUser`, its row locked for an update until the request ends."""
+    return _lock_current_user(session, claims, for_deletion=False)
+
+
+async def get_user_to_delete(session: SessionDep, claims: AccessClaims) -> User:
+    """`CurrentUser`, its row locked for deletion until the request ends (a second
+    deletion waits, then finds no user: 401)."""
+    return _lock_current_user(session, claims, for_deletion=True)
+
+
+def _lock_current_user(session: Session, claims: TokenClaims, *, for_deletion: bool) -> User:
+    # The lock first, then the session check in a statement of its own: run after any
+    # change that held the lock has committed, it sees that change's revocations (a
+    # locking read re-checks only the locked row, not the session it was joined with).
+    lock = _USER_TO_CHANGE.with_for_update(key_share=not for_deletion)
+    session.exec(lock, params={"user_id": claims.user_id}).first()
+    return _current_user(session, claims, _LIVE_SESSION_USER)
+
+
+def _current_user(session: Session, claims: TokenClaims, query: SelectOfScalar[User]) -> User:
     user = session.exec(query, params=_session_parameters(claims, utcnow())).first()
     if user is None or not user.is_active:
         _refused(found=user is not None)

@@ -477,11 +477,26 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+# PostgreSQL's deadlock_detected and serialization_failure: two requests met in an order
+# that one of them has to give up. The database is fine; the request may simply be sent
+# again, so they are a conflict (409), not an outage (503). Every path that locks a user
+# row and its login-attempt rows takes them in one order, so none is expected; this keeps
+# one that still happens from reading as "the database is unavailable".
+CONFLICT_CODES = frozenset({"40P01", "40001"})
+CONFLICT_DETAIL = (
+    "The request ran into another one at the same moment and was not applied; send it again."
+)
+
+
 async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
     if _may_run_again(error):
         raise _ConnectionLostError from error
+    code = getattr(getattr(error, "orig", None), "pgcode", None)
+    if code in CONFLICT_CODES:
+        logger.warning("database conflict %s; answered 409", code)
+        return JSONResponse(status_code=409, content={"detail": CONFLICT_DETAIL})
     # psycopg2's QueryCanceled is an OperationalError: statement_timeout lands here too.
-    if getattr(getattr(error, "orig", None), "pgcode", None) == QUERY_CANCELED:
+    if code == QUERY_CANCELED:
         logger.warning("database statement timed out")
         detail = "The database took too long to answer; try again shortly."
     else:

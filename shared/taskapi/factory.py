@@ -14,6 +14,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from mangum import Mangum
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
@@ -253,16 +254,23 @@ async def http_error(request: Request, error: Exception) -> Response:
     return await http_exception_handler(request, error)
 
 
+# The most errors a 422 lists: with one entry per unknown key, an answer listing them
+# all was eight times its request (docs/RELIABILITY.md); the first ones say what is wrong.
+MAX_VALIDATION_ERRORS = 20
+
+
 async def validation_error(request: Request, error: Exception) -> JSONResponse:
-    """FastAPI's 422 list, without the `input` it would echo back.
+    """FastAPI's 422 list, at most `MAX_VALIDATION_ERRORS` of it, without the `input` it
+    would echo back.
 
     Echoing the rejected value would put passwords into error bodies (a password that is
     too short) and fails outright on text JSON cannot encode (a lone surrogate), which
-    would turn bad input into a 500.
+    would turn bad input into a 500. Only the kept entries are encoded: encoding the whole
+    list cost seconds of CPU for a large body.
     """
     if not isinstance(error, RequestValidationError):  # registered for this class alone
         raise TypeError(error)
-    errors = without_input(error.errors())
+    errors = without_input(error.errors()[:MAX_VALIDATION_ERRORS])
     _explain_content_type(request, errors)
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
@@ -271,6 +279,45 @@ def without_input(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """A 422's `detail` list: the errors without the `input` they would echo back (see
     `validation_error`); the batch route's operations answer with it too."""
     return [{key: value for key, value in e.items() if key != "input"} for e in errors]
+
+
+# The largest request body a JSON route takes unless it says otherwise (`max_body_bytes`):
+# the largest valid body of any such route is a few KiB (a task's 5,000-character
+# description, escaped), and pydantic's work grows with the body.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+# The OpenAPI extension by which a route states its own bound (and documents it).
+MAX_BODY_EXTENSION = "x-max-body-bytes"
+
+
+def max_body_bytes(limit: int) -> dict[str, Any]:
+    """A route's `openapi_extra` for a body bound other than the default, e.g. a batch:
+    `@router.post(..., openapi_extra=max_body_bytes(512 * 1024))`."""
+    return {MAX_BODY_EXTENSION: limit}
+
+
+class BoundedBodyRoute(APIRoute):
+    """A route that refuses a body over its bound (413) before FastAPI parses it.
+
+    The bound is checked in the route, not in a middleware, because it is the route's:
+    the default, or what its `openapi_extra` states (`max_body_bytes`). The body is read
+    whole by then anyway (Mangum has it from the event), and the request keeps it for
+    the route's own parsing.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+        limit = int((self.openapi_extra or {}).get(MAX_BODY_EXTENSION, DEFAULT_MAX_BODY_BYTES))
+
+        async def bounded(request: Request) -> Response:
+            declared = request.headers.get("content-length", "")
+            if (declared.isdigit() and int(declared) > limit) or len(await request.body()) > limit:
+                raise HTTPException(
+                    413, f"The request body is larger than this route takes ({limit} bytes)"
+                )
+            response: Response = await handler(request)
+            return response
+
+        return bounded
 
 
 def _explain_content_type(request: Request, errors: list[dict[str, Any]]) -> None:
@@ -307,10 +354,12 @@ class _AppOverrides:
 
 def function_router(**options: Any) -> APIRouter:
     """An `APIRouter` for a function's routes (`create_app(routers=...)`): each operation's
-    id is its route function's name in camelCase, as on the app."""
+    id is its route function's name in camelCase, as on the app, and each refuses a body
+    over its bound (`BoundedBodyRoute`)."""
     return APIRouter(
         generate_unique_id_function=operation_id,
         dependency_overrides_provider=_AppOverrides(),
+        route_class=BoundedBodyRoute,
         **options,
     )
 

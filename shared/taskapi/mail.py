@@ -78,7 +78,9 @@ def send_email(*, to: str, subject: str, text: str) -> bool:
     how = delivery(settings)
     try:
         if how == "log":
-            logger.info(
+            # WARNING: shown at any log level `make run` is given, and a sign that the
+            # mail went nowhere else.
+            logger.warning(
                 "email (not sent: no SMTP_SERVER, local stage)\nTo: %s\nSubject: %s\n\n%s",
                 to,
                 subject,

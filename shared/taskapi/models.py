@@ -29,10 +29,11 @@ from sqlmodel import Field, SQLModel
 from taskapi.emails import EMAIL_MAX_LENGTH, signup_email
 from taskapi.openapi import EXAMPLE_EMAIL, EXAMPLE_PASSWORD, RESPONSE_CONFIG
 from taskapi.rules import (
+    NEW_PASSWORD_DESCRIPTION,
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
     PASSWORD_MIN_LENGTH,
-    fits_bcrypt,
+    settable_password,
     storable_text,
     trimmed_pattern,
 )
@@ -112,7 +113,7 @@ class TaskPriority(enum.StrEnum):
     HIGH = "High"
 
 
-def _string_enum(enum_cls: type[enum.StrEnum], name: str) -> sa.Enum:
+def _string_enum(enum_cls: type[enum.StrEnum], name: str, *, length: int = 20) -> sa.Enum:
     # A VARCHAR with a CHECK constraint, storing the values clients see: no native enum type
     # that every new value would have to ALTER.
     return sa.Enum(
@@ -120,7 +121,7 @@ def _string_enum(enum_cls: type[enum.StrEnum], name: str) -> sa.Enum:
         name=name,
         native_enum=False,
         create_constraint=True,
-        length=20,
+        length=length,
         values_callable=lambda members: [member.value for member in members],
         validate_strings=True,
     )
@@ -142,21 +143,11 @@ def _document_request_defaults(schema: JsonDict) -> None:
             prop["description"] = f"{prop['description']} {said}" if "description" in prop else said
 
 
-def request_config(example: JsonDict | None = None) -> ConfigDict:
-    """A request body's config: unknown fields are refused (422), defaults documented, and
-    `example` is what Swagger UI's "Try it out" pre-fills (a test validates each)."""
-
-    def document(schema: JsonDict) -> None:
-        _document_request_defaults(schema)
-        if example is not None:
-            schema["examples"] = [example]
-
-    return ConfigDict(extra="forbid", json_schema_extra=document)
-
-
-# The base of every request body.
+# The base of every request body: unknown fields are refused (422), defaults documented.
 class RequestModel(SQLModel):
-    model_config = request_config()  # type: ignore[assignment]
+    model_config = ConfigDict(  # type: ignore[assignment]
+        extra="forbid", json_schema_extra=_document_request_defaults
+    )
 
 
 def with_examples(*examples: JsonDict) -> ConfigDict:
@@ -222,7 +213,7 @@ class User(UserBase, table=True):
 
 # Body of POST /api/auth/signup.
 class UserCreate(UserBase, RequestModel):
-    model_config = request_config(
+    model_config = with_examples(
         {"email": EXAMPLE_EMAIL, "name": "Ada Lovelace", "password": EXAMPLE_PASSWORD}
     )
 
@@ -230,7 +221,7 @@ class UserCreate(UserBase, RequestModel):
         min_length=PASSWORD_MIN_LENGTH,
         # A character is at least one byte: 72 characters is the most that can fit.
         max_length=PASSWORD_MAX_BYTES,
-        description="At least 8 characters and at most 72 bytes in UTF-8; no NUL character",
+        description=NEW_PASSWORD_DESCRIPTION,
         schema_extra={"json_schema_extra": {"pattern": NO_NUL_PATTERN}},
     )
 
@@ -242,7 +233,7 @@ class UserCreate(UserBase, RequestModel):
     def strip_name(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
 
-    _password = field_validator("password")(fits_bcrypt)
+    _password = field_validator("password")(settable_password)
     _name = field_validator("name")(storable_text)
 
 
@@ -262,9 +253,17 @@ class UserPublic(UserBase):
 # Sessions and login throttling (used by the auth function and `CurrentUser`)
 
 
+# Longest source address API Gateway reports (IPv6 text is at most 45 characters).
+LOGIN_SOURCE_MAX_LENGTH = 64
+# A session's or security event's User-Agent is cut to this: enough to tell one browser
+# or app from another, and a client cannot grow the tables with a huge header.
+USER_AGENT_MAX_LENGTH = 256
+
+
 # One row per login: the refresh token in force is the one whose `jti` matches
 # `refresh_jti`; every access token carries the session id, so revoking the row logs
-# that device out at once.
+# that device out at once. `ip` and `user_agent` are the login's, `last_used_at` the
+# last login or refresh.
 class AuthSession(SQLModel, table=True):
     __tablename__ = "auth_session"
 
@@ -274,10 +273,11 @@ class AuthSession(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     expires_at: datetime = Field(sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ip: str | None = Field(default=None, max_length=LOGIN_SOURCE_MAX_LENGTH)
+    user_agent: str | None = Field(default=None, max_length=USER_AGENT_MAX_LENGTH)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-# Longest source address API Gateway reports (IPv6 text is at most 45 characters).
-LOGIN_SOURCE_MAX_LENGTH = 64
 # The `source` of the row that counts an email's failures from every source together.
 ANY_SOURCE = "*"
 
@@ -293,6 +293,85 @@ class LoginAttempt(SQLModel, table=True):
     failed_count: int = Field(default=0)
     first_failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# A device that has logged in before (its client keeps the `device_token` that login and
+# sign-up return; only the token's SHA-256 is stored). A login presenting it is throttled
+# by the device's own failures alone, so a stranger's guesses cannot lock it out (OWASP's
+# "device cookies"). Deleted with its user.
+class LoginDevice(SQLModel, table=True):
+    __tablename__ = "login_device"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE", index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    failed_count: int = Field(default=0)
+    first_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# ---------------------------------------------------------------------------------------
+# The security log and the tokens that emails carry (auth function; maintenance purges)
+
+
+# What the security log records (`GET /api/auth/events`).
+class SecurityEventType(enum.StrEnum):
+    SIGNUP = "signup"
+    LOGIN = "login"
+    LOGIN_FAILED = "login_failed"
+    REFRESH_TOKEN_REUSED = "refresh_token_reused"  # noqa: S105 (an event name)
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105
+    PASSWORD_RESET_REQUESTED = "password_reset_requested"  # noqa: S105
+    PASSWORD_RESET = "password_reset"  # noqa: S105
+    EMAIL_CHANGE_REQUESTED = "email_change_requested"
+    EMAIL_CHANGED = "email_changed"
+    SESSION_REVOKED = "session_revoked"
+    LOGOUT = "logout"
+
+
+# One entry of a user's security log, written in the transaction of what it records.
+# Never a password, token or hash: who, what, when, from where.
+class SecurityEvent(SQLModel, table=True):
+    __tablename__ = "security_event"
+    # The user's page, newest first, is one backward scan of this index.
+    __table_args__ = (sa.Index("ix_security_event_user_newest", "user_id", "created_at", "id"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE")
+    type: SecurityEventType = Field(
+        sa_type=_string_enum(SecurityEventType, "security_event_type", length=32)
+    )
+    # Indexed for the maintenance run, which deletes events older than SECURITY_EVENT_DAYS.
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    ip: str | None = Field(default=None, max_length=LOGIN_SOURCE_MAX_LENGTH)
+    user_agent: str | None = Field(default=None, max_length=USER_AGENT_MAX_LENGTH)
+    # The session it concerns, if any (no foreign key: events outlive their sessions).
+    session_id: uuid.UUID | None = Field(default=None)
+
+
+# What an emailed token is for.
+class AccountTokenPurpose(enum.StrEnum):
+    PASSWORD_RESET = "password_reset"  # noqa: S105
+    EMAIL_CHANGE = "email_change"
+
+
+# The one outstanding emailed token of a user for each purpose: a newer one replaces the
+# row, so an older token no longer matches anything. Only the token's SHA-256 is kept;
+# redeeming deletes the row (single use).
+class AccountToken(SQLModel, table=True):
+    __tablename__ = "account_token"
+
+    user_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE", primary_key=True)
+    purpose: AccountTokenPurpose = Field(
+        sa_type=_string_enum(AccountTokenPurpose, "account_token_purpose"), primary_key=True
+    )
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    # The address an email change moves to (null for a password reset).
+    new_email: str | None = Field(default=None, max_length=EMAIL_MAX_LENGTH)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Indexed for the maintenance run, which deletes expired tokens.
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
 
 
 # ---------------------------------------------------------------------------------------

@@ -50,6 +50,17 @@ def verify_password(password: str, hashed: str | None) -> bool:
     return bcrypt.checkpw(password.encode(), hashed.encode())
 
 
+def needs_rehash(hashed: str) -> bool:
+    """Whether a stored hash has another cost than `BCRYPT_ROUNDS` (`$2b$<cost>$...`).
+
+    A login re-hashes such a password once it is verified: left at an old, lower cost,
+    a wrong password for a known email would be checked faster than an unknown email
+    (checked against the dummy hash at the configured cost), telling them apart.
+    """
+    _, _, cost, _ = hashed.split("$", 3)
+    return int(cost) != get_settings().bcrypt_rounds
+
+
 def clear_password_cache() -> None:
     """Forget the dummy hash (tests, after changing BCRYPT_ROUNDS)."""
     _dummy_hash.cache_clear()

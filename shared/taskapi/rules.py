@@ -1,16 +1,24 @@
 """The input rules that more than one schema applies, each stated once: the password's
-length (bcrypt reads at most 72 bytes) and the NUL character (PostgreSQL text cannot hold
-one). Email normalisation has its own module, `taskapi.emails`.
+length (bcrypt reads at most 72 bytes) and commonness, and the NUL character (PostgreSQL
+text cannot hold one). Email normalisation has its own module, `taskapi.emails`.
 
 Light on purpose (no SQLAlchemy): the schemas of the layer and of the functions import it.
 """
 
+import functools
+import gzip
+from pathlib import Path
 from typing import TypeVar
 
 Text = TypeVar("Text", str, str | None)
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores everything past 72 bytes; refuse rather than truncate
+# How the OpenAPI document describes a password that a request sets.
+NEW_PASSWORD_DESCRIPTION = (
+    "At least 8 characters and at most 72 bytes in UTF-8; no NUL character; not one of"  # noqa: S105
+    " the 20,000 most common passwords (in any letter case)"
+)
 
 # The characters `str.strip()` removes (those for which `str.isspace()` holds), as a regex
 # class: JSON Schema's `\s` (ECMA-262) is another set (it has U+FEFF and lacks U+001C to
@@ -32,6 +40,38 @@ def trimmed_pattern(max_length: int) -> str:
     the trailing whitespace: at most `max_length` characters in all."""
     space = f"[{WHITESPACE}]*"
     return rf"^{space}[^{WHITESPACE}\x00][^\x00]{{0,{max_length - 1}}}{space}$"
+
+
+# The 20,000 most common passwords (19,640 once lower-cased and deduplicated), one a line:
+# Django's `CommonPasswordValidator` list, copied unchanged from Django 5.2.20
+# (django/contrib/auth/common-passwords.txt.gz, BSD-3-Clause, its licence beside the
+# file); Django credits the list to Royce Williams. A file rather than a package: the
+# maintained packages that carry such a list (Django, zxcvbn) weigh megabytes in the
+# layer, this 80 KB.
+COMMON_PASSWORDS_FILE = Path(__file__).with_name("common-passwords.txt.gz")
+
+
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The list, read on the first password set in a container (a few milliseconds), not
+    at import: logins, the routes of other functions and cold starts never pay for it."""
+    with gzip.open(COMMON_PASSWORDS_FILE, "rt", encoding="utf-8") as lines:
+        return frozenset(line.strip() for line in lines if line.strip())
+
+
+def not_common(value: str) -> str:
+    """Refuse a password from the common-password list, whatever its letters' case
+    (ASVS 5.0 6.2.4): the first an attacker's guessing tries."""
+    if value.lower() in common_passwords():
+        raise ValueError(
+            "is one of the most commonly used passwords, which attackers try first; choose another"
+        )
+    return value
+
+
+def settable_password(value: str) -> str:
+    """The rules of a password that a request sets (sign-up, change, reset)."""
+    return not_common(fits_bcrypt(value))
 
 
 def storable_text(value: Text) -> Text:

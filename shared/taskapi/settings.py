@@ -24,6 +24,8 @@ from taskapi.aws import aws_client, clear_clients, describe_limits
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LOCAL_STAGES = frozenset({"local", "test"})
 LOCAL_DATABASE_URL = "sqlite:///./taskapi.db"
+# Where `make run` serves the API (its default PORT): the base of the links in emails.
+LOCAL_PUBLIC_URL = "http://127.0.0.1:3000"
 # The drivers the layer ships: every way of writing a PostgreSQL URL means psycopg2
 # (SQLAlchemy 2.1 reads a bare `postgresql://` as psycopg 3, which is not shipped).
 _DATABASE_DRIVERS = {
@@ -37,6 +39,8 @@ ACCEPTED_DATABASE_URLS = (
     "postgresql://user:password@host:5432/dbname (or postgres://, postgresql+psycopg2://)"
     " or sqlite:///path/to/file.db"
 )
+# HS256 wants a key at least as long as its hash (RFC 7518 section 3.2): 32 bytes.
+JWT_KEY_MIN_BYTES = 32
 # Good enough for a laptop; any other stage must supply a real key.
 LOCAL_JWT_SECRET_KEY = "local-development-only-not-a-secret"  # noqa: S105
 
@@ -117,12 +121,24 @@ class Settings(BaseSettings):
     maintenance_batch_size: int = Field(default=500, ge=1)
     maintenance_time_budget_seconds: float = Field(default=240.0, ge=0)
 
+    # Password reset by email: minutes a token stays valid; requests allowed per email and
+    # per source IP inside LOGIN_LOCKOUT_MINUTES (then 429); and the seconds every request
+    # takes at least, mail or not, so its time does not tell whether the account exists.
+    password_reset_minutes: int = Field(default=30, ge=1)
+    password_reset_max_per_email: int = Field(default=3, ge=1)
+    password_reset_max_per_source: int = Field(default=20, ge=1)
+    password_reset_answer_seconds: float = Field(default=0.5, ge=0)
+    # Minutes the confirmation link of an email change stays valid.
+    email_change_minutes: int = Field(default=60, ge=1)
+    # Days the security log keeps an event; the maintenance run deletes older ones.
+    security_event_days: int = Field(default=90, ge=1)
+
     # Email (taskapi.mail). `auto`: SMTP when SMTP_SERVER is set, else SES on any stage but
     # `local`/`test`, else the message is written to the log (a developer clicks the link).
     email_delivery: Literal["auto", "ses", "smtp", "log"] = "auto"
     email_from: str = "Task API <no-reply@example.com>"
-    # The base of the links in emails (the web app that takes the token).
-    public_url: str = "http://127.0.0.1:3000"
+    # The base of the links in emails (the web app that takes the token); see `link_base`.
+    public_url: str = ""
     smtp_server: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_username: str | None = None
@@ -137,6 +153,14 @@ class Settings(BaseSettings):
     @property
     def is_local(self) -> bool:
         return self.stage in LOCAL_STAGES
+
+    @property
+    def link_base(self) -> str:
+        """The base of the links in emails: PUBLIC_URL; unset, the local server's address
+        on a local stage (`make run`), and elsewhere none (the emails carry the token)."""
+        if self.public_url.strip():
+            return self.public_url.strip().rstrip("/")
+        return LOCAL_PUBLIC_URL if self.is_local else ""
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -353,12 +377,27 @@ def _load_database_url() -> str:
 def _load_jwt_keys() -> KeyRing:
     settings = get_settings()
     if settings.jwt_secret_arn:
-        return key_ring_from_secret(_read_secret(settings.jwt_secret_arn))
-    if settings.jwt_secret_key:
-        return key_ring_from_secret(settings.jwt_secret_key)
-    if settings.is_local:
+        ring = key_ring_from_secret(_read_secret(settings.jwt_secret_arn))
+    elif settings.jwt_secret_key:
+        ring = key_ring_from_secret(settings.jwt_secret_key)
+    elif settings.is_local:
         return KeyRing(current=SigningKey(kid=DEFAULT_KID, key=LOCAL_JWT_SECRET_KEY))
-    raise ConfigurationError(f"Stage {settings.stage!r} needs JWT_SECRET_ARN or JWT_SECRET_KEY")
+    else:
+        raise ConfigurationError(f"Stage {settings.stage!r} needs JWT_SECRET_ARN or JWT_SECRET_KEY")
+    if not settings.is_local:
+        _refuse_short_keys(ring, stage=settings.stage)
+    return ring
+
+
+def _refuse_short_keys(ring: KeyRing, *, stage: str) -> None:
+    # A short key can be brute-forced offline from any one token; PyJWT only warns.
+    for key in (ring.current, *ring.previous):
+        if len(key.key.encode()) < JWT_KEY_MIN_BYTES:
+            raise ConfigurationError(
+                f"JWT key {key.kid!r} is {len(key.key.encode())} bytes; stage {stage!r} needs"
+                f" at least {JWT_KEY_MIN_BYTES} (set JWT_SECRET_KEY or the JWT_SECRET_ARN"
+                " secret to a random string such as `openssl rand -hex 32`)"
+            )
 
 
 # The database URL: from Secrets Manager on AWS, a SQLite file in local development.

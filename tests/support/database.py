@@ -36,7 +36,15 @@ POOLED_DATABASE_TIME_ZONE = "Asia/Tokyo"
 CHECK_SETTINGS = Settings(database_null_pool=True)
 DEFAULT_STATEMENT_TIMEOUT_MS: int = Settings.model_fields["database_statement_timeout_ms"].default
 # Tables emptied between tests, children first.
-TABLES = ("idempotency_key", "task_tombstone", "task", "auth_session", "login_attempt", "user")
+TABLES = (
+    "idempotency_key",
+    "task_tombstone",
+    "task",
+    "auth_session",
+    "login_device",
+    "login_attempt",
+    "user",
+)
 
 
 def postgres_admin_url() -> str | None:
