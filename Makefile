@@ -70,7 +70,12 @@ openapi: venv  ## Regenerate the OpenAPI document and migration head HealthFunct
 	$(BIN)/python tools/generate.py
 
 test: lint typecheck pytest  ## ruff, mypy and pytest: what CI runs
-	@$(if $(TEST_DATABASE_URL),echo "make test: SQLite and PostgreSQL ($(TEST_DATABASE_URL)), coverage floor $(COVERAGE_FLOOR) %",echo "make test: SQLite only (coverage floor $(COVERAGE_FLOOR) %); add PostgreSQL with TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test make test")
+	@# A shell test, not make's if function, whose arguments the messages' commas would split.
+	@if [ -n "$(TEST_DATABASE_URL)" ]; then \
+		echo "make test: SQLite and PostgreSQL ($(TEST_DATABASE_URL)), coverage floor $(COVERAGE_FLOOR) %"; \
+	else \
+		echo "make test: SQLite only (coverage floor $(COVERAGE_FLOOR) %); add PostgreSQL with TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test make test"; \
+	fi
 
 lint: venv  ## ruff check and ruff format --check
 	$(BIN)/ruff check .
