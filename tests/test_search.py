@@ -264,8 +264,8 @@ def test_the_backtracking_searches_find_what_they_should(
 def test_the_backtracking_search_at_4500_tasks_answers_well_inside_the_timeout(
     client: Client, backtracking: Account, q: str
 ) -> None:
-    """ILIKE took 5 s and more (503) for the first; PostgreSQL's literal regex reads each
-    description once (docs/RELIABILITY.md has the figures, `tools/search_worst.py`)."""
+    """ILIKE backtracks on these; PostgreSQL's literal regex reads each description once
+    (`tools/search_matchers.py` times the matchers side by side)."""
     status, body, elapsed = search(client, backtracking, q)
     assert status == 200, body
     assert elapsed < STATEMENT_TIMEOUT_S / 2, elapsed

@@ -13,7 +13,7 @@ run under emulation, and every shipped ELF asks for no newer glibc than Lambda's
    a login, a task created and listed, on SQLite, through the built handlers; then every
    native extension of the layer imported.
 
-Prints the figures (time, requests, modules) that docs/DEPLOY.md quotes.
+Prints its figures (time, requests, modules) as JSON.
 """
 
 import argparse

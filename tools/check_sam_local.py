@@ -15,7 +15,7 @@ developer runs them, on a fresh PostgreSQL database.
    /health/db, /docs, CORS preflight), warm latency, and 50 creates from 16 clients, with
    every status and the rows in the database checked.
 
-Prints the figures (JSON) that docs/DEPLOY.md quotes; exits non-zero on any failure.
+Prints its figures as JSON; exits non-zero on any failure.
 """
 
 import argparse
