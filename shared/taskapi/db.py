@@ -26,7 +26,7 @@ import logging
 import select
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator
 from contextvars import ContextVar
 from typing import Annotated, Any
 
@@ -430,12 +430,6 @@ def _refuse_connection_writes(
         connection.get_execution_options().get(_READ_ONLY)
     ):
         raise RuntimeError(READ_ONLY_WRITE)
-
-
-def get_session() -> Generator[Session, None, None]:
-    """A session for scripts and tests; routes use `SessionDep`."""
-    with open_session() as session:
-        yield session
 
 
 async def request_session(request: Request) -> AsyncGenerator[Session, None]:
