@@ -259,6 +259,7 @@ def test_engine_is_created_once_per_container(db: Database) -> None:
     assert get_settings() is get_settings()
 
 
+@pytest.mark.perf
 def test_unreachable_database_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     # Port 1 on loopback: nothing listens, so the connection is refused at once.
     configure(
