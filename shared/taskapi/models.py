@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic import Field as PydanticField
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Field, SQLModel
@@ -211,19 +212,27 @@ class User(UserBase, table=True):
     task_changes_pruned: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs=COUNTER)
 
 
+# A password that a body sets (sign-up, password change, reset): its rules, once.
+NewPassword = Annotated[
+    str,
+    PydanticField(
+        min_length=PASSWORD_MIN_LENGTH,
+        # A character is at least one byte: 72 characters is the most that can fit.
+        max_length=PASSWORD_MAX_BYTES,
+        description=NEW_PASSWORD_DESCRIPTION,
+        json_schema_extra={"pattern": NO_NUL_PATTERN},
+    ),
+    AfterValidator(settable_password),
+]
+
+
 # Body of POST /api/auth/signup.
 class UserCreate(UserBase, RequestModel):
     model_config = with_examples(
         {"email": EXAMPLE_EMAIL, "name": "Ada Lovelace", "password": EXAMPLE_PASSWORD}
     )
 
-    password: str = Field(
-        min_length=PASSWORD_MIN_LENGTH,
-        # A character is at least one byte: 72 characters is the most that can fit.
-        max_length=PASSWORD_MAX_BYTES,
-        description=NEW_PASSWORD_DESCRIPTION,
-        schema_extra={"json_schema_extra": {"pattern": NO_NUL_PATTERN}},
-    )
+    password: NewPassword
 
     # A bare address, normalised as every email is (taskapi.emails).
     _email = field_validator("email")(signup_email)
@@ -233,7 +242,6 @@ class UserCreate(UserBase, RequestModel):
     def strip_name(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
 
-    _password = field_validator("password")(settable_password)
     _name = field_validator("name")(storable_text)
 
 
