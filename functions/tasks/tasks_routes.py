@@ -6,21 +6,19 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from types import GenericAlias
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from starlette.convertors import StringConvertor, register_url_convertor
-from typing_extensions import TypedDict
 
 import tasks_queries
 from taskapi.auth import AccessClaims, CurrentUser, unauthorized
@@ -51,8 +49,11 @@ from taskapi.models import (
     TaskStatus,
     TaskUpdate,
     Timestamp,
-    TrashedTask,
     TrashPage,
+    changes_json,
+    page_json,
+    task_json,
+    trash_json,
     utcnow,
 )
 from taskapi.openapi import error_responses
@@ -165,11 +166,20 @@ class TaskIdSegment(StringConvertor):
 register_url_convertor("id_segment", TaskIdSegment())
 
 
-# An ORM task (the routes that write) or a Core row of its columns (the read by id).
-_AnyTask = TypeVar("_AnyTask", Task, Row[Any])
+class _Ownable(Protocol):
+    """What the ownership check reads of a task: an ORM `Task` (the routes that write) or
+    a row of its columns (the read by id)."""
+
+    @property
+    def user_id(self) -> uuid.UUID: ...
+    @property
+    def deleted_at(self) -> datetime | None: ...
 
 
-def owned_task(task: _AnyTask | None, user_id: uuid.UUID, *, in_trash: bool) -> _AnyTask:
+_Found = TypeVar("_Found", bound=_Ownable)
+
+
+def owned_task(task: _Found | None, user_id: uuid.UUID, *, in_trash: bool) -> _Found:
     """The task if it exists, is (or is not) in the trash, and is the user's: else 404/403."""
     if task is None or (task.deleted_at is not None) != in_trash:
         detail = "Task not found in the trash" if in_trash else "Task not found"
@@ -201,39 +211,19 @@ TrashedTaskDep = Annotated[Task, Depends(get_trashed_task)]
 
 
 def json_response(
-    body: BaseModel | bytes, *, status_code: int = 200, headers: dict[str, str] | None = None
+    body: bytes, *, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(
-        body if isinstance(body, bytes) else body.model_dump_json(),
+        body,
         status_code=status_code,
         headers=headers,
         media_type="application/json",
     )
 
 
-def _fields_of(model: type[BaseModel], *, items: type[BaseModel] | None = None) -> Any:
-    """`model`'s fields as a TypedDict (and a page's `items` as a list of the item's):
-    pydantic writes a dict of that type as `model_dump_json` writes the model."""
-    fields: dict[str, Any] = {name: field.annotation for name, field in model.model_fields.items()}
-    if items is not None:
-        fields["items"] = GenericAlias(list, (_fields_of(items),))
-    return TypedDict(f"{model.__name__}Fields", fields)  # type: ignore[operator]
-
-
-# The reads' JSON, written from the rows' values, which already have the models' types
-# (the columns' own): validating them into models first cost more than the writing.
-# tests/test_tasks_queries.py checks the bytes against the models'.
-TASK_JSON = TypeAdapter(_fields_of(TaskPublic))
-PAGE_JSON = TypeAdapter(_fields_of(TaskPage, items=TaskPublic))
-TRASH_JSON = TypeAdapter(_fields_of(TrashPage, items=TrashedTask))
-CHANGES_JSON = TypeAdapter(_fields_of(TaskChanges, items=TaskPublic))
-
-
 def task_response(task: Task, *, status_code: int = 200, **headers: str) -> Response:
     return json_response(
-        TaskPublic.model_validate(task),
-        status_code=status_code,
-        headers={"ETag": etag(task), **headers},
+        task_json(task), status_code=status_code, headers={"ETag": etag(task), **headers}
     )
 
 
@@ -359,10 +349,10 @@ async def list_tasks(
         due_after=due_after,
         overdue=overdue,
     )
-    page = tasks_queries.list_tasks(
+    items, total = tasks_queries.list_tasks(
         connection, claims=claims, where=where, sort=sort, skip=skip, limit=limit, now=utcnow()
     )
-    body = PAGE_JSON.dump_json(page)
+    body = page_json(items, total=total, skip=skip, limit=limit)
     # The page's own bytes (each task's `updated_at` changes with every write, and the
     # total with every create or delete) and the query that chose them: nothing is read
     # beyond the answer itself. The user is in the key too: two users' empty pages differ.
@@ -486,7 +476,7 @@ def new_task(writes: Writes, body: TaskCreate, now: datetime) -> dict[str, Any]:
 def created(row: Row[Any]) -> Response:
     """What POST /api/tasks answers for a task it inserted: 201, the task, its URL and ETag."""
     return json_response(
-        TASK_JSON.dump_json(row._asdict()),
+        task_json(row),
         status_code=http.HTTP_201_CREATED,
         headers={"ETag": etag_of(row.id, row.version), "Location": f"/api/tasks/{row.id}"},
     )
@@ -594,8 +584,8 @@ async def list_trash(
 ) -> Response:
     """The caller's deleted tasks, each with its `deleted_at`; they are removed for good
     `TRASH_RETENTION_DAYS` after deletion."""
-    page = list_trash_page(connection, claims=claims, skip=skip, limit=limit, now=utcnow())
-    return json_response(TRASH_JSON.dump_json(page))
+    items, total = list_trash_page(connection, claims=claims, skip=skip, limit=limit, now=utcnow())
+    return json_response(trash_json(items, total=total, skip=skip, limit=limit))
 
 
 @router.delete(
@@ -683,7 +673,7 @@ async def list_changes(
             detail="This cursor is older than the kept history of changes "
             "(CHANGES_RETENTION_DAYS): start again without a cursor",
         ) from None
-    return json_response(CHANGES_JSON.dump_json(page))
+    return json_response(changes_json(page))
 
 
 @router.post(
@@ -746,9 +736,7 @@ async def get_task(
     found = tasks_queries.read_task(connection, task_id=task_id, claims=claims, now=utcnow())
     task = owned_task(found, claims.user_id, in_trash=False)
     tag = etag_of(task.id, task.version)
-    return not_modified(if_none_match, tag) or json_response(
-        TASK_JSON.dump_json(task._asdict()), headers={"ETag": tag}
-    )
+    return not_modified(if_none_match, tag) or json_response(task_json(task), headers={"ETag": tag})
 
 
 def update_one(
