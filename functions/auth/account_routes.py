@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Response, status
 
 from account_service import SecurityLog
-from auth_routes import (
+from auth_common import (
     LOCKED_OUT,
     LOCKED_OUT_HEADERS,
     UNAUTHORIZED,

@@ -23,7 +23,7 @@ from account_service import (
     redeem_account_token,
     reset_password,
 )
-from auth_routes import (
+from auth_common import (
     LOCKED_OUT,
     LOCKED_OUT_HEADERS,
     REGISTERED,
