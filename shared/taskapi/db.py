@@ -39,6 +39,7 @@ from sqlalchemy.orm import ORMExecuteState
 from sqlmodel import Session, create_engine
 from starlette.types import Message, Receive, Scope, Send
 
+from taskapi import state
 from taskapi.factory import HttpMiddleware
 from taskapi.openapi import DATABASE_UNAVAILABLE_DETAIL, RETRY_AFTER
 from taskapi.settings import Settings, get_database_url, get_settings
@@ -344,7 +345,7 @@ _engine_lock = threading.Lock()
 
 
 def get_engine() -> Engine:
-    """The container's engine; `reset_engine()` drops it (tests, after changing settings)."""
+    """The container's engine, built on first use; `taskapi.state.reset()` drops it."""
     global _engine
     engine = _engine
     if engine is None:
@@ -361,6 +362,11 @@ def reset_engine() -> None:
         engine, _engine = _engine, None
     if engine is not None:
         engine.dispose()
+
+
+# Connections cannot outlive a snapshot, and the engine holds the database URL (its
+# password) it was built with.
+state.register(reset_engine)
 
 
 def open_session(*, read_only: bool = False) -> Session:
