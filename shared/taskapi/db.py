@@ -74,6 +74,7 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
         )
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "before_cursor_execute", _refuse_connection_writes)
+        _note_writes_and_commits(engine)
         return engine
 
     options: dict[str, Any] = {
@@ -108,8 +109,7 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
     event.listen(engine, "checkin", _end_autocommit)
     event.listen(engine, "before_cursor_execute", _refuse_connection_writes)
     _replace_dead_connections(engine)
-    event.listen(engine, "before_cursor_execute", _note_writes)
-    event.listen(engine, "commit", _note_commit)
+    _note_writes_and_commits(engine)
     if settings.database_secret_arn:
         event.listen(engine, "do_connect", _connect_with_rotated_secret)
     return engine
@@ -275,6 +275,13 @@ def _note_commit(_connection: Connection) -> None:
     work = _request_work.get()
     if work is not None:
         work.wrote = True
+
+
+def _note_writes_and_commits(engine: Engine) -> None:
+    """What a request wrote decides whether it may run again after a lost connection
+    (`RetryAfterLostConnection`) and whether its unit of work commits (`request_session`)."""
+    event.listen(engine, "before_cursor_execute", _note_writes)
+    event.listen(engine, "commit", _note_commit)
 
 
 class _ConnectionLostError(Exception):
@@ -449,7 +456,15 @@ async def request_session(request: Request) -> AsyncGenerator[Session, None]:
         except BaseException:
             session.rollback()
             raise
-        if not read_only:
+        if read_only:
+            return
+        # Objects added but not yet written are written now, so that they count as writes.
+        session.flush()
+        # A request that wrote nothing (`_note_writes`) ends with ROLLBACK, not COMMIT: on
+        # PostgreSQL the COMMIT of a transaction that took a row lock (`CurrentUser`'s, for
+        # any request that may write) waits for a flush of the WAL to disk.
+        work = _request_work.get()
+        if session.in_transaction() and (work is None or work.wrote):
             session.commit()
 
 
