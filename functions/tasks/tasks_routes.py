@@ -5,6 +5,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -88,6 +89,9 @@ BY_ID = UNAUTHORIZED | {
 }
 PRECONDITION = {412: "If-Match does not match the task's current ETag"}
 ETAG_HEADER = {"ETag": {"description": "The task's version", "schema": {"type": "string"}}}
+PAGE_ETAG_HEADER = {
+    "ETag": {"description": "The page's version (query and content)", "schema": {"type": "string"}}
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,9 +130,16 @@ IfNoneMatch = Annotated[
     str | SkipJsonSchema[None],
     Header(description="Answer 304, with no body, if the current ETag is one of these"),
 ]
-NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
-    304: {"description": "Unchanged since the ETag in If-None-Match"}
-}
+
+
+def conditional_get(etag_header: dict[str, Any], errors: dict[int, str]) -> dict[int | str, Any]:
+    """The responses of a GET that honours If-None-Match: 200 with its `ETag`, 304, and
+    `errors` (status: meaning)."""
+    return {
+        200: {"headers": etag_header},
+        304: {"description": "Unchanged since the ETag in If-None-Match"},
+        **error_responses(Detail, errors),
+    }
 
 
 def _opaque(tag: str) -> str:
@@ -282,18 +293,7 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 @router.get(
     "/api/tasks",
     response_model=TaskPage,
-    responses={
-        200: {
-            "headers": {
-                "ETag": {
-                    "description": "The page's version (query and content)",
-                    "schema": {"type": "string"},
-                }
-            }
-        },
-        **NOT_MODIFIED,
-        **error_responses(Detail, UNAUTHORIZED),
-    },
+    responses=conditional_get(PAGE_ETAG_HEADER, UNAUTHORIZED),
     summary="List the caller's tasks",
 )
 async def list_tasks(
@@ -488,48 +488,60 @@ def create_one(session: Session, *, writes: Writes, body: TaskCreate, now: datet
     return created(row)
 
 
-def idempotently(
-    session: Session,
-    *,
-    user_id: uuid.UUID,
-    key: str | None,
-    body: BaseModel,
-    now: datetime,
-    answer: Callable[[], Response],
-) -> Response:
-    """`answer()`; with an Idempotency-Key, stored with it in the request's transaction,
-    or the stored answer of an earlier request with that key (24 hours)."""
-    if key is None:
-        return answer()
-    lock_user_tasks(session, user_id=user_id)
-    body_fingerprint = fingerprint(body)
-    found = find_idempotency_record(session, user_id=user_id, key=key, now=now)
-    if found is not None:
-        return replay(found, body_fingerprint)
-    response = answer()
-    session.add(
-        IdempotencyKey(
-            user_id=user_id,
-            key=key,
-            fingerprint=body_fingerprint,
-            status_code=response.status_code,
-            body=bytes(response.body).decode(),
-            location=response.headers.get("location", ""),
-            etag=response.headers.get("etag", ""),
-            created_at=now,
+@dataclass(frozen=True)
+class IdempotentCreate:
+    """A request that creates and may carry an `Idempotency-Key` (a create, a batch): the
+    caller, the request's transaction, the key and the time it runs at."""
+
+    session: Session
+    user_id: uuid.UUID
+    key: str | None
+    now: datetime
+
+    def answer(self, body: BaseModel, answer: Callable[[], Response]) -> Response:
+        """`answer()`; with an Idempotency-Key, stored with it in the request's
+        transaction, or the stored answer of an earlier request with that key (24 hours)."""
+        session, user_id, key, now = self.session, self.user_id, self.key, self.now
+        if key is None:
+            return answer()
+        lock_user_tasks(session, user_id=user_id)
+        body_fingerprint = fingerprint(body)
+        found = find_idempotency_record(session, user_id=user_id, key=key, now=now)
+        if found is not None:
+            return replay(found, body_fingerprint)
+        response = answer()
+        session.add(
+            IdempotencyKey(
+                user_id=user_id,
+                key=key,
+                fingerprint=body_fingerprint,
+                status_code=response.status_code,
+                body=bytes(response.body).decode(),
+                location=response.headers.get("location", ""),
+                etag=response.headers.get("etag", ""),
+                created_at=now,
+            )
         )
-    )
-    try:
-        session.flush()
-    except IntegrityError:
-        # A simultaneous request with the same key wrote it first (SQLite; on PostgreSQL
-        # the user's lock makes this one wait and find that answer above). Its answer is
-        # stored once it commits: a retry gets it.
-        raise HTTPException(
-            status_code=http.HTTP_409_CONFLICT,
-            detail="A request with this Idempotency-Key is still in progress; retry it",
-        ) from None
-    return response
+        try:
+            session.flush()
+        except IntegrityError:
+            # A simultaneous request with the same key wrote it first (SQLite; on
+            # PostgreSQL the user's lock makes this one wait and find that answer above).
+            # Its answer is stored once it commits: a retry gets it.
+            raise HTTPException(
+                status_code=http.HTTP_409_CONFLICT,
+                detail="A request with this Idempotency-Key is still in progress; retry it",
+            ) from None
+        return response
+
+
+async def idempotent_create(
+    user: CurrentUser, session: SessionDep, idempotency_key: IdempotencyKeyHeader = None
+) -> IdempotentCreate:
+    return IdempotentCreate(session=session, user_id=user.id, key=idempotency_key, now=utcnow())
+
+
+IdempotentCreateDep = Annotated[IdempotentCreate, Depends(idempotent_create)]
 
 
 @router.post(
@@ -539,26 +551,15 @@ def idempotently(
     responses={201: {"headers": CREATED_HEADERS}, **CREATE_ERRORS},
     summary="Create a task",
 )
-async def create_task(
-    body: TaskCreate,
-    user: CurrentUser,
-    session: SessionDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def create_task(body: TaskCreate, request: IdempotentCreateDep) -> Response:
     """A new task of the caller's; its URL is in `Location`, its version in `ETag`.
 
     With an `Idempotency-Key`, a retry within 24 hours gets the first answer again
     (`Idempotent-Replayed: true`) instead of a second task.
     """
-    now = utcnow()
-    return idempotently(
-        session,
-        user_id=user.id,
-        key=idempotency_key,
-        body=body,
-        now=now,
-        answer=lambda: create_one(session, writes=Writes(session, user.id), body=body, now=now),
-    )
+    session, now = request.session, request.now
+    writes = Writes(session, request.user_id)
+    return request.answer(body, lambda: create_one(session, writes=writes, body=body, now=now))
 
 
 @router.get(
@@ -718,11 +719,7 @@ async def restore_task(
 @router.get(
     "/api/tasks/{task_id:id_segment}",
     response_model=TaskPublic,
-    responses={
-        200: {"headers": ETAG_HEADER},
-        **NOT_MODIFIED,
-        **error_responses(Detail, BY_ID),
-    },
+    responses=conditional_get(ETAG_HEADER, BY_ID),
     summary="Read a task",
 )
 async def get_task(
@@ -939,22 +936,14 @@ def answer_batch(
     # The largest valid batch: 100 operations, each no larger than a single route's body.
     openapi_extra=max_body_bytes(BATCH_MAX_OPERATIONS * DEFAULT_MAX_BODY_BYTES),
 )
-async def run_batch(
-    body: BatchRequest,
-    user: CurrentUser,
-    session: SessionDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def run_batch(body: BatchRequest, request: IdempotentCreateDep) -> Response:
     """Up to 100 operations, in order, in one transaction: each result is what its single
     route would have answered (status, body, ETag), and an operation that fails (a 4xx)
     writes nothing while the others go ahead. An `Idempotency-Key` works as on a create:
     a retry within 24 hours gets the first answer again."""
-    now = utcnow()
-    return idempotently(
-        session,
-        user_id=user.id,
-        key=idempotency_key,
-        body=body,
-        now=now,
-        answer=lambda: answer_batch(session, user_id=user.id, operations=body.operations, now=now),
+    return request.answer(
+        body,
+        lambda: answer_batch(
+            request.session, user_id=request.user_id, operations=body.operations, now=request.now
+        ),
     )
