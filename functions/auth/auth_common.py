@@ -1,6 +1,6 @@
 """What the auth function's route modules share: the logger, the meaning of each error
-status (their OpenAPI descriptions), the lockout's 429, and the request's device and
-security log as dependencies."""
+status (their OpenAPI descriptions), the lockout's 429, the request's device and
+security log as dependencies, and the password check of a sensitive change."""
 
 import logging
 from typing import Annotated, NoReturn
@@ -8,10 +8,12 @@ from typing import Annotated, NoReturn
 from fastapi import Depends, HTTPException, Request, status
 
 from account_service import Device, SecurityLog
+from auth_service import release_login_attempt, reserve_login_attempt
 from taskapi.auth import SourceIp
 from taskapi.db import SessionDep
-from taskapi.models import utcnow
+from taskapi.models import SecurityEventType, User, utcnow
 from taskapi.openapi import retry_after_header
+from taskapi.passwords import verify_password
 
 logger = logging.getLogger("taskapi.auth")
 
@@ -50,3 +52,35 @@ async def get_security_log(session: SessionDep, device: DeviceDep) -> SecurityLo
 
 
 SecurityLogDep = Annotated[SecurityLog, Depends(get_security_log)]
+
+
+WRONG_PASSWORD = {status.HTTP_403_FORBIDDEN: "The password is wrong (it counts as a failed login)"}
+# What a route that asks for the password again (`confirm_password`) may answer.
+PASSWORD_CHECKED = WRONG_PASSWORD | UNAUTHORIZED | LOCKED_OUT
+
+
+def confirm_password(events: SecurityLog, *, user: User, password: str) -> None:
+    """Refuse a password re-entered for a sensitive change unless it is right: 429 while
+    the email is locked out from this source, as at login; 403 for a wrong one, counted
+    as a failed login. The only place these routes touch login throttling.
+
+    The attempt is reserved as login reserves it (`reserve_login_attempt`), but inside
+    the route's transaction rather than committed before bcrypt: the route's dependency
+    (`get_user_to_change`, `get_user_to_delete`) holds the user's row lock until it
+    commits, taken before these login-attempt rows, as every path takes them. A wrong
+    password commits the failure before answering; a right one gives the attempt back,
+    committed with the change itself.
+    """
+    session, now = events.session, events.now
+    retry_after = reserve_login_attempt(
+        session, email=user.email, source_ip=events.device.ip, now=now
+    )
+    if retry_after:
+        too_many_attempts(retry_after)
+    if not verify_password(password, user.hashed_password):
+        # The failure stays counted, and logged, although the request is refused.
+        events.record(SecurityEventType.LOGIN_FAILED, user.id)
+        session.commit()
+        logger.info("password check failed", extra={"user_id": str(user.id)})
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "The password is wrong")
+    release_login_attempt(session, email=user.email, source_ip=events.device.ip)

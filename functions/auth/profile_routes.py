@@ -15,7 +15,6 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Query, status
 from sqlalchemy.exc import IntegrityError
 
-from account_routes import WRONG_PASSWORD, confirm_password
 from account_service import (
     count_reset_request,
     issue_account_token,
@@ -24,11 +23,12 @@ from account_service import (
     reset_password,
 )
 from auth_common import (
-    LOCKED_OUT,
     LOCKED_OUT_HEADERS,
+    PASSWORD_CHECKED,
     REGISTERED,
     UNAUTHORIZED,
     SecurityLogDep,
+    confirm_password,
     logger,
 )
 from auth_schemas import (
@@ -58,6 +58,8 @@ from taskapi.passwords import hash_password
 from taskapi.settings import get_settings
 
 router = function_router(prefix="/api/auth", tags=["auth"])
+
+SAME_EMAIL = {status.HTTP_409_CONFLICT: "The new email is the account's email already"}
 
 # The user row locked first, as every route that changes it takes it (taskapi.auth).
 UserToChange = Annotated[User, Depends(get_user_to_change)]
@@ -182,9 +184,7 @@ async def update_me(body: ProfileUpdate, user: UserToChange, session: SessionDep
     response_model=Detail,
     responses=error_responses(
         Detail,
-        WRONG_PASSWORD
-        | UNAUTHORIZED
-        | LOCKED_OUT
+        PASSWORD_CHECKED
         | {status.HTTP_409_CONFLICT: "The new email is the account's email already"},
         headers=LOCKED_OUT_HEADERS,
     ),
