@@ -180,8 +180,11 @@ def request_log() -> None:
     )
 
 
-# Candidates for the recommendations in docs/PERFORMANCE.md, timed beside the stages they
-# would replace; and the lean FastAPI + Core route (issue 19's baseline c) for scale.
+# What the stages above chose against, timed beside them: the whole ORM user instead of
+# the columns the check needs, the session check as a query of its own instead of inside
+# the page statement, an ORM Session instead of a bare connection, and validating the page
+# into models before dumping it. Each row is what the choice saves per request; the lean
+# FastAPI + Core route gives the scale of a whole invocation without the layer.
 
 
 def user_query_orm() -> None:
