@@ -161,8 +161,9 @@ PAGE_MODEL = TypeAdapter(TaskPage)
 
 def page_validated_and_dumped() -> None:
     # What the list did before: validate the rows into `TaskPage`, then dump it.
+    items = [task_values(row) for row in rows]
     page = PAGE_MODEL.validate_python(
-        {"items": [row._mapping for row in rows], "total": rows[0].total, "skip": 0, "limit": 20}
+        {"items": items, "total": rows[0].total, "skip": 0, "limit": 20}
     )
     tasks_routes.json_response(PAGE_MODEL.dump_json(page))
 
