@@ -5,7 +5,7 @@ package docstring."""
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Response, status
+from fastapi import HTTPException, Path, Response, status
 
 from auth_common import (
     LOCKED_OUT_HEADERS,
@@ -25,13 +25,13 @@ from auth_service import (
 from taskapi.auth import (
     AccessClaims,
     CurrentUser,
-    get_user_to_change,
-    get_user_to_delete,
+    UserToChange,
+    UserToDelete,
     unauthorized,
 )
 from taskapi.db import SessionDep
 from taskapi.factory import function_router
-from taskapi.models import Detail, SecurityEventType, User, utcnow
+from taskapi.models import Detail, SecurityEventType, utcnow
 from taskapi.openapi import error_responses
 from taskapi.passwords import hash_password
 
@@ -45,7 +45,7 @@ router = function_router(prefix="/api/auth", tags=["auth"])
 )
 async def change_password(
     body: PasswordChangeRequest,
-    user: Annotated[User, Depends(get_user_to_change)],
+    user: UserToChange,
     claims: AccessClaims,
     session: SessionDep,
     events: SecurityLogDep,
@@ -147,7 +147,7 @@ async def revoke_session(
 )
 async def delete_account(
     body: AccountDeletionRequest,
-    user: Annotated[User, Depends(get_user_to_delete)],
+    user: UserToDelete,
     session: SessionDep,
     events: SecurityLogDep,
 ) -> Response:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, status
+from fastapi import HTTPException, Query, status
 from sqlalchemy.exc import IntegrityError
 
 from account_service import (
@@ -41,7 +41,7 @@ from auth_schemas import (
     SecurityEventPublic,
 )
 from auth_service import find_user
-from taskapi.auth import AccessClaims, CurrentUser, get_user_to_change, unauthorized
+from taskapi.auth import AccessClaims, CurrentUser, UserToChange, unauthorized
 from taskapi.db import SessionDep
 from taskapi.factory import function_router
 from taskapi.mail import send_email
@@ -60,9 +60,6 @@ from taskapi.settings import get_settings
 router = function_router(prefix="/api/auth", tags=["auth"])
 
 SAME_EMAIL = {status.HTTP_409_CONFLICT: "The new email is the account's email already"}
-
-# The user row locked first, as every route that changes it takes it (taskapi.auth).
-UserToChange = Annotated[User, Depends(get_user_to_change)]
 
 RESET_THROTTLED = {
     status.HTTP_429_TOO_MANY_REQUESTS: "Too many reset requests for this email or from this source"
