@@ -10,6 +10,7 @@ from fastapi import HTTPException, Path, Response, status
 from auth_common import (
     LOCKED_OUT_HEADERS,
     PASSWORD_CHECKED,
+    TOKEN_ERRORS,
     UNAUTHORIZED,
     SecurityLogDep,
     confirm_password,
@@ -87,7 +88,7 @@ async def change_password(
                 }
             }
         },
-        **error_responses(Detail, UNAUTHORIZED),
+        **TOKEN_ERRORS,
     },
 )
 async def list_sessions(

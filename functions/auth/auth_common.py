@@ -11,8 +11,8 @@ from account_service import Device, SecurityLog
 from auth_service import release_login_attempt, reserve_login_attempt
 from taskapi.auth import SourceIp
 from taskapi.db import SessionDep
-from taskapi.models import SecurityEventType, User, utcnow
-from taskapi.openapi import retry_after_header
+from taskapi.models import Detail, SecurityEventType, User, utcnow
+from taskapi.openapi import error_responses, retry_after_header
 from taskapi.passwords import verify_password
 
 logger = logging.getLogger("taskapi.auth")
@@ -26,6 +26,8 @@ LOCKED_OUT = {status.HTTP_429_TOO_MANY_REQUESTS: "Too many failed logins for thi
 LOCKED_OUT_HEADERS = {
     status.HTTP_429_TOO_MANY_REQUESTS: retry_after_header("Seconds until the lockout ends")
 }
+# The responses of a route whose only error of its own is a refused token.
+TOKEN_ERRORS = error_responses(Detail, UNAUTHORIZED)
 
 
 def too_many_attempts(retry_after: int) -> NoReturn:

@@ -12,6 +12,7 @@ from auth_common import (
     LOCKED_OUT,
     LOCKED_OUT_HEADERS,
     REGISTERED,
+    TOKEN_ERRORS,
     UNAUTHORIZED,
     SecurityLogDep,
     logger,
@@ -179,7 +180,7 @@ async def login(body: LoginRequest, session: SessionDep, events: SecurityLogDep)
     "/refresh",
     summary="Exchange a refresh token for a new pair",
     response_model=TokenResponse,
-    responses=error_responses(Detail, UNAUTHORIZED),
+    responses=TOKEN_ERRORS,
 )
 async def refresh(
     body: RefreshRequest, session: SessionDep, events: SecurityLogDep
@@ -211,12 +212,7 @@ async def refresh(
     return TokenResponse.from_pair(outcome)
 
 
-@router.post(
-    "/logout",
-    summary="Log out",
-    response_model=Detail,
-    responses=error_responses(Detail, UNAUTHORIZED),
-)
+@router.post("/logout", summary="Log out", response_model=Detail, responses=TOKEN_ERRORS)
 async def logout(
     request: Request,
     user: CurrentUser,
@@ -251,12 +247,7 @@ async def logout(
     return Detail(detail="Logged out")
 
 
-@router.get(
-    "/me",
-    summary="The current user",
-    response_model=UserPublic,
-    responses=error_responses(Detail, UNAUTHORIZED),
-)
+@router.get("/me", summary="The current user", response_model=UserPublic, responses=TOKEN_ERRORS)
 async def get_me(user: CurrentUser) -> User:
     """The user the access token belongs to."""
     return user

@@ -26,7 +26,7 @@ from auth_common import (
     LOCKED_OUT_HEADERS,
     PASSWORD_CHECKED,
     REGISTERED,
-    UNAUTHORIZED,
+    TOKEN_ERRORS,
     SecurityLogDep,
     confirm_password,
     logger,
@@ -67,7 +67,6 @@ RESET_THROTTLED = {
 RESET_THROTTLED_HEADERS = {
     status.HTTP_429_TOO_MANY_REQUESTS: retry_after_header("Seconds until a request is taken again")
 }
-ME_ERRORS = error_responses(Detail, UNAUTHORIZED)
 RESET_ACCEPTED = "If an account has this email, a link to reset its password is on its way"
 
 
@@ -165,7 +164,9 @@ async def confirm_password_reset(
 # Profile and email change
 
 
-@router.patch("/me", summary="Change the profile", response_model=UserPublic, responses=ME_ERRORS)
+@router.patch(
+    "/me", summary="Change the profile", response_model=UserPublic, responses=TOKEN_ERRORS
+)
 async def update_me(body: ProfileUpdate, user: UserToChange, session: SessionDep) -> User:
     """Change the fields given (the name); absent ones stay as they are."""
     user.sqlmodel_update(body.model_dump(exclude_unset=True))
@@ -278,7 +279,7 @@ Skip = Annotated[int, Query(ge=0, le=2**31 - 1, description="Events to skip")]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 
 
-@router.get("/events", summary="The caller's security log", responses=ME_ERRORS)
+@router.get("/events", summary="The caller's security log", responses=TOKEN_ERRORS)
 async def list_security_events(
     user: CurrentUser, session: SessionDep, skip: Skip = 0, limit: Limit = 20
 ) -> SecurityEventPage:
