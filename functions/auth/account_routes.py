@@ -8,8 +8,7 @@ from typing import Annotated
 from fastapi import HTTPException, Path, Response, status
 
 from auth_common import (
-    LOCKED_OUT_HEADERS,
-    PASSWORD_CHECKED,
+    PASSWORD_CHECK_ERRORS,
     TOKEN_ERRORS,
     UNAUTHORIZED,
     SecurityLogDep,
@@ -39,11 +38,7 @@ from taskapi.passwords import hash_password
 router = function_router(prefix="/api/auth", tags=["auth"])
 
 
-@router.post(
-    "/password",
-    response_model=Detail,
-    responses=error_responses(Detail, PASSWORD_CHECKED, headers=LOCKED_OUT_HEADERS),
-)
+@router.post("/password", response_model=Detail, responses=PASSWORD_CHECK_ERRORS)
 async def change_password(
     body: PasswordChangeRequest,
     user: UserToChange,
@@ -144,7 +139,7 @@ async def revoke_session(
     "/me",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(Detail, PASSWORD_CHECKED, headers=LOCKED_OUT_HEADERS),
+    responses=PASSWORD_CHECK_ERRORS,
 )
 async def delete_account(
     body: AccountDeletionRequest,

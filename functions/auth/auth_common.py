@@ -59,6 +59,7 @@ SecurityLogDep = Annotated[SecurityLog, Depends(get_security_log)]
 WRONG_PASSWORD = {status.HTTP_403_FORBIDDEN: "The password is wrong (it counts as a failed login)"}
 # What a route that asks for the password again (`confirm_password`) may answer.
 PASSWORD_CHECKED = WRONG_PASSWORD | UNAUTHORIZED | LOCKED_OUT
+PASSWORD_CHECK_ERRORS = error_responses(Detail, PASSWORD_CHECKED, headers=LOCKED_OUT_HEADERS)
 
 
 def confirm_password(events: SecurityLog, *, user: User, password: str) -> None:
