@@ -551,15 +551,15 @@ IdempotentCreateDep = Annotated[IdempotentCreate, Depends(idempotent_create)]
     responses={201: {"headers": CREATED_HEADERS}, **CREATE_ERRORS},
     summary="Create a task",
 )
-async def create_task(body: TaskCreate, request: IdempotentCreateDep) -> Response:
+async def create_task(body: TaskCreate, idempotent: IdempotentCreateDep) -> Response:
     """A new task of the caller's; its URL is in `Location`, its version in `ETag`.
 
     With an `Idempotency-Key`, a retry within 24 hours gets the first answer again
     (`Idempotent-Replayed: true`) instead of a second task.
     """
-    session, now = request.session, request.now
-    writes = Writes(session, request.user_id)
-    return request.answer(body, lambda: create_one(session, writes=writes, body=body, now=now))
+    session, now = idempotent.session, idempotent.now
+    writes = Writes(session, idempotent.user_id)
+    return idempotent.answer(body, lambda: create_one(session, writes=writes, body=body, now=now))
 
 
 @router.get(
@@ -936,14 +936,13 @@ def answer_batch(
     # The largest valid batch: 100 operations, each no larger than a single route's body.
     openapi_extra=max_body_bytes(BATCH_MAX_OPERATIONS * DEFAULT_MAX_BODY_BYTES),
 )
-async def run_batch(body: BatchRequest, request: IdempotentCreateDep) -> Response:
+async def run_batch(body: BatchRequest, idempotent: IdempotentCreateDep) -> Response:
     """Up to 100 operations, in order, in one transaction: each result is what its single
     route would have answered (status, body, ETag), and an operation that fails (a 4xx)
     writes nothing while the others go ahead. An `Idempotency-Key` works as on a create:
     a retry within 24 hours gets the first answer again."""
-    return request.answer(
-        body,
-        lambda: answer_batch(
-            request.session, user_id=request.user_id, operations=body.operations, now=request.now
-        ),
+    session, now = idempotent.session, idempotent.now
+    operations, user_id = body.operations, idempotent.user_id
+    return idempotent.answer(
+        body, lambda: answer_batch(session, user_id=user_id, operations=operations, now=now)
     )
