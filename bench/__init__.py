@@ -1,1 +1,2 @@
-"""Benchmarks: `make bench` (`python -m bench`) and `make bench-smoke` (docs/PERFORMANCE.md)."""
+"""Benchmarks: `make bench` (`python -m bench`), each subject timed against a baseline of
+the same run, and `make bench-smoke`, the same code on tiny counts."""

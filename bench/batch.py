@@ -36,8 +36,7 @@ def timed(call: Callable[[], None]) -> float:
 
 
 def measure(backend: str, rounds: int) -> dict[str, float]:
-    from taskapi.db import reset_engine
-    from taskapi.settings import clear_settings_cache
+    from taskapi import state
 
     with (
         tempfile.TemporaryDirectory() as folder,
@@ -45,8 +44,7 @@ def measure(backend: str, rounds: int) -> dict[str, float]:
     ):
         os.environ["DATABASE_URL"] = database.url
         os.environ["MAX_TASKS_PER_USER"] = str(rounds * (BATCH + SINGLES) * 2)
-        clear_settings_cache()
-        reset_engine()
+        state.reset()
         handler = tasks_handler()
         context = LambdaContext()
         headers = {
@@ -81,7 +79,7 @@ def measure(backend: str, rounds: int) -> dict[str, float]:
         for _ in range(rounds):
             single_ms.append(timed(singles))
             batch_ms.append(timed(batched))
-        reset_engine()
+        state.reset()
     return {"singles": statistics.median(single_ms), "batch": statistics.median(batch_ms)}
 
 

@@ -16,10 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col
 
+from taskapi import state
 from taskapi.db import build_engine
 from taskapi.models import AuthSession, Task, TaskPriority, TaskStatus, User
 from taskapi.passwords import hash_password
-from taskapi.settings import Settings, clear_settings_cache
+from taskapi.settings import Settings
 from taskapi.tokens import issue_token_pair
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +117,7 @@ def _admin(sql: str) -> None:
 def _seed(backend: str, url: str, tasks: int) -> BenchDatabase:
     os.environ.update(SUBJECT_SETTINGS)
     os.environ["ACCESS_TOKEN_EXPIRE_MINUTES"] = "120"
-    clear_settings_cache()
+    state.reset()
     engine = build_engine(url, Settings(database_null_pool=True))
     now = datetime.now(UTC)
     hashed = hash_password(PASSWORD)

@@ -1,4 +1,5 @@
-"""Cold start of the health function, with and without Powertools (docs/PERFORMANCE.md).
+"""Cold start of the health function, with and without Powertools: what its Logger and
+Metrics would add to the first request.
 
 Each run is a fresh interpreter that imports `functions/health/app.py` and serves one
 `GET /health` through the handler; it reports the milliseconds from before the first

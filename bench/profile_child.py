@@ -8,7 +8,8 @@ is a share of the same total:
 - token decoding (`taskapi.tokens.decode_token`), opening and closing the read-only
   connection (`taskapi.db.open_read_connection`: the pool's checkout and check-in), the
   page query (the list's statement, which checks the session too, rows fetched), the
-  page's data from the rows and its serialisation (`PAGE_JSON`, `json_response`), the
+  page's data from the rows and its serialisation (`taskapi.models.page_json`,
+  `json_response`), the
   request log line;
 - FastAPI and Starlette: whatever the ASGI call costs beyond all of those (routing,
   dependency resolution, query parameter validation, middleware, exception handling).
@@ -48,7 +49,7 @@ from pydantic import TypeAdapter  # noqa: E402
 import tasks_queries  # noqa: E402
 import tasks_routes  # noqa: E402
 from taskapi import auth, db  # noqa: E402
-from taskapi.models import TaskPage  # noqa: E402
+from taskapi.models import TaskPage, page_json, task_values  # noqa: E402
 from taskapi.tokens import decode_token  # noqa: E402
 
 
@@ -122,7 +123,7 @@ page_params = {
 connection = db.open_read_connection()
 session = db.open_session(read_only=True)
 rows = connection.execute(page_statement, page_params).all()
-page_data = {"items": tasks_queries._as_dicts(rows), "total": rows[0].total, "skip": 0, "limit": 20}
+page_items = [task_values(row) for row in rows]
 request_logger = logging.getLogger("taskapi.request")
 
 
@@ -148,11 +149,11 @@ def page_query() -> None:
 
 
 def page_data_from_rows() -> None:
-    {"items": tasks_queries._as_dicts(rows), "total": rows[0].total, "skip": 0, "limit": 20}
+    [task_values(row) for row in rows]
 
 
 def serialisation() -> None:
-    tasks_routes.json_response(tasks_routes.PAGE_JSON.dump_json(page_data))
+    tasks_routes.json_response(page_json(page_items, total=rows[0].total, skip=0, limit=20))
 
 
 PAGE_MODEL = TypeAdapter(TaskPage)
@@ -160,10 +161,11 @@ PAGE_MODEL = TypeAdapter(TaskPage)
 
 def page_validated_and_dumped() -> None:
     # What the list did before: validate the rows into `TaskPage`, then dump it.
+    items = [task_values(row) for row in rows]
     page = PAGE_MODEL.validate_python(
-        {"items": [row._mapping for row in rows], "total": rows[0].total, "skip": 0, "limit": 20}
+        {"items": items, "total": rows[0].total, "skip": 0, "limit": 20}
     )
-    tasks_routes.json_response(page)
+    tasks_routes.json_response(PAGE_MODEL.dump_json(page))
 
 
 def request_log() -> None:
@@ -179,8 +181,11 @@ def request_log() -> None:
     )
 
 
-# Candidates for the recommendations in docs/PERFORMANCE.md, timed beside the stages they
-# would replace; and the lean FastAPI + Core route (issue 19's baseline c) for scale.
+# What the stages above chose against, timed beside them: the whole ORM user instead of
+# the columns the check needs, the session check as a query of its own instead of inside
+# the page statement, an ORM Session instead of a bare connection, and validating the page
+# into models before dumping it. Each row is what the choice saves per request; the lean
+# FastAPI + Core route gives the scale of a whole invocation without the layer.
 
 
 def user_query_orm() -> None:

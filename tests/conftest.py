@@ -32,6 +32,9 @@ from tests.support.smtp import Mailbox, smtp_server
 from tests.support.statement_log import log_statements
 from tests.support.tasks import Account, make_account
 
+# The fuzz's request count after the run (a summary hook, not a fixture).
+pytest_plugins = ["tests.support.fuzz_summary"]
+
 # ---------------------------------------------------------------------------------------
 # Environment
 

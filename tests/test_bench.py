@@ -237,7 +237,8 @@ def test_the_local_server_benchmark_drives_wrk() -> None:
     assert answered["requests"] > 100
     assert answered["failed_requests"] == 0
     assert 0 < answered["p50_ms"] <= answered["p99_ms"]
-    assert 0.9 <= answered["seconds"] <= 2
+    # wrk ran its whole duration (1 s); a busy machine may only make it longer.
+    assert answered["seconds"] >= 0.9
     # Every answer a 401: none counts as served, each as a failure.
     assert refused["requests"] == 0
     assert refused["failed_requests"] > 100

@@ -1,6 +1,5 @@
 """The engine, the models and the schema on real SQLite and PostgreSQL."""
 
-import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 import taskapi.db
-from taskapi.db import get_engine, get_session, open_read_connection, open_session
+from taskapi.db import get_engine, open_read_connection, open_session
 from taskapi.models import Task, TaskCreate, TaskStatus, TaskUpdate, User, UserCreate
 from taskapi.settings import get_settings
 from tests.support.database import Database
@@ -260,12 +259,7 @@ def test_engine_is_created_once_per_container(db: Database) -> None:
     assert get_settings() is get_settings()
 
 
-def test_session_dependency_yields_a_working_session(db: Database) -> None:
-    with contextlib.closing(get_session()) as sessions:
-        session = next(sessions)
-        assert session.exec(select(User)).all() == []
-
-
+@pytest.mark.perf
 def test_unreachable_database_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     # Port 1 on loopback: nothing listens, so the connection is refused at once.
     configure(

@@ -14,6 +14,7 @@ from tests.support.database import Database, postgres_admin_url
 from tools.load import MAX_OVERFLOW, POOL_SIZE, run
 
 
+@pytest.mark.perf
 @pytest.mark.postgres_only
 def test_a_thousand_concurrent_requests_lose_nothing(tmp_path: Path) -> None:
     admin_url = postgres_admin_url()
@@ -35,6 +36,7 @@ def test_a_thousand_concurrent_requests_lose_nothing(tmp_path: Path) -> None:
     assert 0 < result.peak_connections <= result.connection_bound, summary
 
 
+@pytest.mark.perf
 @pytest.mark.postgres_only
 def test_connections_killed_under_load_cost_no_answer_but_writes_in_flight(
     tmp_path: Path,

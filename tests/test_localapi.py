@@ -544,17 +544,15 @@ def test_a_handler_past_its_timeout_gives_504_and_the_server_goes_on(
     toy: tuple[httpx.Client, Path],
 ) -> None:
     client, log = toy
-    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as pool:
         slow = pool.submit(client.get, "/echo/x", params={"mode": "slow"})
         time.sleep(0.3)
-        # The slow handler holds up the others for a moment at most, not until it ends.
-        other_started = time.monotonic()
+        # Another function answers while the slow one is still unanswered: the slow
+        # handler does not hold the others up.
         assert client.get("/asgi/identity").status_code == 200
-        assert time.monotonic() - other_started < 0.5
+        assert not slow.done()
         response = slow.result()
-    # Answered at the function's Timeout (1 s), not when the handler ends (3 s).
-    assert time.monotonic() - started < 2.5
+    # Answered at the function's Timeout (1 s): a handler left to end (3 s) answers 200.
     assert response.status_code == 504
     assert response.json() == {"message": "Service Unavailable"}
     assert "EchoFunction timed out after 1 seconds" in log.read_text()

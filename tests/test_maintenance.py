@@ -37,6 +37,7 @@ from tests.support.database import (
     migrate,
     pooler_for,
 )
+from tests.support.emf import emf_lines
 from tests.support.environment import configure
 from tests.support.functions import ROOT, load_function
 from tests.support.tasks import insert_task, make_account
@@ -217,10 +218,6 @@ def remaining(database_engine: sa.Engine) -> dict[str, set[Any]]:
             "events": {uuid.UUID(str(v)) for v in column("SELECT id FROM security_event")},
             "tokens": {uuid.UUID(str(v)) for v in column("SELECT user_id FROM account_token")},
         }
-
-
-def emf_lines(output: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in output.splitlines() if line.startswith('{"_aws"')]
 
 
 def test_the_run_deletes_exactly_the_old_rows_in_bounded_batches(

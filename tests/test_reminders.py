@@ -22,6 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from localapi.events import LambdaContext
 from taskapi.db import build_engine, get_engine
+from taskapi.jobs import ScheduledRun
 from taskapi.models import utcnow
 from taskapi.settings import get_database_url, get_settings
 from tests.support.client import Client
@@ -86,7 +87,8 @@ def jobs() -> ModuleType:
 def run(
     module: ModuleType | None = None, engine: sa.Engine | None = None, **options: Any
 ) -> dict[str, Any]:
-    result = (module or jobs()).run_reminders(engine or get_engine(), get_settings(), **options)
+    job = ScheduledRun(engine or get_engine(), get_settings(), **options)
+    result = (module or jobs()).run_reminders(job)
     summary: dict[str, Any] = result.summary()
     return summary
 

@@ -162,33 +162,52 @@ def test_a_function_does_not_start_without_its_secrets(
         create_app(title="needs a database")
 
 
-def test_an_unreachable_secrets_manager_fails_the_cold_start_fast(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A Secrets Manager endpoint that accepts and never answers (a function in a VPC
-    without an interface endpoint or NAT): the function's start fails within seconds, not
-    minutes, and says which secret and what to check."""
-    from taskapi.aws import MAX_ATTEMPTS
+SILENT_SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:taskapi/db-AbCdEf"
 
-    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:taskapi/db-AbCdEf"
+
+def cold_start_against_a_silent_secrets_manager(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[ConfigurationError, str, int, float]:
+    """A Secrets Manager endpoint that accepts and never answers (a function in a VPC
+    without an interface endpoint or NAT): the tasks function's cold start, and the error
+    that stops it, the endpoint's URL, the connections it accepted and the seconds it took."""
     with silent_server() as endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint.url)
         monkeypatch.delenv("DATABASE_URL", raising=False)
-        configure(monkeypatch, stage="prod", database_secret_arn=arn, jwt_secret_key="x")
+        configure(
+            monkeypatch, stage="prod", database_secret_arn=SILENT_SECRET_ARN, jwt_secret_key="x"
+        )
         started = time.monotonic()
         with pytest.raises(ConfigurationError) as raised:
             # A module name of its own: a cold start, even where another test loaded it.
             load_module("functions/tasks/app.py", "tasks_app_cold_start")
         elapsed = time.monotonic() - started
-        accepted = endpoint.accepted
-    assert elapsed < 5, f"the cold start took {elapsed:.1f} s to fail"
-    message = str(raised.value)
-    assert arn in message
+        return raised.value, endpoint.url, endpoint.accepted, elapsed
+
+
+def test_an_unreachable_secrets_manager_fails_the_cold_start_with_what_to_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start fails after bounded attempts, each under the client's timeouts (checked
+    below), and says which secret and what to check."""
+    from taskapi.aws import MAX_ATTEMPTS
+
+    error, url, accepted, _ = cold_start_against_a_silent_secrets_manager(monkeypatch)
+    message = str(error)
+    assert SILENT_SECRET_ARN in message
     assert "VPC" in message
     assert "NAT" in message
-    assert endpoint.url in message
+    assert url in message
     # Bounded retries: the first attempt and one retry, no more.
     assert accepted == MAX_ATTEMPTS
+
+
+@pytest.mark.perf
+def test_an_unreachable_secrets_manager_fails_the_cold_start_within_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    *_, elapsed = cold_start_against_a_silent_secrets_manager(monkeypatch)
+    assert elapsed < 5, f"the cold start took {elapsed:.1f} s to fail"
 
 
 def test_the_secrets_client_is_built_once_per_container(

@@ -3,7 +3,6 @@ CloudFormation), checked against the functions' FastAPI apps and the contract.""
 
 import copy
 import functools
-import json
 import re
 import tomllib
 from pathlib import Path
@@ -14,6 +13,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from samtranslator.yaml_helper import yaml_parse
 
 from taskapi.settings import Settings
+from tests.support.emf import emf_lines
 from tests.support.environment import configure
 from tests.support.functions import ROOT, load_function
 from tests.support.keys import JWT_KEY
@@ -455,8 +455,7 @@ def test_the_database_alarm_watches_what_the_health_check_writes(
 
     capsys.readouterr()
     publish_metrics(database_up=False, latency_ms=None)
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
-    (emf,) = lines
+    (emf,) = emf_lines(capsys.readouterr().out)
     (directive,) = emf["_aws"]["CloudWatchMetrics"]
     alarm = alarms(cfn)["DatabaseDownAlarm"]
     assert directive["Namespace"] == alarm["Namespace"] == "TaskApi"
@@ -508,7 +507,9 @@ def test_the_template_is_what_the_local_server_reads() -> None:
     assert Path(template.functions["MigrateFunction"].code_uri) == ROOT / "migrations"
 
 
-def test_an_alarm_watches_the_maintenance_runs_failures(cfn: dict[str, Any]) -> None:
+def test_an_alarm_watches_the_maintenance_runs_failures(
+    cfn: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     alarm = cfn["Resources"]["MaintenanceFailureAlarm"]["Properties"]
     assert (alarm["Namespace"], alarm["MetricName"]) == ("TaskApi", "MaintenanceFailures")
     assert alarm["Dimensions"] == [{"Name": "Stage", "Value": {"Ref": "Stage"}}]
@@ -516,6 +517,17 @@ def test_an_alarm_watches_the_maintenance_runs_failures(cfn: dict[str, Any]) -> 
         "GreaterThanOrEqualToThreshold",
         1,
     )
-    # The metric is the one the run writes (tests/test_maintenance.py reads the EMF line).
-    source = (ROOT / "functions" / "maintenance" / "maintenance_jobs.py").read_text()
-    assert '"MaintenanceFailures"' in source
+
+    # The metric is the one a failed run writes, in the namespace and dimension watched.
+    load_function("maintenance")  # puts functions/maintenance on sys.path
+    from maintenance_jobs import MaintenanceResult, publish_metrics  # type: ignore[import-not-found]
+
+    capsys.readouterr()
+    publish_metrics(MaintenanceResult(failed=["trash"]), stage="prod")
+    (emf,) = emf_lines(capsys.readouterr().out)
+    (directive,) = emf["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == alarm["Namespace"]
+    assert directive["Dimensions"] == [["Stage"]]
+    assert emf["Stage"] == "prod"
+    assert alarm["MetricName"] in {metric["Name"] for metric in directive["Metrics"]}
+    assert emf[alarm["MetricName"]] >= alarm["Threshold"]

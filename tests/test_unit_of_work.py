@@ -3,12 +3,15 @@ route returns and rolls back when it raises, before the response is sent; throug
 Mangum handler on both databases."""
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import HTTPException
+from sqlalchemy import event
 from sqlmodel import select
 
 from localapi.events import http_event
-from taskapi.db import SessionDep
+from taskapi.db import SessionDep, get_engine
 from taskapi.factory import LambdaHandler, create_app, make_handler
 from taskapi.models import Task, User
 from tests.support.client import invoke
@@ -39,6 +42,11 @@ def build_handler() -> LambdaHandler:
     @app.get("/users")
     async def count(session: SessionDep) -> int:
         return len(session.exec(select(User)).all())
+
+    @app.post("/counted")
+    async def count_for_update(session: SessionDep) -> int:
+        # A request that may write but only reads (and locks), as a no-op PATCH does.
+        return len(session.exec(select(User).with_for_update()).all())
 
     return make_handler(app)
 
@@ -76,3 +84,35 @@ def test_the_next_request_starts_clean_after_a_rollback(db: Database) -> None:
     assert invoke(handler, http_event("POST", "/refused/bob")).status == 409
     assert invoke(handler, http_event("POST", "/users/bob")).status == 201
     assert emails(db) == ["bob@example.com"]
+
+
+@contextmanager
+def transaction_ends() -> Iterator[list[str]]:
+    """How the app's engine ends transactions meanwhile: "commit" or "rollback" each."""
+    ends: list[str] = []
+    engine = get_engine()
+    listeners = {name: lambda _connection, name=name: ends.append(name) for name in ENDS}
+    for name, listener in listeners.items():
+        event.listen(engine, name, listener)
+    try:
+        yield ends
+    finally:
+        for name, listener in listeners.items():
+            event.remove(engine, name, listener)
+
+
+ENDS = ("commit", "rollback")
+
+
+def test_a_request_that_wrote_nothing_rolls_back_instead_of_committing(db: Database) -> None:
+    """A COMMIT after row locks alone would make PostgreSQL flush its WAL for nothing."""
+    handler = build_handler()
+    assert invoke(handler, http_event("POST", "/users/ada")).status == 201
+    with transaction_ends() as ends:
+        response = invoke(handler, http_event("POST", "/counted"))
+    assert (response.status, response.json()) == (200, 1)
+    assert ends == ["rollback"]
+    with transaction_ends() as ends:
+        assert invoke(handler, http_event("POST", "/users/bob")).status == 201
+    assert ends == ["commit"]
+    assert emails(db) == ["ada@example.com", "bob@example.com"]

@@ -30,8 +30,9 @@ from sqlalchemy.engine import make_url
 
 from localapi.events import LambdaContext, http_event
 from localapi.runtime import import_file
+from taskapi import state
 from taskapi.db import reset_engine, set_database_defaults
-from taskapi.settings import clear_settings_cache, get_settings
+from taskapi.settings import get_settings
 from taskapi.tokens import issue_token
 from tools.search_data import (
     Q_MAX,
@@ -65,8 +66,7 @@ def use_database(url: str, statement_timeout_ms: int) -> Any:
             "LOG_LEVEL": "WARNING",
         }
     )
-    clear_settings_cache()
-    reset_engine()
+    state.reset()
     # The limit is the database's default, as the migrate function sets it.
     engine = sa.create_engine(url, poolclass=sa.NullPool)
     with engine.begin() as connection:

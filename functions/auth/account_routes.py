@@ -5,81 +5,43 @@ package docstring."""
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Response, status
+from fastapi import HTTPException, Path, Response, status
 
-from account_service import SecurityLog
-from auth_routes import (
-    LOCKED_OUT,
-    LOCKED_OUT_HEADERS,
+from auth_common import (
+    PASSWORD_CHECK_ERRORS,
+    TOKEN_ERRORS,
     UNAUTHORIZED,
     SecurityLogDep,
+    confirm_password,
     logger,
-    too_many_attempts,
 )
 from auth_schemas import AccountDeletionRequest, PasswordChangeRequest, SessionList, SessionPublic
 from auth_service import (
     delete_user,
     live_sessions,
-    release_login_attempt,
-    reserve_login_attempt,
     revoke_sessions,
     set_password,
 )
 from taskapi.auth import (
     AccessClaims,
     CurrentUser,
-    get_user_to_change,
-    get_user_to_delete,
+    UserToChange,
+    UserToDelete,
     unauthorized,
 )
 from taskapi.db import SessionDep
 from taskapi.factory import function_router
-from taskapi.models import Detail, SecurityEventType, User, utcnow
+from taskapi.models import Detail, SecurityEventType, utcnow
 from taskapi.openapi import error_responses
-from taskapi.passwords import hash_password, verify_password
+from taskapi.passwords import hash_password
 
 router = function_router(prefix="/api/auth", tags=["auth"])
 
-WRONG_PASSWORD = {status.HTTP_403_FORBIDDEN: "The password is wrong (it counts as a failed login)"}
 
-
-def confirm_password(events: SecurityLog, *, user: User, password: str) -> None:
-    """Refuse a password re-entered for a sensitive change unless it is right: 429 while
-    the email is locked out from this source, as at login; 403 for a wrong one, counted
-    as a failed login. The only place these routes touch login throttling.
-
-    The attempt is reserved as login reserves it (`reserve_login_attempt`), but inside
-    the route's transaction rather than committed before bcrypt: the route's dependency
-    (`get_user_to_change`, `get_user_to_delete`) holds the user's row lock until it
-    commits, taken before these login-attempt rows, as every path takes them. A wrong
-    password commits the failure before answering; a right one gives the attempt back,
-    committed with the change itself.
-    """
-    session, now = events.session, events.now
-    retry_after = reserve_login_attempt(
-        session, email=user.email, source_ip=events.device.ip, now=now
-    )
-    if retry_after:
-        too_many_attempts(retry_after)
-    if not verify_password(password, user.hashed_password):
-        # The failure stays counted, and logged, although the request is refused.
-        events.record(SecurityEventType.LOGIN_FAILED, user.id)
-        session.commit()
-        logger.info("password check failed", extra={"user_id": str(user.id)})
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "The password is wrong")
-    release_login_attempt(session, email=user.email, source_ip=events.device.ip)
-
-
-@router.post(
-    "/password",
-    response_model=Detail,
-    responses=error_responses(
-        Detail, WRONG_PASSWORD | UNAUTHORIZED | LOCKED_OUT, headers=LOCKED_OUT_HEADERS
-    ),
-)
+@router.post("/password", response_model=Detail, responses=PASSWORD_CHECK_ERRORS)
 async def change_password(
     body: PasswordChangeRequest,
-    user: Annotated[User, Depends(get_user_to_change)],
+    user: UserToChange,
     claims: AccessClaims,
     session: SessionDep,
     events: SecurityLogDep,
@@ -121,7 +83,7 @@ async def change_password(
                 }
             }
         },
-        **error_responses(Detail, UNAUTHORIZED),
+        **TOKEN_ERRORS,
     },
 )
 async def list_sessions(
@@ -177,13 +139,11 @@ async def revoke_session(
     "/me",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(
-        Detail, WRONG_PASSWORD | UNAUTHORIZED | LOCKED_OUT, headers=LOCKED_OUT_HEADERS
-    ),
+    responses=PASSWORD_CHECK_ERRORS,
 )
 async def delete_account(
     body: AccountDeletionRequest,
-    user: Annotated[User, Depends(get_user_to_delete)],
+    user: UserToDelete,
     session: SessionDep,
     events: SecurityLogDep,
 ) -> Response:

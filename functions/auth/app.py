@@ -20,4 +20,4 @@ prepare_password_checks()
 handler = make_handler(app)
 # SnapStart (EnableSnapStart): a login refused by validation warms the path before the
 # snapshot; the dummy hash is already made above.
-prepare_for_snapshot(app, handler, requests=[("POST", "/api/auth/login", "{}")])
+prepare_for_snapshot(handler, requests=[("POST", "/api/auth/login", "{}")])

@@ -1,14 +1,23 @@
 """`/api/auth/*`: sign-up, login, token refresh, logout and the current user."""
 
-import logging
-from typing import Annotated, NoReturn
+from typing import Annotated
 
-from fastapi import Body, Depends, HTTPException, Request, status
+from fastapi import Body, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 
-from account_service import Device, SecurityLog
+from auth_common import (
+    INACTIVE,
+    LOCKED_OUT,
+    LOCKED_OUT_HEADERS,
+    REGISTERED,
+    TOKEN_ERRORS,
+    UNAUTHORIZED,
+    SecurityLogDep,
+    logger,
+    too_many_attempts,
+)
 from auth_schemas import (
     AuthResponse,
     LoginRequest,
@@ -33,55 +42,15 @@ from auth_service import (
     rotate_refresh_token,
     start_session,
 )
-from taskapi.auth import AccessClaims, CurrentUser, SourceIp, unauthorized
+from taskapi.auth import AccessClaims, CurrentUser, unauthorized
 from taskapi.db import SessionDep
 from taskapi.factory import function_router
-from taskapi.models import Detail, SecurityEventType, User, UserPublic, utcnow
-from taskapi.openapi import error_responses, retry_after_header
+from taskapi.models import Detail, SecurityEventType, User, UserPublic
+from taskapi.openapi import error_responses
 from taskapi.passwords import hash_password, needs_rehash, verify_password
 from taskapi.tokens import InvalidTokenError, TokenPair, decode_token
 
-logger = logging.getLogger("taskapi.auth")
-
 router = function_router(prefix="/api/auth", tags=["auth"])
-
-
-# What each error status of the auth routes means (their OpenAPI descriptions).
-UNAUTHORIZED = {
-    status.HTTP_401_UNAUTHORIZED: "Missing, invalid, expired or revoked token or credentials"
-}
-INACTIVE = {status.HTTP_403_FORBIDDEN: "The account is inactive"}
-REGISTERED = {status.HTTP_409_CONFLICT: "The email is already registered"}
-LOCKED_OUT = {status.HTTP_429_TOO_MANY_REQUESTS: "Too many failed logins for this email"}
-LOCKED_OUT_HEADERS = {
-    status.HTTP_429_TOO_MANY_REQUESTS: retry_after_header("Seconds until the lockout ends")
-}
-
-
-def too_many_attempts(retry_after: int) -> NoReturn:
-    """429 for an email locked out by failed logins (login and the password checks)."""
-    logger.warning("refused: locked out", extra={"retry_after": retry_after})
-    raise HTTPException(
-        status.HTTP_429_TOO_MANY_REQUESTS,
-        "Too many failed login attempts; try again later",
-        headers={"Retry-After": str(retry_after)},
-    )
-
-
-async def get_device(request: Request, source_ip: SourceIp) -> Device:
-    """The request's source address and User-Agent, as sessions and events keep them."""
-    return Device.of(ip=source_ip, user_agent=request.headers.get("user-agent"))
-
-
-DeviceDep = Annotated[Device, Depends(get_device)]
-
-
-async def get_security_log(session: SessionDep, device: DeviceDep) -> SecurityLog:
-    """The request's security log: its transaction, device and time."""
-    return SecurityLog(session=session, device=device, now=utcnow())
-
-
-SecurityLogDep = Annotated[SecurityLog, Depends(get_security_log)]
 
 
 def auth_response(
@@ -211,7 +180,7 @@ async def login(body: LoginRequest, session: SessionDep, events: SecurityLogDep)
     "/refresh",
     summary="Exchange a refresh token for a new pair",
     response_model=TokenResponse,
-    responses=error_responses(Detail, UNAUTHORIZED),
+    responses=TOKEN_ERRORS,
 )
 async def refresh(
     body: RefreshRequest, session: SessionDep, events: SecurityLogDep
@@ -243,12 +212,7 @@ async def refresh(
     return TokenResponse.from_pair(outcome)
 
 
-@router.post(
-    "/logout",
-    summary="Log out",
-    response_model=Detail,
-    responses=error_responses(Detail, UNAUTHORIZED),
-)
+@router.post("/logout", summary="Log out", response_model=Detail, responses=TOKEN_ERRORS)
 async def logout(
     request: Request,
     user: CurrentUser,
@@ -283,12 +247,7 @@ async def logout(
     return Detail(detail="Logged out")
 
 
-@router.get(
-    "/me",
-    summary="The current user",
-    response_model=UserPublic,
-    responses=error_responses(Detail, UNAUTHORIZED),
-)
+@router.get("/me", summary="The current user", response_model=UserPublic, responses=TOKEN_ERRORS)
 async def get_me(user: CurrentUser) -> User:
     """The user the access token belongs to."""
     return user

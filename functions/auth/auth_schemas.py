@@ -11,6 +11,7 @@ from sqlmodel import SQLModel
 from taskapi.emails import EMAIL_MAX_LENGTH, normalise_email, signup_email
 from taskapi.models import (
     NAME_MAX_LENGTH,
+    NewPassword,
     RequestModel,
     SecurityEventType,
     UserBase,
@@ -26,28 +27,13 @@ from taskapi.openapi import (
     RESPONSE_CONFIG,
 )
 from taskapi.rules import (
-    NEW_PASSWORD_DESCRIPTION,
     NO_NUL_PATTERN,
     PASSWORD_MAX_BYTES,
-    PASSWORD_MIN_LENGTH,
     fits_bcrypt,
-    settable_password,
     storable_text,
 )
 from taskapi.tokens import TokenPair
 
-# A password that a body sets (sign-up, password change): the sign-up rules, in one place.
-NewPassword = Annotated[
-    str,
-    Field(
-        min_length=PASSWORD_MIN_LENGTH,
-        # A character is at least one byte: 72 characters is the most that can fit.
-        max_length=PASSWORD_MAX_BYTES,
-        description=NEW_PASSWORD_DESCRIPTION,
-        json_schema_extra={"pattern": NO_NUL_PATTERN},
-    ),
-    AfterValidator(settable_password),
-]
 # A password that a body presents to be checked: anything bcrypt can take. One that
 # could never have been set is refused as input rather than checked.
 GivenPassword = Annotated[

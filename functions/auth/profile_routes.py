@@ -12,10 +12,9 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, status
+from fastapi import HTTPException, Query, status
 from sqlalchemy.exc import IntegrityError
 
-from account_routes import WRONG_PASSWORD, confirm_password
 from account_service import (
     count_reset_request,
     issue_account_token,
@@ -23,12 +22,13 @@ from account_service import (
     redeem_account_token,
     reset_password,
 )
-from auth_routes import (
-    LOCKED_OUT,
+from auth_common import (
     LOCKED_OUT_HEADERS,
+    PASSWORD_CHECKED,
     REGISTERED,
-    UNAUTHORIZED,
+    TOKEN_ERRORS,
     SecurityLogDep,
+    confirm_password,
     logger,
 )
 from auth_schemas import (
@@ -41,7 +41,7 @@ from auth_schemas import (
     SecurityEventPublic,
 )
 from auth_service import find_user
-from taskapi.auth import AccessClaims, CurrentUser, get_user_to_change, unauthorized
+from taskapi.auth import AccessClaims, CurrentUser, UserToChange, unauthorized
 from taskapi.db import SessionDep
 from taskapi.factory import function_router
 from taskapi.mail import send_email
@@ -59,8 +59,7 @@ from taskapi.settings import get_settings
 
 router = function_router(prefix="/api/auth", tags=["auth"])
 
-# The user row locked first, as every route that changes it takes it (taskapi.auth).
-UserToChange = Annotated[User, Depends(get_user_to_change)]
+SAME_EMAIL = {status.HTTP_409_CONFLICT: "The new email is the account's email already"}
 
 RESET_THROTTLED = {
     status.HTTP_429_TOO_MANY_REQUESTS: "Too many reset requests for this email or from this source"
@@ -68,7 +67,6 @@ RESET_THROTTLED = {
 RESET_THROTTLED_HEADERS = {
     status.HTTP_429_TOO_MANY_REQUESTS: retry_after_header("Seconds until a request is taken again")
 }
-ME_ERRORS = error_responses(Detail, UNAUTHORIZED)
 RESET_ACCEPTED = "If an account has this email, a link to reset its password is on its way"
 
 
@@ -166,7 +164,9 @@ async def confirm_password_reset(
 # Profile and email change
 
 
-@router.patch("/me", summary="Change the profile", response_model=UserPublic, responses=ME_ERRORS)
+@router.patch(
+    "/me", summary="Change the profile", response_model=UserPublic, responses=TOKEN_ERRORS
+)
 async def update_me(body: ProfileUpdate, user: UserToChange, session: SessionDep) -> User:
     """Change the fields given (the name); absent ones stay as they are."""
     user.sqlmodel_update(body.model_dump(exclude_unset=True))
@@ -182,9 +182,7 @@ async def update_me(body: ProfileUpdate, user: UserToChange, session: SessionDep
     response_model=Detail,
     responses=error_responses(
         Detail,
-        WRONG_PASSWORD
-        | UNAUTHORIZED
-        | LOCKED_OUT
+        PASSWORD_CHECKED
         | {status.HTTP_409_CONFLICT: "The new email is the account's email already"},
         headers=LOCKED_OUT_HEADERS,
     ),
@@ -281,7 +279,7 @@ Skip = Annotated[int, Query(ge=0, le=2**31 - 1, description="Events to skip")]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 
 
-@router.get("/events", summary="The caller's security log", responses=ME_ERRORS)
+@router.get("/events", summary="The caller's security log", responses=TOKEN_ERRORS)
 async def list_security_events(
     user: CurrentUser, session: SessionDep, skip: Skip = 0, limit: Limit = 20
 ) -> SecurityEventPage:

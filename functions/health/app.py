@@ -28,4 +28,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 # SnapStart (EnableSnapStart): before the snapshot, `GET /health` warms the path and the
 # engine is built, so that a first `GET /health/db` after a restore imports nothing.
-prepare_for_snapshot(app, handler, requests=[("GET", "/health", None)])
+prepare_for_snapshot(handler, requests=[("GET", "/health", None)])

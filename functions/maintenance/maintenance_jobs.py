@@ -9,18 +9,17 @@ fails is logged and counted, and the run goes on with the next one.
 """
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlmodel import col
 
 from taskapi.changes import TOMBSTONES, record_pruned, remove_for_good, table_of
-from taskapi.jobs import deadline
+from taskapi.jobs import RunResult, ScheduledRun
 from taskapi.metrics import METRICS_NAMESPACE, Unit, put_metrics
 from taskapi.models import (
     IDEMPOTENCY_KEY_LIFETIME,
@@ -31,7 +30,6 @@ from taskapi.models import (
     SecurityEvent,
     Task,
     TaskTombstone,
-    utcnow,
 )
 from taskapi.settings import Settings
 
@@ -178,38 +176,17 @@ def one_batch(
 
 
 @dataclass
-class MaintenanceResult:
+class MaintenanceResult(RunResult):
     deleted: dict[str, int] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
-    # False when the time budget ran out before every purge had deleted all it could.
-    complete: bool = True
-    duration_ms: float = 0.0
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "deleted": self.deleted,
-            "failed": self.failed,
-            "complete": self.complete,
-            "duration_ms": self.duration_ms,
-        }
 
 
-def run_maintenance(
-    engine: Engine,
-    settings: Settings,
-    *,
-    remaining_seconds: float | None = None,
-    now: datetime | None = None,
-) -> MaintenanceResult:
+def run_maintenance(run: ScheduledRun) -> MaintenanceResult:
     """Every purge in turn, within the time budget; never raises for a database error."""
-    started = time.monotonic()
-    stop_at = deadline(
-        started,
-        budget=settings.maintenance_time_budget_seconds,
-        remaining=remaining_seconds,
-        margin=TIMEOUT_MARGIN_SECONDS,
+    engine, settings, now = run.engine, run.settings, run.now
+    clock = run.clock(
+        budget=settings.maintenance_time_budget_seconds, margin=TIMEOUT_MARGIN_SECONDS
     )
-    now = now or utcnow()
     result = MaintenanceResult()
     for purge in PURGES:
         chosen = one_batch(
@@ -217,10 +194,7 @@ def run_maintenance(
         )
         deleted = 0
         try:
-            while True:
-                if time.monotonic() >= stop_at:
-                    result.complete = False
-                    break
+            for _ in clock.rounds(result):
                 with engine.begin() as connection:
                     count = purge.remove(connection, purge.table, chosen, now)
                 deleted += count
@@ -235,7 +209,7 @@ def run_maintenance(
             )
             result.failed.append(purge.name)
         result.deleted[purge.name] = deleted
-    result.duration_ms = round((time.monotonic() - started) * 1000, 2)
+    result.duration_ms = clock.elapsed_ms()
     return result
 
 

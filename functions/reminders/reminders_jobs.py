@@ -13,21 +13,17 @@ send one again.
 """
 
 import logging
-import time
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from taskapi.changes import TASKS
-from taskapi.jobs import deadline
+from taskapi.jobs import RunResult, ScheduledRun
 from taskapi.mail import send_email
 from taskapi.metrics import METRICS_NAMESPACE, Unit, put_metrics
-from taskapi.models import User, utcnow
-from taskapi.settings import Settings
+from taskapi.models import User
 
 logger = logging.getLogger("taskapi.reminders")
 
@@ -69,15 +65,9 @@ _OWNER_EMAIL = sa.select(col(User.email)).where(col(User.id) == sa.bindparam("us
 
 
 @dataclass
-class RemindersResult:
+class RemindersResult(RunResult):
     sent: int = 0
     failed: int = 0
-    # False when the run stopped with reminders possibly still due (time, database).
-    complete: bool = True
-    duration_ms: float = 0.0
-
-    def summary(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def reminder_text(row: Any) -> tuple[str, str]:
@@ -90,30 +80,18 @@ def reminder_text(row: Any) -> tuple[str, str]:
     return f"Reminder: {row.title}", text
 
 
-def run_reminders(
-    engine: Engine,
-    settings: Settings,
-    *,
-    remaining_seconds: float | None = None,
-    now: datetime | None = None,
-) -> RemindersResult:
-    """Send every reminder due by `now`, one transaction each, within the time budget;
-    never raises for one email, nor for a database error (the next run carries on)."""
-    started = time.monotonic()
-    stop_at = deadline(
-        started,
-        budget=settings.reminders_time_budget_seconds,
-        remaining=remaining_seconds,
-        margin=TIMEOUT_MARGIN_SECONDS,
+def run_reminders(run: ScheduledRun) -> RemindersResult:
+    """Send every reminder due by the run's time, one transaction each, within the time
+    budget; never raises for one email, nor for a database error (the next run carries
+    on)."""
+    engine, now = run.engine, run.now
+    clock = run.clock(
+        budget=run.settings.reminders_time_budget_seconds, margin=TIMEOUT_MARGIN_SECONDS
     )
-    now = now or utcnow()
     result = RemindersResult()
     skipped: list[int] = []
     try:
-        while True:
-            if time.monotonic() >= stop_at:
-                result.complete = False
-                break
+        for _ in clock.rounds(result):
             with engine.connect() as connection:
                 row = connection.execute(_CLAIM, {"now": now, "skipped": skipped}).first()
                 if row is None:
@@ -136,7 +114,7 @@ def run_reminders(
             exc_info=error,
         )
         result.complete = False
-    result.duration_ms = round((time.monotonic() - started) * 1000, 2)
+    result.duration_ms = clock.elapsed_ms()
     return result
 
 

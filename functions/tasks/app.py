@@ -13,4 +13,4 @@ app = create_app(
 handler = make_handler(app)
 # SnapStart (EnableSnapStart): a request that is refused before any database work warms
 # the whole path before the snapshot.
-prepare_for_snapshot(app, handler, requests=[("POST", "/api/tasks", "{}")])
+prepare_for_snapshot(handler, requests=[("POST", "/api/tasks", "{}")])

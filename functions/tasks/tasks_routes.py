@@ -5,22 +5,21 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
-from types import GenericAlias
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Response
 from fastapi import status as http
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from starlette.convertors import StringConvertor, register_url_convertor
-from typing_extensions import TypedDict
 
 import tasks_queries
 from taskapi.auth import AccessClaims, CurrentUser, unauthorized
@@ -51,8 +50,11 @@ from taskapi.models import (
     TaskStatus,
     TaskUpdate,
     Timestamp,
-    TrashedTask,
     TrashPage,
+    changes_json,
+    page_json,
+    task_json,
+    trash_json,
     utcnow,
 )
 from taskapi.openapi import error_responses
@@ -87,6 +89,9 @@ BY_ID = UNAUTHORIZED | {
 }
 PRECONDITION = {412: "If-Match does not match the task's current ETag"}
 ETAG_HEADER = {"ETag": {"description": "The task's version", "schema": {"type": "string"}}}
+PAGE_ETAG_HEADER = {
+    "ETag": {"description": "The page's version (query and content)", "schema": {"type": "string"}}
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -125,9 +130,16 @@ IfNoneMatch = Annotated[
     str | SkipJsonSchema[None],
     Header(description="Answer 304, with no body, if the current ETag is one of these"),
 ]
-NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
-    304: {"description": "Unchanged since the ETag in If-None-Match"}
-}
+
+
+def conditional_get(etag_header: dict[str, Any], errors: dict[int, str]) -> dict[int | str, Any]:
+    """The responses of a GET that honours If-None-Match: 200 with its `ETag`, 304, and
+    `errors` (status: meaning)."""
+    return {
+        200: {"headers": etag_header},
+        304: {"description": "Unchanged since the ETag in If-None-Match"},
+        **error_responses(Detail, errors),
+    }
 
 
 def _opaque(tag: str) -> str:
@@ -165,11 +177,20 @@ class TaskIdSegment(StringConvertor):
 register_url_convertor("id_segment", TaskIdSegment())
 
 
-# An ORM task (the routes that write) or a Core row of its columns (the read by id).
-_AnyTask = TypeVar("_AnyTask", Task, Row[Any])
+class _Ownable(Protocol):
+    """What the ownership check reads of a task: an ORM `Task` (the routes that write) or
+    a row of its columns (the read by id)."""
+
+    @property
+    def user_id(self) -> uuid.UUID: ...
+    @property
+    def deleted_at(self) -> datetime | None: ...
 
 
-def owned_task(task: _AnyTask | None, user_id: uuid.UUID, *, in_trash: bool) -> _AnyTask:
+_Found = TypeVar("_Found", bound=_Ownable)
+
+
+def owned_task(task: _Found | None, user_id: uuid.UUID, *, in_trash: bool) -> _Found:
     """The task if it exists, is (or is not) in the trash, and is the user's: else 404/403."""
     if task is None or (task.deleted_at is not None) != in_trash:
         detail = "Task not found in the trash" if in_trash else "Task not found"
@@ -201,39 +222,19 @@ TrashedTaskDep = Annotated[Task, Depends(get_trashed_task)]
 
 
 def json_response(
-    body: BaseModel | bytes, *, status_code: int = 200, headers: dict[str, str] | None = None
+    body: bytes, *, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(
-        body if isinstance(body, bytes) else body.model_dump_json(),
+        body,
         status_code=status_code,
         headers=headers,
         media_type="application/json",
     )
 
 
-def _fields_of(model: type[BaseModel], *, items: type[BaseModel] | None = None) -> Any:
-    """`model`'s fields as a TypedDict (and a page's `items` as a list of the item's):
-    pydantic writes a dict of that type as `model_dump_json` writes the model."""
-    fields: dict[str, Any] = {name: field.annotation for name, field in model.model_fields.items()}
-    if items is not None:
-        fields["items"] = GenericAlias(list, (_fields_of(items),))
-    return TypedDict(f"{model.__name__}Fields", fields)  # type: ignore[operator]
-
-
-# The reads' JSON, written from the rows' values, which already have the models' types
-# (the columns' own): validating them into models first cost more than the writing.
-# tests/test_tasks_queries.py checks the bytes against the models'.
-TASK_JSON = TypeAdapter(_fields_of(TaskPublic))
-PAGE_JSON = TypeAdapter(_fields_of(TaskPage, items=TaskPublic))
-TRASH_JSON = TypeAdapter(_fields_of(TrashPage, items=TrashedTask))
-CHANGES_JSON = TypeAdapter(_fields_of(TaskChanges, items=TaskPublic))
-
-
 def task_response(task: Task, *, status_code: int = 200, **headers: str) -> Response:
     return json_response(
-        TaskPublic.model_validate(task),
-        status_code=status_code,
-        headers={"ETag": etag(task), **headers},
+        task_json(task), status_code=status_code, headers={"ETag": etag(task), **headers}
     )
 
 
@@ -292,18 +293,7 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 @router.get(
     "/api/tasks",
     response_model=TaskPage,
-    responses={
-        200: {
-            "headers": {
-                "ETag": {
-                    "description": "The page's version (query and content)",
-                    "schema": {"type": "string"},
-                }
-            }
-        },
-        **NOT_MODIFIED,
-        **error_responses(Detail, UNAUTHORIZED),
-    },
+    responses=conditional_get(PAGE_ETAG_HEADER, UNAUTHORIZED),
     summary="List the caller's tasks",
 )
 async def list_tasks(
@@ -359,10 +349,10 @@ async def list_tasks(
         due_after=due_after,
         overdue=overdue,
     )
-    page = tasks_queries.list_tasks(
+    items, total = tasks_queries.list_tasks(
         connection, claims=claims, where=where, sort=sort, skip=skip, limit=limit, now=utcnow()
     )
-    body = PAGE_JSON.dump_json(page)
+    body = page_json(items, total=total, skip=skip, limit=limit)
     # The page's own bytes (each task's `updated_at` changes with every write, and the
     # total with every create or delete) and the query that chose them: nothing is read
     # beyond the answer itself. The user is in the key too: two users' empty pages differ.
@@ -486,7 +476,7 @@ def new_task(writes: Writes, body: TaskCreate, now: datetime) -> dict[str, Any]:
 def created(row: Row[Any]) -> Response:
     """What POST /api/tasks answers for a task it inserted: 201, the task, its URL and ETag."""
     return json_response(
-        TASK_JSON.dump_json(row._asdict()),
+        task_json(row),
         status_code=http.HTTP_201_CREATED,
         headers={"ETag": etag_of(row.id, row.version), "Location": f"/api/tasks/{row.id}"},
     )
@@ -498,48 +488,60 @@ def create_one(session: Session, *, writes: Writes, body: TaskCreate, now: datet
     return created(row)
 
 
-def idempotently(
-    session: Session,
-    *,
-    user_id: uuid.UUID,
-    key: str | None,
-    body: BaseModel,
-    now: datetime,
-    answer: Callable[[], Response],
-) -> Response:
-    """`answer()`; with an Idempotency-Key, stored with it in the request's transaction,
-    or the stored answer of an earlier request with that key (24 hours)."""
-    if key is None:
-        return answer()
-    lock_user_tasks(session, user_id=user_id)
-    body_fingerprint = fingerprint(body)
-    found = find_idempotency_record(session, user_id=user_id, key=key, now=now)
-    if found is not None:
-        return replay(found, body_fingerprint)
-    response = answer()
-    session.add(
-        IdempotencyKey(
-            user_id=user_id,
-            key=key,
-            fingerprint=body_fingerprint,
-            status_code=response.status_code,
-            body=bytes(response.body).decode(),
-            location=response.headers.get("location", ""),
-            etag=response.headers.get("etag", ""),
-            created_at=now,
+@dataclass(frozen=True)
+class IdempotentCreate:
+    """A request that creates and may carry an `Idempotency-Key` (a create, a batch): the
+    caller, the request's transaction, the key and the time it runs at."""
+
+    session: Session
+    user_id: uuid.UUID
+    key: str | None
+    now: datetime
+
+    def answer(self, body: BaseModel, answer: Callable[[], Response]) -> Response:
+        """`answer()`; with an Idempotency-Key, stored with it in the request's
+        transaction, or the stored answer of an earlier request with that key (24 hours)."""
+        session, user_id, key, now = self.session, self.user_id, self.key, self.now
+        if key is None:
+            return answer()
+        lock_user_tasks(session, user_id=user_id)
+        body_fingerprint = fingerprint(body)
+        found = find_idempotency_record(session, user_id=user_id, key=key, now=now)
+        if found is not None:
+            return replay(found, body_fingerprint)
+        response = answer()
+        session.add(
+            IdempotencyKey(
+                user_id=user_id,
+                key=key,
+                fingerprint=body_fingerprint,
+                status_code=response.status_code,
+                body=bytes(response.body).decode(),
+                location=response.headers.get("location", ""),
+                etag=response.headers.get("etag", ""),
+                created_at=now,
+            )
         )
-    )
-    try:
-        session.flush()
-    except IntegrityError:
-        # A simultaneous request with the same key wrote it first (SQLite; on PostgreSQL
-        # the user's lock makes this one wait and find that answer above). Its answer is
-        # stored once it commits: a retry gets it.
-        raise HTTPException(
-            status_code=http.HTTP_409_CONFLICT,
-            detail="A request with this Idempotency-Key is still in progress; retry it",
-        ) from None
-    return response
+        try:
+            session.flush()
+        except IntegrityError:
+            # A simultaneous request with the same key wrote it first (SQLite; on
+            # PostgreSQL the user's lock makes this one wait and find that answer above).
+            # Its answer is stored once it commits: a retry gets it.
+            raise HTTPException(
+                status_code=http.HTTP_409_CONFLICT,
+                detail="A request with this Idempotency-Key is still in progress; retry it",
+            ) from None
+        return response
+
+
+async def idempotent_create(
+    user: CurrentUser, session: SessionDep, idempotency_key: IdempotencyKeyHeader = None
+) -> IdempotentCreate:
+    return IdempotentCreate(session=session, user_id=user.id, key=idempotency_key, now=utcnow())
+
+
+IdempotentCreateDep = Annotated[IdempotentCreate, Depends(idempotent_create)]
 
 
 @router.post(
@@ -549,26 +551,15 @@ def idempotently(
     responses={201: {"headers": CREATED_HEADERS}, **CREATE_ERRORS},
     summary="Create a task",
 )
-async def create_task(
-    body: TaskCreate,
-    user: CurrentUser,
-    session: SessionDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def create_task(body: TaskCreate, idempotent: IdempotentCreateDep) -> Response:
     """A new task of the caller's; its URL is in `Location`, its version in `ETag`.
 
     With an `Idempotency-Key`, a retry within 24 hours gets the first answer again
     (`Idempotent-Replayed: true`) instead of a second task.
     """
-    now = utcnow()
-    return idempotently(
-        session,
-        user_id=user.id,
-        key=idempotency_key,
-        body=body,
-        now=now,
-        answer=lambda: create_one(session, writes=Writes(session, user.id), body=body, now=now),
-    )
+    session, now = idempotent.session, idempotent.now
+    writes = Writes(session, idempotent.user_id)
+    return idempotent.answer(body, lambda: create_one(session, writes=writes, body=body, now=now))
 
 
 @router.get(
@@ -594,8 +585,8 @@ async def list_trash(
 ) -> Response:
     """The caller's deleted tasks, each with its `deleted_at`; they are removed for good
     `TRASH_RETENTION_DAYS` after deletion."""
-    page = list_trash_page(connection, claims=claims, skip=skip, limit=limit, now=utcnow())
-    return json_response(TRASH_JSON.dump_json(page))
+    items, total = list_trash_page(connection, claims=claims, skip=skip, limit=limit, now=utcnow())
+    return json_response(trash_json(items, total=total, skip=skip, limit=limit))
 
 
 @router.delete(
@@ -683,7 +674,7 @@ async def list_changes(
             detail="This cursor is older than the kept history of changes "
             "(CHANGES_RETENTION_DAYS): start again without a cursor",
         ) from None
-    return json_response(CHANGES_JSON.dump_json(page))
+    return json_response(changes_json(page))
 
 
 @router.post(
@@ -728,11 +719,7 @@ async def restore_task(
 @router.get(
     "/api/tasks/{task_id:id_segment}",
     response_model=TaskPublic,
-    responses={
-        200: {"headers": ETAG_HEADER},
-        **NOT_MODIFIED,
-        **error_responses(Detail, BY_ID),
-    },
+    responses=conditional_get(ETAG_HEADER, BY_ID),
     summary="Read a task",
 )
 async def get_task(
@@ -746,9 +733,7 @@ async def get_task(
     found = tasks_queries.read_task(connection, task_id=task_id, claims=claims, now=utcnow())
     task = owned_task(found, claims.user_id, in_trash=False)
     tag = etag_of(task.id, task.version)
-    return not_modified(if_none_match, tag) or json_response(
-        TASK_JSON.dump_json(task._asdict()), headers={"ETag": tag}
-    )
+    return not_modified(if_none_match, tag) or json_response(task_json(task), headers={"ETag": tag})
 
 
 def update_one(
@@ -951,22 +936,13 @@ def answer_batch(
     # The largest valid batch: 100 operations, each no larger than a single route's body.
     openapi_extra=max_body_bytes(BATCH_MAX_OPERATIONS * DEFAULT_MAX_BODY_BYTES),
 )
-async def run_batch(
-    body: BatchRequest,
-    user: CurrentUser,
-    session: SessionDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def run_batch(body: BatchRequest, idempotent: IdempotentCreateDep) -> Response:
     """Up to 100 operations, in order, in one transaction: each result is what its single
     route would have answered (status, body, ETag), and an operation that fails (a 4xx)
     writes nothing while the others go ahead. An `Idempotency-Key` works as on a create:
     a retry within 24 hours gets the first answer again."""
-    now = utcnow()
-    return idempotently(
-        session,
-        user_id=user.id,
-        key=idempotency_key,
-        body=body,
-        now=now,
-        answer=lambda: answer_batch(session, user_id=user.id, operations=body.operations, now=now),
+    session, now = idempotent.session, idempotent.now
+    operations, user_id = body.operations, idempotent.user_id
+    return idempotent.answer(
+        body, lambda: answer_batch(session, user_id=user_id, operations=operations, now=now)
     )

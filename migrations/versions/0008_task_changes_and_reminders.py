@@ -4,6 +4,8 @@ Existing tasks get their id as their change number (distinct within each user, a
 feed's order needs), and each user's counter starts at the highest of them.
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -15,21 +17,28 @@ TIMESTAMP = sa.DateTime(timezone=True)
 REMINDER_DUE = sa.text("remind_at IS NOT NULL AND reminded_at IS NULL")
 
 
-def upgrade() -> None:
+def _added_columns() -> dict[str, list[sa.Column[Any]]]:
+    """The columns this revision adds, by table: the upgrade adds them, the downgrade
+    drops them again (new objects each time: a column belongs to one table)."""
     zero = sa.text("0")
-    with op.batch_alter_table("user") as batch:
-        batch.add_column(
-            sa.Column("task_change_seq", sa.BigInteger(), nullable=False, server_default=zero)
-        )
-        batch.add_column(
-            sa.Column("task_changes_pruned", sa.BigInteger(), nullable=False, server_default=zero)
-        )
-    with op.batch_alter_table("task") as batch:
-        batch.add_column(sa.Column("remind_at", TIMESTAMP, nullable=True))
-        batch.add_column(sa.Column("reminded_at", TIMESTAMP, nullable=True))
-        batch.add_column(
-            sa.Column("change_seq", sa.BigInteger(), nullable=False, server_default=zero)
-        )
+    return {
+        "user": [
+            sa.Column("task_change_seq", sa.BigInteger(), nullable=False, server_default=zero),
+            sa.Column("task_changes_pruned", sa.BigInteger(), nullable=False, server_default=zero),
+        ],
+        "task": [
+            sa.Column("remind_at", TIMESTAMP, nullable=True),
+            sa.Column("reminded_at", TIMESTAMP, nullable=True),
+            sa.Column("change_seq", sa.BigInteger(), nullable=False, server_default=zero),
+        ],
+    }
+
+
+def upgrade() -> None:
+    for table, columns in _added_columns().items():
+        with op.batch_alter_table(table) as batch:
+            for column in columns:
+                batch.add_column(column)
     op.execute("UPDATE task SET change_seq = id")
     op.execute(
         'UPDATE "user" SET task_change_seq = '
@@ -64,13 +73,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("task_tombstone")
-    op.drop_index("ix_task_reminder_due", table_name="task")
-    op.drop_index("ix_task_user_change_seq", table_name="task")
-    # Batch mode: SQLite rebuilds the table where it cannot drop a column in place.
-    with op.batch_alter_table("task") as batch:
-        batch.drop_column("change_seq")
-        batch.drop_column("reminded_at")
-        batch.drop_column("remind_at")
-    with op.batch_alter_table("user") as batch:
-        batch.drop_column("task_changes_pruned")
-        batch.drop_column("task_change_seq")
+    for index in ("ix_task_reminder_due", "ix_task_user_change_seq"):
+        op.drop_index(index, table_name="task")
+    # In reverse order. Batch mode: SQLite rebuilds the table where it cannot drop a
+    # column in place.
+    for table, columns in reversed(_added_columns().items()):
+        with op.batch_alter_table(table) as batch:
+            for column in reversed(columns):
+                batch.drop_column(column.name)

@@ -123,6 +123,10 @@ def _current_user(session: Session, claims: TokenClaims, query: SelectOfScalar[U
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+# For the routes that change the user row (the password, the email, the profile) or
+# delete it: the row locked first, as every route that changes it takes it.
+UserToChange = Annotated[User, Depends(get_user_to_change)]
+UserToDelete = Annotated[User, Depends(get_user_to_delete)]
 
 
 # `CurrentUser`'s check as a condition, for a read that puts it in its own statement

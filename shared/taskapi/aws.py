@@ -10,6 +10,8 @@ and end in an error that names the cause.
 import functools
 from typing import Any
 
+from taskapi import state
+
 # Seconds. Secrets Manager answers in tens of milliseconds. One attempt and one retry:
 # against an endpoint that accepts and stays silent, 2 x 1.5 s plus botocore's backoff
 # (at most 1 s before the first retry) is at most 4 s, well inside the 10 s the API
@@ -43,6 +45,5 @@ def aws_client(service: str) -> Any:
     return boto3.client(service, config=config)
 
 
-def clear_clients() -> None:
-    """Forget the clients (tests, after changing the environment they read)."""
-    aws_client.cache_clear()
+# Their pooled sockets cannot outlive a snapshot.
+state.register(aws_client.cache_clear)

@@ -26,7 +26,7 @@ import logging
 import select
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator
 from contextvars import ContextVar
 from typing import Annotated, Any
 
@@ -39,6 +39,7 @@ from sqlalchemy.orm import ORMExecuteState
 from sqlmodel import Session, create_engine
 from starlette.types import Message, Receive, Scope, Send
 
+from taskapi import state
 from taskapi.factory import HttpMiddleware
 from taskapi.openapi import DATABASE_UNAVAILABLE_DETAIL, RETRY_AFTER
 from taskapi.settings import Settings, get_database_url, get_settings
@@ -73,6 +74,7 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
         )
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "before_cursor_execute", _refuse_connection_writes)
+        _note_writes_and_commits(engine)
         return engine
 
     options: dict[str, Any] = {
@@ -107,8 +109,7 @@ def build_engine(database_url: str, settings: Settings) -> Engine:
     event.listen(engine, "checkin", _end_autocommit)
     event.listen(engine, "before_cursor_execute", _refuse_connection_writes)
     _replace_dead_connections(engine)
-    event.listen(engine, "before_cursor_execute", _note_writes)
-    event.listen(engine, "commit", _note_commit)
+    _note_writes_and_commits(engine)
     if settings.database_secret_arn:
         event.listen(engine, "do_connect", _connect_with_rotated_secret)
     return engine
@@ -276,6 +277,13 @@ def _note_commit(_connection: Connection) -> None:
         work.wrote = True
 
 
+def _note_writes_and_commits(engine: Engine) -> None:
+    """What a request wrote decides whether it may run again after a lost connection
+    (`RetryAfterLostConnection`) and whether its unit of work commits (`request_session`)."""
+    event.listen(engine, "before_cursor_execute", _note_writes)
+    event.listen(engine, "commit", _note_commit)
+
+
 class _ConnectionLostError(Exception):
     """Raised by the database error handler for a request to run again."""
 
@@ -344,7 +352,7 @@ _engine_lock = threading.Lock()
 
 
 def get_engine() -> Engine:
-    """The container's engine; `reset_engine()` drops it (tests, after changing settings)."""
+    """The container's engine, built on first use; `taskapi.state.reset()` drops it."""
     global _engine
     engine = _engine
     if engine is None:
@@ -361,6 +369,11 @@ def reset_engine() -> None:
         engine, _engine = _engine, None
     if engine is not None:
         engine.dispose()
+
+
+# Connections cannot outlive a snapshot, and the engine holds the database URL (its
+# password) it was built with.
+state.register(reset_engine)
 
 
 def open_session(*, read_only: bool = False) -> Session:
@@ -432,12 +445,6 @@ def _refuse_connection_writes(
         raise RuntimeError(READ_ONLY_WRITE)
 
 
-def get_session() -> Generator[Session, None, None]:
-    """A session for scripts and tests; routes use `SessionDep`."""
-    with open_session() as session:
-        yield session
-
-
 async def request_session(request: Request) -> AsyncGenerator[Session, None]:
     """The unit of work of one request (the module docstring's rule): committed when the
     route returns, rolled back when it raises. Read-only (in autocommit mode on
@@ -449,7 +456,15 @@ async def request_session(request: Request) -> AsyncGenerator[Session, None]:
         except BaseException:
             session.rollback()
             raise
-        if not read_only:
+        if read_only:
+            return
+        # Objects added but not yet written are written now, so that they count as writes.
+        session.flush()
+        # A request that wrote nothing (`_note_writes`) ends with ROLLBACK, not COMMIT: on
+        # PostgreSQL the COMMIT of a transaction that took a row lock (`CurrentUser`'s, for
+        # any request that may write) waits for a flush of the WAL to disk.
+        work = _request_work.get()
+        if session.in_transaction() and (work is None or work.wrote):
             session.commit()
 
 

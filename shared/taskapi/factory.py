@@ -145,11 +145,14 @@ class PathPrefixMiddleware(HttpMiddleware):
     the API's root (`/api/tasks/7`); like a reverse proxy, this puts the prefix in front.
     """
 
+    def __init__(self, app: ASGIApp, *, base_path: str) -> None:
+        super().__init__(app)
+        # API_BASE_PATH, read once, when the app is built.
+        self.base_path = base_path
+
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         stage = ((scope.get("aws.event") or {}).get("requestContext") or {}).get("stage")
-        # Read per request (the settings are cached): tests change it after the app is built.
-        base_path = get_settings().api_base_path
-        prefix = path_prefix(scope["path"], stage=stage, base_path=base_path)
+        prefix = path_prefix(scope["path"], stage=stage, base_path=self.base_path)
         if not prefix:
             await self.app(scope, receive, send)
             return
@@ -430,7 +433,7 @@ def create_app(
         )
     # Outside CORS, so that its preflight answers carry the headers too.
     app.add_middleware(SecurityHeadersMiddleware, private=private)
-    app.add_middleware(PathPrefixMiddleware)
+    app.add_middleware(PathPrefixMiddleware, base_path=settings.api_base_path)
     # Added last, so outermost: it logs the path as the client sent it, prefix included.
     app.add_middleware(RequestLogMiddleware)
     return app

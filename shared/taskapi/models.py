@@ -19,12 +19,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     StringConstraints,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
+from pydantic import Field as PydanticField
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypedDict
 
 from taskapi.emails import EMAIL_MAX_LENGTH, signup_email
 from taskapi.openapi import EXAMPLE_EMAIL, EXAMPLE_PASSWORD, RESPONSE_CONFIG
@@ -211,19 +214,27 @@ class User(UserBase, table=True):
     task_changes_pruned: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs=COUNTER)
 
 
+# A password that a body sets (sign-up, password change, reset): its rules, once.
+NewPassword = Annotated[
+    str,
+    PydanticField(
+        min_length=PASSWORD_MIN_LENGTH,
+        # A character is at least one byte: 72 characters is the most that can fit.
+        max_length=PASSWORD_MAX_BYTES,
+        description=NEW_PASSWORD_DESCRIPTION,
+        json_schema_extra={"pattern": NO_NUL_PATTERN},
+    ),
+    AfterValidator(settable_password),
+]
+
+
 # Body of POST /api/auth/signup.
 class UserCreate(UserBase, RequestModel):
     model_config = with_examples(
         {"email": EXAMPLE_EMAIL, "name": "Ada Lovelace", "password": EXAMPLE_PASSWORD}
     )
 
-    password: str = Field(
-        min_length=PASSWORD_MIN_LENGTH,
-        # A character is at least one byte: 72 characters is the most that can fit.
-        max_length=PASSWORD_MAX_BYTES,
-        description=NEW_PASSWORD_DESCRIPTION,
-        schema_extra={"json_schema_extra": {"pattern": NO_NUL_PATTERN}},
-    )
+    password: NewPassword
 
     # A bare address, normalised as every email is (taskapi.emails).
     _email = field_validator("email")(signup_email)
@@ -233,7 +244,6 @@ class UserCreate(UserBase, RequestModel):
     def strip_name(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
 
-    _password = field_validator("password")(settable_password)
     _name = field_validator("name")(storable_text)
 
 
@@ -691,6 +701,63 @@ class TaskTombstone(SQLModel, table=True):
     change_seq: int = Field(sa_type=sa.BigInteger, primary_key=True)
     task_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     removed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The one way a task's JSON is written, by reads and writes alike: from the values of an
+# ORM `Task` or of a row of its columns, which already have the fields' types (the
+# columns' own), through serializers made from the models above, without validating the
+# values into models first (that cost about three times the writing). What is written is
+# what those models document.
+
+
+def _shape_of(model: type[SQLModel], *, items: type[SQLModel] | None = None) -> Any:
+    """`model`'s fields as a TypedDict (a page's `items` as a list of the item's): pydantic
+    writes a dict of that type as `model_dump_json` writes the model."""
+    fields: dict[str, Any] = {name: field.annotation for name, field in model.model_fields.items()}
+    if items is not None:
+        fields["items"] = list[_shape_of(items)]  # type: ignore[misc]
+    # The functional form, with fields known only at import: mypy cannot follow it.
+    return TypedDict(f"{model.__name__}Values", fields)  # type: ignore[operator]
+
+
+_TASK_FIELDS = tuple(TaskPublic.model_fields)
+# The columns that hold `TaskPublic`'s fields, in its order: a query that reads tasks as
+# rows selects these first, so that `task_values` reads them by position.
+TASK_PUBLIC_COLUMNS = tuple(getattr(Task, name) for name in _TASK_FIELDS)
+_TASK_JSON = TypeAdapter(_shape_of(TaskPublic))
+_PAGE_JSON = TypeAdapter(_shape_of(TaskPage, items=TaskPublic))
+_TRASH_JSON = TypeAdapter(_shape_of(TrashPage, items=TrashedTask))
+_CHANGES_JSON = TypeAdapter(_shape_of(TaskChanges, items=TaskPublic))
+
+
+def task_values(task: Task | sa.Row[Any]) -> dict[str, Any]:
+    """What clients see of a task (`TaskPublic`'s fields), from an ORM task or a row that
+    starts with `TASK_PUBLIC_COLUMNS` (by position: by name cost twice as much a row)."""
+    if isinstance(task, sa.Row):
+        # Not strict: the query's own columns (a total, a version) may follow.
+        return dict(zip(_TASK_FIELDS, task))  # noqa: B905
+    return {name: getattr(task, name) for name in _TASK_FIELDS}
+
+
+def task_json(task: Task | sa.Row[Any]) -> bytes:
+    """`TaskPublic`'s JSON of an ORM task or a row of its columns."""
+    return _TASK_JSON.dump_json(task_values(task))
+
+
+def page_json(items: list[dict[str, Any]], *, total: int, skip: int, limit: int) -> bytes:
+    """`TaskPage`'s JSON: `items` are `task_values`."""
+    return _PAGE_JSON.dump_json({"items": items, "total": total, "skip": skip, "limit": limit})
+
+
+def trash_json(items: list[dict[str, Any]], *, total: int, skip: int, limit: int) -> bytes:
+    """`TrashPage`'s JSON: `items` are `task_values` with `deleted_at` and `etag`."""
+    return _TRASH_JSON.dump_json({"items": items, "total": total, "skip": skip, "limit": limit})
+
+
+def changes_json(page: dict[str, Any]) -> bytes:
+    """`TaskChanges`' JSON of a page as plain data: `items` are `task_values`."""
+    return _CHANGES_JSON.dump_json(page)
 
 
 # ---------------------------------------------------------------------------------------

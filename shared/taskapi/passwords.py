@@ -15,6 +15,7 @@ import functools
 
 import bcrypt
 
+from taskapi import state
 from taskapi.settings import get_settings
 
 
@@ -61,6 +62,6 @@ def needs_rehash(hashed: str) -> bool:
     return int(cost) != get_settings().bcrypt_rounds
 
 
-def clear_password_cache() -> None:
-    """Forget the dummy hash (tests, after changing BCRYPT_ROUNDS)."""
-    _dummy_hash.cache_clear()
+# Made before a snapshot for the restored environments (`prepare_password_checks`); it
+# depends on BCRYPT_ROUNDS alone.
+state.register(_dummy_hash.cache_clear, kept_on_restore=True)

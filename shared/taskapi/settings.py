@@ -19,7 +19,8 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from taskapi.aws import aws_client, clear_clients, describe_limits
+from taskapi import state
+from taskapi.aws import aws_client, describe_limits
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LOCAL_STAGES = frozenset({"local", "test"})
@@ -407,9 +408,8 @@ get_database_url = Refreshed(_load_database_url)
 get_jwt_keys = Refreshed(_load_jwt_keys)
 
 
-def clear_settings_cache() -> None:
-    """Forget settings and secrets (tests, after changing the environment)."""
-    get_settings.cache_clear()
-    get_database_url.cache_clear()
-    get_jwt_keys.cache_clear()
-    clear_clients()
+state.register(get_settings.cache_clear, kept_on_restore=True)
+# A restored environment reads its secrets again: they may have rotated while the snapshot
+# was cached, a time that `Refreshed`'s monotonic clock may not count.
+state.register(get_database_url.cache_clear)
+state.register(get_jwt_keys.cache_clear)

@@ -11,8 +11,9 @@ environment of that version from the snapshot. So:
   nothing here touches the database, which a snapshot could not keep a connection to;
 - after a restore, state that must not be shared between the environments restored from
   one snapshot, or that went stale while it sat in the cache, is renewed: pooled
-  connections are dropped, secrets whose cache expired are read again, the `random`
-  module is reseeded, and the first request is logged as the cold start it is.
+  connections and AWS clients are dropped, secrets are read again (`taskapi.state`),
+  the `random` module is reseeded, and the first request is logged as the cold start
+  it is.
 
 The hooks are registered with `snapshot-restore-py`, which the Lambda runtime calls; it
 never calls them without SnapStart, and nothing else does, so this costs a function that
@@ -26,17 +27,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fastapi import FastAPI
 from snapshot_restore_py import register_after_restore, register_before_snapshot
 
-from taskapi import logs, settings
+from taskapi import logs, state
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-
-# When the before-snapshot hook ran (wall clock: a restore may come days later).
-_snapshot_taken_at: float | None = None
 
 
 class _SnapshotContext:
@@ -72,72 +69,37 @@ def _warm_up_event(method: str, path: str, body: str | None) -> dict[str, Any]:
 
 
 def prepare_for_snapshot(
-    app: FastAPI,
-    handler: Handler,
-    *,
-    requests: Iterable[tuple[str, str, str | None]] = (),
-    warm: Iterable[Callable[[], object]] = (),
-    database: bool = True,
+    handler: Handler, *, requests: Iterable[tuple[str, str, str | None]]
 ) -> None:
     """Register the function's hooks: `requests` are (method, path, body) sent through
     `handler` before the snapshot, each one the app refuses before it would use the
-    database; `warm` are other callables to run then; `database` builds the engine."""
-    register_before_snapshot(before_snapshot, handler, tuple(requests), tuple(warm), database)
-    register_after_restore(after_restore, app)
+    database."""
+    register_before_snapshot(before_snapshot, handler, tuple(requests))
+    register_after_restore(after_restore)
 
 
-def before_snapshot(
-    handler: Handler,
-    requests: tuple[tuple[str, str, str | None], ...],
-    warm: tuple[Callable[[], object], ...],
-    database: bool,
-) -> None:
-    global _snapshot_taken_at
-    if database:
-        from taskapi.db import get_engine
+def before_snapshot(handler: Handler, requests: tuple[tuple[str, str, str | None], ...]) -> None:
+    from taskapi.db import get_engine
 
-        # Imports the dialect and psycopg2 and builds the pool; connects nowhere.
-        get_engine()
+    # Imports the dialect and psycopg2 and builds the pool; connects nowhere.
+    get_engine()
     with logs.log_context(snapstart_warm_up=True):
         for method, path, body in requests:
             response = handler(_warm_up_event(method, path, body), _SnapshotContext())
             logger.info("snapstart warm-up", extra={"path": path, "status": response["statusCode"]})
-        for call in warm:
-            call()
     # Everything alive now lives as long as the environment: out of the collector's way,
     # so that no collection after a restore walks the import-time objects again.
     gc.collect()
     gc.freeze()
-    _snapshot_taken_at = time.time()
 
 
-def after_restore(app: FastAPI) -> None:
+def after_restore() -> None:
     # One snapshot starts many environments: each needs random state of its own. (The
     # `secrets` module, uuid4 and bcrypt's salts read the kernel's generator each time.)
     random.seed()
-    _renew_database_and_secrets()
+    # Connections and sockets cannot outlive a snapshot, and secrets may have rotated
+    # while it sat in the cache: the next request connects and reads them afresh.
+    state.reset(restoring=True)
     # The warm-up used up the cold-start flag; the first request after a restore is the
     # environment's first.
     logs.mark_cold_start()
-
-
-def _renew_database_and_secrets() -> None:
-    from taskapi.db import reset_engine
-
-    age = time.time() - (_snapshot_taken_at or 0.0)
-    if age >= settings.get_settings().secret_cache_seconds:
-        # Read again exactly the secrets this function had read before the snapshot. The
-        # settings' cache also holds the AWS clients, whose pooled sockets date from
-        # before the snapshot: they are built again too.
-        getters = (settings.get_database_url, settings.get_jwt_keys)
-        reread = [getter for getter in getters if getter.loaded]
-        settings.clear_settings_cache()
-        for getter in reread:
-            getter()
-    # Sockets cannot outlive a snapshot either: Secrets Manager's client connects anew.
-    from taskapi.aws import clear_clients
-
-    clear_clients()
-    # Connections cannot outlive a snapshot, and the engine holds the database URL (its
-    # password) it was built with: the next request builds it again, imports done.
-    reset_engine()

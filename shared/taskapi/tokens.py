@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import jwt
 
+from taskapi import state
 from taskapi.settings import DEFAULT_KID, KeyRing, get_jwt_keys, get_settings
 
 TokenType = Literal["access", "refresh"]
@@ -182,6 +183,8 @@ class VerifiedTokens:
 # About 1 KiB each (the text and its claims): a warm container serving a thousand users
 # whose tokens are all alive holds about 1 MiB.
 VERIFIED_TOKENS = VerifiedTokens(size=1024)
+# A token's entry names the key ring that verified it: a rotated ring verifies it afresh.
+state.register(VERIFIED_TOKENS.clear, kept_on_restore=True)
 
 
 def decode_token(token: str, *, expected_type: TokenType) -> TokenClaims:

@@ -2,10 +2,7 @@
 
 import pytest
 
-from taskapi.db import reset_engine
-from taskapi.passwords import clear_password_cache
-from taskapi.settings import clear_settings_cache
-from taskapi.tokens import VERIFIED_TOKENS
+from taskapi import state
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, **settings: str) -> None:
@@ -16,7 +13,5 @@ def configure(monkeypatch: pytest.MonkeyPatch, **settings: str) -> None:
 
 
 def reset_caches() -> None:
-    clear_settings_cache()
-    clear_password_cache()
-    VERIFIED_TOKENS.clear()
-    reset_engine()
+    """Drop the container's state (`taskapi.state`): the next use builds it afresh."""
+    state.reset()
