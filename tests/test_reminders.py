@@ -137,7 +137,14 @@ def test_two_overlapping_runs_send_every_due_reminder_once(mailbox: Mailbox, db:
         # waits for the other's write lock, and either may end up sending them all.
         assert all(s["sent"] > 0 for s in summaries), summaries
     assert [s["failed"] for s in summaries] == [0, 0]
-    assert all(s["complete"] for s in summaries)
+    if db.backend == "postgresql":
+        assert all(s["complete"] for s in summaries)
+    else:
+        # SQLite's busy handler is not fair: a run that commits and claims again at once can
+        # keep the write lock from the other past busy_timeout on a loaded machine, and that
+        # run then stops as a database error (incomplete) without having sent anything
+        # twice; the other run, or the next, sends the rest.
+        assert any(s["complete"] for s in summaries), summaries
     per_owner = Counter(mailbox.recipients)
     assert per_owner == {f"user{n}@example.com": DUE // 4 for n in range(4)}
     assert db.scalar("SELECT count(*) FROM task WHERE reminded_at IS NOT NULL") == DUE
