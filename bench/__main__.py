@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import artifacts, cold_start, login, report, warm
-from bench.database import bench_database, postgres_available
+from bench import artifacts, cold_start, login, pooler, quota, report, runtime_cold_start, warm
+from bench.database import bench_database, postgres_available, scratch_database
 from bench.localapi_throughput import run as local_server
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -27,6 +27,9 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 # and with 7 runs a subject's median and its baseline's can land in different ones;
 # 11 narrow that for 60 to 90 s more (16 to 21 s a round).
 COLD_START_RUNS = 11
+# In the runtime interface client a run also starts the client and makes two HTTP calls;
+# 7 rounds keep the section near a minute.
+RUNTIME_COLD_START_RUNS = 7
 
 
 def machine() -> dict[str, Any]:
@@ -91,10 +94,32 @@ def main() -> None:
                         login.measure(built, database, rounds=rounds, repeats=1 if smoke else 5)
                         for rounds in costs
                     ]
+                    log(f"cold starts in the runtime interface client on {backend}")
+                    results["runtime_cold_start"] = runtime_cold_start.measure(
+                        built, database, runs=1 if smoke else RUNTIME_COLD_START_RUNS, log=log
+                    )
+                if backend == "postgresql":
+                    log("through PgBouncer and direct, PostgreSQL")
+                    results["pooler"] = pooler.measure(
+                        built,
+                        database,
+                        invocations=20 if smoke else 1000,
+                        warmup=5 if smoke else 50,
+                    )
                 log(f"warm latency on {backend}")
                 results["warm"][backend] = warm.measure(
                     built, database, invocations=20 if smoke else 2000, warmup=5 if smoke else 50
                 )
+    if "postgresql" in backends:
+        log("reads at the quota, PostgreSQL")
+        with scratch_database("postgresql", tasks=0) as database:
+            results["quota"] = quota.measure(
+                built,
+                database,
+                sizes=quota.SMOKE_SIZES if smoke else quota.SIZES,
+                invocations=5 if smoke else 100,
+                warmup=2 if smoke else 10,
+            )
     log("local server against uvicorn")
     try:
         results["local_server"] = local_server(

@@ -75,7 +75,7 @@ def subjects(*, smoke: bool = False) -> list[Subject]:
     return [*baselines, *built, *sources]
 
 
-def _event(request: str, database: BenchDatabase) -> dict[str, Any]:
+def subject_event(request: str, database: BenchDatabase) -> dict[str, Any]:
     auth = {"authorization": f"Bearer {database.token}"}
     events: dict[str, dict[str, Any]] = {
         "GET /api/tasks": http_event("GET", "/api/tasks", headers=auth),
@@ -114,7 +114,7 @@ def run_once(
         **SUBJECT_SETTINGS,
         "DATABASE_URL": database.url,
         "BENCH_HANDLER": subject.handler,
-        "BENCH_EVENT": json.dumps(_event(subject.request, database)),
+        "BENCH_EVENT": json.dumps(subject_event(subject.request, database)),
         **({"BENCH_MARK_IMPORTED": "1"} if python_options else {}),
     }
     read_end, write_end = os.pipe()
