@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, a table on stdout and `bench/results.json`.
 
-    .venv/bin/python -m bench            # the full run (under 10 minutes on 2 cores)
+    .venv/bin/python -m bench            # the full run (about 10 minutes on 2 cores)
     .venv/bin/python -m bench --smoke    # a minute: checks that the code runs, not its figures
 
 Every figure comes with a baseline measured in the same run, interleaved with it, and the
@@ -30,6 +30,10 @@ COLD_START_RUNS = 11
 # In the runtime interface client a run also starts the client and makes two HTTP calls;
 # 7 rounds keep the section near a minute.
 RUNTIME_COLD_START_RUNS = 7
+# A connection per request through PgBouncer costs a TLS handshake and SCRAM each time
+# (tens of ms on 2 cores): 300 calls per mode keep the section near a minute, and the
+# modes' ratio is several times over, far beyond what more calls would settle.
+POOLER_INVOCATIONS = 300
 
 
 def machine() -> dict[str, Any]:
@@ -103,8 +107,8 @@ def main() -> None:
                     results["pooler"] = pooler.measure(
                         built,
                         database,
-                        invocations=20 if smoke else 1000,
-                        warmup=5 if smoke else 50,
+                        invocations=20 if smoke else POOLER_INVOCATIONS,
+                        warmup=5 if smoke else 20,
                     )
                 log(f"warm latency on {backend}")
                 results["warm"][backend] = warm.measure(

@@ -2,7 +2,9 @@
 with the layer on `PYTHONPATH`: load the apps into one warm process and time each
 `handler(event, context)` of the config's subjects, interleaved call by call. A subject
 may carry its own environment (`env`), applied for its app's import and for each of its
-calls: two engines of one app under different settings live in one process.
+calls: two engines of one app under different settings live in one process; and its own
+`invocations` and `warmup`, fewer than the config's (a read that takes seconds), taking
+part in the first rounds only.
 
 Standard library and the layer only.
 """
@@ -71,7 +73,7 @@ def invocation(subject: dict[str, Any]) -> Callable[[], int]:
             failed[subject["name"]] = {"status": response["statusCode"], "body": response["body"]}
         return int(response["statusCode"])
 
-    for _ in range(config["warmup"]):
+    for _ in range(subject.get("warmup", config["warmup"])):
         if call() != subject["status"]:
             break
     return call
@@ -81,11 +83,15 @@ def invocation(subject: dict[str, Any]) -> Callable[[], int]:
 # read that times out would otherwise take the run's time).
 failed: dict[str, dict[str, Any]] = {}
 subjects = {subject["name"]: invocation(subject) for subject in config["subjects"]}
+rounds = {
+    subject["name"]: subject.get("invocations", config["invocations"])
+    for subject in config["subjects"]
+}
 samples: dict[str, list[float]] = {name: [] for name in subjects}
 gc.collect()
-for _ in range(config["invocations"]):
+for round_number in range(config["invocations"]):
     for name, call in subjects.items():
-        if name in failed:
+        if name in failed or round_number >= rounds[name]:
             continue
         started = time.perf_counter()
         call()

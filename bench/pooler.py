@@ -4,7 +4,7 @@ connection per request (`DATABASE_NULL_POOL=true`) and with a pool of one connec
 container, beside the same requests on a direct connection, in one warm process,
 interleaved call by call.
 
-    .venv/bin/python -m bench.pooler [--invocations 1000]
+    .venv/bin/python -m bench.pooler [--invocations 300]
 """
 
 import argparse
@@ -178,7 +178,7 @@ def table(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--invocations", type=int, default=1000)
+    parser.add_argument("--invocations", type=int, default=300)
     args = parser.parse_args()
     with scratch_database("postgresql") as database:
         Log()("requests through PgBouncer and direct")

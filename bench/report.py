@@ -274,6 +274,7 @@ def _production_path(results: dict[str, Any], markdown: bool) -> list[str]:
             f"\nAt the quota, {quota['backend']}: warm p50 (ms) of one user's reads by the"
             f" tasks that user holds (200-character titles, 5,000-character descriptions),"
             f" {quota['invocations']} invocations each"
+            + "".join(f" ({read}: {calls})" for read, calls in quota.get("slow_reads", {}).items())
         )
         parts.append(
             _rows(
@@ -304,7 +305,7 @@ def _peak(peaks: dict[str, float], name: str) -> str:
 def _met(check: dict[str, Any]) -> str:
     if check["met"] is None:
         return "-"
-    return "yes" if check["met"] else "NO"
+    return "met" if check["met"] else "missed"
 
 
 def _rows(markdown: bool, headers: list[str], rows: list[list[str]]) -> str:
@@ -505,7 +506,7 @@ def table(results: dict[str, Any], *, markdown: bool = False) -> str:
     parts.append(
         _rows(
             markdown,
-            ["target", "ratio", "limit", "met"],
+            ["target", "ratio", "limit", "verdict"],
             [
                 [
                     check["target"],
