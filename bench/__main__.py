@@ -19,6 +19,7 @@ from typing import Any
 
 from bench import artifacts, cold_start, login, pooler, quota, report, runtime_cold_start, warm
 from bench.database import bench_database, postgres_available, scratch_database
+from bench.localapi_throughput import CONCURRENCY
 from bench.localapi_throughput import run as local_server
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -100,7 +101,11 @@ def main() -> None:
                     ]
                     log(f"cold starts in the runtime interface client on {backend}")
                     results["runtime_cold_start"] = runtime_cold_start.measure(
-                        built, database, runs=1 if smoke else RUNTIME_COLD_START_RUNS, log=log
+                        built,
+                        database,
+                        runs=1 if smoke else RUNTIME_COLD_START_RUNS,
+                        log=log,
+                        smoke=smoke,
                     )
                 if backend == "postgresql":
                     log("through PgBouncer and direct, PostgreSQL")
@@ -127,7 +132,11 @@ def main() -> None:
     log("local server against uvicorn")
     try:
         results["local_server"] = local_server(
-            seconds=1 if smoke else 3, rounds=1 if smoke else 3, log=log
+            seconds=1 if smoke else 3,
+            rounds=1 if smoke else 3,
+            # The smoke run's one cell: the code is the same at any count of clients.
+            concurrencies=(8,) if smoke else CONCURRENCY,
+            log=log,
         )
     except Exception as error:  # keep the other sections' results
         log(f"local server benchmark failed: {error!r}")

@@ -128,6 +128,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         server = results["local_server"]
         local, direct = server["servers"].values()
         for clients in (8, 32):
+            if clients not in local:  # a smoke run measures 8 clients alone
+                continue
             # Issue 19: at least uvicorn's throughput. The median of the rounds' ratios
             # where the run has them (one busy spell spoils a round, not the verdict).
             median = server.get("ratios", {}).get(clients, {}).get("median")
@@ -451,7 +453,13 @@ def table(results: dict[str, Any], *, markdown: bool = False) -> str:
         parts.append(
             _rows(
                 markdown,
-                ["server", "1 client", "8 clients", "32 clients"],
+                [
+                    "server",
+                    *(
+                        f"{clients} client{'' if int(clients) == 1 else 's'}"
+                        for clients in next(iter(server["servers"].values()))
+                    ),
+                ],
                 [
                     [
                         name,
