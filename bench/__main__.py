@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, a table on stdout and `bench/results.json`.
 
-    .venv/bin/python -m bench            # the full run (under 10 minutes on 2 cores)
+    .venv/bin/python -m bench            # the full run (about 10 minutes on 2 cores)
     .venv/bin/python -m bench --smoke    # a minute: checks that the code runs, not its figures
 
 Every figure comes with a baseline measured in the same run, interleaved with it, and the
@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import artifacts, cold_start, login, report, warm
-from bench.database import bench_database, postgres_available
+from bench import artifacts, cold_start, login, pooler, quota, report, runtime_cold_start, warm
+from bench.database import bench_database, postgres_available, scratch_database
+from bench.localapi_throughput import CONCURRENCY
 from bench.localapi_throughput import run as local_server
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -27,6 +28,13 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 # and with 7 runs a subject's median and its baseline's can land in different ones;
 # 11 narrow that for 60 to 90 s more (16 to 21 s a round).
 COLD_START_RUNS = 11
+# In the runtime interface client a run also starts the client and makes two HTTP calls;
+# 7 rounds keep the section near a minute.
+RUNTIME_COLD_START_RUNS = 7
+# A connection per request through PgBouncer costs a TLS handshake and SCRAM each time
+# (tens of ms on 2 cores): 300 calls per mode keep the section near a minute, and the
+# modes' ratio is several times over, far beyond what more calls would settle.
+POOLER_INVOCATIONS = 300
 
 
 def machine() -> dict[str, Any]:
@@ -91,14 +99,44 @@ def main() -> None:
                         login.measure(built, database, rounds=rounds, repeats=1 if smoke else 5)
                         for rounds in costs
                     ]
+                    log(f"cold starts in the runtime interface client on {backend}")
+                    results["runtime_cold_start"] = runtime_cold_start.measure(
+                        built,
+                        database,
+                        runs=1 if smoke else RUNTIME_COLD_START_RUNS,
+                        log=log,
+                        smoke=smoke,
+                    )
+                if backend == "postgresql":
+                    log("through PgBouncer and direct, PostgreSQL")
+                    results["pooler"] = pooler.measure(
+                        built,
+                        database,
+                        invocations=20 if smoke else POOLER_INVOCATIONS,
+                        warmup=5 if smoke else 20,
+                    )
                 log(f"warm latency on {backend}")
                 results["warm"][backend] = warm.measure(
                     built, database, invocations=20 if smoke else 2000, warmup=5 if smoke else 50
                 )
+    if "postgresql" in backends:
+        log("reads at the quota, PostgreSQL")
+        with scratch_database("postgresql", tasks=0) as database:
+            results["quota"] = quota.measure(
+                built,
+                database,
+                sizes=quota.SMOKE_SIZES if smoke else quota.SIZES,
+                invocations=5 if smoke else 100,
+                warmup=2 if smoke else 10,
+            )
     log("local server against uvicorn")
     try:
         results["local_server"] = local_server(
-            seconds=1 if smoke else 3, rounds=1 if smoke else 3, log=log
+            seconds=1 if smoke else 3,
+            rounds=1 if smoke else 3,
+            # The smoke run's one cell: the code is the same at any count of clients.
+            concurrencies=(8,) if smoke else CONCURRENCY,
+            log=log,
         )
     except Exception as error:  # keep the other sections' results
         log(f"local server benchmark failed: {error!r}")

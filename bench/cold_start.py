@@ -70,12 +70,13 @@ def subjects(*, smoke: bool = False) -> list[Subject]:
         *PEERS,
     ]
     if smoke:
-        # One of each kind, enough to show the code works.
-        return [*baselines, built[0], built[2], sources[0]]
+        # One of each kind, enough to show the code works (the peers run in the warm
+        # section as well).
+        return [*baselines[:2], PEERS[0], built[0], built[2], sources[0]]
     return [*baselines, *built, *sources]
 
 
-def _event(request: str, database: BenchDatabase) -> dict[str, Any]:
+def subject_event(request: str, database: BenchDatabase) -> dict[str, Any]:
     auth = {"authorization": f"Bearer {database.token}"}
     events: dict[str, dict[str, Any]] = {
         "GET /api/tasks": http_event("GET", "/api/tasks", headers=auth),
@@ -114,7 +115,7 @@ def run_once(
         **SUBJECT_SETTINGS,
         "DATABASE_URL": database.url,
         "BENCH_HANDLER": subject.handler,
-        "BENCH_EVENT": json.dumps(_event(subject.request, database)),
+        "BENCH_EVENT": json.dumps(subject_event(subject.request, database)),
         **({"BENCH_MARK_IMPORTED": "1"} if python_options else {}),
     }
     read_end, write_end = os.pipe()

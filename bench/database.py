@@ -122,23 +122,12 @@ def _seed(backend: str, url: str, tasks: int) -> BenchDatabase:
     now = datetime.now(UTC)
     hashed = hash_password(PASSWORD)
     with Session(engine) as session:
-        reader = User(email="reader@example.com", name="Reader", hashed_password=hashed)
-        writer = User(email="writer@example.com", name="Writer", hashed_password=hashed)
-        session.add_all([reader, writer])
-        session.flush()
-        pairs = []
-        for user in (reader, writer):
-            session_id = uuid.uuid4()
-            pair = issue_token_pair(user_id=user.id, session_id=session_id, now=now)
-            session.add(
-                AuthSession(
-                    id=session_id,
-                    user_id=user.id,
-                    refresh_jti=pair.refresh.claims.jti,
-                    expires_at=now + timedelta(days=1),
-                )
-            )
-            pairs.append(pair)
+        reader, reader_token = signed_in_user(
+            session, email="reader@example.com", hashed_password=hashed, now=now
+        )
+        _, writer_token = signed_in_user(
+            session, email="writer@example.com", hashed_password=hashed, now=now
+        )
         statuses, priorities = list(TaskStatus), list(TaskPriority)
         session.add_all(
             Task(
@@ -170,9 +159,29 @@ def _seed(backend: str, url: str, tasks: int) -> BenchDatabase:
         url=url,
         user_id=reader_id,
         task_id=int(task_id or 0),
-        token=pairs[0].access.token,
-        writer_token=pairs[1].access.token,
+        token=reader_token,
+        writer_token=writer_token,
     )
+
+
+def signed_in_user(
+    session: Session, *, email: str, hashed_password: str, now: datetime
+) -> tuple[User, str]:
+    """A user with a live session (flushed, not committed) and its access token."""
+    user = User(email=email, name=email.partition("@")[0].title(), hashed_password=hashed_password)
+    session.add(user)
+    session.flush()
+    session_id = uuid.uuid4()
+    pair = issue_token_pair(user_id=user.id, session_id=session_id, now=now)
+    session.add(
+        AuthSession(
+            id=session_id,
+            user_id=user.id,
+            refresh_jti=pair.refresh.claims.jti,
+            expires_at=now + timedelta(days=1),
+        )
+    )
+    return user, pair.access.token
 
 
 @contextmanager

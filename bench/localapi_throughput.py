@@ -230,10 +230,11 @@ def run(
     rounds: int,
     backend: str = "sqlite",
     client: str | None = None,
+    concurrencies: tuple[int, ...] = CONCURRENCY,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Both servers, every concurrency, `rounds` alternating measurements of `seconds`
-    per cell; the load from `client` (wrk where installed, else httpx)."""
+    """Both servers, each of `concurrencies`, `rounds` alternating measurements of
+    `seconds` per cell; the load from `client` (wrk where installed, else httpx)."""
     client = client or load_client(log)
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         env = {
@@ -280,7 +281,7 @@ def run(
             ).raise_for_status()
         cells: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in urls}
         ratios: dict[int, dict[str, Any]] = {}
-        for concurrency in CONCURRENCY:
+        for concurrency in concurrencies:
             log(f"local server: {concurrency} clients")
             taken: dict[str, list[Cell]] = {name: [] for name in urls}
             for round_number in range(rounds):

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             "--workers",
             type=int,
             default=0,
-            help="worker processes per function, each serving one request (default: one per core)",
+            help="worker processes per function, each serving one request (default: one more than"
+            " the cores)",
         )
         command.add_argument("--reload", action="store_true", help="restart when code changes")
         command.add_argument(

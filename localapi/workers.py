@@ -122,7 +122,7 @@ class Worker:
         self._check_ready(reply)
 
     async def ready(self) -> None:
-        """Wait for the function's import in the server's loop (a cold start at a request)."""
+        """Wait for the function's import in the server's loop (a cold start while serving)."""
         self._check_ready(await self._reply_within(self._expect(), INIT_TIMEOUT_SECONDS))
 
     def _check_ready(self, reply: tuple[Any, ...]) -> None:
@@ -191,15 +191,24 @@ def _expire(reply: "asyncio.Future[Any]") -> None:
 
 
 class FunctionPool:
-    """A function's workers: started on demand up to `size`, each serving one request."""
+    """A function's workers: started on demand up to `size`, each serving one request.
+
+    A request takes the first worker to be free: a warm one that finishes its request, or
+    one that a cold start brings. The pool starts a worker when requests wait and every
+    worker is busy, one at a time: a burst that found every worker busy otherwise had each
+    of its requests wait for an import of its own, all of them at once on the same cores
+    (a dozen seconds on 2 cores under load), while the warm workers sat idle.
+    """
 
     def __init__(self, function: Function, environment: dict[str, str], size: int) -> None:
         self.function = function
         self.environment = environment
         self.size = size
-        self.idle: list[Worker] = []
         self.workers: set[Worker] = set()
-        self._slots: asyncio.Semaphore | None = None
+        # Idle workers, and a failed cold start's error for the request it would have served.
+        self._idle: asyncio.Queue[Worker | WorkerError] = asyncio.Queue()
+        self._waiting = 0
+        self._starting: asyncio.Task[None] | None = None
         # Why the function could not start after a save: its requests fail at once (502)
         # instead of each waiting for an import that fails again; the next save retries.
         self.broken: FunctionInitError | None = None
@@ -207,57 +216,81 @@ class FunctionPool:
     def add(self, worker: Worker) -> None:
         """A worker started and imported elsewhere (at start-up), idle from now on."""
         self.workers.add(worker)
-        self.idle.append(worker)
+        self._idle.put_nowait(worker)
 
     async def invoke(self, event: Any) -> Any:
         if self.broken is not None:
             raise WorkerError(str(self.broken))
-        if self._slots is None:  # made inside the server's event loop
-            self._slots = asyncio.Semaphore(self.size)
-        async with self._slots:
-            worker = self._idle_worker() or await self._start()
-            try:
-                reply = await worker.call(event, self.function.timeout)
-            except TimeoutError:
-                self._discard(worker)
-                raise InvocationTimeoutError(timeout_message(self.function)) from None
-            except (WorkerError, OSError) as error:
-                self._discard(worker)
-                raise WorkerError(str(error)) from error
-            self.idle.append(worker)
+        worker = await self._checkout()
+        try:
+            reply = await worker.call(event, self.function.timeout)
+        except TimeoutError:
+            self._discard(worker)
+            raise InvocationTimeoutError(timeout_message(self.function)) from None
+        except (WorkerError, OSError) as error:
+            self._discard(worker)
+            raise WorkerError(str(error)) from error
+        self._idle.put_nowait(worker)
         if reply[0] == "ok":
             return reply[1]
         raise WorkerError(reply[1])
 
-    def _idle_worker(self) -> Worker | None:
-        """A warm worker, if one waits; one that died while idle is replaced, as Lambda
-        replaces an execution environment that crashed."""
-        while self.idle:
-            worker = self.idle.pop()
-            if worker.alive:
-                return worker
-            self._discard(worker)
-        return None
+    async def _checkout(self) -> Worker:
+        self._waiting += 1
+        try:
+            while True:
+                self._grow()
+                item = await self._idle.get()
+                if isinstance(item, WorkerError):
+                    raise item
+                if item.alive:
+                    return item
+                # Died while idle: replaced, as Lambda replaces a crashed environment.
+                self._discard(item)
+        finally:
+            self._waiting -= 1
 
-    async def _start(self) -> Worker:
-        """A new worker: a cold start, which this request waits for."""
-        worker = Worker(self.function, self.environment)
-        self.workers.add(worker)
+    def _grow(self) -> None:
+        """Start a worker if requests wait for more workers than are idle, none is starting
+        and the pool has room."""
+        if (
+            self._starting is None
+            and len(self.workers) < self.size
+            and self._waiting > self._idle.qsize()
+        ):
+            worker = Worker(self.function, self.environment)
+            self.workers.add(worker)
+            self._starting = asyncio.get_running_loop().create_task(self._cold_start(worker))
+
+    async def _cold_start(self, worker: Worker) -> None:
         try:
             await worker.ready()
         except (FunctionInitError, TimeoutError, WorkerError) as error:
             self._discard(worker)
-            raise WorkerError(str(error)) from error
-        return worker
+            if self._waiting:
+                self._idle.put_nowait(WorkerError(str(error)))
+            else:
+                logger.error("%s", error)
+        else:
+            self._idle.put_nowait(worker)
+        finally:
+            self._starting = None
+        self._grow()
 
     def _discard(self, worker: Worker) -> None:
         self.workers.discard(worker)
         worker.kill()
+        if self._waiting:
+            self._grow()
 
     def close(self) -> None:
-        for worker in list(self.workers):
-            self._discard(worker)
-        self.idle.clear()
+        if self._starting is not None:
+            self._starting.cancel()
+        for worker in self.workers:
+            worker.kill()
+        self.workers.clear()
+        while not self._idle.empty():
+            self._idle.get_nowait()
 
 
 class ProcessRuntime:

@@ -186,7 +186,7 @@ def test_make_run_says_once_that_it_migrated_and_nothing_twice(clone: Path) -> N
 
 def test_make_run_serves_the_whole_flow_and_a_parallel_burst(clone: Path) -> None:
     # What tests/test_localapi_e2e.py sends `python -m localapi`, through `make run` as a
-    # developer types it: its migration, its workers (one per core), its SQLite file.
+    # developer types it: its migration, its workers (one more than the cores), its SQLite file.
     settings = {"CORS_ORIGINS": "http://localhost:5173", "BCRYPT_ROUNDS": "4"}
     with make_run(clone, **settings) as running:
         the_whole_flow(running.client)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ import uvicorn
 
 from localapi.reload import CodeReload
 from localapi.runtime import developer_settings
-from localapi.server import InvalidResponseError, http_response
+from localapi.server import InvalidResponseError, build_local_api, http_response
 from localapi.template import Route, load_template
 from localapi.workers import function_environment
 from tests.support.local_server import local_server
@@ -189,6 +190,10 @@ import toy_layer
 app = FastAPI()
 lock = threading.Lock()
 state = {"running": 0, "most": 0}
+
+# A cold start that lasts while the test holds this file (test_a_request_takes_...).
+while os.path.exists("hold-asgi-imports"):
+    time.sleep(0.05)
 
 
 @app.get("/asgi/identity")
@@ -678,6 +683,33 @@ def test_each_worker_serves_one_request_at_a_time_and_workers_scale_out(
     assert {body["most"] for body in bodies} == {1}
 
 
+def test_a_request_takes_the_first_worker_free_not_a_cold_start_of_its_own(
+    toy_template: Path,
+) -> None:
+    """With its one warm worker busy, requests are served as it frees up while the second
+    worker's import still runs; that worker serves once imported."""
+    hold = toy_template.parent / "hold-asgi-imports"
+
+    def burst(api: httpx.Client) -> list[dict[str, Any]]:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return list(pool.map(lambda n: api.get(f"/asgi/work/{n}").json(), range(8)))
+
+    with local_server(toy_template, options=("--workers", "2")) as (api, _):
+        hold.touch()
+        try:
+            held = burst(api)
+        finally:
+            hold.unlink()
+        assert len({body["pid"] for body in held}) == 1
+        pids: set[int] = set()
+        for _ in range(50):
+            pids |= {body["pid"] for body in burst(api)}
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        assert held[0]["pid"] in pids
+
+
 def test_each_function_sees_its_own_environment_in_a_process_of_its_own(
     client: httpx.Client,
 ) -> None:
@@ -853,3 +885,14 @@ def test_invoke_reports_errors_as_lambda_does(toy_template: Path) -> None:
     unknown = run_invoke(toy_template, "NoSuchFunction")
     assert unknown.returncode == 2
     assert "No function 'NoSuchFunction'" in unknown.stderr
+
+
+def test_without_workers_each_function_may_start_one_more_than_the_cores() -> None:
+    # Every request also crosses the server's own process: one worker per core would
+    # leave a core idle under a steady load (localapi.server.default_workers).
+    api = build_local_api(ROOT / "template.yaml")
+    try:
+        sizes = {pool.size for pool in api.runtime.pools.values()}
+    finally:
+        api.runtime.close()
+    assert sizes == {(os.cpu_count() or 1) + 1}

@@ -245,8 +245,8 @@ def test_prod_without_rds_proxy_is_refused() -> None:
     origins = "https://tasks.example.org"
     (refusal,) = deployed(Stage="prod", CorsOrigins=origins).refusals()
     assert "RDS Proxy" in refusal
-    assert "DatabaseNullPool=true" in refusal
-    assert deployed(Stage="prod", DatabaseNullPool="true", CorsOrigins=origins).refusals() == []
+    assert "DatabaseProxy=true" in refusal
+    assert deployed(Stage="prod", DatabaseProxy="true", CorsOrigins=origins).refusals() == []
     assert deployed(Stage="dev").refusals() == []
 
 
@@ -334,7 +334,10 @@ def test_prod_names_no_placeholder_origin_and_passes_its_own_rules() -> None:
         stack = deployed(**parameters, CorsOrigins=origins)
         assert stack.refusals() == []
     assert stack.values["TracingMode"] == "Active"
-    assert stack.values["DatabaseNullPool"] == "true"
+    assert stack.values["DatabaseProxy"] == "true"
+    # A pool of one per container behind the proxy: the faster mode through the pooler
+    # (`make bench`), and the template's default.
+    assert stack.values["DatabaseNullPool"] == "false"
 
 
 def cors_of(stack: Resolver) -> dict[str, Any]:

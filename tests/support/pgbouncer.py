@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg2
@@ -28,7 +29,8 @@ START_WITHIN_SECONDS = 10
 class PgBouncer:
     """A running PgBouncer that pools every database of one PostgreSQL server."""
 
-    def __init__(self, server_url: str) -> None:
+    def __init__(self, server_url: str, settings: Mapping[str, str] | None = None) -> None:
+        """`settings` add to or replace the [pgbouncer] section's."""
         self.server = make_url(server_url)
         self.port = free_port()
         executable = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
@@ -39,26 +41,29 @@ class PgBouncer:
         config = self.directory / "pgbouncer.ini"
         users = self.directory / "users.txt"
         users.write_text(f'"{self.server.username}" "{self.server.password or ""}"\n')
+        options = {
+            "listen_addr": "127.0.0.1",
+            "listen_port": str(self.port),
+            "unix_socket_dir": "",
+            # Clients on 127.0.0.1 only (listen_addr), as the tests' PostgreSQL trusts them.
+            "auth_type": "trust",
+            "auth_file": str(users),
+            "admin_users": str(self.server.username),
+            "pool_mode": "transaction",
+            # Empty, as RDS Proxy: a client that sends `options` is refused.
+            "ignore_startup_parameters": "",
+            # Consecutive transactions of one client go to different server connections,
+            # as they may behind RDS Proxy: state a request left behind shows up.
+            "server_round_robin": "1",
+            "min_pool_size": "2",
+            "default_pool_size": "40",
+            "max_client_conn": "1000",
+            **(settings or {}),
+        }
         config.write_text(
             "[databases]\n"
             f"* = host={self.server.host or '127.0.0.1'} port={self.server.port or 5432}\n"
-            "[pgbouncer]\n"
-            "listen_addr = 127.0.0.1\n"
-            f"listen_port = {self.port}\n"
-            "unix_socket_dir =\n"
-            # Clients on 127.0.0.1 only (listen_addr), as the tests' PostgreSQL trusts them.
-            "auth_type = trust\n"
-            f"auth_file = {users}\n"
-            f"admin_users = {self.server.username}\n"
-            "pool_mode = transaction\n"
-            # Empty, as RDS Proxy: a client that sends `options` is refused.
-            "ignore_startup_parameters =\n"
-            # Consecutive transactions of one client go to different server connections,
-            # as they may behind RDS Proxy: state a request left behind shows up.
-            "server_round_robin = 1\n"
-            "min_pool_size = 2\n"
-            "default_pool_size = 40\n"
-            "max_client_conn = 1000\n"
+            "[pgbouncer]\n" + "".join(f"{name} = {value}\n" for name, value in options.items())
         )
         for path in (config, users):
             path.chmod(0o644)
