@@ -132,14 +132,28 @@ IfNoneMatch = Annotated[
 ]
 
 
-def conditional_get(etag_header: dict[str, Any], errors: dict[int, str]) -> dict[int | str, Any]:
-    """The responses of a GET that honours If-None-Match: 200 with its `ETag`, 304, and
-    `errors` (status: meaning)."""
-    return {
-        200: {"headers": etag_header},
-        304: {"description": "Unchanged since the ETag in If-None-Match"},
-        **error_responses(Detail, errors),
-    }
+_Route = TypeVar("_Route", bound=Callable[..., Any])
+
+
+def conditional_get(
+    path: str,
+    model: type[BaseModel],
+    etag_header: dict[str, Any],
+    errors: dict[int, str],
+    summary: str,
+) -> Callable[[_Route], _Route]:
+    """A GET route that honours If-None-Match, documented as such: 200 with its `ETag`,
+    304, and `errors` (status: meaning)."""
+    return router.get(
+        path,
+        response_model=model,
+        responses={
+            200: {"headers": etag_header},
+            304: {"description": "Unchanged since the ETag in If-None-Match"},
+            **error_responses(Detail, errors),
+        },
+        summary=summary,
+    )
 
 
 def _opaque(tag: str) -> str:
@@ -290,12 +304,7 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 
 # The GETs take `AccessClaims` rather than `CurrentUser`: their own statement checks the
 # caller's session (`taskapi.auth.LIVE_SESSION`), a query less per request.
-@router.get(
-    "/api/tasks",
-    response_model=TaskPage,
-    responses=conditional_get(PAGE_ETAG_HEADER, UNAUTHORIZED),
-    summary="List the caller's tasks",
-)
+@conditional_get("/api/tasks", TaskPage, PAGE_ETAG_HEADER, UNAUTHORIZED, "List the caller's tasks")
 async def list_tasks(
     claims: AccessClaims,
     connection: ReadConnection,
@@ -716,12 +725,7 @@ async def restore_task(
     return task_response(_written(restored, if_match))
 
 
-@router.get(
-    "/api/tasks/{task_id:id_segment}",
-    response_model=TaskPublic,
-    responses=conditional_get(ETAG_HEADER, BY_ID),
-    summary="Read a task",
-)
+@conditional_get("/api/tasks/{task_id:id_segment}", TaskPublic, ETAG_HEADER, BY_ID, "Read a task")
 async def get_task(
     task_id: TaskId,
     claims: AccessClaims,
