@@ -165,7 +165,7 @@ def api_doc_text(current: str) -> str:
 
 
 def openapi_text() -> str:
-    # Minified: the function's folder must stay small (each is at most 64 KiB).
+    # Minified: the function's folder must stay small (each is at most 128 KiB).
     return json.dumps(openapi_document(), separators=(",", ":"), sort_keys=False) + "\n"
 
 
