@@ -4,7 +4,7 @@ settings from the environment, and the real Lambda handlers fed API Gateway even
 What they are built from lives in `tests/support/`.
 """
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import httpx
@@ -86,12 +86,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if item not in deselected]
 
 
+# This process's PgBouncer, once started: a failed test through it reports its warnings.
+POOLERS: list[PgBouncer] = []
+
+
 @pytest.fixture(scope="session")
 def pgbouncer() -> Iterator[PgBouncer]:
     """PgBouncer in transaction mode in front of TEST_DATABASE_URL's server, for the run."""
     pooler = start_pgbouncer(postgres_admin_url() or "")
+    POOLERS.append(pooler)
     yield pooler
+    POOLERS.remove(pooler)
     pooler.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    params = getattr(item, "callspec", None)
+    if report.failed and POOLERS and params and "pgbouncer" in map(str, params.params.values()):
+        # What the pooler saw (a refused server login, a client it closed) is often the
+        # cause of a failure that the client reports only as a timeout.
+        report.sections.append(("pgbouncer warnings", "\n".join(POOLERS[0].warnings()[-40:])))
+    return report
 
 
 @pytest.fixture
