@@ -531,24 +531,48 @@ def _feed_statement() -> Any:
     after it, in one statement (one snapshot: a task that moves from the table to its
     tombstone meanwhile is seen in exactly one of them), in the order of their numbers."""
     after = sa.bindparam("after", type_=sa.BigInteger)
-    live = sa.select(
-        col(Task.change_seq).label("seq"),
-        col(Task.deleted_at).is_not(None).label("gone"),
-        *_PUBLIC_COLUMNS,
-    ).where(col(Task.user_id) == sa.bindparam("user_id"), col(Task.change_seq) > after)
-    tombstone_columns = {"id": col(TaskTombstone.task_id), "user_id": col(TaskTombstone.user_id)}
-    removed = sa.select(
-        col(TaskTombstone.change_seq),
-        sa.true(),
-        *(tombstone_columns.get(name, sa.null()) for name in TaskPublic.model_fields),
-    ).where(
-        col(TaskTombstone.user_id) == sa.bindparam("user_id"),
-        col(TaskTombstone.change_seq) > after,
+    limit = sa.bindparam("limit", type_=sa.Integer)
+    live = (
+        sa.select(
+            col(Task.change_seq).label("seq"),
+            col(Task.deleted_at).is_not(None).label("gone"),
+            *_PUBLIC_COLUMNS,
+        )
+        .where(col(Task.user_id) == sa.bindparam("user_id"), col(Task.change_seq) > after)
+        .order_by(col(Task.change_seq))
+        .limit(limit)
     )
+    # The tombstones' side adds its NULLs outside the subquery, where the union gives them
+    # the live side's types (inside, PostgreSQL would make them text).
+    removed = (
+        sa.select(
+            col(TaskTombstone.change_seq).label("seq"),
+            col(TaskTombstone.task_id).label("id"),
+            col(TaskTombstone.user_id).label("user_id"),
+        )
+        .where(
+            col(TaskTombstone.user_id) == sa.bindparam("user_id"),
+            col(TaskTombstone.change_seq) > after,
+        )
+        .order_by(col(TaskTombstone.change_seq))
+        .limit(limit)
+        .subquery()
+    )
+    removed_columns = {"id": removed.c.id, "user_id": removed.c.user_id}
+    # Each side stops at the page on its (user_id, change_seq) index; a limit on the union
+    # alone sorted all of the user's changes first (2 times slower at 10,000 tasks than at
+    # 100). As subqueries, since SQLite takes no ORDER BY inside a compound SELECT.
     return (
-        sa.union_all(live, removed)
+        sa.union_all(
+            sa.select(live.subquery()),
+            sa.select(
+                removed.c.seq,
+                sa.true(),
+                *(removed_columns.get(name, sa.null()) for name in TaskPublic.model_fields),
+            ),
+        )
         .order_by(sa.literal_column("seq"))
-        .limit(sa.bindparam("limit", type_=sa.Integer))
+        .limit(limit)
     )
 
 
