@@ -101,9 +101,11 @@ page_statement, _ = tasks_queries._list_statements(
         by_status=False,
         by_priority=False,
         by_text=False,
+        postgresql=False,
         by_due_before=False,
         by_due_after=False,
         overdue=None,
+        skips=False,
     )
 )
 page_params = {
