@@ -35,7 +35,7 @@ FUNCTIONS = {
     # Baselines, built by the same Makefile target as a function.
     "minimal": (ROOT / "bench" / "apps" / "minimal", "build-TasksFunction"),
     "bare": (ROOT / "bench" / "apps" / "bare", "build-TasksFunction"),
-    # The peer baselines of issue 19, on their own layer as well (BASELINES below).
+    # The peer baselines, on their own layer as well (BASELINES below).
     "lean": (ROOT / "bench" / "apps" / "lean", "build-TasksFunction"),
     "powertools": (ROOT / "bench" / "apps" / "powertools", "build-TasksFunction"),
     "chalice": (ROOT / "bench" / "apps" / "chalice", "build-TasksFunction"),

@@ -43,7 +43,7 @@ class Subject:
     sources: bool = False  # the same code without shipped bytecode
 
 
-# What a user would pick instead (issue 19): each lists the same page as the tasks
+# What a user would pick instead: each lists the same page as the tasks
 # function, without authentication, on SQLAlchemy Core.
 PEERS = (
     Subject("baseline: lean FastAPI + Core", "lean", "app:handler", "GET /api/tasks?user_id"),

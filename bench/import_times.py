@@ -1,4 +1,4 @@
-"""`-X importtime` for each function's first request (issue 19's import diet): what every
+"""`-X importtime` for each function's first request: what every
 cold start imports, by top-level package, split into the handler's import and its first
 request, beside the baselines.
 

@@ -1,4 +1,4 @@
-"""Where the warm authenticated `GET /api/tasks` spends its time (issue 19): a breakdown
+"""Where the warm authenticated `GET /api/tasks` spends its time: a breakdown
 by stage, and a cProfile of the same invocations.
 
     .venv/bin/python -m bench.profile_list [--backend postgresql] [--invocations 2000]

@@ -1,13 +1,13 @@
-"""The list search's substring matchers on PostgreSQL at their worst (issue 29, finding 3):
+"""The list search's substring matchers on PostgreSQL at their worst:
 a user at the task quota whose tasks are titled `aab` with descriptions of 5,000 `a`,
 searching the patterns that cost each matcher most.
 
     python tools/search_matchers.py [--tasks 4500 10000] [--runs 3]
 
 For each task count it makes a fresh database at head, loads the tasks, and times, in
-SQL, the WHERE clause of the list's search with each matcher: `ILIKE` (the search before
-issue 29), `strpos` on lower-cased text (Boyer-Moore-Horspool), and the literal regex the
-list uses now (`~* '***=...'`). A statement that reaches `--limit-ms` is reported as
+SQL, the WHERE clause of the list's search with each matcher: `ILIKE`, `strpos` on
+lower-cased text (Boyer-Moore-Horspool), and the literal regex the list uses (`~*
+'***=...'`). A statement that reaches `--limit-ms` is reported as
 such. Prints a JSON report: the median seconds per matcher and search.
 """
 
