@@ -4,7 +4,10 @@ code itself; timings are never asserted.)"""
 
 import http.server
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -329,3 +332,31 @@ def test_performance_md_shows_the_table_of_the_saved_results() -> None:
     shown = doc[doc.index(start) + len(start) : doc.index("\n<!-- end of python -m bench.report")]
     results = json.loads((root / "bench" / "results.json").read_text())
     assert shown == table(results, markdown=True).strip("\n")
+
+
+@pytest.mark.parametrize(
+    ("tool", "columns"),
+    [("bench.batch", 3), ("bench.password_reset", 5)],
+)
+def test_the_standalone_benchmarks_run(tool: str, columns: int) -> None:
+    """The tools docs/PERFORMANCE.md quotes outside `make bench`, on one round: each
+    prints its table (they check their own answers: 201s, 202s, the mails sent)."""
+    root = Path(__file__).resolve().parent.parent
+    completed = subprocess.run(  # noqa: S603 (this interpreter, a module of the project)
+        [sys.executable, "-m", tool, "--rounds", "1"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": f"{root / 'shared'}:{root}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = [line.strip("|").split("|") for line in completed.stdout.splitlines()]
+    measured = [row for row in rows if row[0].strip() in ("sqlite", "postgresql")]
+    assert measured, completed.stdout
+    for row in measured:
+        assert len(row) == columns, row
+        # Numbers (the reset's first column is the answer time, 0 for none), a ratio last.
+        assert all(float(cell) >= 0 for cell in row[1:]), row
+        assert float(row[-1]) > 0, row
