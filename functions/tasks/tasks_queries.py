@@ -197,7 +197,7 @@ def _list_statements(shape: _Shape) -> tuple[sa.Select[Any], sa.Select[Any]]:
     if shape.skips:
         # Counted once (a CTE that both places read), so that a page starting past the
         # total is known to be empty before OFFSET steps through every matching row (at
-        # 10,000 tasks, 28 ms instead of 5).
+        # 10,000 tasks, 7 ms instead of 28).
         matching = count.cte("matching")
         total = sa.select(matching.c.total).scalar_subquery()
         conditions_of_page = [*conditions, total > skip]
