@@ -3,6 +3,7 @@ CloudFormation), checked against the functions' FastAPI apps and the contract.""
 
 import copy
 import functools
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -531,3 +532,22 @@ def test_an_alarm_watches_the_maintenance_runs_failures(
     assert emf["Stage"] == "prod"
     assert alarm["MetricName"] in {metric["Name"] for metric in directive["Metrics"]}
     assert emf[alarm["MetricName"]] >= alarm["Threshold"]
+
+
+def test_number_parameters_stay_inside_the_bounds_of_their_settings(cfn: dict[str, Any]) -> None:
+    # A value the settings refuse must fail at deploy, not at the function's first start.
+    # A parameter may be stricter (BcryptRounds keeps deployed stages at 10 to 14).
+    parameters = sam_template()["Parameters"]
+    checked = set()
+    for function in functions(cfn).values():
+        for variable, value in function["Properties"]["Environment"]["Variables"].items():
+            parameter = parameters.get(value.get("Ref")) if isinstance(value, dict) else None
+            if parameter is None or parameter["Type"] != "Number":
+                continue
+            for constraint in Settings.model_fields[variable.lower()].metadata:
+                if getattr(constraint, "ge", None) is not None:
+                    assert parameter.get("MinValue", -math.inf) >= constraint.ge, variable
+                if getattr(constraint, "le", None) is not None:
+                    assert parameter.get("MaxValue", math.inf) <= constraint.le, variable
+            checked.add(variable)
+    assert {"PASSWORD_RESET_MINUTES", "BCRYPT_ROUNDS", "MAX_TASKS_PER_USER"} <= checked

@@ -115,20 +115,23 @@ class Settings(BaseSettings):
     trash_retention_days: int = Field(default=30, ge=1)
     # Days the changes feed keeps a removed task's tombstone; a cursor older is 410.
     changes_retention_days: int = Field(default=90, ge=1)
-    # Seconds a reminders run may spend sending: it runs every minute, so well inside one.
-    reminders_time_budget_seconds: float = Field(default=45.0, ge=0)
+    # Seconds a reminders run may spend sending: it runs every minute, and a run ends before
+    # the next one starts.
+    reminders_time_budget_seconds: float = Field(default=45.0, ge=0, lt=60)
     # The maintenance run: rows deleted per transaction, and seconds it may spend (it also
     # stops 5 s before the function's own timeout).
     maintenance_batch_size: int = Field(default=500, ge=1)
     maintenance_time_budget_seconds: float = Field(default=240.0, ge=0)
 
-    # Password reset by email: minutes a token stays valid; requests allowed per email and
-    # per source IP inside LOGIN_LOCKOUT_MINUTES (then 429); and the seconds every request
-    # takes at least, mail or not, so its time does not tell whether the account exists.
-    password_reset_minutes: int = Field(default=30, ge=1)
+    # Password reset by email: minutes a token stays valid (a day at most: the token is as
+    # good as the password while it lives); requests allowed per email and per source IP
+    # inside LOGIN_LOCKOUT_MINUTES (then 429); and the seconds every request takes at least,
+    # mail or not, so its time does not tell whether the account exists (5 at most, which
+    # leaves the auth function's 10 s for the work itself).
+    password_reset_minutes: int = Field(default=30, ge=1, le=1440)
     password_reset_max_per_email: int = Field(default=3, ge=1)
     password_reset_max_per_source: int = Field(default=20, ge=1)
-    password_reset_answer_seconds: float = Field(default=0.5, ge=0)
+    password_reset_answer_seconds: float = Field(default=0.5, ge=0, le=5)
     # Minutes the confirmation link of an email change stays valid.
     email_change_minutes: int = Field(default=60, ge=1)
     # Days the security log keeps an event; the maintenance run deletes older ones.
