@@ -27,6 +27,7 @@ from taskapi.models import utcnow
 from taskapi.settings import get_database_url, get_settings
 from tests.support.client import Client
 from tests.support.database import Database
+from tests.support.emf import emf_lines
 from tests.support.environment import configure
 from tests.support.functions import ROOT, load_function
 from tests.support.tasks import Account, create, insert_task, make_account
@@ -243,6 +244,26 @@ def test_an_unreachable_mail_server_fails_the_emails_not_the_run(
     result = run()
     assert (result["sent"], result["failed"], result["complete"]) == (0, 3, True)
     assert db.scalar("SELECT count(*) FROM task WHERE reminded_at IS NULL") == 3
+
+
+def test_a_reminder_still_failing_a_day_late_is_given_up_once(
+    mailbox: Mailbox, db: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    owner = make_account("refused@example.com")
+    now = utcnow()
+    insert_task(owner, "a day late", remind_at=now - timedelta(days=1))
+    insert_task(owner, "an hour late", remind_at=now - timedelta(hours=1))
+    mailbox.accept_only = 0
+    capsys.readouterr()
+    result = load_function("reminders").handler(SCHEDULED_EVENT, LambdaContext())
+    assert (result["sent"], result["failed"], result["given_up"]) == (0, 2, 1)
+    assert db.scalar("SELECT title FROM task WHERE reminded_at IS NULL") == "an hour late"
+    (metrics,) = [line for line in emf_lines(capsys.readouterr().out) if "RemindersSent" in line]
+    assert (metrics["RemindersFailed"], metrics["RemindersGivenUp"]) == (2, 1)
+    # The next run tries the hour-late one alone; once the server takes mail it is sent.
+    mailbox.accept_only = None
+    assert (run(now=now)["sent"], mailbox.subjects) == (1, ["Reminder: an hour late"])
+    assert mailbox.refused == 2
 
 
 def test_the_owner_of_a_reminder_is_a_live_account(mailbox: Mailbox, db: Database) -> None:

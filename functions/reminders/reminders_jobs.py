@@ -7,13 +7,16 @@ commit makes the mark final. On PostgreSQL the claim skips rows that another run
 reminder twice; on SQLite the UPDATE takes the database's write lock, which a second run
 waits for, and then finds the reminder marked. An email that fails is rolled back (the
 reminder stays due) and skipped for the rest of the run, to be tried again by the next
-one; a run that stops half-way (its time budget, a crash, a database error) leaves the
-unsent ones due. Only a crash between the mail server's acceptance and the commit can
-send one again.
+one, until a day after its time: then it is given up (marked, logged as an error and
+counted), since an address the mail server refuses for good would otherwise cost an
+attempt every minute for ever. A run that stops half-way (its time budget, a crash, a
+database error) leaves the unsent ones due. Only a crash between the mail server's
+acceptance and the commit can send one again.
 """
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +33,10 @@ logger = logging.getLogger("taskapi.reminders")
 # Stop claiming this long before the function's own timeout (an email takes seconds at
 # worst: SMTP_TIMEOUT_SECONDS per step).
 TIMEOUT_MARGIN_SECONDS = 10.0
+# A reminder whose email still fails this long after its time is given up. A day outlasts
+# a mail server's outage (a reminder sent hours late still has some use) and bounds what
+# an address that is refused for good costs: 1,440 failed attempts.
+GIVE_UP_AFTER = timedelta(days=1)
 
 _NOW = sa.bindparam("now", type_=TASKS.c.remind_at.type)
 _DUE = sa.and_(
@@ -68,6 +75,7 @@ _OWNER_EMAIL = sa.select(col(User.email)).where(col(User.id) == sa.bindparam("us
 class RemindersResult(RunResult):
     sent: int = 0
     failed: int = 0
+    given_up: int = 0
 
 
 def reminder_text(row: Any) -> tuple[str, str]:
@@ -102,11 +110,20 @@ def run_reminders(run: ScheduledRun) -> RemindersResult:
                 if send_email(to=to, subject=subject, text=text):
                     connection.commit()
                     result.sent += 1
+                    continue
+                result.failed += 1
+                if now - row.remind_at >= GIVE_UP_AFTER:
+                    # The mark stays: no run tries it again (send_email logged why).
+                    connection.commit()
+                    result.given_up += 1
+                    logger.error(
+                        "reminder given up: its email still fails a day after its time",
+                        extra={"task_id": row.id, "remind_at": row.remind_at.isoformat()},
+                    )
                 else:
                     # Still due: the next run tries again (send_email logged why).
                     connection.rollback()
                     skipped.append(row.id)
-                    result.failed += 1
     except sa.exc.SQLAlchemyError as error:
         logger.error(
             "reminders run stopped by a database error",
@@ -119,10 +136,11 @@ def run_reminders(run: ScheduledRun) -> RemindersResult:
 
 
 def publish_metrics(result: RemindersResult, *, stage: str) -> None:
-    """One EMF line: reminders sent and failed, and the run's duration."""
+    """One EMF line: reminders sent, failed and given up, and the run's duration."""
     metrics: dict[str, tuple[float, Unit]] = {
         "RemindersSent": (result.sent, "Count"),
         "RemindersFailed": (result.failed, "Count"),
+        "RemindersGivenUp": (result.given_up, "Count"),
         "RemindersDuration": (result.duration_ms, "Milliseconds"),
     }
     put_metrics(namespace=METRICS_NAMESPACE, dimensions={"Stage": stage}, metrics=metrics)
