@@ -48,8 +48,13 @@ $(PY313_VENV)/.installed: requirements-dev.txt requirements-local.txt shared/req
 	$(PY313_VENV)/bin/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-test-py313: $(PY313_VENV)/.installed  ## pytest on Python 3.13, the Lambda runtime's version
-	$(PY313_VENV)/bin/pytest -n $(PYTEST_WORKERS) -m "$(PYTEST_MARKERS)" $(PYTEST_ARGS)
+# On Lambda every function reaches PostgreSQL through RDS Proxy: the API's database tests
+# run on SQLite and through PgBouncer here, and `make test` adds the direct connection
+# (make run's). TEST_BACKENDS_PY313= runs all three.
+TEST_BACKENDS_PY313 ?= sqlite,pgbouncer
+
+test-py313: $(PY313_VENV)/.installed  ## pytest on Python 3.13, the Lambda runtime's version (SQLite and PgBouncer)
+	TEST_BACKENDS=$(TEST_BACKENDS_PY313) $(PY313_VENV)/bin/pytest -n $(PYTEST_WORKERS) -m "$(PYTEST_MARKERS)" $(PYTEST_ARGS)
 
 # ARGS go to the server: make run ARGS='--log-level warning' (python -m localapi --help).
 run: local-venv migrate  ## Serve the whole API at http://127.0.0.1:3000 (PORT changes it, ARGS adds options)

@@ -73,12 +73,20 @@ def clone(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def skip_under_another_python() -> None:
+    """`make` runs this checkout's .venv whatever interpreter runs pytest: under another
+    one (`make test-py313`) a make command would only repeat what `make test` ran."""
+    if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
+        pytest.skip("runs .venv's Python through make: make test runs it")
+
+
 def environment(**settings: str) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if name not in SETTINGS}
     return {**env, **settings}
 
 
 def make(clone: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    skip_under_another_python()
     return subprocess.run(  # noqa: S603 (make, on our own Makefile)
         ["make", "--no-print-directory", *args],  # noqa: S607
         cwd=clone,
@@ -102,6 +110,7 @@ class Running:
 @contextmanager
 def make_run(clone: Path, *args: str, **settings: str) -> Iterator[Running]:
     """`make run PORT=<free>` until the block ends; its whole process group is stopped."""
+    skip_under_another_python()
     port = free_port()
     log = clone / f"make-run-{port}.log"
     with log.open("wb") as output:
