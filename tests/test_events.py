@@ -338,6 +338,7 @@ def test_scheduled_events_replay_through_their_function(db: Database, name: str)
             "trash",
             "security_events",
             "account_tokens",
+            "login_devices",
             "tombstones",
         }
 

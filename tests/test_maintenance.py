@@ -1,6 +1,7 @@
 """The scheduled maintenance run, through MaintenanceFunction's real handler, on databases
 seeded with old and new rows of every kind (SQLite and PostgreSQL)."""
 
+import hashlib
 import json
 import sys
 import uuid
@@ -22,12 +23,14 @@ from taskapi.models import (
     AuthSession,
     IdempotencyKey,
     LoginAttempt,
+    LoginDevice,
     SecurityEvent,
     SecurityEventType,
     Task,
     User,
     utcnow,
 )
+from tests.support.auth import PASSWORD, login, signup
 from tests.support.client import Client
 from tests.support.database import (
     BACKENDS,
@@ -159,6 +162,16 @@ def seed(engine: sa.Engine) -> dict[str, set[Any]]:
             session.add(row)
             return row
 
+        def device(unused: timedelta) -> LoginDevice:
+            row = LoginDevice(
+                user_id=user.id,
+                token_hash=uuid.uuid4().hex,
+                created_at=now - timedelta(days=400),
+                last_used_at=now - unused,
+            )
+            session.add(row)
+            return row
+
         def task(title: str, deleted: timedelta | None) -> Task:
             row = Task(
                 user_id=user.id,
@@ -170,7 +183,7 @@ def seed(engine: sa.Engine) -> dict[str, set[Any]]:
 
         # Old: expired or revoked over a day ago; failures older than the window; keys
         # over 24 hours old; tasks deleted over 30 days ago; events over 90 days old;
-        # tokens past their expiry.
+        # tokens past their expiry; devices unused for over 90 days.
         for n in range(OLD_PER_KIND):
             login(expires=-timedelta(days=1, minutes=1 + n))
             login(expires=timedelta(days=3), revoked=-timedelta(days=2, minutes=n))
@@ -179,6 +192,7 @@ def seed(engine: sa.Engine) -> dict[str, set[Any]]:
             task(f"old {n}", deleted=timedelta(days=30, minutes=1 + n))
             event(timedelta(days=90, minutes=1 + n))
             token(-timedelta(seconds=1 + n))
+            device(timedelta(days=90, minutes=1 + n))
         # New: each just inside its limit.
         new_rows = [
             login(expires=-timedelta(hours=23)),
@@ -193,7 +207,10 @@ def seed(engine: sa.Engine) -> dict[str, set[Any]]:
         ]
         new_event = event(timedelta(days=89, hours=23))
         new_token = token(timedelta(minutes=1))
+        # Created long ago, used lately: kept.
+        new_device = device(timedelta(days=89, hours=23))
         session.commit()
+        keep["devices"] = {new_device.id}
         keep["events"] = {new_event.id}
         keep["tokens"] = {new_token.user_id}
         keep["sessions"] = {row.id for row in new_rows}
@@ -217,6 +234,7 @@ def remaining(database_engine: sa.Engine) -> dict[str, set[Any]]:
             "tasks": column("SELECT id FROM task"),
             "events": {uuid.UUID(str(v)) for v in column("SELECT id FROM security_event")},
             "tokens": {uuid.UUID(str(v)) for v in column("SELECT user_id FROM account_token")},
+            "devices": {uuid.UUID(str(v)) for v in column("SELECT id FROM login_device")},
         }
 
 
@@ -233,6 +251,7 @@ def test_the_run_deletes_exactly_the_old_rows_in_bounded_batches(
         "trash": OLD_PER_KIND,
         "security_events": OLD_PER_KIND,
         "account_tokens": OLD_PER_KIND,
+        "login_devices": OLD_PER_KIND,
         # The trash's tombstones are new: the changes feed keeps them for 90 days.
         "tombstones": 0,
     }
@@ -243,7 +262,14 @@ def test_the_run_deletes_exactly_the_old_rows_in_bounded_batches(
     assert all(rows <= BATCH_SIZE for _, rows in deletes), deletes
     per_table = {table: [rows for t, rows in deletes if t == table] for table, _ in deletes}
     assert per_table["auth_session"] == [2, 2, 2, 2, 2, 0]
-    for table in ("login_attempt", "idempotency_key", "task", "security_event", "account_token"):
+    for table in (
+        "login_attempt",
+        "idempotency_key",
+        "task",
+        "security_event",
+        "account_token",
+        "login_device",
+    ):
         assert per_table[table] == [2, 2, 1], table
 
     output = capsys.readouterr().out
@@ -258,6 +284,7 @@ def test_the_run_deletes_exactly_the_old_rows_in_bounded_batches(
         "TrashedTasksDeleted": "Count",
         "SecurityEventsDeleted": "Count",
         "AccountTokensDeleted": "Count",
+        "LoginDevicesDeleted": "Count",
         "TombstonesDeleted": "Count",
         "MaintenanceFailures": "Count",
         "MaintenanceDuration": "Milliseconds",
@@ -265,6 +292,7 @@ def test_the_run_deletes_exactly_the_old_rows_in_bounded_batches(
     assert (emf["Stage"], emf["SessionsDeleted"], emf["TrashedTasksDeleted"]) == ("test", 10, 5)
     assert (emf["LoginAttemptsDeleted"], emf["IdempotencyKeysDeleted"]) == (5, 5)
     assert (emf["SecurityEventsDeleted"], emf["AccountTokensDeleted"]) == (5, 5)
+    assert emf["LoginDevicesDeleted"] == 5
     assert emf["MaintenanceFailures"] == 0
     (log,) = [
         json.loads(line)
@@ -333,6 +361,7 @@ def test_a_failing_purge_does_not_stop_the_others(
         "trash": OLD_PER_KIND,
         "security_events": OLD_PER_KIND,
         "account_tokens": OLD_PER_KIND,
+        "login_devices": OLD_PER_KIND,
         "tombstones": 0,
     }
     output = capsys.readouterr().out
@@ -356,7 +385,43 @@ def test_purges_cover_every_table_that_only_grows() -> None:
         "task",
         "security_event",
         "account_token",
+        "login_device",
         "task_tombstone",
     }
     # Keyed by primary key, however many columns it has (login_attempt may gain one).
     assert all(purge.table.primary_key.columns for purge in purges)
+
+
+def test_a_device_is_forgotten_90_days_after_its_last_login(db: Database) -> None:
+    auth = Client("auth")
+    device = signup(auth).json()["device_token"]
+    used_again = auth.post(
+        "/api/auth/login",
+        json_body={"email": "ada@example.com", "password": PASSWORD, "device_token": device},
+    )
+    assert used_again.json()["device_token"] == device
+    # Signed up 100 days ago, last presented 89 days ago: kept; a login without the token
+    # 91 days ago added a device that goes.
+    tokenless = login(auth).json()["device_token"]
+    with db.engine.begin() as connection:
+        for token, unused in ((device, 89), (tokenless, 91)):
+            connection.execute(
+                sa.text(
+                    "UPDATE login_device SET created_at = :created, last_used_at = :used"
+                    " WHERE token_hash = :hash"
+                ),
+                {
+                    "created": utcnow() - timedelta(days=100),
+                    "used": utcnow() - timedelta(days=unused),
+                    "hash": hashlib.sha256(token.encode()).hexdigest(),
+                },
+            )
+    assert run()["deleted"]["login_devices"] == 1
+    assert db.scalar("SELECT count(*) FROM login_device") == 1
+    # The forgotten token counts as none: the login gets a new one; the kept one is kept.
+    for token, answer in ((tokenless, "new"), (device, "same")):
+        response = auth.post(
+            "/api/auth/login",
+            json_body={"email": "ada@example.com", "password": PASSWORD, "device_token": token},
+        )
+        assert (response.json()["device_token"] == token) == (answer == "same"), answer

@@ -141,7 +141,7 @@ async def login(body: LoginRequest, session: SessionDep, events: SecurityLogDep)
         logger.info("login failed: the password changed meanwhile")
         unauthorized("Invalid email or password")
     if device_id is not None:
-        release_device_attempt(session, device_id=device_id)
+        release_device_attempt(session, device_id=device_id, now=now)
     else:
         release_login_attempt(session, email=body.email, source_ip=events.device.ip)
     if not user.is_active:

@@ -414,7 +414,11 @@ def _device_token_hash(token: str) -> str:
 def add_device(session: Session, *, user_id: uuid.UUID, now: datetime) -> str:
     """Stage a new known device of the user; its token, which only the client keeps."""
     token = secrets.token_urlsafe(32)
-    session.add(LoginDevice(user_id=user_id, token_hash=_device_token_hash(token), created_at=now))
+    session.add(
+        LoginDevice(
+            user_id=user_id, token_hash=_device_token_hash(token), created_at=now, last_used_at=now
+        )
+    )
     return token
 
 
@@ -464,11 +468,12 @@ def reserve_device_attempt(session: Session, *, device_id: uuid.UUID, now: datet
     return max(1, math.ceil((last_failed_at + lockout - now).total_seconds()))
 
 
-def release_device_attempt(session: Session, *, device_id: uuid.UUID) -> None:
-    """Take back a reservation whose password was right: the device's run of failures ends."""
+def release_device_attempt(session: Session, *, device_id: uuid.UUID, now: datetime) -> None:
+    """Take back a reservation whose password was right: the device's run of failures
+    ends, and it counts as used (the maintenance run forgets devices long unused)."""
     session.exec(
         sa.update(LoginDevice)
         .where(col(LoginDevice.id) == device_id)
-        .values(failed_count=0, first_failed_at=None, last_failed_at=None)
+        .values(failed_count=0, first_failed_at=None, last_failed_at=None, last_used_at=now)
         .execution_options(synchronize_session=False)
     )

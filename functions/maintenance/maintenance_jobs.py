@@ -1,6 +1,6 @@
 """The scheduled clean-up: rows that only grow, deleted in bounded batches (ended
 sessions, old login failures, idempotency records, the trash, the security log past its
-retention, expired emailed tokens).
+retention, expired emailed tokens, known devices long unused).
 
 Each purge deletes at most `MAINTENANCE_BATCH_SIZE` rows per transaction, so no batch
 holds locks for long or outlives the statement timeout, and stops starting batches once
@@ -23,10 +23,12 @@ from taskapi.jobs import RunResult, ScheduledRun
 from taskapi.metrics import METRICS_NAMESPACE, Unit, put_metrics
 from taskapi.models import (
     IDEMPOTENCY_KEY_LIFETIME,
+    KNOWN_DEVICE_LIFETIME,
     AccountToken,
     AuthSession,
     IdempotencyKey,
     LoginAttempt,
+    LoginDevice,
     SecurityEvent,
     Task,
     TaskTombstone,
@@ -82,6 +84,12 @@ def security_events_past_retention(now: datetime, settings: Settings) -> sa.Colu
 def expired_account_tokens(now: datetime, settings: Settings) -> sa.ColumnElement[bool]:
     """Emailed tokens (password reset, email change) that can no longer be used."""
     return col(AccountToken.expires_at) <= now
+
+
+def devices_long_unused(now: datetime, settings: Settings) -> sa.ColumnElement[bool]:
+    """Known devices that have not logged in for KNOWN_DEVICE_LIFETIME: their tokens are
+    forgotten (a later login with one is a new device's)."""
+    return col(LoginDevice.last_used_at) < now - KNOWN_DEVICE_LIFETIME
 
 
 def tombstones_past_retention(now: datetime, settings: Settings) -> sa.ColumnElement[bool]:
@@ -156,6 +164,7 @@ PURGES = (
         security_events_past_retention,
     ),
     Purge("account_tokens", "AccountTokensDeleted", table_of(AccountToken), expired_account_tokens),
+    Purge("login_devices", "LoginDevicesDeleted", table_of(LoginDevice), devices_long_unused),
 )
 
 

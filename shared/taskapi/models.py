@@ -308,7 +308,11 @@ class LoginAttempt(SQLModel, table=True):
 # A device that has logged in before (its client keeps the `device_token` that login and
 # sign-up return; only the token's SHA-256 is stored). A login presenting it is throttled
 # by the device's own failures alone, so a stranger's guesses cannot lock it out (OWASP's
-# "device cookies"). Deleted with its user.
+# "device cookies"). Deleted with its user, or by the maintenance run once it has not
+# logged in for KNOWN_DEVICE_LIFETIME (a login without a token adds a device each time).
+KNOWN_DEVICE_LIFETIME = timedelta(days=90)
+
+
 class LoginDevice(SQLModel, table=True):
     __tablename__ = "login_device"
 
@@ -319,6 +323,8 @@ class LoginDevice(SQLModel, table=True):
     first_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Its creation, then each login that presented its token.
+    last_used_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
 
 
 # ---------------------------------------------------------------------------------------
