@@ -18,13 +18,20 @@ INDEX = "ix_login_device_last_used_at"
 
 
 def upgrade() -> None:
-    # Added empty, filled, then made NOT NULL: batch mode, because SQLite rebuilds the
-    # table where it cannot change a column in place.
+    # Added empty, filled, then made NOT NULL with the time of insertion as its default:
+    # the code of the release before, which runs while a deploy migrates (and after a
+    # rollback that keeps the schema), adds devices without it. Batch mode, because
+    # SQLite rebuilds the table where it cannot change a column in place.
     with op.batch_alter_table("login_device") as batch:
         batch.add_column(sa.Column("last_used_at", TIMESTAMP, nullable=True))
     op.execute("UPDATE login_device SET last_used_at = created_at")
     with op.batch_alter_table("login_device") as batch:
-        batch.alter_column("last_used_at", existing_type=TIMESTAMP, nullable=False)
+        batch.alter_column(
+            "last_used_at",
+            existing_type=TIMESTAMP,
+            nullable=False,
+            server_default=sa.text("CURRENT_TIMESTAMP"),
+        )
     op.create_index(op.f(INDEX), "login_device", ["last_used_at"])
 
 

@@ -323,8 +323,14 @@ class LoginDevice(SQLModel, table=True):
     first_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    # Its creation, then each login that presented its token.
-    last_used_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    # Its creation, then each login that presented its token. The server's default is
+    # for the code of the release before, which inserts devices without it.
+    last_used_at: datetime = Field(
+        default_factory=utcnow,
+        sa_type=UTCDateTime,
+        index=True,
+        sa_column_kwargs={"server_default": sa.text("CURRENT_TIMESTAMP")},
+    )
 
 
 # ---------------------------------------------------------------------------------------
