@@ -61,20 +61,22 @@ def test_log_level_is_one_of_the_templates_names(monkeypatch: pytest.MonkeyPatch
         get_settings()
 
 
-@pytest.mark.parametrize(
-    ("setting", "largest", "too_large"),
-    [
-        # A run ends before the next minute's run starts.
-        ("reminders_time_budget_seconds", "59.9", "60"),
-        # A reset token is as good as the password while it lives.
-        ("password_reset_minutes", "1440", "1441"),
-        # The floor leaves the auth function's 10 s for the work itself.
-        ("password_reset_answer_seconds", "5", "5.5"),
-    ],
-)
+# Settings with an upper bound: the largest value taken, and one just past it.
+UPPER_BOUNDS = {
+    # A run ends before the next minute's run starts.
+    "reminders_time_budget_seconds": ("59.9", "60"),
+    # A reset token is as good as the password while it lives.
+    "password_reset_minutes": ("1440", "1441"),
+    # The floor leaves the auth function's 10 s for the work itself.
+    "password_reset_answer_seconds": ("5", "5.5"),
+}
+
+
+@pytest.mark.parametrize("setting", UPPER_BOUNDS)
 def test_bounded_settings_refuse_a_value_past_their_limit(
-    monkeypatch: pytest.MonkeyPatch, setting: str, largest: str, too_large: str
+    monkeypatch: pytest.MonkeyPatch, setting: str
 ) -> None:
+    largest, too_large = UPPER_BOUNDS[setting]
     configure(monkeypatch, **{setting: largest})
     assert getattr(get_settings(), setting) == float(largest)
     configure(monkeypatch, **{setting: too_large})
