@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from localapi.events import LambdaContext
 from taskapi.db import get_engine
@@ -402,16 +402,14 @@ def test_a_device_is_forgotten_90_days_after_its_last_login(db: Database) -> Non
     tokenless = login(auth).json()["device_token"]
     with db.engine.begin() as connection:
         for token, unused in ((device, 89), (tokenless, 91)):
+            # Typed columns: Python 3.12's sqlite3 deprecates its own datetime adapter.
             connection.execute(
-                sa.text(
-                    "UPDATE login_device SET created_at = :created, last_used_at = :used"
-                    " WHERE token_hash = :hash"
-                ),
-                {
-                    "created": utcnow() - timedelta(days=100),
-                    "used": utcnow() - timedelta(days=unused),
-                    "hash": hashlib.sha256(token.encode()).hexdigest(),
-                },
+                sa.update(LoginDevice)
+                .where(col(LoginDevice.token_hash) == hashlib.sha256(token.encode()).hexdigest())
+                .values(
+                    created_at=utcnow() - timedelta(days=100),
+                    last_used_at=utcnow() - timedelta(days=unused),
+                )
             )
     assert run()["deleted"]["login_devices"] == 1
     assert db.scalar("SELECT count(*) FROM login_device") == 1
