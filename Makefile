@@ -100,7 +100,7 @@ PYTEST_WORKERS ?= auto
 # migration) cannot run, so a SQLite-only run has its own, lower floor; CI runs both
 # databases and keeps the higher one. COVERAGE= turns it off (a subset of the tests, or
 # pdb); `make test-py313` runs without it.
-COVERAGE_FLOOR ?= $(if $(TEST_DATABASE_URL),97,94)
+COVERAGE_FLOOR ?= $(if $(TEST_DATABASE_URL),98,96)
 COVERAGE ?= --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 # Tests that assert a time or run a load carry the `perf` marker: on a busy machine they
